@@ -1,0 +1,7 @@
+//! HTTP/1.1 framing, sans-io (RFC 9112, RFC 9110): request and response heads parsed into
+//! offsets into the caller's buffer, body framing, hop-by-hop rewriting, and canned answers.
+
+pub mod answer;
+pub mod body;
+pub mod head;
+pub mod rewrite;

@@ -1,0 +1,22 @@
+//! hearth: a low-latency HTTP/1.1 reverse proxy whose upstream keep-alive pool is done right.
+//!
+//! The crate is laid out leaves first. The sans-io leaves (`lru`, `timer`, `http`, `config`,
+//! `route`, `balance`, `upstream::pool`) never touch a socket and take `now` as an argument, so
+//! they are tested with a virtual clock. `runtime` owns the sockets: one `mio` event loop per core,
+//! each with its own listener, connections, buffers, timer wheel and upstream pool. Cores share
+//! only the immutable configuration and, for per-node connection caps, a few counters touched when
+//! a connection opens or closes, never per request.
+
+pub mod balance;
+pub mod buf;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod lru;
+pub mod metrics;
+pub mod route;
+pub mod runtime;
+pub mod slab;
+pub mod sys;
+pub mod timer;
+pub mod upstream;

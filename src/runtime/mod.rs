@@ -1,0 +1,1 @@
+//! The event loops: one `Core` per worker thread, control messages, and process start/stop.

@@ -1,0 +1,3 @@
+//! Upstream side: pool bookkeeping (sans-io) and the process-wide per-node budget.
+
+pub mod pool;
