@@ -1,1 +1,146 @@
-//! (module under construction)
+//! Route matching: which upstream serves a request, from its Host and path.
+//!
+//! A route matches when its `hosts` list is empty or names the request's host (compared without
+//! the port, ignoring ASCII case), and one of its `uris` matches the path (the target without its
+//! query). Among matching routes the most specific wins: a host match beats none, an exact uri
+//! beats a prefix, a longer prefix beats a shorter one, and an earlier route beats a later one.
+//! The table is immutable once built; each core holds it through the shared configuration.
+
+use crate::config::{Route, UriPattern};
+
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+/// The outcome of a match: the index of the route and of its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched {
+    pub route: usize,
+    pub upstream: usize,
+}
+
+impl Router {
+    pub fn new(routes: &[Route]) -> Router {
+        Router { routes: routes.to_vec() }
+    }
+
+    /// `host`: the Host header value (may carry a port); `target`: the request target as sent.
+    pub fn find(&self, host: Option<&[u8]>, target: &[u8]) -> Option<Matched> {
+        let (authority, path) = split_target(target);
+        let host = strip_port(authority.or(host).unwrap_or(b""));
+        let mut best: Option<(usize, (bool, bool, usize))> = None;
+        for (i, r) in self.routes.iter().enumerate() {
+            let host_hit = if r.hosts.is_empty() {
+                false
+            } else if r.hosts.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(host)) {
+                true
+            } else {
+                continue;
+            };
+            let Some((exact, len)) = best_uri(&r.uris, path) else { continue };
+            let rank = (host_hit, exact, len);
+            if best.is_none_or(|(_, b)| rank > b) {
+                best = Some((i, rank));
+            }
+        }
+        best.map(|(i, _)| Matched { route: i, upstream: self.routes[i].upstream })
+    }
+}
+
+fn best_uri(uris: &[UriPattern], path: &[u8]) -> Option<(bool, usize)> {
+    let mut best = None;
+    for u in uris {
+        let hit = match u {
+            UriPattern::Exact(e) => (e.as_bytes() == path).then_some((true, e.len())),
+            UriPattern::Prefix(p) => path.starts_with(p.as_bytes()).then_some((false, p.len())),
+        };
+        if hit > best {
+            best = hit;
+        }
+    }
+    best
+}
+
+/// Splits a request target into an authority (absolute-form only, RFC 9112 §3.2.2) and the path
+/// without its query.
+fn split_target(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
+    let mut authority = None;
+    let mut rest = target;
+    for scheme in [&b"http://"[..], b"https://"] {
+        if rest.len() > scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            let after = &rest[scheme.len()..];
+            let end = after.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(after.len());
+            authority = Some(&after[..end]);
+            rest = &after[end..];
+            break;
+        }
+    }
+    let path_end = rest.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(rest.len());
+    let path = &rest[..path_end];
+    (authority, if path.is_empty() { b"/" } else { path })
+}
+
+fn strip_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        // IPv6 literal: keep through the closing bracket.
+        return match host.iter().position(|&b| b == b']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(uris: &[&str], hosts: &[&str], upstream: usize) -> Route {
+        Route {
+            uris: uris
+                .iter()
+                .map(|u| match u.strip_suffix('*') {
+                    Some(p) => UriPattern::Prefix(p.to_string()),
+                    None => UriPattern::Exact(u.to_string()),
+                })
+                .collect(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            upstream,
+        }
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let r = Router::new(&[
+            route(&["/*"], &[], 0),
+            route(&["/api/*"], &[], 1),
+            route(&["/api/health"], &[], 2),
+            route(&["/api/*"], &["example.com"], 3),
+        ]);
+        let up = |host: &str, t: &str| r.find(Some(host.as_bytes()), t.as_bytes()).map(|m| m.upstream);
+        assert_eq!(up("x", "/"), Some(0));
+        assert_eq!(up("x", "/api/users?id=1"), Some(1));
+        assert_eq!(up("x", "/api/health"), Some(2));
+        assert_eq!(up("Example.COM:8080", "/api/users"), Some(3));
+        assert_eq!(up("x", "http://example.com/api/a"), Some(3), "absolute-form authority wins over Host");
+    }
+
+    #[test]
+    fn no_match_without_catch_all() {
+        let r = Router::new(&[route(&["/health"], &[], 0), route(&["/a/*"], &["a.test"], 1)]);
+        assert_eq!(r.find(Some(b"x"), b"/healthz"), None);
+        assert_eq!(r.find(Some(b"b.test"), b"/a/x"), None);
+        assert_eq!(r.find(None, b"/health?x").map(|m| m.route), Some(0));
+    }
+
+    #[test]
+    fn ports_and_ipv6_hosts() {
+        assert_eq!(strip_port(b"a.test:80"), b"a.test");
+        assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
+        assert_eq!(strip_port(b"a.test"), b"a.test");
+    }
+}

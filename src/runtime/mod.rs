@@ -1,1 +1,23 @@
-//! The event loops: one `Core` per worker thread, control messages, and process start/stop.
+//! The event loops: one `Core` per worker thread, control messages between them, and process
+//! start and stop (`Server`).
+//!
+//! # The life of a request
+//! A client connection (`core::Client`) starts in `Phase::Head`, reading into a buffer checked
+//! out from the core's pool until `http::head::parse_request` finds a whole head. The route picks
+//! an upstream, the balancer a node; the head is rewritten into the exchange's `to_up` buffer and
+//! the phase becomes `Phase::Exchange`. The exchange takes the most recently used idle connection
+//! to that node from the core's pool, or connects, or queues when the node's caps are reached.
+//! Request body bytes stream from the client buffer into `to_up` and on to the upstream; response
+//! bytes stream from `from_up` through the response framing into the client's `wbuf`. Bytes sent
+//! to the upstream stay in `to_up` until the first response byte arrives, so a request that a
+//! reused connection drops before answering can be replayed once on a fresh connection. When both
+//! bodies are complete the upstream connection goes back to the pool (or to the next waiter) and
+//! the client returns to `Phase::Head`, where pipelined bytes may already wait. A 101 turns the
+//! exchange into `Phase::Tunnel`; answers hearth makes itself go out through `Phase::Closing` when
+//! the connection cannot continue.
+
+pub mod control;
+pub mod core;
+pub mod server;
+
+pub use server::Server;

@@ -1,1 +1,319 @@
-//! (module under construction)
+//! The upstream keep-alive pool's bookkeeping for one core, and the process-wide node budget.
+//!
+//! Per node (an upstream's member address), a core keeps an LRU list of its idle connections
+//! (checkout takes the most recently used, which is the one least likely to have been closed by
+//! the upstream; overflow evicts the least recently used), the number it has open and connecting,
+//! and a FIFO of requests waiting for a connection. None of this touches a socket: the event loop
+//! owns the sockets and asks this module what to do with them.
+//!
+//! The only state shared between cores is `NodeBudget`, consulted when a node has a
+//! `max_connections` or `max_connecting` cap, and only when a connection opens or closes, never
+//! when one is reused.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::config::PoolSettings;
+use crate::lru::{Handle, Lru};
+
+/// Why a pooled or active upstream connection was closed. Counted per node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Idle longer than `keepalive_pool.idle_timeout` (or the upstream's Keep-Alive timeout hint).
+    IdleTimeout,
+    /// Open longer than `keepalive_pool.max_lifetime`.
+    Lifetime,
+    /// Served `keepalive_pool.requests` (or the upstream's Keep-Alive `max`).
+    MaxRequests,
+    /// The upstream said `Connection: close` or answered HTTP/1.0 without keep-alive.
+    UpstreamClose,
+    /// The idle connection turned readable: the upstream closed it or sent stray bytes.
+    Stale,
+    /// Pushed out of the idle list by a more recently used one (`keepalive_pool.size`).
+    Evicted,
+    /// Not reusable: close-delimited body, body not fully transferred, error, upgrade, shutdown.
+    NotReusable,
+    /// A connect or I/O error.
+    Error,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 8] = [
+        CloseReason::IdleTimeout,
+        CloseReason::Lifetime,
+        CloseReason::MaxRequests,
+        CloseReason::UpstreamClose,
+        CloseReason::Stale,
+        CloseReason::Evicted,
+        CloseReason::NotReusable,
+        CloseReason::Error,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::Lifetime => "lifetime",
+            CloseReason::MaxRequests => "max_requests",
+            CloseReason::UpstreamClose => "upstream_close",
+            CloseReason::Stale => "stale",
+            CloseReason::Evicted => "evicted",
+            CloseReason::NotReusable => "not_reusable",
+            CloseReason::Error => "error",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What the upstream's last response said about reuse (RFC 9112 §9.3, and the `Keep-Alive`
+/// header of RFC 2068 §19.7.1.1 that servers still send).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeepAliveHint {
+    pub timeout_secs: Option<u32>,
+    pub max: Option<u32>,
+}
+
+/// One second under the upstream's announced timeout: the margin that keeps hearth from reusing
+/// a connection in the instant the upstream closes it.
+pub const HINT_MARGIN_MS: u64 = 1_000;
+
+/// When an idle connection must be retired: the earliest of our idle timeout, the upstream's
+/// announced timeout less a margin, and the connection's maximum lifetime.
+pub fn idle_deadline(now: u64, opened_at: u64, settings: &PoolSettings, hint: KeepAliveHint) -> (u64, CloseReason) {
+    let mut idle_ms = settings.idle_timeout.as_millis() as u64;
+    if let Some(t) = hint.timeout_secs {
+        idle_ms = idle_ms.min((u64::from(t) * 1_000).saturating_sub(HINT_MARGIN_MS));
+    }
+    let idle_at = now + idle_ms;
+    let life_at = opened_at.saturating_add(settings.max_lifetime.as_millis() as u64);
+    if life_at < idle_at {
+        (life_at, CloseReason::Lifetime)
+    } else {
+        (idle_at, CloseReason::IdleTimeout)
+    }
+}
+
+/// Whether a connection that just finished an exchange cleanly may go back to the pool, and if
+/// not, why. `served` counts the exchanges it has carried, this one included.
+pub fn retire_reason(now: u64, opened_at: u64, served: u64, settings: &PoolSettings, hint: KeepAliveHint) -> Option<CloseReason> {
+    if settings.size == 0 {
+        return Some(CloseReason::NotReusable);
+    }
+    let mut max = settings.requests;
+    if let Some(m) = hint.max {
+        max = max.min(u64::from(m));
+    }
+    if max > 0 && served >= max {
+        return Some(CloseReason::MaxRequests);
+    }
+    if hint.timeout_secs.is_some_and(|t| u64::from(t) * 1_000 <= HINT_MARGIN_MS) {
+        // The upstream will close it before we could safely reuse it.
+        return Some(CloseReason::IdleTimeout);
+    }
+    if now >= opened_at.saturating_add(settings.max_lifetime.as_millis() as u64) {
+        return Some(CloseReason::Lifetime);
+    }
+    None
+}
+
+/// Per-core state of one node: idle connections (by the runtime's connection id), counts and
+/// waiters (by the runtime's client id).
+#[derive(Debug, Default)]
+pub struct NodePool {
+    idle: Lru<usize>,
+    /// Connections open on this core to this node, idle, active or connecting.
+    pub open: u32,
+    /// Of those, connects not yet completed.
+    pub connecting: u32,
+    waiters: VecDeque<usize>,
+}
+
+impl NodePool {
+    /// The most recently used idle connection.
+    pub fn take_idle(&mut self) -> Option<usize> {
+        self.idle.pop_front()
+    }
+
+    /// Files `conn` as the most recently used idle connection. Returns its handle and, when that
+    /// makes more than `size` idle, the least recently used one, which the caller closes.
+    pub fn put_idle(&mut self, conn: usize, size: usize) -> (Handle, Option<usize>) {
+        let h = self.idle.push_front(conn);
+        let evicted = if self.idle.len() > size { self.idle.pop_back() } else { None };
+        (h, evicted)
+    }
+
+    pub fn remove_idle(&mut self, h: Handle) -> Option<usize> {
+        self.idle.remove(h)
+    }
+
+    pub fn idle_len(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// The least recently used idle connection, to shed when another core needs the budget.
+    pub fn oldest_idle(&mut self) -> Option<usize> {
+        self.idle.pop_back()
+    }
+
+    pub fn idle_conns(&self) -> impl Iterator<Item = &usize> {
+        self.idle.iter()
+    }
+
+    /// Queues a waiter; false when the queue already holds `max` of them.
+    pub fn wait(&mut self, client: usize, max: usize) -> bool {
+        if self.waiters.len() >= max {
+            return false;
+        }
+        self.waiters.push_back(client);
+        true
+    }
+
+    pub fn next_waiter(&mut self) -> Option<usize> {
+        self.waiters.pop_front()
+    }
+
+    pub fn has_waiters(&self) -> bool {
+        !self.waiters.is_empty()
+    }
+
+    pub fn forget_waiter(&mut self, client: usize) {
+        self.waiters.retain(|&c| c != client);
+    }
+}
+
+/// Process-wide counts for one node, for the caps that span cores.
+#[derive(Debug, Default)]
+pub struct NodeBudget {
+    conns: AtomicU32,
+    connecting: AtomicU32,
+    /// Requests queued on any core for this node; a core that frees budget tells the others
+    /// only when this is non-zero.
+    waiters: AtomicU32,
+}
+
+impl NodeBudget {
+    /// Reserves one connection and one connect slot if both caps allow (0 = no cap).
+    pub fn try_open(&self, max_conns: u32, max_connecting: u32) -> bool {
+        if max_conns > 0 && !bump_below(&self.conns, max_conns) {
+            return false;
+        }
+        if max_connecting > 0 && !bump_below(&self.connecting, max_connecting) {
+            if max_conns > 0 {
+                self.conns.fetch_sub(1, Ordering::AcqRel);
+            }
+            return false;
+        }
+        true
+    }
+
+    pub fn connect_done(&self, max_connecting: u32) {
+        if max_connecting > 0 {
+            self.connecting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    pub fn closed(&self, max_conns: u32) {
+        if max_conns > 0 {
+            self.conns.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    pub fn open_now(&self) -> u32 {
+        self.conns.load(Ordering::Acquire)
+    }
+
+    pub fn add_waiter(&self) {
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn remove_waiter(&self) {
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn waiters(&self) -> u32 {
+        self.waiters.load(Ordering::Acquire)
+    }
+}
+
+fn bump_below(counter: &AtomicU32, max: u32) -> bool {
+    counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings(size: usize, requests: u64, idle_s: u64, life_s: u64) -> PoolSettings {
+        PoolSettings {
+            size,
+            requests,
+            idle_timeout: Duration::from_secs(idle_s),
+            max_lifetime: Duration::from_secs(life_s),
+        }
+    }
+
+    #[test]
+    fn idle_deadline_takes_the_earliest_limit() {
+        let s = settings(32, 1000, 60, 3600);
+        let none = KeepAliveHint::default();
+        assert_eq!(idle_deadline(1_000, 0, &s, none), (61_000, CloseReason::IdleTimeout));
+        let hint = KeepAliveHint { timeout_secs: Some(5), max: None };
+        assert_eq!(idle_deadline(1_000, 0, &s, hint), (5_000, CloseReason::IdleTimeout), "5 s hint less 1 s margin");
+        assert_eq!(idle_deadline(3_599_000, 0, &s, none), (3_600_000, CloseReason::Lifetime));
+    }
+
+    #[test]
+    fn retire_rules() {
+        let s = settings(32, 3, 60, 10);
+        let none = KeepAliveHint::default();
+        assert_eq!(retire_reason(0, 0, 1, &s, none), None);
+        assert_eq!(retire_reason(0, 0, 3, &s, none), Some(CloseReason::MaxRequests));
+        let max2 = KeepAliveHint { timeout_secs: None, max: Some(2) };
+        assert_eq!(retire_reason(0, 0, 2, &s, max2), Some(CloseReason::MaxRequests), "upstream max=2 wins over requests=3");
+        assert_eq!(retire_reason(10_000, 0, 1, &s, none), Some(CloseReason::Lifetime));
+        assert_eq!(retire_reason(0, 0, 1, &settings(0, 3, 60, 10), none), Some(CloseReason::NotReusable));
+        let t1 = KeepAliveHint { timeout_secs: Some(1), max: None };
+        assert_eq!(retire_reason(0, 0, 1, &s, t1), Some(CloseReason::IdleTimeout), "1 s hint leaves no safe reuse window");
+    }
+
+    #[test]
+    fn mru_checkout_and_lru_eviction() {
+        let mut p = NodePool::default();
+        assert_eq!(p.put_idle(1, 2).1, None);
+        assert_eq!(p.put_idle(2, 2).1, None);
+        assert_eq!(p.put_idle(3, 2).1, Some(1), "oldest evicted past size");
+        assert_eq!(p.take_idle(), Some(3), "most recent first");
+        let (h, _) = p.put_idle(4, 2);
+        assert_eq!(p.remove_idle(h), Some(4));
+        assert_eq!(p.take_idle(), Some(2));
+        assert_eq!(p.take_idle(), None);
+    }
+
+    #[test]
+    fn waiters_are_bounded_and_fifo() {
+        let mut p = NodePool::default();
+        assert!(p.wait(7, 2));
+        assert!(p.wait(8, 2));
+        assert!(!p.wait(9, 2));
+        p.forget_waiter(7);
+        assert_eq!(p.next_waiter(), Some(8));
+        assert_eq!(p.next_waiter(), None);
+    }
+
+    #[test]
+    fn budget_caps_connections_and_connects() {
+        let b = NodeBudget::default();
+        assert!(b.try_open(2, 1));
+        assert!(!b.try_open(2, 1), "one connect in flight already");
+        b.connect_done(1);
+        assert!(b.try_open(2, 1));
+        b.connect_done(1);
+        assert!(!b.try_open(2, 1), "two open already");
+        b.closed(2);
+        assert!(b.try_open(2, 0));
+        assert!(b.try_open(0, 0), "no caps");
+    }
+}

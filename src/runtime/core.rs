@@ -1,0 +1,1771 @@
+//! One core: a `mio::Poll`, its listeners, client and upstream connections, buffers, timer wheel,
+//! upstream pool and counters, all owned by one thread and touched by no other.
+//!
+//! Invariants kept here:
+//! - Every socket is registered once, for reading and writing, edge-triggered; readiness is kept
+//!   in user space (`readable`/`writable` flags set by events, cleared by `WouldBlock` or a short
+//!   read or write), so the hot path makes no `epoll_ctl` calls.
+//! - Code that queues output for a socket attempts the write in the same pass.
+//! - An idle client holds no buffer; an idle upstream connection holds no buffer and stays
+//!   registered, so the moment it turns readable (EOF, reset, stray bytes) it is closed.
+//! - Timers are lazy: a connection stores its deadline and the wheel holds at most a few entries
+//!   per connection; an entry that fires early re-arms at the stored deadline.
+//! - An upstream connection is in exactly one of: connecting, attached to one client, idle in its
+//!   node's LRU list.
+
+use std::io::{self, Read, Write};
+use std::mem;
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use log::{debug, info, warn};
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::balance::RoundRobin;
+use crate::buf::{Buf, BufPool};
+use crate::config::{Config, PassHost};
+use crate::http::answer::canned;
+use crate::http::body::ChunkedDecoder;
+use crate::http::head::{self, Header, Limits, ReqBody, RequestHead, RespBody, Version};
+use crate::http::rewrite::{self, ClientSide, Forward};
+use crate::lru::Handle;
+use crate::metrics::Counters;
+use crate::route::Router;
+use crate::runtime::control::{Control, Peer};
+use crate::slab::Slab;
+use crate::timer::TimerWheel;
+use crate::upstream::pool::{self, CloseReason, KeepAliveHint, NodeBudget, NodePool};
+
+const WAKER: Token = Token(usize::MAX);
+const CONN_BASE: usize = 1 << 16;
+/// Steps one drive may take before yielding to other connections.
+const MAX_STEPS: usize = 64;
+/// How long a closing client may keep sending before we stop reading and drop it.
+const LINGER: Duration = Duration::from_secs(2);
+const MAX_EXT_BYTES: usize = 4_096;
+const MAX_TRAILER_BYTES: usize = 16_384;
+/// Buffers one core may have checked out at once (16 KiB each by default: 1 GiB).
+const MAX_BUFFERS: usize = 65_536;
+/// After EMFILE/ENFILE, accepting pauses this long instead of spinning.
+const ACCEPT_PAUSE_MS: u64 = 100;
+
+fn client_token(i: usize) -> Token {
+    Token(CONN_BASE + 2 * i)
+}
+
+fn up_token(i: usize) -> Token {
+    Token(CONN_BASE + 2 * i + 1)
+}
+
+/// An upstream node as the cores see it: global id = index in `Shared::nodes`.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub upstream: usize,
+    pub addr: SocketAddr,
+    pub host: String,
+    pub label: String,
+}
+
+/// What every core reads and nobody writes per request.
+pub struct Shared {
+    pub cfg: Arc<Config>,
+    pub router: Router,
+    pub nodes: Vec<NodeInfo>,
+    /// First global node id of each upstream.
+    pub node_base: Vec<usize>,
+    pub budgets: Vec<NodeBudget>,
+    pub peers: Vec<Peer>,
+}
+
+impl Shared {
+    pub fn new(cfg: Arc<Config>, peers: Vec<Peer>) -> Shared {
+        let mut nodes = Vec::new();
+        let mut node_base = Vec::new();
+        for (ui, u) in cfg.upstreams.iter().enumerate() {
+            node_base.push(nodes.len());
+            for n in &u.nodes {
+                nodes.push(NodeInfo {
+                    upstream: ui,
+                    addr: n.addr,
+                    host: n.host.clone(),
+                    label: format!("upstream=\"{}\",node=\"{}\"", u.name, n.host),
+                });
+            }
+        }
+        let budgets = nodes.iter().map(|_| NodeBudget::default()).collect();
+        Shared { router: Router::new(&cfg.routes), cfg, nodes, node_base, budgets, peers }
+    }
+
+    pub fn node_labels(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.label.clone()).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerKey {
+    Client(usize),
+    Up(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Something moved; look again.
+    Continue,
+    /// Nothing can move until an event or a timer.
+    Wait,
+    /// The client connection is gone.
+    Closed,
+}
+
+/// How a request body arrives from the client.
+#[derive(Debug)]
+enum BodyIn {
+    Done,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+/// How a response body arrives from the upstream, and what the client gets of it.
+#[derive(Debug)]
+enum BodyOut {
+    Length(u64),
+    Chunked { dec: ChunkedDecoder, dechunk: bool },
+    /// Delimited by the upstream closing.
+    Close,
+}
+
+#[derive(Debug)]
+enum Resp {
+    Head,
+    Body(BodyOut),
+    Done,
+}
+
+/// One request/response exchange between a client and an upstream node.
+#[derive(Debug)]
+struct Exchange {
+    node: usize,
+    up: Option<usize>,
+    reused: bool,
+    replayed: bool,
+    /// Bytes for the upstream: the rewritten head, then body bytes. The first `sent` were written.
+    to_up: Buf,
+    sent: usize,
+    /// Nothing has been dropped from the front of `to_up` since the head went in, so the request
+    /// can be sent again from the start.
+    intact: bool,
+    replay_safe: bool,
+    from_up: Option<Buf>,
+    req: BodyIn,
+    resp: Resp,
+    resp_started: bool,
+    /// A response head went to the client: from here on a failure can only cut the connection.
+    answered: bool,
+    up_eof: bool,
+    head_request: bool,
+    client_version: Version,
+    req_keep_alive: bool,
+    upgrade: bool,
+    keep_client: bool,
+    up_reusable: bool,
+    /// Stray bytes after the response: never reuse that connection.
+    up_dirty: bool,
+    hint: KeepAliveHint,
+    queued_at: u64,
+    /// Last time the upstream made progress (connect started, bytes read or written).
+    up_progress: u64,
+}
+
+#[derive(Debug)]
+struct Tunnel {
+    up: usize,
+    from_up: Option<Buf>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for (the rest of) a request head; the keep-alive idle state between requests.
+    Head,
+    Exchange(Box<Exchange>),
+    Tunnel(Tunnel),
+    /// Writing what is left in `wbuf`, then closing.
+    Closing,
+    /// Write side shut; reading and discarding until EOF or the linger deadline, so the client
+    /// reads our last answer instead of a reset.
+    Lingering,
+}
+
+struct Client {
+    sock: TcpStream,
+    ip: IpAddr,
+    readable: bool,
+    writable: bool,
+    eof: bool,
+    rbuf: Option<Buf>,
+    wbuf: Option<Buf>,
+    phase: Phase,
+    served: u64,
+    accepted_at: u64,
+    last_active: u64,
+    head_started: Option<u64>,
+    last_write: u64,
+    deadline: u64,
+    timer_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpState {
+    Connecting,
+    /// Connected and owned by a client (or, briefly, by nobody while being handed over).
+    Active,
+    Idle(Handle),
+    /// The connect failed; the owner will notice and close it.
+    Broken,
+}
+
+struct Upstream {
+    sock: TcpStream,
+    node: usize,
+    state: UpState,
+    owner: Option<usize>,
+    readable: bool,
+    writable: bool,
+    opened_at: u64,
+    served: u64,
+    deadline: u64,
+    timer_at: u64,
+    idle_reason: CloseReason,
+}
+
+enum Fault {
+    /// The client went away or broke the connection.
+    ClientGone,
+    /// The client sent something we answer with this status.
+    ClientBad(u16),
+    /// The upstream connection failed.
+    UpstreamGone,
+    /// The upstream sent something invalid.
+    UpstreamBad,
+}
+
+enum ReadOutcome {
+    Data(usize),
+    Blocked,
+    Eof,
+    Failed,
+}
+
+fn read_into(sock: &mut TcpStream, buf: &mut Buf, ready: &mut bool) -> ReadOutcome {
+    let spare = buf.spare_mut();
+    if spare.is_empty() {
+        return ReadOutcome::Blocked;
+    }
+    let want = spare.len();
+    loop {
+        match sock.read(spare) {
+            Ok(0) => return ReadOutcome::Eof,
+            Ok(n) => {
+                buf.fill(n);
+                // A short read drained the socket; the next arrival raises a new edge.
+                if n < want {
+                    *ready = false;
+                }
+                return ReadOutcome::Data(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *ready = false;
+                return ReadOutcome::Blocked;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return ReadOutcome::Failed,
+        }
+    }
+}
+
+/// Writes `data`; returns bytes written, or Err when the peer is gone.
+fn write_from(sock: &mut TcpStream, data: &[u8], ready: &mut bool) -> Result<usize, ()> {
+    let mut done = 0;
+    while done < data.len() && *ready {
+        match sock.write(&data[done..]) {
+            Ok(0) => return Err(()),
+            Ok(n) => {
+                done += n;
+                if done < data.len() {
+                    // The send buffer is full; wait for the next writable edge.
+                    *ready = false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *ready = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(done)
+}
+
+pub struct Core {
+    id: usize,
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    accept_paused_until: u64,
+    emfile_logged: bool,
+    clients: Slab<Client>,
+    ups: Slab<Upstream>,
+    pools: Vec<NodePool>,
+    balancers: Vec<RoundRobin>,
+    timers: TimerWheel<(TimerKey, u64)>,
+    bufs: BufPool,
+    shared: Arc<Shared>,
+    limits: Limits,
+    headers: Vec<Header>,
+    out: Vec<u8>,
+    fired: Vec<(TimerKey, u64)>,
+    pending: Vec<usize>,
+    start: Instant,
+    now: u64,
+    counters: Counters,
+    shutdown_at: Option<u64>,
+    ctl: Receiver<Control>,
+}
+
+impl Core {
+    pub fn new(id: usize, poll: Poll, listeners: Vec<TcpListener>, shared: Arc<Shared>, ctl: Receiver<Control>) -> io::Result<Core> {
+        let cfg = shared.cfg.clone();
+        let mut core = Core {
+            id,
+            poll,
+            listeners,
+            accept_paused_until: 0,
+            emfile_logged: false,
+            clients: Slab::default(),
+            ups: Slab::default(),
+            pools: shared.nodes.iter().map(|_| NodePool::default()).collect(),
+            balancers: cfg.upstreams.iter().map(|u| RoundRobin::new(u.nodes.iter().map(|n| n.weight))).collect(),
+            timers: TimerWheel::new(0),
+            bufs: BufPool::new(cfg.client.max_head_bytes.max(16_384), MAX_BUFFERS),
+            limits: Limits { max_head_bytes: cfg.client.max_head_bytes, ..head::Limits::default() },
+            headers: Vec::with_capacity(head::MAX_HEADERS),
+            out: Vec::with_capacity(cfg.client.max_head_bytes + 1024),
+            fired: Vec::new(),
+            pending: Vec::new(),
+            start: Instant::now(),
+            now: 0,
+            counters: Counters::with_nodes(shared.nodes.len()),
+            shutdown_at: None,
+            ctl,
+            shared,
+        };
+        for (i, l) in core.listeners.iter_mut().enumerate() {
+            core.poll.registry().register(l, Token(i), Interest::READABLE)?;
+        }
+        Ok(core)
+    }
+
+    fn cfg(&self) -> &Config {
+        &self.shared.cfg
+    }
+
+    fn tick(&mut self) {
+        self.now = self.start.elapsed().as_millis() as u64;
+    }
+
+    /// Runs the event loop until shutdown completes.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.tick();
+            for ev in events.iter() {
+                self.dispatch(ev);
+            }
+            self.run_pending();
+            self.expire_timers();
+            self.run_pending();
+            if self.accept_paused_until != 0 && self.now >= self.accept_paused_until {
+                self.accept_paused_until = 0;
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
+            }
+            if let Some(at) = self.shutdown_at {
+                if self.clients.is_empty() || self.now >= at {
+                    self.finish_shutdown();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        let mut next = self.timers.next_deadline();
+        if self.accept_paused_until != 0 {
+            next = Some(next.map_or(self.accept_paused_until, |n| n.min(self.accept_paused_until)));
+        }
+        if let Some(at) = self.shutdown_at {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        let now = self.start.elapsed().as_millis() as u64;
+        next.map(|d| Duration::from_millis(d.saturating_sub(now)))
+    }
+
+    fn dispatch(&mut self, ev: &Event) {
+        let t = ev.token();
+        if t == WAKER {
+            self.control();
+        } else if t.0 < CONN_BASE {
+            self.accept(t.0);
+        } else {
+            let i = (t.0 - CONN_BASE) / 2;
+            if (t.0 - CONN_BASE) % 2 == 0 {
+                let Some(c) = self.clients.get_mut(i) else { return };
+                c.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                c.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                self.drive(i);
+            } else {
+                let Some(u) = self.ups.get_mut(i) else { return };
+                u.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                u.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                self.upstream_ready(i);
+            }
+        }
+    }
+
+    fn run_pending(&mut self) {
+        let mut guard = 0;
+        while let Some(cid) = self.pending.pop() {
+            self.drive(cid);
+            guard += 1;
+            if guard > 100_000 {
+                warn!("core {}: runaway pending work, deferring", self.id);
+                break;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- control
+
+    fn control(&mut self) {
+        while let Ok(msg) = self.ctl.try_recv() {
+            match msg {
+                Control::Shutdown { grace } => self.begin_shutdown(grace),
+                Control::Stats(reply) => {
+                    let _ = reply.send(self.snapshot());
+                }
+                Control::ShedIdle(node) => {
+                    if let Some(uid) = self.pools.get_mut(node).and_then(NodePool::oldest_idle) {
+                        if let Some(u) = self.ups.get_mut(uid) {
+                            u.state = UpState::Active; // already out of the LRU list
+                        }
+                        self.close_up(uid, CloseReason::Evicted);
+                    }
+                }
+                Control::Freed(node) => self.serve_waiters(node),
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.client_open_now = self.clients.len() as u64;
+        for (i, p) in self.pools.iter().enumerate() {
+            c.nodes[i].idle_now = p.idle_len() as u64;
+            c.nodes[i].open_now = u64::from(p.open);
+        }
+        c
+    }
+
+    fn begin_shutdown(&mut self, grace: Duration) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        self.tick();
+        self.shutdown_at = Some(self.now + grace.as_millis() as u64);
+        for mut l in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        for cid in self.clients.keys() {
+            self.pending.push(cid);
+        }
+    }
+
+    fn finish_shutdown(&mut self) {
+        for cid in self.clients.keys() {
+            self.close_client(cid);
+        }
+        for uid in self.ups.keys() {
+            self.close_up(uid, CloseReason::NotReusable);
+        }
+        let c = self.snapshot();
+        for (i, n) in c.nodes.iter().enumerate() {
+            if n.requests > 0 {
+                info!(
+                    "core {}: {} requests={} connects={} reuses={} replays={} connect_failures={} queue_timeouts={}",
+                    self.id, self.shared.nodes[i].label, n.requests, n.connects, n.reuses, n.replays, n.connect_failures, n.queue_timeouts
+                );
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- accept
+
+    fn accept(&mut self, li: usize) {
+        if self.shutdown_at.is_some() || self.accept_paused_until != 0 {
+            return;
+        }
+        loop {
+            let Some(l) = self.listeners.get(li) else { return };
+            match l.accept() {
+                Ok((mut sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    let cid = self.clients.vacant_key();
+                    if let Err(e) = self.poll.registry().register(&mut sock, client_token(cid), Interest::READABLE | Interest::WRITABLE) {
+                        warn!("registering a client failed: {e}");
+                        continue;
+                    }
+                    self.counters.accepted += 1;
+                    let now = self.now;
+                    self.clients.insert(Client {
+                        sock,
+                        ip: peer.ip(),
+                        readable: false,
+                        writable: false,
+                        eof: false,
+                        rbuf: None,
+                        wbuf: None,
+                        phase: Phase::Head,
+                        served: 0,
+                        accepted_at: now,
+                        last_active: now,
+                        head_started: None,
+                        last_write: now,
+                        deadline: 0,
+                        timer_at: 0,
+                    });
+                    self.rearm_client(cid);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
+                    if !self.emfile_logged {
+                        warn!("core {}: accept failed ({e}); pausing accepts for {ACCEPT_PAUSE_MS} ms at a time", self.id);
+                        self.emfile_logged = true;
+                    }
+                    self.accept_paused_until = self.now + ACCEPT_PAUSE_MS;
+                    return;
+                }
+                Err(e) => {
+                    debug!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- client driving
+
+    /// Moves a client's state machine as far as readiness allows.
+    fn drive(&mut self, cid: usize) {
+        for _ in 0..MAX_STEPS {
+            let Some(c) = self.clients.get_mut(cid) else { return };
+            let phase = mem::replace(&mut c.phase, Phase::Closing);
+            let (next, step) = match phase {
+                Phase::Head => self.step_head(cid),
+                Phase::Exchange(ex) => self.step_exchange(cid, ex),
+                Phase::Tunnel(t) => self.step_tunnel(cid, t),
+                Phase::Closing => self.step_closing(cid),
+                Phase::Lingering => self.step_lingering(cid),
+            };
+            if step == Step::Closed {
+                return;
+            }
+            let Some(c) = self.clients.get_mut(cid) else { return };
+            c.phase = next;
+            if step == Step::Wait {
+                break;
+            }
+        }
+        self.rearm_client(cid);
+    }
+
+    /// Writes pending client output. Err: the client is gone.
+    fn flush_client(&mut self, cid: usize) -> Result<bool, ()> {
+        let now = self.now;
+        let c = &mut self.clients.get_mut(cid).ok_or(())?;
+        let Some(w) = c.wbuf.as_mut() else { return Ok(false) };
+        if w.is_empty() || !c.writable {
+            return Ok(false);
+        }
+        let n = write_from(&mut c.sock, w.filled(), &mut c.writable)?;
+        w.consume(n);
+        if n > 0 {
+            c.last_write = now;
+        }
+        self.bufs.release_if_empty(&mut c.wbuf);
+        Ok(n > 0)
+    }
+
+    /// Queues a canned answer and moves to closing (or back to reading heads when `keep`).
+    fn answer(&mut self, cid: usize, status: u16, keep: bool) -> (Phase, Step) {
+        self.counters.answered(status);
+        let Some(c) = self.clients.get_mut(cid) else { return (Phase::Closing, Step::Closed) };
+        if c.wbuf.is_none() {
+            c.wbuf = self.bufs.checkout();
+        }
+        match c.wbuf.as_mut() {
+            Some(w) if w.free() >= canned(status, !keep).len() => {
+                w.push(canned(status, !keep));
+            }
+            _ => {
+                self.close_client(cid);
+                return (Phase::Closing, Step::Closed);
+            }
+        }
+        if keep {
+            (Phase::Head, Step::Continue)
+        } else {
+            (Phase::Closing, Step::Continue)
+        }
+    }
+
+    fn step_head(&mut self, cid: usize) -> (Phase, Step) {
+        if self.flush_client(cid).is_err() {
+            self.close_client(cid);
+            return (Phase::Closing, Step::Closed);
+        }
+        let shutting = self.shutdown_at.is_some();
+        let max_requests = self.cfg().client.max_requests;
+        let c = self.clients.get_mut(cid).expect("driven client exists");
+        let has_bytes = c.rbuf.as_ref().is_some_and(|b| !b.is_empty());
+        if has_bytes {
+            let buf = c.rbuf.as_ref().expect("checked above");
+            match head::parse_request(buf.filled(), &self.limits, &mut self.headers) {
+                Ok(Some(h)) => return self.begin_exchange(cid, h),
+                Ok(None) => {}
+                Err(e) => {
+                    debug!("client {}: bad request head: {e:?}", c.ip);
+                    return self.answer(cid, e.status(), false);
+                }
+            }
+        } else {
+            c.head_started = None;
+            if shutting || (max_requests > 0 && c.served >= max_requests) {
+                return (Phase::Closing, Step::Continue);
+            }
+        }
+        if c.eof {
+            // EOF between requests is a normal close; inside a head it cuts the request. Either
+            // way, what is queued for the client still goes out first.
+            return (Phase::Closing, Step::Continue);
+        }
+        if !c.readable {
+            self.bufs.release_if_empty(&mut c.rbuf);
+            return (Phase::Head, Step::Wait);
+        }
+        if c.rbuf.is_none() {
+            match self.bufs.checkout() {
+                Some(b) => c.rbuf = Some(b),
+                None => return self.answer(cid, 503, false),
+            }
+        }
+        let buf = c.rbuf.as_mut().expect("checked out above");
+        match read_into(&mut c.sock, buf, &mut c.readable) {
+            ReadOutcome::Data(_) => {
+                if c.head_started.is_none() {
+                    c.head_started = Some(self.now);
+                }
+                c.last_active = self.now;
+                (Phase::Head, Step::Continue)
+            }
+            ReadOutcome::Blocked => {
+                self.bufs.release_if_empty(&mut c.rbuf);
+                (Phase::Head, Step::Wait)
+            }
+            ReadOutcome::Eof => {
+                c.eof = true;
+                (Phase::Head, Step::Continue)
+            }
+            ReadOutcome::Failed => {
+                self.close_client(cid);
+                (Phase::Closing, Step::Closed)
+            }
+        }
+    }
+
+    fn begin_exchange(&mut self, cid: usize, h: RequestHead) -> (Phase, Step) {
+        self.counters.requests += 1;
+        let shared = self.shared.clone();
+        let cfg = &shared.cfg;
+        let c = self.clients.get_mut(cid).expect("driven client exists");
+        c.head_started = None;
+        c.last_active = self.now;
+        let rbuf = c.rbuf.as_ref().expect("a head was parsed from it");
+        let src = rbuf.filled();
+        let host = h.host.map(|s| s.of(src));
+        let Some(m) = shared.router.find(host, h.target.of(src)) else {
+            let keep = h.body == ReqBody::None && h.keep_alive;
+            c.rbuf.as_mut().expect("present").consume(h.head_len);
+            return self.answer(cid, 404, keep);
+        };
+        let max_body = cfg.client.max_body_bytes;
+        if let ReqBody::Length(n) = h.body {
+            if max_body > 0 && n > max_body {
+                return self.answer(cid, 413, false);
+            }
+        }
+        let up_cfg = &cfg.upstreams[m.upstream];
+        let Some(pick) = self.balancers[m.upstream].pick(|_| true) else {
+            return self.answer(cid, 502, false);
+        };
+        let node = shared.node_base[m.upstream] + pick;
+        let Some(mut to_up) = self.bufs.checkout() else {
+            return self.answer(cid, 503, false);
+        };
+        let host_override = match &up_cfg.pass_host {
+            PassHost::Pass => None,
+            PassHost::Node => Some(shared.nodes[node].host.as_bytes()),
+            PassHost::Rewrite(h) => Some(h.as_bytes()),
+        };
+        let fwd = Forward { client_ip: c.ip, proto: "http", host: host_override };
+        self.out.clear();
+        rewrite::request_head(src, &h, &self.headers, &fwd, &mut self.out);
+        if self.out.len() > to_up.capacity() {
+            self.bufs.give_back(to_up);
+            return self.answer(cid, 431, false);
+        }
+        to_up.push(&self.out);
+        c.rbuf.as_mut().expect("present").consume(h.head_len);
+        self.counters.nodes[node].requests += 1;
+        let req = match h.body {
+            ReqBody::None | ReqBody::Length(0) => BodyIn::Done,
+            ReqBody::Length(n) => BodyIn::Length(n),
+            ReqBody::Chunked => BodyIn::Chunked(ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES)),
+        };
+        let ex = Box::new(Exchange {
+            node,
+            up: None,
+            reused: false,
+            replayed: false,
+            to_up,
+            sent: 0,
+            intact: true,
+            replay_safe: h.method.is_idempotent() || h.idempotency_key,
+            from_up: None,
+            req,
+            resp: Resp::Head,
+            resp_started: false,
+            answered: false,
+            up_eof: false,
+            head_request: h.method == head::Method::Head,
+            client_version: h.version,
+            req_keep_alive: h.keep_alive,
+            upgrade: h.upgrade.is_some(),
+            keep_client: false,
+            up_reusable: false,
+            up_dirty: false,
+            hint: KeepAliveHint::default(),
+            queued_at: self.now,
+            up_progress: self.now,
+        });
+        self.start_exchange(cid, ex, false)
+    }
+
+    /// Finds a connection for the exchange: an idle one (unless `fresh`), a new one, or a place in
+    /// the node's queue.
+    fn start_exchange(&mut self, cid: usize, mut ex: Box<Exchange>, fresh: bool) -> (Phase, Step) {
+        let node = ex.node;
+        if !fresh {
+            if let Some(uid) = self.checkout_idle(node) {
+                let u = self.ups.get_mut(uid).expect("idle connection exists");
+                u.state = UpState::Active;
+                u.owner = Some(cid);
+                u.deadline = 0;
+                ex.up = Some(uid);
+                ex.reused = true;
+                ex.up_progress = self.now;
+                self.counters.nodes[node].reuses += 1;
+                return (Phase::Exchange(ex), Step::Continue);
+            }
+        }
+        match self.connect(node, Some(cid)) {
+            Ok(uid) => {
+                ex.up = Some(uid);
+                ex.reused = false;
+                ex.up_progress = self.now;
+                (Phase::Exchange(ex), Step::Continue)
+            }
+            Err(ConnectError::Budget) => {
+                let up_cfg = &self.shared.cfg.upstreams[self.shared.nodes[node].upstream];
+                let (qsize, max_conns) = (up_cfg.queue.size, up_cfg.max_connections);
+                if !self.pools[node].wait(cid, qsize) {
+                    self.counters.nodes[node].queue_timeouts += 1;
+                    self.bufs.give_back(ex.to_up);
+                    return self.answer(cid, 503, false);
+                }
+                self.counters.nodes[node].queued += 1;
+                self.shared.budgets[node].add_waiter();
+                ex.queued_at = self.now;
+                if max_conns > 0 {
+                    // Another core may sit on idle connections to this node: ask for one back.
+                    for (i, p) in self.shared.peers.iter().enumerate() {
+                        if i != self.id {
+                            p.send(Control::ShedIdle(node));
+                        }
+                    }
+                }
+                (Phase::Exchange(ex), Step::Wait)
+            }
+            Err(ConnectError::Failed) => {
+                self.bufs.give_back(ex.to_up);
+                self.bufs.release(&mut ex.from_up);
+                let keep = matches!(ex.req, BodyIn::Done) && ex.req_keep_alive;
+                self.answer(cid, 502, keep)
+            }
+        }
+    }
+
+    fn checkout_idle(&mut self, node: usize) -> Option<usize> {
+        while let Some(uid) = self.pools[node].take_idle() {
+            let u = self.ups.get_mut(uid)?;
+            if u.readable {
+                // EOF or stray bytes arrived while it sat idle: the upstream is done with it.
+                u.state = UpState::Active;
+                self.close_up(uid, CloseReason::Stale);
+                continue;
+            }
+            if u.deadline != 0 && self.now >= u.deadline {
+                let why = u.idle_reason;
+                u.state = UpState::Active;
+                self.close_up(uid, why);
+                continue;
+            }
+            return Some(uid);
+        }
+        None
+    }
+
+    fn connect(&mut self, node: usize, owner: Option<usize>) -> Result<usize, ConnectError> {
+        let shared = self.shared.clone();
+        let up_cfg = &shared.cfg.upstreams[shared.nodes[node].upstream];
+        let budget = &shared.budgets[node];
+        if !budget.try_open(up_cfg.max_connections, up_cfg.max_connecting) {
+            return Err(ConnectError::Budget);
+        }
+        let addr = shared.nodes[node].addr;
+        let mut sock = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("connect to {addr}: {e}");
+                budget.connect_done(up_cfg.max_connecting);
+                budget.closed(up_cfg.max_connections);
+                self.counters.nodes[node].connect_failures += 1;
+                return Err(ConnectError::Failed);
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let uid = self.ups.vacant_key();
+        if let Err(e) = self.poll.registry().register(&mut sock, up_token(uid), Interest::READABLE | Interest::WRITABLE) {
+            warn!("registering an upstream socket failed: {e}");
+            budget.connect_done(up_cfg.max_connecting);
+            budget.closed(up_cfg.max_connections);
+            return Err(ConnectError::Failed);
+        }
+        let deadline = self.now + up_cfg.timeout.connect.as_millis() as u64;
+        self.ups.insert(Upstream {
+            sock,
+            node,
+            state: UpState::Connecting,
+            owner,
+            readable: false,
+            writable: false,
+            opened_at: self.now,
+            served: 0,
+            deadline,
+            timer_at: 0,
+            idle_reason: CloseReason::IdleTimeout,
+        });
+        self.pools[node].open += 1;
+        self.pools[node].connecting += 1;
+        self.counters.nodes[node].connects += 1;
+        self.arm(TimerKey::Up(uid), deadline);
+        Ok(uid)
+    }
+
+    fn step_exchange(&mut self, cid: usize, mut ex: Box<Exchange>) -> (Phase, Step) {
+        let mut progress = match self.flush_client(cid) {
+            Ok(p) => p,
+            Err(()) => return self.fail(cid, ex, Fault::ClientGone),
+        };
+        // Request body bytes may move into `to_up` even before a connection is ready.
+        match self.pump_request(cid, &mut ex) {
+            Ok(p) => progress |= p,
+            Err(f) => return self.fail(cid, ex, f),
+        }
+        let Some(uid) = ex.up else {
+            return (Phase::Exchange(ex), if progress { Step::Continue } else { Step::Wait });
+        };
+        match self.ups.get(uid).map(|u| u.state) {
+            Some(UpState::Active) => {}
+            Some(UpState::Connecting) => {
+                return (Phase::Exchange(ex), if progress { Step::Continue } else { Step::Wait });
+            }
+            _ => return self.fail(cid, ex, Fault::UpstreamGone),
+        }
+        match self.send_upstream(uid, &mut ex) {
+            Ok(p) => progress |= p,
+            Err(f) => return self.fail(cid, ex, f),
+        }
+        match self.recv_upstream(uid, &mut ex) {
+            Ok(p) => progress |= p,
+            Err(f) => return self.fail(cid, ex, f),
+        }
+        match self.relay_response(cid, &mut ex) {
+            Ok(Some(tunnel)) => {
+                self.bufs.give_back(ex.to_up);
+                return (Phase::Tunnel(tunnel), Step::Continue);
+            }
+            Ok(None) => {}
+            Err(f) => return self.fail(cid, ex, f),
+        }
+        if ex.up_eof {
+            match ex.resp {
+                Resp::Body(BodyOut::Close) => ex.resp = Resp::Done,
+                Resp::Done => {}
+                _ => return self.fail(cid, ex, Fault::UpstreamGone),
+            }
+        }
+        match self.flush_client(cid) {
+            Ok(p) => progress |= p,
+            Err(()) => return self.fail(cid, ex, Fault::ClientGone),
+        }
+        if matches!(ex.resp, Resp::Done) {
+            let req_done = matches!(ex.req, BodyIn::Done) && ex.sent == ex.to_up.len();
+            if req_done || ex.up_eof || !ex.keep_client {
+                return self.finish_exchange(cid, ex, req_done);
+            }
+        }
+        (Phase::Exchange(ex), if progress { Step::Continue } else { Step::Wait })
+    }
+
+    /// Moves request body bytes from the client into `to_up`, reading the client as needed.
+    fn pump_request(&mut self, cid: usize, ex: &mut Exchange) -> Result<bool, Fault> {
+        let max_body = self.shared.cfg.client.max_body_bytes;
+        let c = self.clients.get_mut(cid).ok_or(Fault::ClientGone)?;
+        let mut progress = false;
+        loop {
+            if matches!(ex.req, BodyIn::Done) {
+                return Ok(progress);
+            }
+            let has = c.rbuf.as_ref().is_some_and(|b| !b.is_empty());
+            if !has {
+                if c.eof {
+                    return Err(Fault::ClientGone);
+                }
+                if !c.readable {
+                    return Ok(progress);
+                }
+                if c.rbuf.is_none() {
+                    c.rbuf = Some(self.bufs.checkout().ok_or(Fault::ClientBad(503))?);
+                }
+                match read_into(&mut c.sock, c.rbuf.as_mut().expect("present"), &mut c.readable) {
+                    ReadOutcome::Data(_) => {
+                        c.last_active = self.now;
+                        progress = true;
+                        continue;
+                    }
+                    ReadOutcome::Blocked => return Ok(progress),
+                    ReadOutcome::Eof => {
+                        c.eof = true;
+                        return Err(Fault::ClientGone);
+                    }
+                    ReadOutcome::Failed => return Err(Fault::ClientGone),
+                }
+            }
+            // Make room in `to_up`, giving up the ability to replay if we must drop sent bytes.
+            if ex.to_up.free() == 0 {
+                if ex.sent == 0 {
+                    return Ok(progress);
+                }
+                ex.to_up.consume(ex.sent);
+                ex.sent = 0;
+                ex.intact = false;
+            }
+            let room = ex.to_up.free();
+            let rb = c.rbuf.as_mut().expect("has bytes");
+            let avail = rb.len().min(room);
+            match &mut ex.req {
+                BodyIn::Done => unreachable!("checked at the top of the loop"),
+                BodyIn::Length(rem) => {
+                    let n = avail.min(usize::try_from(*rem).unwrap_or(usize::MAX));
+                    ex.to_up.push(&rb.filled()[..n]);
+                    rb.consume(n);
+                    *rem -= n as u64;
+                    if *rem == 0 {
+                        ex.req = BodyIn::Done;
+                    }
+                }
+                BodyIn::Chunked(dec) => {
+                    let input = &rb.filled()[..avail];
+                    let d = dec.decode(input, &mut |_, _| {}).map_err(|_| Fault::ClientBad(400))?;
+                    if max_body > 0 && dec.payload_len() > max_body {
+                        return Err(Fault::ClientBad(413));
+                    }
+                    ex.to_up.push(&input[..d.consumed]);
+                    rb.consume(d.consumed);
+                    if d.done {
+                        ex.req = BodyIn::Done;
+                    }
+                }
+            }
+            progress = true;
+        }
+    }
+
+    fn send_upstream(&mut self, uid: usize, ex: &mut Exchange) -> Result<bool, Fault> {
+        let u = self.ups.get_mut(uid).ok_or(Fault::UpstreamGone)?;
+        if ex.sent >= ex.to_up.len() || !u.writable {
+            return Ok(false);
+        }
+        let n = write_from(&mut u.sock, &ex.to_up.filled()[ex.sent..], &mut u.writable).map_err(|()| Fault::UpstreamGone)?;
+        ex.sent += n;
+        if n > 0 {
+            ex.up_progress = self.now;
+        }
+        Ok(n > 0)
+    }
+
+    fn recv_upstream(&mut self, uid: usize, ex: &mut Exchange) -> Result<bool, Fault> {
+        let u = self.ups.get_mut(uid).ok_or(Fault::UpstreamGone)?;
+        if !u.readable || ex.up_eof {
+            return Ok(false);
+        }
+        if ex.from_up.is_none() {
+            ex.from_up = Some(self.bufs.checkout().ok_or(Fault::UpstreamGone)?);
+        }
+        let buf = ex.from_up.as_mut().expect("present");
+        match read_into(&mut u.sock, buf, &mut u.readable) {
+            ReadOutcome::Data(_) => {
+                ex.up_progress = self.now;
+                if !ex.resp_started {
+                    ex.resp_started = true;
+                    // The upstream has the request: the replay copy is no longer needed.
+                    if ex.sent > 0 && ex.sent == ex.to_up.len() {
+                        ex.to_up.consume(ex.sent);
+                        ex.sent = 0;
+                    }
+                    ex.intact = false;
+                }
+                Ok(true)
+            }
+            ReadOutcome::Blocked => Ok(false),
+            ReadOutcome::Eof => {
+                ex.up_eof = true;
+                Ok(true)
+            }
+            ReadOutcome::Failed => Err(Fault::UpstreamGone),
+        }
+    }
+
+    /// Parses response heads and moves body bytes from `from_up` to the client's `wbuf`.
+    /// Returns a tunnel when the upstream switched protocols.
+    fn relay_response(&mut self, cid: usize, ex: &mut Exchange) -> Result<Option<Tunnel>, Fault> {
+        let max_requests = self.shared.cfg.client.max_requests;
+        let shutting = self.shutdown_at.is_some();
+        let c = self.clients.get_mut(cid).ok_or(Fault::ClientGone)?;
+        loop {
+            let Some(from) = ex.from_up.as_mut() else { return Ok(None) };
+            if from.is_empty() {
+                self.bufs.release(&mut ex.from_up);
+                return Ok(None);
+            }
+            if c.wbuf.is_none() {
+                c.wbuf = Some(self.bufs.checkout().ok_or(Fault::UpstreamGone)?);
+            }
+            let w = c.wbuf.as_mut().expect("present");
+            match &mut ex.resp {
+                Resp::Head => {
+                    let h = match head::parse_response(from.filled(), &self.limits, ex.head_request, &mut self.headers) {
+                        Ok(Some(h)) => h,
+                        Ok(None) => {
+                            if from.free() == 0 {
+                                return Err(Fault::UpstreamBad);
+                            }
+                            return Ok(None);
+                        }
+                        Err(e) => {
+                            debug!("invalid response head from {}: {e:?}", self.shared.nodes[ex.node].addr);
+                            return Err(Fault::UpstreamBad);
+                        }
+                    };
+                    let interim = (100..200).contains(&h.status) && h.status != 101;
+                    if h.status == 101 && !ex.upgrade {
+                        return Err(Fault::UpstreamBad);
+                    }
+                    let dechunk = ex.client_version == Version::Http10 && h.body == RespBody::Chunked;
+                    let req_done = matches!(ex.req, BodyIn::Done);
+                    if !interim && h.status != 101 {
+                        ex.keep_client = ex.req_keep_alive
+                            && req_done
+                            && h.body != RespBody::Close
+                            && !dechunk
+                            && !shutting
+                            && (max_requests == 0 || c.served + 1 < max_requests);
+                        ex.up_reusable = h.keep_alive && h.body != RespBody::Close;
+                        ex.hint = KeepAliveHint { timeout_secs: h.ka_timeout, max: h.ka_max };
+                    }
+                    // 1xx responses are not for HTTP/1.0 clients (RFC 9110 §15.2).
+                    let forward = !(interim && ex.client_version == Version::Http10);
+                    if forward {
+                        self.out.clear();
+                        let side = ClientSide {
+                            version: ex.client_version,
+                            keep_alive: ex.keep_client || interim || h.status == 101,
+                            dechunk,
+                            head_request: ex.head_request,
+                        };
+                        rewrite::response_head(from.filled(), &h, &self.headers, &side, &mut self.out);
+                        if self.out.len() > w.capacity() {
+                            return Err(Fault::UpstreamBad);
+                        }
+                        if w.free() < self.out.len() {
+                            return Ok(None); // wait for the client to drain
+                        }
+                        w.push(&self.out);
+                        ex.answered = true;
+                    }
+                    from.consume(h.head_len);
+                    if interim {
+                        continue;
+                    }
+                    if h.status == 101 {
+                        let up = ex.up.take().expect("active exchange has an upstream");
+                        return Ok(Some(Tunnel { up, from_up: ex.from_up.take() }));
+                    }
+                    ex.resp = match h.body {
+                        RespBody::None => Resp::Done,
+                        RespBody::Length(0) => Resp::Done,
+                        RespBody::Length(n) => Resp::Body(BodyOut::Length(n)),
+                        RespBody::Chunked => Resp::Body(BodyOut::Chunked {
+                            dec: ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES),
+                            dechunk,
+                        }),
+                        RespBody::Close => Resp::Body(BodyOut::Close),
+                    };
+                }
+                Resp::Body(body) => {
+                    let room = w.free();
+                    if room == 0 {
+                        return Ok(None);
+                    }
+                    let avail = from.len().min(room);
+                    match body {
+                        BodyOut::Length(rem) => {
+                            let n = avail.min(usize::try_from(*rem).unwrap_or(usize::MAX));
+                            w.push(&from.filled()[..n]);
+                            from.consume(n);
+                            *rem -= n as u64;
+                            if *rem == 0 {
+                                ex.resp = Resp::Done;
+                            }
+                        }
+                        BodyOut::Chunked { dec, dechunk } => {
+                            let input = &from.filled()[..avail];
+                            let d = if *dechunk {
+                                dec.decode(input, &mut |a, b| {
+                                    w.push(&input[a..b]);
+                                })
+                            } else {
+                                dec.decode(input, &mut |_, _| {})
+                            }
+                            .map_err(|_| Fault::UpstreamBad)?;
+                            if !*dechunk {
+                                w.push(&input[..d.consumed]);
+                            }
+                            from.consume(d.consumed);
+                            if d.done {
+                                ex.resp = Resp::Done;
+                            }
+                        }
+                        BodyOut::Close => {
+                            w.push(&from.filled()[..avail]);
+                            from.consume(avail);
+                        }
+                    }
+                }
+                Resp::Done => {
+                    // Bytes past the end of the response: never forwarded, never reused.
+                    ex.up_dirty = true;
+                    from.clear();
+                }
+            }
+        }
+    }
+
+    /// Ends an exchange whose response is complete: the upstream connection goes back to the
+    /// pool (or to a waiter) if it may, and the client reads its next request or closes.
+    fn finish_exchange(&mut self, cid: usize, mut ex: Box<Exchange>, req_done: bool) -> (Phase, Step) {
+        let uid = ex.up.take().expect("finished exchange had an upstream");
+        let leftover = ex.from_up.as_ref().is_some_and(|b| !b.is_empty());
+        let reusable = ex.up_reusable && !ex.up_dirty && !leftover && !ex.up_eof && req_done;
+        if reusable {
+            self.release_up(uid, ex.hint);
+        } else {
+            let why = if !ex.up_reusable && ex.hint == KeepAliveHint::default() && !ex.up_eof {
+                CloseReason::UpstreamClose
+            } else {
+                CloseReason::NotReusable
+            };
+            self.close_up(uid, why);
+        }
+        self.bufs.give_back(ex.to_up);
+        self.bufs.release(&mut ex.from_up);
+        let Some(c) = self.clients.get_mut(cid) else { return (Phase::Closing, Step::Closed) };
+        c.served += 1;
+        c.last_active = self.now;
+        if ex.keep_client && req_done {
+            (Phase::Head, Step::Continue)
+        } else {
+            (Phase::Closing, Step::Continue)
+        }
+    }
+
+    /// Handles a failed exchange: replay, a canned answer, or cutting the connection.
+    fn fail(&mut self, cid: usize, mut ex: Box<Exchange>, f: Fault) -> (Phase, Step) {
+        let node = ex.node;
+        if ex.up.is_none() {
+            // Queued: forget the waiter.
+            self.pools[node].forget_waiter(cid);
+        }
+        match f {
+            Fault::UpstreamGone if !ex.resp_started && ex.reused && !ex.replayed && ex.intact && ex.replay_safe => {
+                // The reused connection died before answering: the upstream closed it as we sent.
+                if let Some(uid) = ex.up.take() {
+                    self.close_up(uid, CloseReason::Stale);
+                }
+                self.counters.nodes[node].replays += 1;
+                ex.replayed = true;
+                ex.sent = 0;
+                ex.up_eof = false;
+                ex.resp = Resp::Head;
+                self.bufs.release(&mut ex.from_up);
+                debug!("replaying a request on a fresh connection to {}", self.shared.nodes[node].addr);
+                self.start_exchange(cid, ex, true)
+            }
+            Fault::UpstreamGone | Fault::UpstreamBad | Fault::ClientBad(_) => {
+                if let Some(uid) = ex.up.take() {
+                    self.close_up(uid, CloseReason::Error);
+                }
+                let answered = ex.answered;
+                let keep = matches!(f, Fault::UpstreamGone | Fault::UpstreamBad) && matches!(ex.req, BodyIn::Done) && ex.req_keep_alive;
+                self.bufs.give_back(ex.to_up);
+                self.bufs.release(&mut ex.from_up);
+                if answered {
+                    self.close_client(cid);
+                    return (Phase::Closing, Step::Closed);
+                }
+                let status = match f {
+                    Fault::ClientBad(s) => s,
+                    _ => 502,
+                };
+                if let Some(c) = self.clients.get_mut(cid) {
+                    c.served += 1;
+                }
+                self.answer(cid, status, keep)
+            }
+            Fault::ClientGone => {
+                if let Some(uid) = ex.up.take() {
+                    self.close_up(uid, CloseReason::NotReusable);
+                }
+                self.bufs.give_back(ex.to_up);
+                self.bufs.release(&mut ex.from_up);
+                self.close_client(cid);
+                (Phase::Closing, Step::Closed)
+            }
+        }
+    }
+
+    fn step_tunnel(&mut self, cid: usize, mut t: Tunnel) -> (Phase, Step) {
+        let mut progress = match self.flush_client(cid) {
+            Ok(p) => p,
+            Err(()) => return self.end_tunnel(cid, t),
+        };
+        let Some(c) = self.clients.get_mut(cid) else { return (Phase::Closing, Step::Closed) };
+        let Some(u) = self.ups.get_mut(t.up) else { return self.end_tunnel(cid, t) };
+        // Client to upstream.
+        if let Some(rb) = c.rbuf.as_mut().filter(|b| !b.is_empty()) {
+            match write_from(&mut u.sock, rb.filled(), &mut u.writable) {
+                Ok(n) => {
+                    rb.consume(n);
+                    progress |= n > 0;
+                }
+                Err(()) => return self.end_tunnel(cid, t),
+            }
+        }
+        if c.rbuf.as_ref().is_none_or(Buf::is_empty) && c.readable {
+            if c.rbuf.is_none() {
+                c.rbuf = self.bufs.checkout();
+            }
+            if let Some(rb) = c.rbuf.as_mut() {
+                match read_into(&mut c.sock, rb, &mut c.readable) {
+                    ReadOutcome::Data(_) => progress = true,
+                    ReadOutcome::Blocked => {}
+                    ReadOutcome::Eof | ReadOutcome::Failed => return self.end_tunnel(cid, t),
+                }
+            }
+        }
+        // Upstream to client.
+        if let Some(fb) = t.from_up.as_mut().filter(|b| !b.is_empty()) {
+            match write_from(&mut c.sock, fb.filled(), &mut c.writable) {
+                Ok(n) => {
+                    fb.consume(n);
+                    progress |= n > 0;
+                }
+                Err(()) => return self.end_tunnel(cid, t),
+            }
+        }
+        if t.from_up.as_ref().is_none_or(Buf::is_empty) && u.readable {
+            if t.from_up.is_none() {
+                t.from_up = self.bufs.checkout();
+            }
+            if let Some(fb) = t.from_up.as_mut() {
+                match read_into(&mut u.sock, fb, &mut u.readable) {
+                    ReadOutcome::Data(_) => progress = true,
+                    ReadOutcome::Blocked => {}
+                    ReadOutcome::Eof | ReadOutcome::Failed => return self.end_tunnel(cid, t),
+                }
+            }
+        }
+        if progress {
+            c.last_active = self.now;
+        }
+        (Phase::Tunnel(t), if progress { Step::Continue } else { Step::Wait })
+    }
+
+    fn end_tunnel(&mut self, cid: usize, mut t: Tunnel) -> (Phase, Step) {
+        // Deliver what the upstream already sent before closing.
+        if let (Some(c), Some(fb)) = (self.clients.get_mut(cid), t.from_up.as_mut()) {
+            let _ = write_from(&mut c.sock, fb.filled(), &mut c.writable);
+        }
+        self.bufs.release(&mut t.from_up);
+        self.close_up(t.up, CloseReason::NotReusable);
+        self.close_client(cid);
+        (Phase::Closing, Step::Closed)
+    }
+
+    fn step_closing(&mut self, cid: usize) -> (Phase, Step) {
+        if self.flush_client(cid).is_err() {
+            self.close_client(cid);
+            return (Phase::Closing, Step::Closed);
+        }
+        let Some(c) = self.clients.get_mut(cid) else { return (Phase::Closing, Step::Closed) };
+        if c.wbuf.as_ref().is_some_and(|w| !w.is_empty()) {
+            return (Phase::Closing, Step::Wait);
+        }
+        let _ = c.sock.shutdown(Shutdown::Write);
+        c.last_write = self.now;
+        (Phase::Lingering, Step::Continue)
+    }
+
+    fn step_lingering(&mut self, cid: usize) -> (Phase, Step) {
+        let Some(c) = self.clients.get_mut(cid) else { return (Phase::Closing, Step::Closed) };
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            if !c.readable {
+                return (Phase::Lingering, Step::Wait);
+            }
+            match c.sock.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.readable = false;
+                    return (Phase::Lingering, Step::Wait);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.close_client(cid);
+        (Phase::Closing, Step::Closed)
+    }
+
+    fn close_client(&mut self, cid: usize) {
+        let Some(mut c) = self.clients.remove(cid) else { return };
+        self.bufs.release(&mut c.rbuf);
+        self.bufs.release(&mut c.wbuf);
+        match mem::replace(&mut c.phase, Phase::Closing) {
+            Phase::Exchange(mut ex) => {
+                if let Some(uid) = ex.up.take() {
+                    self.close_up(uid, CloseReason::NotReusable);
+                } else {
+                    self.pools[ex.node].forget_waiter(cid);
+                }
+                self.bufs.give_back(ex.to_up);
+                self.bufs.release(&mut ex.from_up);
+            }
+            Phase::Tunnel(mut t) => {
+                self.bufs.release(&mut t.from_up);
+                self.close_up(t.up, CloseReason::NotReusable);
+            }
+            _ => {}
+        }
+        let _ = self.poll.registry().deregister(&mut c.sock);
+    }
+
+    // ---------------------------------------------------------------- upstream connections
+
+    fn upstream_ready(&mut self, uid: usize) {
+        let Some(u) = self.ups.get_mut(uid) else { return };
+        match u.state {
+            UpState::Connecting => {
+                if !u.writable && !u.readable {
+                    return;
+                }
+                let ok = match u.sock.take_error() {
+                    Ok(None) => match u.sock.peer_addr() {
+                        Ok(_) => Some(true),
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
+                        Err(_) => Some(false),
+                    },
+                    _ => Some(false),
+                };
+                let Some(ok) = ok else { return };
+                let node = u.node;
+                let owner = u.owner;
+                let up_cfg = &self.shared.cfg.upstreams[self.shared.nodes[node].upstream];
+                self.shared.budgets[node].connect_done(up_cfg.max_connecting);
+                self.pools[node].connecting -= 1;
+                if ok {
+                    u.state = UpState::Active;
+                    u.deadline = 0;
+                    match owner {
+                        Some(cid) => self.drive(cid),
+                        None => self.release_up(uid, KeepAliveHint::default()),
+                    }
+                } else {
+                    debug!("connect to {} failed", self.shared.nodes[node].addr);
+                    self.counters.nodes[node].connect_failures += 1;
+                    u.state = UpState::Broken;
+                    match owner {
+                        Some(cid) => self.drive(cid),
+                        None => self.close_up(uid, CloseReason::Error),
+                    }
+                }
+            }
+            UpState::Active | UpState::Broken => {
+                if let Some(cid) = u.owner {
+                    self.drive(cid);
+                }
+            }
+            UpState::Idle(_) => {
+                if u.readable {
+                    self.close_up(uid, CloseReason::Stale);
+                }
+            }
+        }
+    }
+
+    /// Returns a connection after a clean exchange: to the next waiter, or to the idle list.
+    fn release_up(&mut self, uid: usize, hint: KeepAliveHint) {
+        let shared = self.shared.clone();
+        let Some(u) = self.ups.get_mut(uid) else { return };
+        let node = u.node;
+        let settings = &shared.cfg.upstreams[shared.nodes[node].upstream].keepalive_pool;
+        u.served += u64::from(u.owner.is_some());
+        u.owner = None;
+        if self.shutdown_at.is_some() {
+            self.close_up(uid, CloseReason::NotReusable);
+            return;
+        }
+        if let Some(why) = pool::retire_reason(self.now, u.opened_at, u.served, settings, hint) {
+            self.close_up(uid, why);
+            return;
+        }
+        if u.readable {
+            self.close_up(uid, CloseReason::Stale);
+            return;
+        }
+        // Hand it straight to a waiter if there is one.
+        if let Some(cid) = self.next_waiter(node) {
+            let u = self.ups.get_mut(uid).expect("checked above");
+            u.state = UpState::Active;
+            u.owner = Some(cid);
+            u.deadline = 0;
+            if let Some(Phase::Exchange(ex)) = self.clients.get_mut(cid).map(|c| &mut c.phase) {
+                ex.up = Some(uid);
+                ex.reused = true;
+                ex.up_progress = self.now;
+            }
+            self.counters.nodes[node].reuses += 1;
+            self.pending.push(cid);
+            return;
+        }
+        let (deadline, why) = pool::idle_deadline(self.now, u.opened_at, settings, hint);
+        let (h, evicted) = self.pools[node].put_idle(uid, settings.size);
+        let u = self.ups.get_mut(uid).expect("checked above");
+        u.state = UpState::Idle(h);
+        u.deadline = deadline;
+        u.idle_reason = why;
+        self.arm(TimerKey::Up(uid), deadline);
+        if let Some(old) = evicted {
+            if let Some(o) = self.ups.get_mut(old) {
+                o.state = UpState::Active; // out of the list already
+            }
+            self.close_up(old, CloseReason::Evicted);
+        }
+    }
+
+    /// Pops the next client still waiting for this node.
+    fn next_waiter(&mut self, node: usize) -> Option<usize> {
+        while let Some(cid) = self.pools[node].next_waiter() {
+            self.shared.budgets[node].remove_waiter();
+            if let Some(Phase::Exchange(ex)) = self.clients.get(cid).map(|c| &c.phase) {
+                if ex.up.is_none() && ex.node == node {
+                    return Some(cid);
+                }
+            }
+        }
+        None
+    }
+
+    /// Budget was freed for `node`: connect for waiting requests while the caps allow.
+    fn serve_waiters(&mut self, node: usize) {
+        while self.pools[node].has_waiters() {
+            match self.connect(node, None) {
+                Ok(uid) => {
+                    // The connection goes to the first waiter once connected; give it an owner now
+                    // so its connect timeout is the waiter's.
+                    match self.next_waiter(node) {
+                        Some(cid) => {
+                            if let Some(u) = self.ups.get_mut(uid) {
+                                u.owner = Some(cid);
+                            }
+                            if let Some(Phase::Exchange(ex)) = self.clients.get_mut(cid).map(|c| &mut c.phase) {
+                                ex.up = Some(uid);
+                                ex.reused = false;
+                                ex.up_progress = self.now;
+                            }
+                        }
+                        None => return,
+                    }
+                }
+                Err(ConnectError::Budget) => return,
+                Err(ConnectError::Failed) => {
+                    if let Some(cid) = self.next_waiter(node) {
+                        self.counters.answered(502);
+                        if let Some(c) = self.clients.get_mut(cid) {
+                            if let Phase::Exchange(_) = mem::replace(&mut c.phase, Phase::Closing) {
+                                if c.wbuf.is_none() {
+                                    c.wbuf = self.bufs.checkout();
+                                }
+                                if let Some(w) = c.wbuf.as_mut() {
+                                    w.push(canned(502, true));
+                                }
+                            }
+                        }
+                        self.pending.push(cid);
+                    }
+                }
+            }
+        }
+    }
+
+    fn close_up(&mut self, uid: usize, why: CloseReason) {
+        let Some(mut u) = self.ups.remove(uid) else { return };
+        let node = u.node;
+        if let UpState::Idle(h) = u.state {
+            self.pools[node].remove_idle(h);
+        }
+        let up_cfg = &self.shared.cfg.upstreams[self.shared.nodes[node].upstream];
+        if u.state == UpState::Connecting {
+            self.pools[node].connecting -= 1;
+            self.shared.budgets[node].connect_done(up_cfg.max_connecting);
+        }
+        self.pools[node].open -= 1;
+        self.counters.nodes[node].closed(why);
+        let _ = self.poll.registry().deregister(&mut u.sock);
+        drop(u);
+        if up_cfg.max_connections > 0 || up_cfg.max_connecting > 0 {
+            self.shared.budgets[node].closed(up_cfg.max_connections);
+            if self.pools[node].has_waiters() {
+                self.serve_waiters(node);
+            } else if self.shared.budgets[node].waiters() > 0 {
+                for (i, p) in self.shared.peers.iter().enumerate() {
+                    if i != self.id {
+                        p.send(Control::Freed(node));
+                    }
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    fn arm(&mut self, key: TimerKey, deadline: u64) {
+        let slot = match key {
+            TimerKey::Client(i) => self.clients.get_mut(i).map(|c| &mut c.timer_at),
+            TimerKey::Up(i) => self.ups.get_mut(i).map(|u| &mut u.timer_at),
+        };
+        let Some(timer_at) = slot else { return };
+        if deadline == 0 {
+            return;
+        }
+        // An entry already armed at or before this deadline will fire and re-arm lazily.
+        if *timer_at != 0 && *timer_at <= deadline {
+            return;
+        }
+        *timer_at = deadline;
+        self.timers.insert(deadline, (key, deadline));
+    }
+
+    fn rearm_client(&mut self, cid: usize) {
+        let cfg = self.shared.clone();
+        let cfg = &cfg.cfg;
+        let Some(c) = self.clients.get_mut(cid) else { return };
+        let ms = |d: Duration| d.as_millis() as u64;
+        let deadline = match &c.phase {
+            Phase::Head => match c.head_started {
+                Some(t) => t + ms(cfg.client.header_timeout),
+                None if c.served == 0 => c.accepted_at + ms(cfg.client.header_timeout),
+                None => c.last_active + ms(cfg.client.idle_timeout),
+            },
+            Phase::Exchange(ex) => {
+                let up_cfg = &cfg.upstreams[self.shared.nodes[ex.node].upstream];
+                let state = ex.up.and_then(|u| self.ups.get(u)).map(|u| u.state);
+                let mut d = match state {
+                    None => ex.queued_at + ms(up_cfg.queue.timeout),
+                    Some(UpState::Connecting) => ex.up_progress + ms(up_cfg.timeout.connect),
+                    _ => ex.up_progress + ms(up_cfg.timeout.read),
+                };
+                if c.wbuf.as_ref().is_some_and(|w| !w.is_empty()) {
+                    d = d.min(c.last_write + ms(cfg.client.send_timeout));
+                }
+                if !matches!(ex.req, BodyIn::Done) && c.rbuf.as_ref().is_none_or(Buf::is_empty) {
+                    d = d.min(c.last_active + ms(cfg.client.body_timeout));
+                }
+                d
+            }
+            Phase::Tunnel(t) => {
+                let read = self.ups.get(t.up).map_or(60_000, |u| ms(cfg.upstreams[self.shared.nodes[u.node].upstream].timeout.read));
+                c.last_active + read
+            }
+            Phase::Closing => c.last_write + ms(cfg.client.send_timeout),
+            Phase::Lingering => c.last_write + LINGER.as_millis() as u64,
+        };
+        c.deadline = deadline;
+        self.arm(TimerKey::Client(cid), deadline);
+    }
+
+    fn expire_timers(&mut self) {
+        let mut fired = mem::take(&mut self.fired);
+        self.timers.poll(self.now, &mut fired);
+        for (key, armed) in fired.drain(..) {
+            match key {
+                TimerKey::Client(cid) => {
+                    let Some(c) = self.clients.get_mut(cid) else { continue };
+                    if c.timer_at == armed {
+                        c.timer_at = 0;
+                    }
+                    if c.deadline != 0 && self.now >= c.deadline {
+                        self.client_timed_out(cid);
+                    } else {
+                        let d = c.deadline;
+                        self.arm(key, d);
+                    }
+                }
+                TimerKey::Up(uid) => {
+                    let Some(u) = self.ups.get_mut(uid) else { continue };
+                    if u.timer_at == armed {
+                        u.timer_at = 0;
+                    }
+                    if u.deadline == 0 {
+                        continue;
+                    }
+                    if self.now < u.deadline {
+                        let d = u.deadline;
+                        self.arm(key, d);
+                        continue;
+                    }
+                    match u.state {
+                        UpState::Idle(_) => {
+                            let why = u.idle_reason;
+                            self.close_up(uid, why);
+                        }
+                        UpState::Connecting if u.owner.is_none() => self.close_up(uid, CloseReason::Error),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.fired = fired;
+    }
+
+    fn client_timed_out(&mut self, cid: usize) {
+        let Some(c) = self.clients.get_mut(cid) else { return };
+        let phase = mem::replace(&mut c.phase, Phase::Closing);
+        let (next, step) = match phase {
+            Phase::Head => {
+                if c.rbuf.as_ref().is_some_and(|b| !b.is_empty()) {
+                    c.rbuf.as_mut().expect("checked").clear();
+                    self.answer(cid, 408, false)
+                } else {
+                    self.close_client(cid);
+                    (Phase::Closing, Step::Closed)
+                }
+            }
+            Phase::Exchange(mut ex) => {
+                let node = ex.node;
+                let send_stuck = c.wbuf.as_ref().is_some_and(|w| !w.is_empty()) && self.now >= c.last_write + self.shared.cfg.client.send_timeout.as_millis() as u64;
+                let body_stuck = !matches!(ex.req, BodyIn::Done) && c.rbuf.as_ref().is_none_or(Buf::is_empty);
+                match ex.up.and_then(|u| self.ups.get(u)).map(|u| u.state) {
+                    None => {
+                        self.counters.nodes[node].queue_timeouts += 1;
+                        self.pools[node].forget_waiter(cid);
+                        self.bufs.give_back(ex.to_up);
+                        self.answer(cid, 503, false)
+                    }
+                    _ if send_stuck || ex.answered => {
+                        ex.up_eof = false;
+                        self.fail(cid, ex, Fault::ClientGone)
+                    }
+                    _ if body_stuck && self.now >= c.last_active + self.shared.cfg.client.body_timeout.as_millis() as u64 => {
+                        self.fail(cid, ex, Fault::ClientBad(408))
+                    }
+                    _ => {
+                        if let Some(uid) = ex.up.take() {
+                            self.close_up(uid, CloseReason::Error);
+                        }
+                        self.bufs.give_back(ex.to_up);
+                        self.bufs.release(&mut ex.from_up);
+                        self.answer(cid, 504, false)
+                    }
+                }
+            }
+            Phase::Tunnel(t) => self.end_tunnel(cid, t),
+            Phase::Closing | Phase::Lingering => {
+                self.close_client(cid);
+                (Phase::Closing, Step::Closed)
+            }
+        };
+        if step == Step::Closed {
+            return;
+        }
+        if let Some(c) = self.clients.get_mut(cid) {
+            c.phase = next;
+        }
+        self.drive(cid);
+    }
+}
+
+enum ConnectError {
+    /// A cap on connections or connects in flight is reached.
+    Budget,
+    Failed,
+}

@@ -1,0 +1,143 @@
+//! Starting and stopping the cores: listeners bound once per core with `SO_REUSEPORT` (the
+//! kernel spreads connections across them), one thread per core, control channels, signals.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::bounded;
+use log::{info, warn};
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::metrics::Counters;
+use crate::runtime::control::{Control, Peer, CHANNEL_CAPACITY};
+use crate::runtime::core::{Core, Shared};
+
+const LISTEN_BACKLOG: i32 = 4_096;
+/// How long in-flight requests may take to finish after a stop signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A running set of cores.
+pub struct Server {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    addrs: Vec<SocketAddr>,
+}
+
+fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(sock.into()))
+}
+
+impl Server {
+    /// Binds every listener on every core and starts the core threads.
+    pub fn start(cfg: Config) -> io::Result<Server> {
+        let workers = cfg.workers.max(1);
+        // Per core, one listener per listen address. The first socket of an address fixes its
+        // port (port 0 picks one), the others join it through SO_REUSEPORT.
+        let mut per_core: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::new();
+        for l in &cfg.listen {
+            let first = listener(l.addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr)))?;
+            let bound = first.local_addr()?;
+            per_core[0].push(first);
+            for core in per_core.iter_mut().skip(1) {
+                core.push(listener(bound).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {bound}: {e}")))?);
+            }
+            info!("listening on {bound}");
+            addrs.push(bound);
+        }
+        let mut polls = Vec::new();
+        let mut peers = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..workers {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), mio::Token(usize::MAX))?);
+            let (tx, rx) = bounded(CHANNEL_CAPACITY);
+            polls.push(poll);
+            peers.push(Peer { tx, waker });
+            receivers.push(rx);
+        }
+        let pin = cfg.pin_cores;
+        let shared = Arc::new(Shared::new(Arc::new(cfg), peers));
+        let mut threads = Vec::new();
+        for (i, ((poll, listeners), rx)) in polls.into_iter().zip(per_core).zip(receivers).enumerate() {
+            let shared = shared.clone();
+            let t = std::thread::Builder::new().name(format!("hearth-core-{i}")).spawn(move || {
+                if pin {
+                    if let Err(e) = crate::sys::pin_current_thread(i) {
+                        warn!("core {i}: pinning to CPU {i} failed: {e}");
+                    }
+                }
+                let mut core = Core::new(i, poll, listeners, shared, rx)?;
+                core.run()
+            })?;
+            threads.push(t);
+        }
+        Ok(Server { shared, threads, addrs })
+    }
+
+    /// The bound address of each `[[listen]]` entry, in order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Counters summed over every core, asked of each core by message.
+    pub fn stats(&self) -> Counters {
+        let mut total = Counters::with_nodes(self.shared.nodes.len());
+        let (tx, rx) = bounded(self.shared.peers.len());
+        for p in &self.shared.peers {
+            p.send(Control::Stats(tx.clone()));
+        }
+        for _ in 0..self.shared.peers.len() {
+            match rx.recv_timeout(Duration::from_secs(2)) {
+                Ok(c) => total.merge(&c),
+                Err(_) => break,
+            }
+        }
+        total
+    }
+
+    /// Prometheus text of `stats()`.
+    pub fn metrics_text(&self) -> String {
+        self.stats().render(&self.shared.node_labels())
+    }
+
+    /// Asks every core to stop (finishing requests in flight for up to `grace`).
+    pub fn shutdown(&self, grace: Duration) {
+        for p in &self.shared.peers {
+            p.send(Control::Shutdown { grace });
+        }
+    }
+
+    /// Waits for every core to stop. Err names the first core that failed.
+    pub fn join(self) -> io::Result<()> {
+        let mut result = Ok(());
+        for (i, t) in self.threads.into_iter().enumerate() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    if result.is_ok() {
+                        result = Err(io::Error::new(e.kind(), format!("core {i}: {e}")));
+                    }
+                }
+                Err(_) => {
+                    if result.is_ok() {
+                        result = Err(io::Error::other(format!("core {i} panicked")));
+                    }
+                }
+            }
+        }
+        result
+    }
+}
