@@ -1,1 +1,1695 @@
-//! (module under construction)
+//! Configuration: the TOML file format, its defaults, and its validation.
+//!
+//! This module owns the translation from the text of `hearth.toml` into a [`Config`] that the
+//! runtime can trust without re-checking: every duration is bounded by [`MAX_DURATION`], every
+//! route names an upstream that exists (by index), every upstream has at least one node with a
+//! resolved address and a weight of at least 1, and `pass_host = "rewrite"` always carries its
+//! host. Loading happens once, before any core starts, so this module may block (it reads the
+//! file and resolves node names) but it never panics on what the file says.
+//!
+//! Every error names the file, the 1-based line and the dotted key path of the offending value.
+//! Lines come from the spans toml reports; key paths come from a second, spanned parse of the
+//! same text ([`Locator`]), which finds the key whose span covers the error. That keeps the serde
+//! layer plain (`deny_unknown_fields` everywhere) while still giving errors that point at the
+//! exact key, including keys inside inline tables and arrays of tables.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Unexpected, Visitor};
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// Smallest accepted `client.max_head_bytes`: below this even an ordinary browser request head
+/// with a few cookies would be refused.
+pub const MIN_HEAD_BYTES: usize = 1024;
+/// Largest accepted `client.max_head_bytes`: a head must fit in one buffer, and buffers this
+/// large per connection would make the buffer pool the memory bottleneck.
+pub const MAX_HEAD_BYTES: usize = 1024 * 1024;
+/// Largest accepted `workers`; more threads than this is a typo, not a deployment.
+pub const MAX_WORKERS: usize = 1024;
+/// Longest accepted duration. The runtime adds durations to `Instant`s, which panics on
+/// overflow, so the bound is enforced here rather than trusted.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Durations above this are accepted but draw a warning: a timeout of days is usually a unit
+/// mistake.
+const SUSPICIOUS_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Bare integers from this many seconds up draw the same warning even under a day: the usual
+/// mistake is milliseconds written as bare seconds (`idle_timeout = 60000`, 16h 40m), which the
+/// one-day rule alone would miss. Someone who means hours can write `"3h"` and silence it.
+const SUSPICIOUS_BARE_SECONDS: u64 = 10_000;
+
+/// Everything hearth needs to run, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Event-loop threads; default: the number of online cores.
+    pub workers: usize,
+    /// Pin each worker to one CPU.
+    pub pin_cores: bool,
+    pub listen: Vec<Listen>,
+    pub client: ClientSettings,
+    /// In order of appearance in the file; the index is the upstream id routes refer to.
+    pub upstreams: Vec<Upstream>,
+    /// In order of appearance in the file.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+}
+
+/// Limits applied to each client (downstream) connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// The whole request head must arrive within this.
+    pub header_timeout: Duration,
+    /// Longest wait for the next request on a keep-alive connection.
+    pub idle_timeout: Duration,
+    /// A request body that makes no progress for this long is cut.
+    pub body_timeout: Duration,
+    /// A client that accepts no response bytes for this long is cut.
+    pub send_timeout: Duration,
+    /// Requests served on one connection before it is closed.
+    pub max_requests: u64,
+    /// Largest request head, in bytes; within `MIN_HEAD_BYTES..=MAX_HEAD_BYTES`.
+    pub max_head_bytes: usize,
+    /// Largest request body, in bytes; 0 means unlimited.
+    pub max_body_bytes: u64,
+    /// Client connections per process; 0 means unlimited.
+    pub max_connections: usize,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            max_requests: 1000,
+            max_head_bytes: 16 * 1024,
+            max_body_bytes: 0,
+            max_connections: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The table name under `[upstreams.NAME]`.
+    pub name: String,
+    /// Never empty; in order of appearance in the file.
+    pub nodes: Vec<Node>,
+    pub scheme: Scheme,
+    pub pass_host: PassHost,
+    pub timeout: UpstreamTimeouts,
+    pub keepalive_pool: PoolSettings,
+    /// Connections per node across the whole process; 0 means unlimited.
+    pub max_connections: u32,
+    /// Connection attempts in flight per node; 0 means unlimited.
+    pub max_connecting: u32,
+    pub queue: QueueSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The first address `host` resolved to at load time.
+    pub addr: SocketAddr,
+    /// The address as written, `host:port`; sent as Host with `pass_host = "node"`.
+    pub host: String,
+    /// Share in smooth weighted round robin; at least 1.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    #[default]
+    Http,
+}
+
+/// Which Host header the upstream request carries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PassHost {
+    /// The client's Host, unchanged.
+    #[default]
+    Pass,
+    /// The chosen node's address as written in the file.
+    Node,
+    /// This fixed host (`upstream_host`).
+    Rewrite(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// Longest stall while writing the request to the upstream.
+    pub send: Duration,
+    /// Longest stall while reading the response from the upstream.
+    pub read: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts {
+            connect: Duration::from_secs(6),
+            send: Duration::from_secs(60),
+            read: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Keep-alive pool limits. The defaults follow APISIX (`size`, `requests`, `idle_timeout`) and
+/// nginx (`max_lifetime`, its `keepalive_time`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Idle connections kept per pool.
+    pub size: usize,
+    /// Requests sent on one upstream connection before it is retired.
+    pub requests: u64,
+    /// An idle pooled connection older than this is closed.
+    pub idle_timeout: Duration,
+    /// A connection is not reused once it has been open this long.
+    pub max_lifetime: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            size: 320,
+            requests: 1000,
+            idle_timeout: Duration::from_secs(60),
+            max_lifetime: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Requests waiting for a connection when a node is at `max_connections`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub size: usize,
+    pub timeout: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            size: 1024,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Never empty.
+    pub uris: Vec<UriPattern>,
+    /// Lowercased, without port; empty means any host.
+    pub hosts: Vec<String>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+}
+
+/// How a route matches the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UriPattern {
+    /// The path must equal this.
+    Exact(String),
+    /// The path must start with this; it always ends in `/` (`"/api/*"` is `Prefix("/api/")`).
+    Prefix(String),
+}
+
+/// Something in the file that is valid but probably not what was meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning(pub String);
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a configuration was refused. Displays as `file:line: key: message`; `line` and `key`
+/// are left out when there is nothing to point at (an unreadable file, a missing section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    file: String,
+    line: Option<usize>,
+    key: Option<String>,
+    message: String,
+}
+
+impl ConfigError {
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// 1-based.
+    pub fn line(&self) -> Option<usize> {
+        self.line
+    }
+
+    /// Dotted path such as `upstreams.backend.timeout.connect` or `routes[0].upstream`.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigError> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &file),
+            Err(e) => Err(ConfigError {
+                file,
+                line: None,
+                key: None,
+                message: format!("cannot read the configuration: {e}"),
+            }),
+        }
+    }
+
+    /// Validates `text`; `file` is only used to name the source in errors and warnings.
+    pub fn parse(text: &str, file: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
+        // The spanned parse also catches every syntax error, so a failure here has no tree to
+        // compute a key path from.
+        let tree = match DeTable::parse(text) {
+            Ok(tree) => tree,
+            Err(e) => {
+                return Err(ConfigError {
+                    file: file.to_owned(),
+                    line: e.span().map(|s| line_of(text, s.start)),
+                    key: None,
+                    message: e.message().to_owned(),
+                });
+            }
+        };
+        let locator = Locator {
+            file,
+            text,
+            tree: tree.get_ref(),
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| locator.error(e.span(), e.message()))?;
+        let mut builder = Builder {
+            locator,
+            warnings: Vec::new(),
+        };
+        let config = builder.config(raw)?;
+        Ok((config, builder.warnings))
+    }
+}
+
+/// Parses a duration written as a whole number with a unit: `ms`, `s`, `m` or `h` (`"1500ms"`,
+/// `"10s"`, `"2m"`, `"1h"`).
+///
+/// A bare number in a string (`"10"`) is refused: in a string the unit is what says the author
+/// thought about it, while a bare TOML integer (`10`, handled by the deserializer) means seconds
+/// as in APISIX. Fractions (`"1.5s"`) are refused too, with a hint to use a smaller unit: that
+/// keeps parsing exact and the accepted forms few. Durations above [`MAX_DURATION`] are refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = s.split_at(digits);
+    if number.is_empty() {
+        return Err(if s.starts_with('-') {
+            format!("{s:?} is negative; durations cannot be")
+        } else {
+            format!("expected a whole number with a unit (ms, s, m, h), found {s:?}")
+        });
+    }
+    if unit.starts_with('.') {
+        return Err(format!(
+            "{s:?} has a fraction; use a smaller unit instead, e.g. \"1500ms\" for 1.5s"
+        ));
+    }
+    let too_long = || format!("{s:?} is longer than the longest accepted duration (365 days)");
+    let n: u64 = number.parse().map_err(|_| too_long())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
+        "" => {
+            return Err(format!(
+                "{s:?} has no unit; write \"{n}s\" (or the bare integer {n} for seconds)"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit {unit:?}; expected ms, s, m or h"
+            ))
+        }
+    };
+    if duration > MAX_DURATION {
+        return Err(too_long());
+    }
+    Ok(duration)
+}
+
+/// Parses a size in bytes: a whole number with an optional `k`, `m` or `g` suffix (powers of
+/// 1024, either case), e.g. `"16k"`, `"1m"`, `"0"`. Fractions and other suffixes are refused.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, suffix) = s.split_at(digits);
+    if number.is_empty() {
+        return Err(if s.starts_with('-') {
+            format!("{s:?} is negative; sizes cannot be")
+        } else {
+            format!("expected a whole number with an optional k, m or g suffix, found {s:?}")
+        });
+    }
+    let too_large = || format!("{s:?} is too large");
+    let n: u64 = number.parse().map_err(|_| too_large())?;
+    let shift = match suffix {
+        "" => 0,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown suffix {suffix:?}; expected k, m or g (powers of 1024)"
+            ))
+        }
+    };
+    n.checked_mul(1 << shift).ok_or_else(too_large)
+}
+
+// The serde layer mirrors the file one to one. Optional keys stay `Option` so that defaults live
+// in one place (the `Default` impls above); values checked after deserialising keep their span.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    workers: Option<Spanned<Count<usize>>>,
+    pin_cores: Option<bool>,
+    listen: Option<Spanned<Vec<RawListen>>>,
+    client: Option<RawClient>,
+    upstreams: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawUpstream>>>>,
+    routes: Option<Spanned<Vec<RawRoute>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    addr: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    header_timeout: Option<Spanned<RawDuration>>,
+    idle_timeout: Option<Spanned<RawDuration>>,
+    body_timeout: Option<Spanned<RawDuration>>,
+    send_timeout: Option<Spanned<RawDuration>>,
+    max_requests: Option<Count<u64>>,
+    max_head_bytes: Option<Spanned<RawSize>>,
+    max_body_bytes: Option<RawSize>,
+    max_connections: Option<Count<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    nodes: Spanned<BTreeMap<Spanned<String>, Spanned<Count<u32>>>>,
+    scheme: Option<Spanned<String>>,
+    pass_host: Option<Spanned<String>>,
+    upstream_host: Option<Spanned<String>>,
+    timeout: Option<RawTimeouts>,
+    keepalive_pool: Option<RawPool>,
+    max_connections: Option<Count<u32>>,
+    max_connecting: Option<Count<u32>>,
+    queue: Option<RawQueue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<Spanned<RawDuration>>,
+    send: Option<Spanned<RawDuration>>,
+    read: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    size: Option<Count<usize>>,
+    requests: Option<Count<u64>>,
+    idle_timeout: Option<Spanned<RawDuration>>,
+    max_lifetime: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    size: Option<Count<usize>>,
+    timeout: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    uris: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+    upstream: Spanned<String>,
+}
+
+/// A non-negative integer that fits `T`, with errors phrased for people rather than for serde.
+struct Count<T>(T);
+
+impl<'de, T: TryFrom<u64>> Deserialize<'de> for Count<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CountVisitor(std::marker::PhantomData))
+    }
+}
+
+struct CountVisitor<T>(std::marker::PhantomData<T>);
+
+impl<T: TryFrom<u64>> Visitor<'_> for CountVisitor<T> {
+    type Value = Count<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a non-negative integer")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        T::try_from(v)
+            .map(Count)
+            .map_err(|_| E::custom(format!("{v} is too large for this setting")))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::custom(format!(
+                "expected a non-negative integer, found {v}"
+            ))),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Err(E::custom(format!(
+            "expected a non-negative integer, found {v:?}"
+        )))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Err(E::custom(format!(
+            "expected a non-negative integer, found {v}"
+        )))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Err(E::custom(format!(
+            "expected a non-negative integer, found {v}"
+        )))
+    }
+}
+
+/// A duration as read, kept with its text so a warning can quote it back.
+struct RawDuration {
+    value: Duration,
+    /// The text as written: the integer, or the string with its quotes.
+    as_read: String,
+    /// The number and unit, for suggesting a reading in milliseconds.
+    number: u64,
+    in_seconds: bool,
+    /// Written as a TOML integer rather than a string with a unit.
+    bare: bool,
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DurationVisitor)
+    }
+}
+
+struct DurationVisitor;
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = RawDuration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration such as \"10s\", \"1500ms\", \"2m\", \"1h\", or whole seconds")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        let value = Duration::from_secs(v);
+        if value > MAX_DURATION {
+            return Err(E::custom(format!(
+                "{v} seconds is longer than the longest accepted duration (365 days)"
+            )));
+        }
+        Ok(RawDuration {
+            value,
+            as_read: v.to_string(),
+            number: v,
+            in_seconds: true,
+            bare: true,
+        })
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::custom(format!("{v} is negative; durations cannot be"))),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Err(E::custom(format!(
+            "{v} has a fraction; write a string with a smaller unit, e.g. \"1500ms\" for 1.5s"
+        )))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let value = parse_duration(v).map_err(E::custom)?;
+        // parse_duration accepted it, so it starts with a run of digits that fits in u64.
+        let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+        let number = v[..digits].parse().unwrap_or(0);
+        Ok(RawDuration {
+            value,
+            as_read: format!("{v:?}"),
+            number,
+            in_seconds: v.ends_with('s') && !v.ends_with("ms"),
+            bare: false,
+        })
+    }
+}
+
+/// A size in bytes: a TOML integer or a string for [`parse_size`].
+struct RawSize(u64);
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SizeVisitor)
+    }
+}
+
+struct SizeVisitor;
+
+impl Visitor<'_> for SizeVisitor {
+    type Value = RawSize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size such as 1024, \"16k\" or \"1m\"")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(RawSize(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        u64::try_from(v)
+            .map(RawSize)
+            .map_err(|_| E::custom(format!("{v} is negative; sizes cannot be")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Err(E::invalid_type(Unexpected::Float(v), &self))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        parse_size(v).map(RawSize).map_err(E::custom)
+    }
+}
+
+/// Turns byte offsets into the `file:line: key` part of errors and warnings.
+struct Locator<'a> {
+    file: &'a str,
+    text: &'a str,
+    tree: &'a DeTable<'a>,
+}
+
+impl Locator<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: span.as_ref().map(|s| line_of(self.text, s.start)),
+            key: span.and_then(|s| key_path(self.tree, s.start)),
+            message: message.into(),
+        }
+    }
+
+    /// For things that are absent, so have no span of their own.
+    fn missing(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: None,
+            key: Some(key.to_owned()),
+            message: message.into(),
+        }
+    }
+}
+
+/// 1-based line of a byte offset; counts bytes, so an offset inside a character cannot panic.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The dotted path of the deepest key whose key or value span covers `offset`. Leaf spans never
+/// overlap, so the first match in a depth-first walk is the one; table spans (which toml sets to
+/// their header) are checked only after their children.
+fn key_path(tree: &DeTable<'_>, offset: usize) -> Option<String> {
+    let mut path = String::new();
+    path_in_table(tree, offset, &mut path).then_some(path)
+}
+
+fn path_in_table(table: &DeTable<'_>, offset: usize, path: &mut String) -> bool {
+    for (key, value) in table.iter() {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        push_key(path, key.get_ref());
+        if path_in_value(value, offset, path)
+            || covers(&key.span(), offset)
+            || covers(&value.span(), offset)
+        {
+            return true;
+        }
+        path.truncate(len);
+    }
+    false
+}
+
+fn path_in_value(value: &Spanned<DeValue<'_>>, offset: usize, path: &mut String) -> bool {
+    match value.get_ref() {
+        DeValue::Table(table) => path_in_table(table, offset, path),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                // Writing to a String cannot fail.
+                let _ = write!(path, "[{i}]");
+                if path_in_value(item, offset, path) || covers(&item.span(), offset) {
+                    return true;
+                }
+                path.truncate(len);
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Empty spans never cover: toml gives implicit tables empty spans at offset 0, which would
+/// otherwise claim every error on the first line.
+fn covers(span: &Range<usize>, offset: usize) -> bool {
+    span.start <= offset && offset < span.end
+}
+
+/// Keys are written as TOML would need them, so `nodes."127.0.0.1:9001"` reads back unambiguous.
+fn push_key(path: &mut String, key: &str) {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        path.push_str(key);
+    } else {
+        let _ = write!(path, "{key:?}");
+    }
+}
+
+/// Converts the raw tree into a [`Config`], checking what serde cannot and collecting warnings.
+struct Builder<'a> {
+    locator: Locator<'a>,
+    warnings: Vec<Warning>,
+}
+
+impl Builder<'_> {
+    fn config(&mut self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let workers = match raw.workers {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(w) => {
+                let n = w.get_ref().0;
+                if n == 0 || n > MAX_WORKERS {
+                    return Err(self.locator.error(
+                        Some(w.span()),
+                        format!("must be between 1 and {MAX_WORKERS}, found {n} (omit it to use one per core)"),
+                    ));
+                }
+                n
+            }
+        };
+        let listen = self.listen(raw.listen)?;
+        let client = match raw.client {
+            Some(c) => self.client(c)?,
+            None => ClientSettings::default(),
+        };
+        let Some(raw_upstreams) = raw.upstreams.filter(|u| !u.get_ref().is_empty()) else {
+            return Err(self.locator.missing(
+                "upstreams",
+                "at least one upstream is required, e.g. [upstreams.backend]",
+            ));
+        };
+        // Order of appearance is the upstream id; the map itself is sorted by name.
+        let mut entries: Vec<_> = raw_upstreams.into_inner().into_iter().collect();
+        entries.sort_by_key(|(name, _)| name.span().start);
+        let mut upstreams = Vec::with_capacity(entries.len());
+        for (name, raw) in entries {
+            upstreams.push(self.upstream(name.into_inner(), raw.into_inner())?);
+        }
+        let routes = self.routes(raw.routes, &upstreams)?;
+        Ok(Config {
+            workers,
+            pin_cores: raw.pin_cores.unwrap_or(false),
+            listen,
+            client,
+            upstreams,
+            routes,
+        })
+    }
+
+    fn listen(&self, raw: Option<Spanned<Vec<RawListen>>>) -> Result<Vec<Listen>, ConfigError> {
+        let raw = match raw {
+            Some(l) if !l.get_ref().is_empty() => l.into_inner(),
+            _ => {
+                return Err(self
+                    .locator
+                    .missing("listen", "at least one [[listen]] with an addr is required"))
+            }
+        };
+        let mut listen: Vec<Listen> = Vec::with_capacity(raw.len());
+        for l in raw {
+            let text = l.addr.get_ref();
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                self.locator.error(
+                    Some(l.addr.span()),
+                    format!("expected an IP address and port such as \"127.0.0.1:8080\", found {text:?}"),
+                )
+            })?;
+            // Port 0 asks the kernel for a fresh port each time, so repeats are not clashes.
+            if addr.port() != 0 && listen.iter().any(|seen| seen.addr == addr) {
+                return Err(self
+                    .locator
+                    .error(Some(l.addr.span()), format!("{addr} is listed twice")));
+            }
+            listen.push(Listen { addr });
+        }
+        Ok(listen)
+    }
+
+    fn client(&mut self, raw: RawClient) -> Result<ClientSettings, ConfigError> {
+        let d = ClientSettings::default();
+        let max_head_bytes = match raw.max_head_bytes {
+            None => d.max_head_bytes,
+            Some(size) => {
+                let n = size.get_ref().0;
+                match usize::try_from(n) {
+                    Ok(n) if (MIN_HEAD_BYTES..=MAX_HEAD_BYTES).contains(&n) => n,
+                    _ => {
+                        return Err(self.locator.error(
+                            Some(size.span()),
+                            format!("must be between 1k and 1m (1024 to 1048576 bytes), found {n}"),
+                        ))
+                    }
+                }
+            }
+        };
+        Ok(ClientSettings {
+            header_timeout: self.duration(raw.header_timeout, d.header_timeout),
+            idle_timeout: self.duration(raw.idle_timeout, d.idle_timeout),
+            body_timeout: self.duration(raw.body_timeout, d.body_timeout),
+            send_timeout: self.duration(raw.send_timeout, d.send_timeout),
+            max_requests: raw.max_requests.map_or(d.max_requests, |c| c.0),
+            max_head_bytes,
+            max_body_bytes: raw.max_body_bytes.map_or(d.max_body_bytes, |s| s.0),
+            max_connections: raw.max_connections.map_or(d.max_connections, |c| c.0),
+        })
+    }
+
+    fn upstream(&mut self, name: String, raw: RawUpstream) -> Result<Upstream, ConfigError> {
+        let nodes_span = raw.nodes.span();
+        let mut entries: Vec<_> = raw.nodes.into_inner().into_iter().collect();
+        if entries.is_empty() {
+            return Err(self.locator.error(
+                Some(nodes_span),
+                "at least one node is required, e.g. { \"127.0.0.1:9001\" = 1 }",
+            ));
+        }
+        // Order of appearance, so the balancer's tie-breaking follows the file.
+        entries.sort_by_key(|(host, _)| host.span().start);
+        let mut nodes = Vec::with_capacity(entries.len());
+        for (host, weight) in entries {
+            let addr = self.resolve(&host)?;
+            let w = weight.get_ref().0;
+            if w == 0 {
+                return Err(self.locator.error(
+                    Some(weight.span()),
+                    "weight must be at least 1 (remove the node to take it out)",
+                ));
+            }
+            nodes.push(Node {
+                addr,
+                host: host.into_inner(),
+                weight: w,
+            });
+        }
+        let scheme = match &raw.scheme {
+            None => Scheme::Http,
+            Some(s) => match s.get_ref().as_str() {
+                "http" => Scheme::Http,
+                "https" => {
+                    return Err(self.locator.error(
+                        Some(s.span()),
+                        "\"https\" upstreams are not supported yet; only \"http\" is",
+                    ))
+                }
+                other => {
+                    return Err(self.locator.error(
+                        Some(s.span()),
+                        format!("expected \"http\", found {other:?}"),
+                    ))
+                }
+            },
+        };
+        let pass_host = self.pass_host(raw.pass_host, raw.upstream_host)?;
+        let t = UpstreamTimeouts::default();
+        let timeout = match raw.timeout {
+            None => t,
+            Some(r) => UpstreamTimeouts {
+                connect: self.duration(r.connect, t.connect),
+                send: self.duration(r.send, t.send),
+                read: self.duration(r.read, t.read),
+            },
+        };
+        let p = PoolSettings::default();
+        let keepalive_pool = match raw.keepalive_pool {
+            None => p,
+            Some(r) => PoolSettings {
+                size: r.size.map_or(p.size, |c| c.0),
+                requests: r.requests.map_or(p.requests, |c| c.0),
+                idle_timeout: self.duration(r.idle_timeout, p.idle_timeout),
+                max_lifetime: self.duration(r.max_lifetime, p.max_lifetime),
+            },
+        };
+        let q = QueueSettings::default();
+        let queue = match raw.queue {
+            None => q,
+            Some(r) => QueueSettings {
+                size: r.size.map_or(q.size, |c| c.0),
+                timeout: self.duration(r.timeout, q.timeout),
+            },
+        };
+        Ok(Upstream {
+            name,
+            nodes,
+            scheme,
+            pass_host,
+            timeout,
+            keepalive_pool,
+            max_connections: raw.max_connections.map_or(0, |c| c.0),
+            max_connecting: raw.max_connecting.map_or(0, |c| c.0),
+            queue,
+        })
+    }
+
+    /// Resolves once, at load: a node's address is fixed for the life of the process.
+    fn resolve(&self, host: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        let text = host.get_ref();
+        let fail = |message: String| self.locator.error(Some(host.span()), message);
+        // `ToSocketAddrs` would accept a name without a port only to fail with a vague message;
+        // checking the shape first gives a better one and avoids a lookup.
+        let has_port = text
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !has_port {
+            return Err(fail(format!(
+                "expected \"host:port\" such as \"127.0.0.1:9001\", found {text:?}"
+            )));
+        }
+        match text.to_socket_addrs() {
+            Ok(mut addrs) => addrs
+                .next()
+                .ok_or_else(|| fail(format!("{text:?} resolved to no address"))),
+            Err(e) => Err(fail(format!("cannot resolve {text:?}: {e}"))),
+        }
+    }
+
+    fn pass_host(
+        &self,
+        pass_host: Option<Spanned<String>>,
+        upstream_host: Option<Spanned<String>>,
+    ) -> Result<PassHost, ConfigError> {
+        let mode = pass_host.as_ref().map_or("pass", |p| p.get_ref().as_str());
+        let mode_span = pass_host.as_ref().map(Spanned::span);
+        match (mode, upstream_host) {
+            ("pass", None) => Ok(PassHost::Pass),
+            ("node", None) => Ok(PassHost::Node),
+            ("rewrite", Some(h)) => {
+                let host = h.get_ref();
+                // It goes into the Host header verbatim (RFC 9110 section 7.2: uri-host
+                // [":" port]), so anything that could break or smuggle past the header line is
+                // refused here rather than at request time.
+                if host.is_empty() || host.bytes().any(|b| !b.is_ascii_graphic() || b == b'/') {
+                    return Err(self.locator.error(
+                        Some(h.span()),
+                        format!("expected a host such as \"api.example.com\", found {host:?}"),
+                    ));
+                }
+                Ok(PassHost::Rewrite(h.into_inner()))
+            }
+            ("rewrite", None) => Err(self.locator.error(
+                mode_span,
+                "pass_host = \"rewrite\" needs upstream_host, the Host to send",
+            )),
+            ("pass" | "node", Some(h)) => Err(self.locator.error(
+                Some(h.span()),
+                "upstream_host is only used with pass_host = \"rewrite\"",
+            )),
+            (other, _) => Err(self.locator.error(
+                mode_span,
+                format!("expected \"pass\", \"node\" or \"rewrite\", found {other:?}"),
+            )),
+        }
+    }
+
+    fn routes(
+        &mut self,
+        raw: Option<Spanned<Vec<RawRoute>>>,
+        upstreams: &[Upstream],
+    ) -> Result<Vec<Route>, ConfigError> {
+        let raw = match raw {
+            Some(r) if !r.get_ref().is_empty() => r.into_inner(),
+            _ => {
+                return Err(self.locator.missing(
+                    "routes",
+                    "at least one [[routes]] is required, e.g. uris = [\"/*\"] and an upstream",
+                ))
+            }
+        };
+        let mut used = vec![false; upstreams.len()];
+        let mut routes = Vec::with_capacity(raw.len());
+        for r in raw {
+            if r.uris.get_ref().is_empty() {
+                return Err(self.locator.error(
+                    Some(r.uris.span()),
+                    "at least one uri is required; \"/*\" matches every path",
+                ));
+            }
+            let uris = r
+                .uris
+                .get_ref()
+                .iter()
+                .map(|u| {
+                    uri_pattern(u.get_ref()).map_err(|m| self.locator.error(Some(u.span()), m))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let hosts = r
+                .hosts
+                .iter()
+                .map(|h| route_host(h.get_ref()).map_err(|m| self.locator.error(Some(h.span()), m)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let name = r.upstream.get_ref();
+            let Some(upstream) = upstreams.iter().position(|u| &u.name == name) else {
+                let known: Vec<_> = upstreams.iter().map(|u| format!("{:?}", u.name)).collect();
+                return Err(self.locator.error(
+                    Some(r.upstream.span()),
+                    format!("no upstream named {name:?}; defined: {}", known.join(", ")),
+                ));
+            };
+            used[upstream] = true;
+            routes.push(Route {
+                uris,
+                hosts,
+                upstream,
+            });
+        }
+        for (u, used) in upstreams.iter().zip(used) {
+            if !used {
+                let at = self.prefix(None, &format!("upstreams.{}", u.name));
+                self.warnings
+                    .push(Warning(format!("{at}: no route uses this upstream")));
+            }
+        }
+        Ok(routes)
+    }
+
+    /// The chosen value or the default, warning when it looks like a unit mistake.
+    fn duration(&mut self, raw: Option<Spanned<RawDuration>>, default: Duration) -> Duration {
+        let Some(raw) = raw else { return default };
+        let span = raw.span();
+        let d = raw.into_inner();
+        if d.value > SUSPICIOUS_DURATION || (d.bare && d.number >= SUSPICIOUS_BARE_SECONDS) {
+            let key = key_path(self.locator.tree, span.start).unwrap_or_default();
+            let at = self.prefix(Some(span), &key);
+            let hint = if d.in_seconds {
+                format!("did you mean {} ms? write \"{}ms\"", d.number, d.number)
+            } else {
+                "is that intended?".to_owned()
+            };
+            self.warnings.push(Warning(format!(
+                "{at}: {} is {}; {hint}",
+                d.as_read,
+                spelled_out(d.value)
+            )));
+        }
+        d.value
+    }
+
+    fn prefix(&self, span: Option<Range<usize>>, key: &str) -> String {
+        match span {
+            Some(s) => format!(
+                "{}:{}: {key}",
+                self.locator.file,
+                line_of(self.locator.text, s.start)
+            ),
+            None => format!("{}: {key}", self.locator.file),
+        }
+    }
+}
+
+/// A long duration in days, hours and minutes, so a warning shows what was actually asked for.
+fn spelled_out(d: Duration) -> String {
+    let minutes = d.as_secs() / 60;
+    let (days, hours, minutes) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    if days > 0 {
+        format!("{days}d {hours}h {minutes}m")
+    } else {
+        format!("{hours}h {minutes}m")
+    }
+}
+
+/// `"/x/*"` is every path under `/x/`; anything else must match exactly.
+fn uri_pattern(uri: &str) -> Result<UriPattern, String> {
+    if !uri.starts_with('/') {
+        return Err(format!("must start with \"/\", found {uri:?}"));
+    }
+    // Request targets are visible ASCII (RFC 9112 section 3.2 via RFC 3986), so a pattern with
+    // anything else could never match.
+    if uri.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(format!(
+            "{uri:?} contains a space or a non-ASCII character; percent-encode it"
+        ));
+    }
+    match uri.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('/') && !prefix.contains('*') => {
+            Ok(UriPattern::Prefix(prefix.to_owned()))
+        }
+        _ if uri.contains('*') => Err(format!(
+            "{uri:?}: '*' is only allowed as a final \"/*\", e.g. \"/api/*\""
+        )),
+        _ => Ok(UriPattern::Exact(uri.to_owned())),
+    }
+}
+
+/// Hosts are compared to the request's Host without its port and ignoring case (RFC 9110
+/// section 4.2.3: the host is case-insensitive), so they are stored lowercased and portless.
+fn route_host(host: &str) -> Result<String, String> {
+    if host.is_empty() || host.bytes().any(|b| !b.is_ascii_graphic() || b == b'/') {
+        return Err(format!(
+            "expected a host name such as \"example.com\", found {host:?}"
+        ));
+    }
+    let has_port = if host.starts_with('[') {
+        !host.ends_with(']')
+    } else {
+        host.contains(':')
+    };
+    if has_port {
+        return Err(format!(
+            "{host:?}: hosts are matched without the port; leave the port out"
+        ));
+    }
+    Ok(host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[listen]]
+addr = "127.0.0.1:0"
+
+[upstreams.u]
+nodes = { "127.0.0.1:9001" = 1 }
+
+[[routes]]
+uris = ["/*"]
+upstream = "u"
+"#;
+
+    fn parse(text: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
+        Config::parse(text, "t.toml")
+    }
+
+    fn err(text: &str) -> ConfigError {
+        match parse(text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn defaults_when_keys_are_omitted() {
+        let (config, warnings) = parse(MINIMAL).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(config.workers, cores);
+        assert!(!config.pin_cores);
+        assert_eq!(
+            config.listen,
+            vec![Listen {
+                addr: "127.0.0.1:0".parse().unwrap()
+            }]
+        );
+        assert_eq!(config.client, ClientSettings::default());
+        assert_eq!(config.client.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.client.idle_timeout, Duration::from_secs(75));
+        assert_eq!(config.client.max_head_bytes, 16384);
+        let u = &config.upstreams[0];
+        assert_eq!(u.name, "u");
+        assert_eq!(
+            u.nodes,
+            vec![Node {
+                addr: "127.0.0.1:9001".parse().unwrap(),
+                host: "127.0.0.1:9001".into(),
+                weight: 1
+            }]
+        );
+        assert_eq!(u.scheme, Scheme::Http);
+        assert_eq!(u.pass_host, PassHost::Pass);
+        assert_eq!(u.timeout.connect, Duration::from_secs(6));
+        assert_eq!(u.timeout.send, Duration::from_secs(60));
+        assert_eq!(u.timeout.read, Duration::from_secs(60));
+        assert_eq!(u.keepalive_pool.size, 320);
+        assert_eq!(u.keepalive_pool.requests, 1000);
+        assert_eq!(u.keepalive_pool.idle_timeout, Duration::from_secs(60));
+        assert_eq!(u.keepalive_pool.max_lifetime, Duration::from_secs(3600));
+        assert_eq!((u.max_connections, u.max_connecting), (0, 0));
+        assert_eq!(
+            u.queue,
+            QueueSettings {
+                size: 1024,
+                timeout: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            config.routes,
+            vec![Route {
+                uris: vec![UriPattern::Prefix("/".into())],
+                hosts: vec![],
+                upstream: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let text = r#"
+workers = 3
+pin_cores = true
+[[listen]]
+addr = "127.0.0.1:8080"
+[[listen]]
+addr = "[::1]:8081"
+[client]
+header_timeout = "1500ms"
+idle_timeout = 5
+body_timeout = "2m"
+send_timeout = "1h"
+max_requests = 7
+max_head_bytes = "32k"
+max_body_bytes = "1g"
+max_connections = 9
+[upstreams.zeta]
+nodes = { "127.0.0.1:9002" = 2, "127.0.0.1:9001" = 1 }
+scheme = "http"
+pass_host = "rewrite"
+upstream_host = "api.example.com"
+timeout = { connect = 180, send = "3s", read = "4s" }
+keepalive_pool = { size = 10, requests = 11, idle_timeout = "12s", max_lifetime = "13m" }
+max_connections = 14
+max_connecting = 15
+queue = { size = 16, timeout = "17ms" }
+[upstreams.alpha]
+nodes = { "localhost:9003" = 1 }
+pass_host = "node"
+[[routes]]
+uris = ["/api/*", "/health"]
+hosts = ["Example.COM", "[::1]"]
+upstream = "alpha"
+[[routes]]
+uris = ["/*"]
+upstream = "zeta"
+"#;
+        let (c, warnings) = parse(text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!((c.workers, c.pin_cores), (3, true));
+        assert_eq!(c.listen[1].addr, "[::1]:8081".parse().unwrap());
+        assert_eq!(
+            c.client,
+            ClientSettings {
+                header_timeout: Duration::from_millis(1500),
+                idle_timeout: Duration::from_secs(5),
+                body_timeout: Duration::from_secs(120),
+                send_timeout: Duration::from_secs(3600),
+                max_requests: 7,
+                max_head_bytes: 32 * 1024,
+                max_body_bytes: 1 << 30,
+                max_connections: 9,
+            }
+        );
+        // Order of appearance, not alphabetical: routes refer to upstreams by this index.
+        assert_eq!(c.upstreams[0].name, "zeta");
+        assert_eq!(c.upstreams[1].name, "alpha");
+        let z = &c.upstreams[0];
+        let hosts: Vec<_> = z
+            .nodes
+            .iter()
+            .map(|n| (n.host.as_str(), n.weight))
+            .collect();
+        assert_eq!(hosts, [("127.0.0.1:9002", 2), ("127.0.0.1:9001", 1)]);
+        assert_eq!(z.pass_host, PassHost::Rewrite("api.example.com".into()));
+        assert_eq!(
+            z.timeout,
+            UpstreamTimeouts {
+                connect: Duration::from_secs(180),
+                send: Duration::from_secs(3),
+                read: Duration::from_secs(4)
+            }
+        );
+        assert_eq!(
+            z.keepalive_pool,
+            PoolSettings {
+                size: 10,
+                requests: 11,
+                idle_timeout: Duration::from_secs(12),
+                max_lifetime: Duration::from_secs(13 * 60)
+            }
+        );
+        assert_eq!((z.max_connections, z.max_connecting), (14, 15));
+        assert_eq!(
+            z.queue,
+            QueueSettings {
+                size: 16,
+                timeout: Duration::from_millis(17)
+            }
+        );
+        let a = &c.upstreams[1];
+        assert_eq!(a.pass_host, PassHost::Node);
+        assert_eq!(a.nodes[0].host, "localhost:9003");
+        assert_eq!(a.nodes[0].addr.port(), 9003);
+        assert!(a.nodes[0].addr.ip().is_loopback());
+        assert_eq!(
+            c.routes[0],
+            Route {
+                uris: vec![
+                    UriPattern::Prefix("/api/".into()),
+                    UriPattern::Exact("/health".into())
+                ],
+                hosts: vec!["example.com".into(), "[::1]".into()],
+                upstream: 1
+            }
+        );
+        assert_eq!(c.routes[1].upstream, 0);
+    }
+
+    #[test]
+    fn durations() {
+        let ok: &[(&str, Duration)] = &[
+            ("0s", Duration::ZERO),
+            ("1500ms", Duration::from_millis(1500)),
+            ("10s", Duration::from_secs(10)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("8760h", MAX_DURATION),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text).as_ref(), Ok(want), "{text}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("10", "no unit"),
+            ("-1s", "negative"),
+            ("1.5s", "fraction"),
+            ("10x", "unknown unit"),
+            ("10S", "unknown unit"),
+            ("10 s", "unknown unit"),
+            ("", "expected a whole number"),
+            ("s", "expected a whole number"),
+            (" 10s", "expected a whole number"),
+            ("99999999999999999999s", "longest"),
+            ("18446744073709551615h", "longest"),
+            ("8761h", "longest"),
+        ];
+        for (text, want) in bad {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let ok: &[(&str, u64)] = &[
+            ("0", 0),
+            ("1024", 1024),
+            ("16k", 16 * 1024),
+            ("16K", 16 * 1024),
+            ("1m", 1 << 20),
+            ("2g", 2 << 30),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_size(text), Ok(*want), "{text}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("", "expected a whole number"),
+            ("k", "expected a whole number"),
+            ("-1", "negative"),
+            ("1.5k", "unknown suffix"),
+            ("16kb", "unknown suffix"),
+            ("10x", "unknown suffix"),
+            ("99999999999999999999", "too large"),
+            ("17179869184g", "too large"),
+        ];
+        for (text, want) in bad {
+            let e = parse_size(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes_in_the_file() {
+        let with = |line: &str| format!("{MINIMAL}[client]\n{line}\n");
+        let (c, _) = parse(&with("header_timeout = 3")).unwrap();
+        assert_eq!(c.client.header_timeout, Duration::from_secs(3));
+        let (c, _) = parse(&with("max_body_bytes = 100")).unwrap();
+        assert_eq!(c.client.max_body_bytes, 100);
+        let (c, _) = parse(&with("max_head_bytes = 1024")).unwrap();
+        assert_eq!(c.client.max_head_bytes, 1024);
+        let (c, _) = parse(&with("max_head_bytes = \"1m\"")).unwrap();
+        assert_eq!(c.client.max_head_bytes, 1 << 20);
+        for (line, want) in [
+            ("header_timeout = -1", "negative"),
+            ("header_timeout = 1.5", "fraction"),
+            ("header_timeout = \"10\"", "no unit"),
+            ("header_timeout = true", "expected a duration"),
+            ("header_timeout = 99999999999", "longest"),
+            ("max_body_bytes = -1", "negative"),
+            ("max_body_bytes = 1.5", "expected a size"),
+            ("max_body_bytes = \"1t\"", "unknown suffix"),
+        ] {
+            let e = err(&with(line));
+            assert_eq!(
+                e.key(),
+                Some(&*format!("client.{}", line.split(' ').next().unwrap()))
+            );
+            assert!(e.message().contains(want), "{line}: {e}");
+        }
+    }
+
+    /// Each kind of error, with the line and key it must point at.
+    #[test]
+    fn errors_name_line_and_key() {
+        let table: &[(&str, usize, &str, &str)] = &[
+            // Unknown keys at every level, including inside inline tables.
+            ("bogus = 1\n", 1, "bogus", "unknown field `bogus`"),
+            ("[client]\nheader_timeot = \"1s\"\n", 12, "client.header_timeot", "unknown field"),
+            (
+                "[upstreams.u.timeout]\nconect = 1\n",
+                12,
+                "upstreams.u.timeout.conect",
+                "unknown field",
+            ),
+            (
+                "[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nqueue = { sise = 1 }\n",
+                13,
+                "upstreams.v.queue.sise",
+                "unknown field",
+            ),
+            // Wrong types.
+            ("workers = \"two\"\n", 1, "workers", "expected a non-negative integer, found \"two\""),
+            ("workers = -2\n", 1, "workers", "expected a non-negative integer, found -2"),
+            ("pin_cores = 1\n", 1, "pin_cores", "invalid type"),
+            (
+                "[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nkeepalive_pool = { size = \"x\" }\n",
+                13,
+                "upstreams.v.keepalive_pool.size",
+                "expected a non-negative integer, found \"x\"",
+            ),
+            (
+                "[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nmax_connections = 4294967296\n",
+                13,
+                "upstreams.v.max_connections",
+                "too large",
+            ),
+            // Bad durations and sizes.
+            ("[client]\nidle_timeout = \"10x\"\n", 12, "client.idle_timeout", "unknown unit"),
+            (
+                "[upstreams.u.keepalive_pool]\nmax_lifetime = \"1.5h\"\n",
+                12,
+                "upstreams.u.keepalive_pool.max_lifetime",
+                "fraction",
+            ),
+            ("[client]\nmax_body_bytes = \"lots\"\n", 12, "client.max_body_bytes", "whole number"),
+            ("[client]\nmax_head_bytes = \"2m\"\n", 12, "client.max_head_bytes", "between 1k and 1m"),
+            ("[client]\nmax_head_bytes = 1023\n", 12, "client.max_head_bytes", "between 1k and 1m"),
+            ("workers = 0\n", 1, "workers", "between 1 and"),
+            // Bad addresses.
+            ("[[listen]]\naddr = \"localhost:80\"\n", 12, "listen[1].addr", "IP address and port"),
+            ("[[listen]]\naddr = \"127.0.0.1:0\"\n[[listen]]\naddr = \"127.0.0.1:80\"\n[[listen]]\naddr = \"127.0.0.1:80\"\n", 16, "listen[3].addr", "listed twice"),
+            (
+                "[upstreams.v]\nnodes = { \"127.0.0.1\" = 1 }\n",
+                12,
+                "upstreams.v.nodes.\"127.0.0.1\"",
+                "host:port",
+            ),
+            (
+                "[upstreams.v]\nnodes = { \"127.0.0.1:99999\" = 1 }\n",
+                12,
+                "upstreams.v.nodes.\"127.0.0.1:99999\"",
+                "host:port",
+            ),
+            // Node sets and weights.
+            ("[upstreams.v]\nnodes = {}\n", 12, "upstreams.v.nodes", "at least one node"),
+            (
+                "[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 0 }\n",
+                12,
+                "upstreams.v.nodes.\"127.0.0.1:1\"",
+                "weight must be at least 1",
+            ),
+            ("[upstreams.v]\nscheme = \"http\"\n", 11, "upstreams.v", "missing field `nodes`"),
+            // Scheme and Host handling.
+            ("[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nscheme = \"https\"\n", 13, "upstreams.v.scheme", "not supported yet"),
+            ("[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nscheme = \"ftp\"\n", 13, "upstreams.v.scheme", "expected \"http\""),
+            ("[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\npass_host = \"keep\"\n", 13, "upstreams.v.pass_host", "expected \"pass\""),
+            (
+                "[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\npass_host = \"rewrite\"\n",
+                13,
+                "upstreams.v.pass_host",
+                "needs upstream_host",
+            ),
+            (
+                "[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\npass_host = \"node\"\nupstream_host = \"a.example\"\n",
+                14,
+                "upstreams.v.upstream_host",
+                "only used with pass_host",
+            ),
+            (
+                "[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\npass_host = \"rewrite\"\nupstream_host = \"a b\"\n",
+                14,
+                "upstreams.v.upstream_host",
+                "expected a host",
+            ),
+            (
+                "[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nupstream_host = \"a.example\"\n",
+                13,
+                "upstreams.v.upstream_host",
+                "only used with pass_host",
+            ),
+            // Routes.
+            (
+                "[[routes]]\nuris = [\"/x\"]\nupstream = \"nope\"\n",
+                13,
+                "routes[1].upstream",
+                "no upstream named \"nope\"; defined: \"u\"",
+            ),
+            ("[[routes]]\nuris = [\"/\", \"x\"]\nupstream = \"u\"\n", 12, "routes[1].uris[1]", "must start with \"/\""),
+            ("[[routes]]\nuris = [\"/a*\"]\nupstream = \"u\"\n", 12, "routes[1].uris[0]", "only allowed as a final"),
+            ("[[routes]]\nuris = [\"/a b\"]\nupstream = \"u\"\n", 12, "routes[1].uris[0]", "space"),
+            ("[[routes]]\nuris = []\nupstream = \"u\"\n", 12, "routes[1].uris", "at least one uri"),
+            ("[[routes]]\nupstream = \"u\"\n", 11, "routes[1]", "missing field `uris`"),
+            (
+                "[[routes]]\nuris = [\"/\"]\nhosts = [\"a.example:80\"]\nupstream = \"u\"\n",
+                13,
+                "routes[1].hosts[0]",
+                "without the port",
+            ),
+        ];
+        for (extra, line, key, message) in table {
+            // Top-level keys must come before the first table header, so those extras go first
+            // (line 1); tables go after MINIMAL, which is ten lines, so they start on line 11.
+            let text = if extra.starts_with('[') {
+                format!("{MINIMAL}{extra}")
+            } else {
+                format!("{extra}{MINIMAL}")
+            };
+            let e = err(&text);
+            let ctx = format!("{extra:?} -> {e}");
+            assert_eq!(e.file(), "t.toml", "{ctx}");
+            assert_eq!(e.line(), Some(*line), "{ctx}");
+            assert_eq!(e.key(), Some(*key), "{ctx}");
+            assert!(e.message().contains(message), "{ctx}");
+        }
+    }
+
+    #[test]
+    fn error_display_reads_file_line_key_message() {
+        let text = "[[listen]]\naddr = \"127.0.0.1:0\"\n[upstreams.backend]\nnodes = { \"127.0.0.1:1\" = 1 }\nkeepalive_pool = { size = \"x\" }\n";
+        let e = Config::parse(text, "examples/bad.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "examples/bad.toml:5: upstreams.backend.keepalive_pool.size: \
+             expected a non-negative integer, found \"x\""
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let e = err("[[listen]]\naddr = \"127.0.0.1:0\"\n[upstreams.u\n");
+        assert_eq!(e.line(), Some(3));
+        assert_eq!(e.key(), None);
+        assert!(e.to_string().starts_with("t.toml:3: "), "{e}");
+        // A key defined twice is a TOML error too.
+        let e = err(&format!(
+            "{MINIMAL}[client]\nmax_requests = 1\nmax_requests = 2\n"
+        ));
+        assert_eq!(e.line(), Some(13), "{e}");
+    }
+
+    #[test]
+    fn missing_sections_are_named() {
+        let listen = "[[listen]]\naddr = \"127.0.0.1:0\"\n";
+        let upstream = "[upstreams.u]\nnodes = { \"127.0.0.1:1\" = 1 }\n";
+        let route = "[[routes]]\nuris = [\"/*\"]\nupstream = \"u\"\n";
+        for (text, key) in [
+            (format!("{upstream}{route}"), "listen"),
+            (format!("listen = []\n{upstream}{route}"), "listen"),
+            (format!("{listen}{route}"), "upstreams"),
+            (format!("upstreams = {{}}\n{listen}{route}"), "upstreams"),
+            (format!("{listen}{upstream}"), "routes"),
+        ] {
+            let e = err(&text);
+            assert_eq!((e.key(), e.line()), (Some(key), None), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("t.toml: {key}: at least one")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_durations_warn() {
+        let text = format!(
+            "{MINIMAL}[client]\nidle_timeout = 60000\n\n[upstreams.u.keepalive_pool]\nmax_lifetime = \"48h\"\nidle_timeout = \"86401s\"\n"
+        );
+        let (config, warnings) = parse(&text).unwrap();
+        assert_eq!(config.client.idle_timeout, Duration::from_secs(60000));
+        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "t.toml:12: client.idle_timeout: 60000 is 16h 40m; \
+                 did you mean 60000 ms? write \"60000ms\"",
+                "t.toml:16: upstreams.u.keepalive_pool.idle_timeout: \"86401s\" is 1d 0h 0m; \
+                 did you mean 86401 ms? write \"86401ms\"",
+                "t.toml:15: upstreams.u.keepalive_pool.max_lifetime: \"48h\" is 2d 0h 0m; \
+                 is that intended?",
+            ]
+        );
+        // Exactly a day written with a unit is fine, and so are modest bare seconds.
+        for line in [
+            "idle_timeout = \"24h\"",
+            "idle_timeout = 9999",
+            "idle_timeout = \"10000s\"",
+        ] {
+            let (_, warnings) = parse(&format!("{MINIMAL}[client]\n{line}\n")).unwrap();
+            assert!(warnings.is_empty(), "{line}: {warnings:?}");
+        }
+    }
+
+    #[test]
+    fn unused_upstream_warns() {
+        let text = format!("{MINIMAL}[upstreams.spare]\nnodes = {{ \"127.0.0.1:2\" = 1 }}\n");
+        let (_, warnings) = parse(&text).unwrap();
+        assert_eq!(
+            warnings,
+            [Warning(
+                "t.toml: upstreams.spare: no route uses this upstream".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let e = Config::load(Path::new("/nonexistent/hearth.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/hearth.toml: cannot read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let (config, warnings) = Config::parse(
+            include_str!("../examples/hearth.toml"),
+            "examples/hearth.toml",
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.listen[0].addr, "127.0.0.1:8080".parse().unwrap());
+        let demo = &config.upstreams[0];
+        assert_eq!(demo.name, "demo");
+        let nodes: Vec<_> = demo
+            .nodes
+            .iter()
+            .map(|n| (n.host.as_str(), n.weight))
+            .collect();
+        assert_eq!(nodes, [("127.0.0.1:9001", 1), ("127.0.0.1:9002", 2)]);
+        assert_eq!(config.routes[0].uris, [UriPattern::Prefix("/".into())]);
+    }
+
+    #[test]
+    fn key_paths_quote_keys_that_are_not_bare() {
+        let mut path = String::new();
+        push_key(&mut path, "backend_2-x");
+        path.push('.');
+        push_key(&mut path, "127.0.0.1:9001");
+        path.push('.');
+        push_key(&mut path, "");
+        assert_eq!(path, "backend_2-x.\"127.0.0.1:9001\".\"\"");
+    }
+}
