@@ -1,0 +1,39 @@
+# hearth: build, run, test, lint and benchmark. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+CONFIG ?= examples/hearth.toml
+
+.PHONY: help build run test lint bench bench-micro clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+build: ## release build of hearth and the demo upstream
+	$(CARGO) build --release --bins
+
+run: build ## start the demo upstream and hearth in front of it (examples/hearth.toml); Ctrl-C stops both
+	@set -euo pipefail; \
+	target/release/hearth-demo-upstream --listen 127.0.0.1:9001 --listen 127.0.0.1:9002 & up=$$!; \
+	trap 'kill $$up $$hp 2>/dev/null; wait 2>/dev/null; exit 0' INT TERM; \
+	RUST_LOG=$${RUST_LOG:-info} target/release/hearth -c $(CONFIG) & hp=$$!; \
+	sleep 0.5; \
+	echo; echo "hearth is proxying http://127.0.0.1:8080/ to the demo upstream on :9001 and :9002."; \
+	echo "Try:  curl -s http://127.0.0.1:8080/api/hello   (Ctrl-C stops both)"; echo; \
+	wait $$hp; kill $$up 2>/dev/null; wait 2>/dev/null
+
+test: ## every unit, integration and doc test
+	$(CARGO) test --all-targets --no-fail-fast
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench: ## end-to-end load against nginx and HAProxy (installs them), then the criterion micro-benchmarks
+	bash bench/run.sh
+	$(MAKE) bench-micro
+
+bench-micro: ## criterion benches: LRU, timer wheel, head parsing
+	$(CARGO) bench --bench lru --bench timer --bench head
+
+clean: ## remove build output
+	$(CARGO) clean
