@@ -397,7 +397,7 @@ fn valid_host(value: &[u8]) -> bool {
 
 /// The authority of an absolute-form target (RFC 9112 §3.2.2), or None when the target is not an
 /// http(s) URI with a non-empty authority free of userinfo (RFC 9110 §4.2.4).
-fn absolute_authority(target: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn absolute_authority(target: &[u8]) -> Option<(usize, usize)> {
     let scheme_len = if starts_with_ignore_case(target, b"http://") {
         7
     } else if starts_with_ignore_case(target, b"https://") {
