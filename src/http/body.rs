@@ -1,1 +1,574 @@
-//! (module under construction)
+//! Chunked body framing (RFC 9112 §7.1), sans-io.
+//!
+//! [`ChunkedDecoder`] owns the question "where does this chunked body end, and which of its bytes
+//! are payload", which decides where the next message on the connection begins. It is a byte-wise
+//! state machine over the framing and a bulk skip over chunk data, so input may be split anywhere
+//! and nothing is buffered: the decoder is a few words of `Copy` state, and the caller forwards or
+//! drops bytes as it likes. It is strict for the same reason the head parser is: bare CR or LF,
+//! signs, spaces around the size, oversized sizes and malformed extensions or trailers all end the
+//! body with an error instead of a guess another parser might not share. Once it has failed it
+//! keeps failing with the same error.
+
+use super::head::is_tchar;
+
+/// Longest chunk size accepted, in hex digits: 16 fit a u64, so a valid size can never overflow.
+const MAX_SIZE_DIGITS: u8 = 16;
+
+/// Default bound on the extension bytes of one chunk line.
+pub const MAX_EXT_BYTES: usize = 4_096;
+/// Default bound on the trailer section.
+pub const MAX_TRAILER_BYTES: usize = 16_384;
+
+/// The last chunk with an empty trailer section, for re-framing a body as chunked.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// The bytes are not a chunked body.
+    BadChunk,
+    /// A chunk line's extensions exceed the decoder's bound.
+    ExtTooLong,
+    /// The trailer section exceeds the decoder's bound.
+    TrailerTooLarge,
+}
+
+/// What one call to [`ChunkedDecoder::decode`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// Bytes of the input that belong to this body: all of it unless the body ended inside it.
+    pub consumed: usize,
+    /// The last chunk and the trailer section have been read.
+    pub done: bool,
+}
+
+/// Where in the grammar of RFC 9112 §7.1 the decoder stands, named for what it expects next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Hex digits of a chunk size, `digits` read so far.
+    Size {
+        digits: u8,
+    },
+    /// Whitespace after the size or an extension value; only `;` may follow (BWS, §7.1.1).
+    BwsBeforeSemi,
+    /// After `;`: optional whitespace, then an extension name.
+    ExtNameStart,
+    ExtName,
+    /// Whitespace after an extension name; `=` or `;` must follow.
+    BwsAfterName,
+    /// After `=`: optional whitespace, then a token or quoted string.
+    ExtValueStart,
+    ExtToken,
+    ExtQuoted,
+    ExtQuotedEscape,
+    ExtAfterQuoted,
+    /// The LF ending a chunk line.
+    SizeLf,
+    /// Chunk data still to come.
+    Data {
+        remaining: u64,
+    },
+    /// The CRLF that must follow chunk data.
+    DataCr,
+    DataLf,
+    /// Start of a trailer field line, or the CR of the blank line ending the body.
+    TrailerLineStart,
+    TrailerName,
+    TrailerValue,
+    TrailerLf,
+    FinalLf,
+    Done,
+    Failed(BodyError),
+}
+
+impl State {
+    fn is_extension(self) -> bool {
+        use State::*;
+        matches!(
+            self,
+            BwsBeforeSemi
+                | ExtNameStart
+                | ExtName
+                | BwsAfterName
+                | ExtValueStart
+                | ExtToken
+                | ExtQuoted
+                | ExtQuotedEscape
+                | ExtAfterQuoted
+        )
+    }
+}
+
+/// Decoder for one chunked body; make a new one per body.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkedDecoder {
+    state: State,
+    /// Size of the chunk whose line is being read.
+    size: u64,
+    ext_bytes: usize,
+    trailer_bytes: usize,
+    payload: u64,
+    max_ext_bytes: usize,
+    max_trailer_bytes: usize,
+}
+
+impl ChunkedDecoder {
+    pub fn new(max_ext_bytes: usize, max_trailer_bytes: usize) -> Self {
+        ChunkedDecoder {
+            state: State::Size { digits: 0 },
+            size: 0,
+            ext_bytes: 0,
+            trailer_bytes: 0,
+            payload: 0,
+            max_ext_bytes,
+            max_trailer_bytes,
+        }
+    }
+
+    /// Scans `input`, the next bytes of the body, validating its framing. Calls
+    /// `on_data(start, end)` for each run of payload within `input[..consumed]`. State carries
+    /// over between calls, so the caller need not keep any bytes.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        on_data: &mut dyn FnMut(usize, usize),
+    ) -> Result<Decoded, BodyError> {
+        let mut at = 0;
+        while at < input.len() {
+            match self.state {
+                State::Data { remaining } => {
+                    let available = (input.len() - at) as u64;
+                    // Fits in usize: it is at most `available`, which came from a usize.
+                    let take = remaining.min(available) as usize;
+                    on_data(at, at + take);
+                    at += take;
+                    self.payload += take as u64;
+                    let left = remaining - take as u64;
+                    self.state = if left == 0 {
+                        State::DataCr
+                    } else {
+                        State::Data { remaining: left }
+                    };
+                }
+                State::Done => break,
+                State::Failed(e) => return Err(e),
+                _ => {
+                    let b = input[at];
+                    at += 1;
+                    if let Err(e) = self.step(b) {
+                        self.state = State::Failed(e);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        match self.state {
+            State::Failed(e) => Err(e),
+            state => Ok(Decoded {
+                consumed: at,
+                done: state == State::Done,
+            }),
+        }
+    }
+
+    /// Payload bytes seen so far, for body size limits.
+    pub fn payload_len(&self) -> u64 {
+        self.payload
+    }
+
+    /// The last chunk has been read and the trailer section has begun or ended.
+    pub fn in_trailers(&self) -> bool {
+        matches!(
+            self.state,
+            State::TrailerLineStart
+                | State::TrailerName
+                | State::TrailerValue
+                | State::TrailerLf
+                | State::FinalLf
+                | State::Done
+        )
+    }
+
+    /// Advances over one framing byte (anything but chunk data).
+    fn step(&mut self, b: u8) -> Result<(), BodyError> {
+        use State::*;
+        // Trailer bytes are counted as they are read, extension bytes as they are accepted into
+        // an extension state (everything after the size digits up to the CR), so neither a long
+        // trailer nor a long run of BWS can hold the decoder for free.
+        if self.in_trailers() {
+            self.trailer_bytes += 1;
+            if self.trailer_bytes > self.max_trailer_bytes {
+                return Err(BodyError::TrailerTooLarge);
+            }
+        }
+        let ws = b == b' ' || b == b'\t';
+        let next = match (self.state, b) {
+            // §7.1: chunk-size = 1*HEXDIG, no sign, no leading whitespace.
+            (Size { digits }, _) if b.is_ascii_hexdigit() => {
+                if digits == MAX_SIZE_DIGITS {
+                    return Err(BodyError::BadChunk);
+                }
+                // Cannot overflow: at most 16 hex digits, checked above.
+                self.size = (self.size << 4) | u64::from(hex_value(b));
+                Size { digits: digits + 1 }
+            }
+            (Size { digits: 0 }, _) => return Err(BodyError::BadChunk),
+            (Size { .. }, b';') => ExtNameStart,
+            (Size { .. }, _) if ws => BwsBeforeSemi,
+            (Size { .. }, b'\r') => SizeLf,
+            // §7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ).
+            (BwsBeforeSemi, _) if ws => BwsBeforeSemi,
+            (BwsBeforeSemi, b';') => ExtNameStart,
+            (ExtNameStart, _) if ws => ExtNameStart,
+            (ExtNameStart, _) if is_tchar(b) => ExtName,
+            (ExtName, _) if is_tchar(b) => ExtName,
+            (ExtName, b'=') => ExtValueStart,
+            (ExtName, b';') => ExtNameStart,
+            (ExtName, b'\r') => SizeLf,
+            (ExtName, _) if ws => BwsAfterName,
+            (BwsAfterName, _) if ws => BwsAfterName,
+            (BwsAfterName, b'=') => ExtValueStart,
+            (BwsAfterName, b';') => ExtNameStart,
+            (ExtValueStart, _) if ws => ExtValueStart,
+            (ExtValueStart, b'"') => ExtQuoted,
+            (ExtValueStart, _) if is_tchar(b) => ExtToken,
+            (ExtToken, _) if is_tchar(b) => ExtToken,
+            (ExtToken, b';') => ExtNameStart,
+            (ExtToken, b'\r') => SizeLf,
+            (ExtToken, _) if ws => BwsBeforeSemi,
+            // RFC 9110 §5.6.4: quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE.
+            (ExtQuoted, b'"') => ExtAfterQuoted,
+            (ExtQuoted, b'\\') => ExtQuotedEscape,
+            (ExtQuoted, _) if is_field_vchar(b) || ws => ExtQuoted,
+            (ExtQuotedEscape, _) if is_field_vchar(b) || ws => ExtQuoted,
+            (ExtAfterQuoted, b';') => ExtNameStart,
+            (ExtAfterQuoted, b'\r') => SizeLf,
+            (ExtAfterQuoted, _) if ws => BwsBeforeSemi,
+            (SizeLf, b'\n') => {
+                self.ext_bytes = 0;
+                if self.size == 0 {
+                    TrailerLineStart
+                } else {
+                    Data {
+                        remaining: self.size,
+                    }
+                }
+            }
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => {
+                self.size = 0;
+                Size { digits: 0 }
+            }
+            // §7.1.2: trailer-section = *( field-line CRLF ), field lines as in a head, so no
+            // obs-fold (a line may not start with whitespace) and no space before the colon.
+            (TrailerLineStart, b'\r') => FinalLf,
+            (TrailerLineStart, _) if is_tchar(b) => TrailerName,
+            (TrailerName, _) if is_tchar(b) => TrailerName,
+            (TrailerName, b':') => TrailerValue,
+            (TrailerValue, b'\r') => TrailerLf,
+            (TrailerValue, _) if is_field_vchar(b) || ws => TrailerValue,
+            (TrailerLf, b'\n') => TrailerLineStart,
+            (FinalLf, b'\n') => Done,
+            _ => return Err(BodyError::BadChunk),
+        };
+        if next.is_extension() {
+            self.ext_bytes += 1;
+            if self.ext_bytes > self.max_ext_bytes {
+                return Err(BodyError::ExtTooLong);
+            }
+        }
+        self.state = next;
+        Ok(())
+    }
+}
+
+fn hex_value(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    }
+}
+
+/// VCHAR or obs-text (RFC 9110 §5.5): what a field value may hold besides SP and HTAB.
+fn is_field_vchar(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// Appends a chunk-size line, `{len:x}\r\n`, for re-framing a body as chunked; the chunk data and
+/// its CRLF follow, and [`LAST_CHUNK`] ends the body.
+pub fn write_chunk_head(len: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 16];
+    let mut n = len;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `pieces` in order, as a connection would, and returns the payload, the bytes
+    /// consumed in total and whether the body ended.
+    fn run(
+        pieces: &[&[u8]],
+        max_ext: usize,
+        max_trailer: usize,
+    ) -> Result<(Vec<u8>, usize, bool), BodyError> {
+        let mut decoder = ChunkedDecoder::new(max_ext, max_trailer);
+        let mut payload = Vec::new();
+        let mut consumed = 0;
+        for piece in pieces {
+            let d = decoder.decode(piece, &mut |s, e| payload.extend_from_slice(&piece[s..e]))?;
+            assert!(d.consumed <= piece.len());
+            consumed += d.consumed;
+            assert_eq!(decoder.payload_len(), payload.len() as u64);
+            if d.done {
+                assert!(decoder.in_trailers());
+                return Ok((payload, consumed, true));
+            }
+            assert_eq!(
+                d.consumed,
+                piece.len(),
+                "an unfinished body takes all its input"
+            );
+        }
+        Ok((payload, consumed, false))
+    }
+
+    /// Checks that `input` gives `want` whole, split in two at every byte boundary, and fed one
+    /// byte at a time.
+    fn check_splits(
+        input: &[u8],
+        max_ext: usize,
+        max_trailer: usize,
+        want: Result<(Vec<u8>, usize, bool), BodyError>,
+    ) {
+        let name = String::from_utf8_lossy(input);
+        assert_eq!(run(&[input], max_ext, max_trailer), want, "whole: {name:?}");
+        for k in 0..=input.len() {
+            let got = run(&[&input[..k], &input[k..]], max_ext, max_trailer);
+            assert_eq!(got, want, "split at {k}: {name:?}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(
+            run(&bytes, max_ext, max_trailer),
+            want,
+            "bytewise: {name:?}"
+        );
+    }
+
+    #[test]
+    fn valid_bodies() {
+        // (body, payload); every body is followed by the start of the next message.
+        let table: &[(&[u8], &[u8])] = &[
+            (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
+            (b"0\r\n\r\n", b""),
+            (b"1\r\na\r\n2\r\nbc\r\n3\r\ndef\r\n0\r\n\r\n", b"abcdef"),
+            (b"A\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
+            (b"a\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
+            (b"0005\r\nhello\r\n0000\r\n\r\n", b"hello"),
+            (b"0000000000000003\r\nabc\r\n0\r\n\r\n", b"abc"),
+            (b"5;a=b;c\r\nhello\r\n0\r\n\r\n", b"hello"),
+            (b"5 ; a = b ; c\r\nhello\r\n0\r\n\r\n", b"hello"),
+            (
+                b"5;a=\"q \\\"x\\\" ;\"\r\nhello\r\n0;last\r\n\r\n",
+                b"hello",
+            ),
+            (b"5;a=\"v\" ;b\r\nhello\r\n0\r\n\r\n", b"hello"),
+            (b"3\r\n\r\n\r\r\n0\r\n\r\n", b"\r\n\r"),
+            (
+                b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nY:\r\nZ: a b\t\xc3\xa9\r\n\r\n",
+                b"abc",
+            ),
+        ];
+        for (body, payload) in table {
+            let input = [*body, b"GET / HTTP/1.1\r\n"].concat();
+            check_splits(
+                &input,
+                MAX_EXT_BYTES,
+                MAX_TRAILER_BYTES,
+                Ok((payload.to_vec(), body.len(), true)),
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_bodies() {
+        use BodyError::*;
+        let table: &[(&str, &[u8], BodyError)] = &[
+            ("empty size", b"\r\n", BadChunk),
+            ("minus", b"-5\r\nhello\r\n", BadChunk),
+            ("plus", b"+5\r\nhello\r\n", BadChunk),
+            ("0x prefix", b"0x5\r\nhello\r\n", BadChunk),
+            ("leading space", b" 5\r\nhello\r\n", BadChunk),
+            ("trailing space", b"5 \r\nhello\r\n", BadChunk),
+            ("trailing tab", b"5\t\r\nhello\r\n", BadChunk),
+            ("17 digits", b"00000000000000005\r\nhello\r\n", BadChunk),
+            ("overflow", b"10000000000000000\r\n", BadChunk),
+            ("non-hex", b"5g\r\nhello\r\n", BadChunk),
+            ("bare lf after size", b"5\nhello\r\n0\r\n\r\n", BadChunk),
+            ("bare cr after size", b"5\rhello\r\n0\r\n\r\n", BadChunk),
+            ("data too long", b"5\r\nhelloX\r\n0\r\n\r\n", BadChunk),
+            ("bare lf after data", b"5\r\nhello\n0\r\n\r\n", BadChunk),
+            ("bare cr after data", b"5\r\nhello\r0\r\n\r\n", BadChunk),
+            ("no crlf after data", b"5\r\nhello0\r\n\r\n", BadChunk),
+            ("empty ext name", b"5;\r\nhello\r\n", BadChunk),
+            ("ext starts with =", b"5;=x\r\nhello\r\n", BadChunk),
+            ("empty ext value", b"5;a=\r\nhello\r\n", BadChunk),
+            ("space inside ext name", b"5;a b\r\nhello\r\n", BadChunk),
+            ("space inside ext value", b"5;a=b c\r\nhello\r\n", BadChunk),
+            ("trailing space after ext", b"5;a=b \r\nhello\r\n", BadChunk),
+            ("unterminated quote", b"5;a=\"x\r\nhello\r\n", BadChunk),
+            ("ctl in quote", b"5;a=\"x\x01\"\r\nhello\r\n", BadChunk),
+            ("text after quote", b"5;a=\"x\"y\r\nhello\r\n", BadChunk),
+            ("lf in ext", b"5;a\nhello\r\n", BadChunk),
+            ("bare lf ends body", b"0\r\n\n", BadChunk),
+            ("bare cr ends body", b"0\r\n\rX", BadChunk),
+            ("bare lf after last chunk", b"0\n\r\n", BadChunk),
+            ("trailer obs-fold", b"0\r\nX: a\r\n b\r\n\r\n", BadChunk),
+            ("trailer leading space", b"0\r\n X: a\r\n\r\n", BadChunk),
+            (
+                "trailer space before colon",
+                b"0\r\nX : a\r\n\r\n",
+                BadChunk,
+            ),
+            ("trailer without colon", b"0\r\nX\r\n\r\n", BadChunk),
+            ("trailer nul", b"0\r\nX: a\0\r\n\r\n", BadChunk),
+            ("trailer del", b"0\r\nX: \x7f\r\n\r\n", BadChunk),
+            ("trailer bare lf", b"0\r\nX: a\n\r\n", BadChunk),
+            ("trailer bare cr", b"0\r\nX: a\rb\r\n\r\n", BadChunk),
+            ("trailer non-token name", b"0\r\nX@: a\r\n\r\n", BadChunk),
+        ];
+        for (name, input, want) in table {
+            let got = run(&[input], MAX_EXT_BYTES, MAX_TRAILER_BYTES);
+            assert_eq!(got, Err(*want), "{name}");
+            check_splits(input, MAX_EXT_BYTES, MAX_TRAILER_BYTES, Err(*want));
+        }
+    }
+
+    #[test]
+    fn extension_limit() {
+        // Extension bytes are everything between the size and the CR: ";a=bcdef" is 8.
+        let ok = b"5;a=bcdef\r\nhello\r\n0;a=bcdef\r\n\r\n";
+        check_splits(
+            ok,
+            8,
+            MAX_TRAILER_BYTES,
+            Ok((b"hello".to_vec(), ok.len(), true)),
+        );
+        check_splits(
+            b"5;a=bcdefg\r\nhello\r\n0\r\n\r\n",
+            8,
+            MAX_TRAILER_BYTES,
+            Err(BodyError::ExtTooLong),
+        );
+        // The bound is per chunk line, not per body.
+        let many = b"1;aaaaaaa\r\nx\r\n1;aaaaaaa\r\ny\r\n0\r\n\r\n";
+        check_splits(
+            many,
+            8,
+            MAX_TRAILER_BYTES,
+            Ok((b"xy".to_vec(), many.len(), true)),
+        );
+        // Whitespace counts too, so BWS cannot be used to stall the decoder for free.
+        let spaces = [&b"5"[..], &[b' '; 9][..], b";a\r\n"].concat();
+        check_splits(&spaces, 8, MAX_TRAILER_BYTES, Err(BodyError::ExtTooLong));
+    }
+
+    #[test]
+    fn trailer_limit() {
+        // The trailer section counts from the first trailer byte to the final LF: "X: 1\r\n\r\n" is 8.
+        let ok = b"0\r\nX: 1\r\n\r\n";
+        check_splits(ok, MAX_EXT_BYTES, 8, Ok((Vec::new(), ok.len(), true)));
+        check_splits(
+            b"0\r\nX: 12\r\n\r\n",
+            MAX_EXT_BYTES,
+            8,
+            Err(BodyError::TrailerTooLarge),
+        );
+    }
+
+    #[test]
+    fn stays_failed_and_stays_done() {
+        let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES);
+        assert_eq!(d.decode(b"z", &mut |_, _| {}), Err(BodyError::BadChunk));
+        assert_eq!(
+            d.decode(b"0\r\n\r\n", &mut |_, _| {}),
+            Err(BodyError::BadChunk)
+        );
+        assert_eq!(d.decode(b"", &mut |_, _| {}), Err(BodyError::BadChunk));
+
+        let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES);
+        let end = Decoded {
+            consumed: 5,
+            done: true,
+        };
+        assert_eq!(d.decode(b"0\r\n\r\nmore", &mut |_, _| {}), Ok(end));
+        assert_eq!(
+            d.decode(b"more", &mut |_, _| panic!("no payload after the end")),
+            Ok(Decoded {
+                consumed: 0,
+                done: true
+            })
+        );
+    }
+
+    #[test]
+    fn large_chunk_streams_without_buffering() {
+        let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES);
+        let r = d.decode(b"ffffffffffffffff\r\n", &mut |_, _| {});
+        assert_eq!(
+            r,
+            Ok(Decoded {
+                consumed: 18,
+                done: false
+            })
+        );
+        let block = [7u8; 4096];
+        let mut seen = 0;
+        for _ in 0..4 {
+            let r = d.decode(&block, &mut |s, e| seen += e - s).unwrap();
+            assert_eq!(r.consumed, block.len());
+        }
+        assert_eq!(seen, 4 * 4096);
+        assert_eq!(d.payload_len(), 4 * 4096);
+        assert!(!d.in_trailers());
+    }
+
+    #[test]
+    fn chunk_heads() {
+        let table: &[(u64, &[u8])] = &[
+            (0, b"0\r\n"),
+            (5, b"5\r\n"),
+            (255, b"ff\r\n"),
+            (4096, b"1000\r\n"),
+            (u64::MAX, b"ffffffffffffffff\r\n"),
+        ];
+        let mut out = Vec::new();
+        for (len, want) in table {
+            out.clear();
+            write_chunk_head(*len, &mut out);
+            assert_eq!(out, *want, "{len}");
+        }
+        // What the helpers write, the decoder reads.
+        out.clear();
+        write_chunk_head(5, &mut out);
+        out.extend_from_slice(b"hello\r\n");
+        out.extend_from_slice(LAST_CHUNK);
+        check_splits(
+            &out,
+            MAX_EXT_BYTES,
+            MAX_TRAILER_BYTES,
+            Ok((b"hello".to_vec(), out.len(), true)),
+        );
+    }
+}

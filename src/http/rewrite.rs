@@ -1,1 +1,552 @@
-//! (module under construction)
+//! What goes to the upstream and what goes back to the client: head rewriting (RFC 9110 §7.6).
+//!
+//! This module owns the hop boundary. Hop-by-hop fields (RFC 9110 §7.6.1: Connection and every
+//! field it names, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade) never cross it, and the
+//! framing fields are never copied but written afresh from the parsed [`ReqBody`] / [`RespBody`],
+//! so the peer on the other side frames the body exactly as hearth does. Fields hearth writes
+//! itself (Host, framing, X-Forwarded-*) cannot be removed by a client listing them in
+//! Connection. Everything else is copied in order, byte for byte as received. Output is appended
+//! to the caller's reused `Vec`; nothing else is allocated.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use super::head::{
+    absolute_authority, field_name, list_elements, FieldName, Header, ReqBody, RequestHead,
+    RespBody, ResponseHead, Version,
+};
+
+/// How the request reaches the upstream.
+pub struct Forward<'a> {
+    pub client_ip: IpAddr,
+    /// "http" or "https", for X-Forwarded-Proto.
+    pub proto: &'static str,
+    /// Host to send instead of the client's (pass_host node or rewrite); None passes the client's.
+    pub host: Option<&'a [u8]>,
+}
+
+/// Appends the upstream request head for `head` (parsed from `src`, with fields `headers`) to
+/// `out`. Requests to upstreams are always HTTP/1.1 and persistent, so no Connection field is
+/// written except for an upgrade.
+pub fn request_head(
+    src: &[u8],
+    head: &RequestHead,
+    headers: &[Header],
+    fwd: &Forward,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(head.method_span.of(src));
+    out.push(b' ');
+    write_origin_form(head.target.of(src), out);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    // RFC 9110 §7.2: Host goes first. An HTTP/1.0 request may have none, and then sends none.
+    let client_host = head.host.map(|h| h.of(src));
+    if let Some(host) = fwd.host.or(client_host) {
+        field(out, b"Host", host);
+    }
+
+    let named = ConnectionNames::new(src, headers);
+    let upgrade = head.upgrade.is_some();
+    let mut forwarded_for = false;
+    for h in headers {
+        let name = h.name.of(src);
+        let copy = match field_name(name) {
+            FieldName::Upgrade => upgrade,
+            FieldName::Other | FieldName::Expect | FieldName::IdempotencyKey => !named.lists(name),
+            FieldName::XForwardedFor => {
+                forwarded_for = true;
+                false
+            }
+            // Written below from what hearth parsed, or hop-by-hop.
+            FieldName::Host
+            | FieldName::ContentLength
+            | FieldName::TransferEncoding
+            | FieldName::Connection
+            | FieldName::KeepAlive
+            | FieldName::ProxyConnection
+            | FieldName::Te
+            | FieldName::Trailer
+            | FieldName::XForwardedProto
+            | FieldName::XForwardedHost => false,
+        };
+        if copy {
+            field(out, name, h.value.of(src));
+        }
+    }
+    if upgrade {
+        field(out, b"Connection", b"upgrade");
+    }
+    match head.body {
+        ReqBody::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(n, out);
+            out.extend_from_slice(b"\r\n");
+        }
+        ReqBody::Chunked => field(out, b"Transfer-Encoding", b"chunked"),
+        ReqBody::None => {}
+    }
+
+    // One line holding every earlier hop and then this client, so that upstreams which read only
+    // the first or last line still see the whole chain.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if forwarded_for {
+        for h in headers {
+            if field_name(h.name.of(src)) != FieldName::XForwardedFor {
+                continue;
+            }
+            let value = h.value.of(src);
+            if !value.is_empty() {
+                out.extend_from_slice(value);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+    // Writing into a Vec cannot fail, and IpAddr's Display does not allocate.
+    let _ = write!(out, "{}", fwd.client_ip);
+    out.extend_from_slice(b"\r\n");
+    field(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
+    if let Some(host) = client_host {
+        field(out, b"X-Forwarded-Host", host);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the client connection stands, for the response head written to it.
+pub struct ClientSide {
+    pub version: Version,
+    /// The client connection stays open after this response.
+    pub keep_alive: bool,
+    /// The body is sent to the client without chunked framing, delimited by close (for an
+    /// HTTP/1.0 client, RFC 9112 §6.1, which cannot read chunked).
+    pub dechunk: bool,
+    /// The response answers a HEAD request; its framing fields describe the body a GET would have
+    /// had and are passed through as the RespBody::None rule says.
+    pub head_request: bool,
+}
+
+/// Appends the client response head for `head` (parsed from `src`) to `out`. Interim 1xx
+/// responses go through here too.
+///
+/// A body delimited by close (`RespBody::Close`, or chunked with `dechunk`) always gets
+/// `Connection: close`, whatever `client.keep_alive` says: the caller must close after it.
+pub fn response_head(
+    src: &[u8],
+    head: &ResponseHead,
+    headers: &[Header],
+    client: &ClientSide,
+    out: &mut Vec<u8>,
+) {
+    // RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ].
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(u64::from(head.status), out);
+    out.push(b' ');
+    out.extend_from_slice(head.reason.of(src));
+    out.extend_from_slice(b"\r\n");
+
+    let switching = head.status == 101;
+    let interim = head.status < 200 && !switching;
+    // RFC 9110 §8.6: Content-Length of a HEAD or 304 response describes the representation, so it
+    // passes through; in a 1xx or 204 it is forbidden and dropped.
+    let pass_length = head.body == RespBody::None && head.status >= 200 && head.status != 204;
+    let named = ConnectionNames::new(src, headers);
+    let mut length_written = false;
+    for h in headers {
+        let name = h.name.of(src);
+        let copy = match field_name(name) {
+            FieldName::Upgrade => switching,
+            FieldName::ContentLength => {
+                // Repeats were checked identical by the parser; one is enough.
+                let first = pass_length && !length_written;
+                length_written |= first;
+                first
+            }
+            FieldName::Other
+            | FieldName::Host
+            | FieldName::Expect
+            | FieldName::IdempotencyKey
+            | FieldName::XForwardedFor
+            | FieldName::XForwardedProto
+            | FieldName::XForwardedHost => !named.lists(name),
+            FieldName::TransferEncoding
+            | FieldName::Connection
+            | FieldName::KeepAlive
+            | FieldName::ProxyConnection
+            | FieldName::Te
+            | FieldName::Trailer => false,
+        };
+        if copy {
+            field(out, name, h.value.of(src));
+        }
+    }
+
+    let mut close_delimited = false;
+    match head.body {
+        RespBody::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(n, out);
+            out.extend_from_slice(b"\r\n");
+        }
+        RespBody::Chunked if !client.dechunk => field(out, b"Transfer-Encoding", b"chunked"),
+        RespBody::Chunked | RespBody::Close => close_delimited = true,
+        RespBody::None => {}
+    }
+
+    if switching {
+        field(out, b"Connection", b"upgrade");
+    } else if interim {
+        // Persistence is the final response's to announce.
+    } else if !client.keep_alive || close_delimited {
+        field(out, b"Connection", b"close");
+    } else if client.version == Version::Http10 {
+        // RFC 9112 §9.3: a 1.0 client assumes close unless told otherwise.
+        field(out, b"Connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The field names listed in a message's Connection fields (RFC 9110 §7.6.1), read in place.
+struct ConnectionNames<'a> {
+    src: &'a [u8],
+    headers: &'a [Header],
+    /// Whether any listed name is other than close, keep-alive and upgrade. Those three name
+    /// fields handled anyway, so the common message skips the per-field search.
+    any: bool,
+}
+
+impl<'a> ConnectionNames<'a> {
+    fn new(src: &'a [u8], headers: &'a [Header]) -> Self {
+        let any = Self::listed(src, headers).any(|token| {
+            !(token.is_empty()
+                || token.eq_ignore_ascii_case(b"close")
+                || token.eq_ignore_ascii_case(b"keep-alive")
+                || token.eq_ignore_ascii_case(b"upgrade"))
+        });
+        ConnectionNames { src, headers, any }
+    }
+
+    fn listed(src: &'a [u8], headers: &'a [Header]) -> impl Iterator<Item = &'a [u8]> {
+        headers
+            .iter()
+            .filter(move |h| field_name(h.name.of(src)) == FieldName::Connection)
+            .flat_map(move |h| list_elements(h.value.of(src)))
+    }
+
+    fn lists(&self, name: &[u8]) -> bool {
+        self.any && Self::listed(self.src, self.headers).any(|t| t.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Writes the target as origin-form: an absolute-form target (RFC 9112 §3.2.2) loses its scheme
+/// and authority, which travel in Host, because origin servers need only accept origin-form.
+fn write_origin_form(target: &[u8], out: &mut Vec<u8>) {
+    match absolute_authority(target) {
+        Some((_, end)) => {
+            let rest = &target[end..];
+            if !rest.starts_with(b"/") {
+                out.push(b'/');
+            }
+            out.extend_from_slice(rest);
+        }
+        None => out.extend_from_slice(target),
+    }
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_decimal(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::head::{parse_request, parse_response, Limits};
+    use super::*;
+
+    const V4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    fn upstream_request(input: &[u8], fwd: &Forward) -> String {
+        let mut headers = Vec::new();
+        let head = parse_request(input, &Limits::default(), &mut headers)
+            .unwrap()
+            .unwrap();
+        let mut out = b"leftover".to_vec();
+        request_head(input, &head, &headers, fwd, &mut out);
+        let out = out.strip_prefix(b"leftover").expect("appends").to_vec();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn client_response(input: &[u8], head_request: bool, client: &ClientSide) -> String {
+        let mut headers = Vec::new();
+        let head = parse_response(input, &Limits::default(), head_request, &mut headers)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        response_head(input, &head, &headers, client, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn plain(ip: IpAddr) -> Forward<'static> {
+        Forward {
+            client_ip: ip,
+            proto: "http",
+            host: None,
+        }
+    }
+
+    #[test]
+    fn requests() {
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let https = Forward {
+            client_ip: V4,
+            proto: "https",
+            host: None,
+        };
+        let rewrite_host = Forward {
+            client_ip: V4,
+            proto: "http",
+            host: Some(b"backend:8080"),
+        };
+        let table: &[(&str, &[u8], &Forward, &str)] = &[
+            (
+                "browser get: hop-by-hop dropped, forwarding fields added",
+                b"GET /a?b HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\nAccept: */*\r\nConnection: keep-alive\r\nKeep-Alive: 300\r\n\r\n",
+                &plain(V4),
+                "GET /a?b HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: example.com\r\n\r\n",
+            ),
+            (
+                "host moves first, order and case kept otherwise",
+                b"GET / HTTP/1.1\r\naccept: */*\r\nhost: Example.com\r\nX-B: 2\r\nx-a: 1\r\n\r\n",
+                &plain(V4),
+                "GET / HTTP/1.1\r\nHost: Example.com\r\naccept: */*\r\nX-B: 2\r\nx-a: 1\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: Example.com\r\n\r\n",
+            ),
+            (
+                "connection-named and hop-by-hop fields dropped; hearth's own fields survive",
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close, X-Secret\r\nconnection: x-trace, host, x-forwarded-for\r\nX-Secret: 1\r\nX-Keep: 2\r\nX-Trace: 3\r\nTE: trailers\r\nTrailer: X\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\n\r\n",
+                &plain(V4),
+                "GET / HTTP/1.1\r\nHost: h\r\nX-Keep: 2\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
+                "x-forwarded-for appended on one line; proto and host replaced",
+                b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: gopher\r\nx-forwarded-for: 10.0.0.2, 10.0.0.3\r\nX-Forwarded-Host: evil\r\nX-Forwarded-For:\r\n\r\n",
+                &Forward { client_ip: v6, proto: "https", host: None },
+                "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, 2001:db8::1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
+                "content-length re-emitted once",
+                b"POST /f HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\ncontent-length: 5\r\nContent-Type: a/b\r\n\r\n",
+                &https,
+                "POST /f HTTP/1.1\r\nHost: h\r\nContent-Type: a/b\r\nContent-Length: 5\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
+                "chunked re-emitted",
+                b"POST /f HTTP/1.1\r\nTransfer-Encoding: CHUNKED\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+                &plain(V4),
+                "POST /f HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
+                "host override; x-forwarded-host keeps the client's",
+                b"GET / HTTP/1.1\r\nHost: public.example\r\n\r\n",
+                &rewrite_host,
+                "GET / HTTP/1.1\r\nHost: backend:8080\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: public.example\r\n\r\n",
+            ),
+            (
+                "http/1.0 without host sends none and becomes 1.1",
+                b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\n",
+                &plain(V4),
+                "GET / HTTP/1.1\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "http/1.0 without host, override given",
+                b"GET / HTTP/1.0\r\n\r\n",
+                &rewrite_host,
+                "GET / HTTP/1.1\r\nHost: backend:8080\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "upgrade kept with connection: upgrade",
+                b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+                &plain(V4),
+                "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nConnection: upgrade\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
+                "absolute-form becomes origin-form, host from the target",
+                b"GET http://a.example:81/p?q HTTP/1.1\r\nHost: other\r\n\r\n",
+                &plain(V4),
+                "GET /p?q HTTP/1.1\r\nHost: a.example:81\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a.example:81\r\n\r\n",
+            ),
+            (
+                "absolute-form with empty path",
+                b"GET HTTPS://a.example?q HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                &plain(V4),
+                "GET /?q HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a.example\r\n\r\n",
+            ),
+            (
+                "asterisk-form kept",
+                b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+                &plain(V4),
+                "OPTIONS * HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+        ];
+        for (name, input, fwd, want) in table {
+            assert_eq!(upstream_request(input, fwd), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn responses() {
+        let ka11 = ClientSide {
+            version: Version::Http11,
+            keep_alive: true,
+            dechunk: false,
+            head_request: false,
+        };
+        let ka10 = ClientSide {
+            version: Version::Http10,
+            keep_alive: true,
+            dechunk: false,
+            head_request: false,
+        };
+        let close11 = ClientSide {
+            version: Version::Http11,
+            keep_alive: false,
+            dechunk: false,
+            head_request: false,
+        };
+        let dechunk10 = ClientSide {
+            version: Version::Http10,
+            keep_alive: true,
+            dechunk: true,
+            head_request: false,
+        };
+        let head11 = ClientSide {
+            version: Version::Http11,
+            keep_alive: true,
+            dechunk: false,
+            head_request: true,
+        };
+        let table: &[(&str, &[u8], &ClientSide, &str)] = &[
+            (
+                "length, hop-by-hop dropped",
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n",
+                &ka11,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\n",
+            ),
+            (
+                "http/1.0 client told keep-alive",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                &ka10,
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+            ),
+            (
+                "client closing",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                &close11,
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "chunked passed on",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nVary: *\r\n\r\n",
+                &ka11,
+                "HTTP/1.1 200 OK\r\nVary: *\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            (
+                "dechunked for a 1.0 client: delimited by close",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &dechunk10,
+                "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "close-delimited upstream body forces close",
+                b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\n",
+                &ka11,
+                "HTTP/1.1 200 OK\r\nServer: old\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "head response keeps its content-length",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\nTransfer-Encoding-X: y\r\n\r\n",
+                &head11,
+                "HTTP/1.1 200 OK\r\nContent-Length: 500\r\nTransfer-Encoding-X: y\r\n\r\n",
+            ),
+            (
+                "304 keeps its content-length",
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 99\r\ncontent-length: 99\r\n\r\n",
+                &ka11,
+                "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 99\r\n\r\n",
+            ),
+            (
+                "204 loses a forbidden content-length",
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+                &ka11,
+                "HTTP/1.1 204 No Content\r\n\r\n",
+            ),
+            (
+                "101 keeps upgrade",
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: a\r\n\r\n",
+                &ka11,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: a\r\nConnection: upgrade\r\n\r\n",
+            ),
+            (
+                "interim response announces nothing about persistence",
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                &close11,
+                "HTTP/1.1 100 Continue\r\n\r\n",
+            ),
+            (
+                "103 early hints keeps its links, drops upgrade",
+                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\nUpgrade: h2c\r\n\r\n",
+                &ka11,
+                "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n",
+            ),
+            (
+                "connection-named fields dropped",
+                b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: 1\r\nX-Public: 2\r\nContent-Length: 0\r\n\r\n",
+                &ka11,
+                "HTTP/1.1 200 OK\r\nX-Public: 2\r\nContent-Length: 0\r\n\r\n",
+            ),
+            (
+                "missing reason keeps its separator",
+                b"HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n",
+                &ka11,
+                "HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n",
+            ),
+        ];
+        for (name, input, client, want) in table {
+            let head_request = client.head_request;
+            assert_eq!(
+                client_response(input, head_request, client),
+                *want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn decimals() {
+        let mut out = Vec::new();
+        for (n, want) in [
+            (0u64, "0"),
+            (7, "7"),
+            (10, "10"),
+            (u64::MAX, "18446744073709551615"),
+        ] {
+            out.clear();
+            push_decimal(n, &mut out);
+            assert_eq!(out, want.as_bytes());
+        }
+    }
+}
