@@ -253,7 +253,7 @@ enum Fault {
 }
 
 enum ReadOutcome {
-    Data(usize),
+    Data,
     Blocked,
     Eof,
     Failed,
@@ -274,7 +274,7 @@ fn read_into(sock: &mut TcpStream, buf: &mut Buf, ready: &mut bool) -> ReadOutco
                 if n < want {
                     *ready = false;
                 }
-                return ReadOutcome::Data(n);
+                return ReadOutcome::Data;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 *ready = false;
@@ -678,7 +678,7 @@ impl Core {
         }
         let buf = c.rbuf.as_mut().expect("checked out above");
         match read_into(&mut c.sock, buf, &mut c.readable) {
-            ReadOutcome::Data(_) => {
+            ReadOutcome::Data => {
                 if c.head_started.is_none() {
                     c.head_started = Some(self.now);
                 }
@@ -976,7 +976,7 @@ impl Core {
                     c.rbuf = Some(self.bufs.checkout().ok_or(Fault::ClientBad(503))?);
                 }
                 match read_into(&mut c.sock, c.rbuf.as_mut().expect("present"), &mut c.readable) {
-                    ReadOutcome::Data(_) => {
+                    ReadOutcome::Data => {
                         c.last_active = self.now;
                         progress = true;
                         continue;
@@ -1052,7 +1052,7 @@ impl Core {
         }
         let buf = ex.from_up.as_mut().expect("present");
         match read_into(&mut u.sock, buf, &mut u.readable) {
-            ReadOutcome::Data(_) => {
+            ReadOutcome::Data => {
                 ex.up_progress = self.now;
                 if !ex.resp_started {
                     ex.resp_started = true;
@@ -1315,7 +1315,7 @@ impl Core {
             }
             if let Some(rb) = c.rbuf.as_mut() {
                 match read_into(&mut c.sock, rb, &mut c.readable) {
-                    ReadOutcome::Data(_) => progress = true,
+                    ReadOutcome::Data => progress = true,
                     ReadOutcome::Blocked => {}
                     ReadOutcome::Eof | ReadOutcome::Failed => return self.end_tunnel(cid, t),
                 }
@@ -1337,7 +1337,7 @@ impl Core {
             }
             if let Some(fb) = t.from_up.as_mut() {
                 match read_into(&mut u.sock, fb, &mut u.readable) {
-                    ReadOutcome::Data(_) => progress = true,
+                    ReadOutcome::Data => progress = true,
                     ReadOutcome::Blocked => {}
                     ReadOutcome::Eof | ReadOutcome::Failed => return self.end_tunnel(cid, t),
                 }
@@ -1492,6 +1492,7 @@ impl Core {
             self.close_up(uid, CloseReason::Stale);
             return;
         }
+        let opened_at = u.opened_at;
         // Hand it straight to a waiter if there is one.
         if let Some(cid) = self.next_waiter(node) {
             let u = self.ups.get_mut(uid).expect("checked above");
@@ -1507,7 +1508,7 @@ impl Core {
             self.pending.push(cid);
             return;
         }
-        let (deadline, why) = pool::idle_deadline(self.now, u.opened_at, settings, hint);
+        let (deadline, why) = pool::idle_deadline(self.now, opened_at, settings, hint);
         let (h, evicted) = self.pools[node].put_idle(uid, settings.size);
         let u = self.ups.get_mut(uid).expect("checked above");
         u.state = UpState::Idle(h);
