@@ -47,6 +47,9 @@ impl NodeCounters {
     }
 }
 
+/// A per-node metric: name, Prometheus type, and how to read it.
+type Series = (&'static str, &'static str, fn(&NodeCounters) -> u64);
+
 /// Status codes hearth answers itself, in the order of `Counters::answers`.
 pub const ANSWER_CODES: [u16; 11] = [400, 404, 408, 413, 414, 431, 500, 501, 502, 503, 504];
 
@@ -101,7 +104,7 @@ impl Counters {
         for (code, n) in ANSWER_CODES.iter().zip(self.answers.iter()) {
             let _ = writeln!(s, "hearth_answers_total{{code=\"{code}\"}} {n}");
         }
-        let series: [(&str, &str, fn(&NodeCounters) -> u64); 9] = [
+        let series: [Series; 9] = [
             ("requests_total", "counter", |n| n.requests),
             ("connects_total", "counter", |n| n.connects),
             ("connect_failures_total", "counter", |n| n.connect_failures),
