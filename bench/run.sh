@@ -231,7 +231,7 @@ workers = 1
 addr = "127.0.0.1:$HEARTH_PORT"
 [upstreams.u]
 nodes = { "127.0.0.1:$UP_PORT" = 1 }
-keepalive_pool = { size = 320 }
+keepalive_pool = { size = 320, requests = 1000000 }   # as nginx rows: keepalive_requests 1000000
 [[routes]]
 uris = ["/*"]
 upstream = "u"
