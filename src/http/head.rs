@@ -433,7 +433,7 @@ fn target_overlong(window: &[u8], max: usize) -> bool {
         return false;
     };
     let target = &line[sp + 1..];
-    let probe = &target[..target.len().min(max + 1)];
+    let probe = &target[..target.len().min(max.saturating_add(1))];
     target.len() > max && !probe.iter().any(|&b| matches!(b, b' ' | b'\r' | b'\n'))
 }
 
@@ -1172,6 +1172,23 @@ mod tests {
             parse_request(b"GET /23456789 HT", &limits, &mut hs).map(|_| ()),
             Err(HeadError::UriTooLong)
         );
+    }
+
+    #[test]
+    fn unbounded_limits_do_not_overflow() {
+        // A limit of usize::MAX once overflowed the probe length in the incomplete-head check.
+        let limits = Limits {
+            max_head_bytes: usize::MAX,
+            max_headers: usize::MAX,
+            max_uri_bytes: usize::MAX,
+        };
+        let mut hs = Vec::new();
+        assert!(matches!(
+            parse_request(b"GET /abc", &limits, &mut hs),
+            Ok(None)
+        ));
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(parse_request(full, &limits, &mut hs).unwrap().is_some());
     }
 
     #[test]
