@@ -325,6 +325,8 @@ pub struct Core {
     out: Vec<u8>,
     fired: Vec<(TimerKey, u64)>,
     pending: Vec<usize>,
+    /// Clients that used up their steps and resume on the next loop turn.
+    deferred: Vec<usize>,
     start: Instant,
     now: u64,
     counters: Counters,
@@ -352,6 +354,7 @@ impl Core {
             out: Vec::with_capacity(cfg.client.max_head_bytes + 1024),
             fired: Vec::new(),
             pending: Vec::new(),
+            deferred: Vec::new(),
             start: Instant::now(),
             now: 0,
             counters: Counters::with_nodes(shared.nodes.len()),
@@ -387,6 +390,7 @@ impl Core {
             for ev in events.iter() {
                 self.dispatch(ev);
             }
+            self.pending.append(&mut self.deferred);
             self.run_pending();
             self.expire_timers();
             self.run_pending();
@@ -406,6 +410,9 @@ impl Core {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
+        if !self.deferred.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let mut next = self.timers.next_deadline();
         if self.accept_paused_until != 0 {
             next = Some(next.map_or(self.accept_paused_until, |n| n.min(self.accept_paused_until)));
@@ -574,7 +581,15 @@ impl Core {
 
     /// Moves a client's state machine as far as readiness allows.
     fn drive(&mut self, cid: usize) {
-        for _ in 0..MAX_STEPS {
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            if steps > MAX_STEPS {
+                // Still moving: let other connections have a turn, then come back without
+                // waiting for an event (edge-triggered readiness will not repeat).
+                self.deferred.push(cid);
+                break;
+            }
             let Some(c) = self.clients.get_mut(cid) else { return };
             let phase = mem::replace(&mut c.phase, Phase::Closing);
             let (next, step) = match phase {
@@ -935,7 +950,8 @@ impl Core {
             Ok(None) => {}
             Err(f) => return self.fail(cid, ex, f),
         }
-        if ex.up_eof {
+        // EOF ends the exchange only once everything read before it has been relayed.
+        if ex.up_eof && ex.from_up.as_ref().is_none_or(Buf::is_empty) {
             match ex.resp {
                 Resp::Body(BodyOut::Close) => ex.resp = Resp::Done,
                 Resp::Done => {}
