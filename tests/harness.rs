@@ -540,3 +540,20 @@ fn wait_until_times_out_and_succeeds() {
         "counter condition"
     );
 }
+
+#[test]
+fn wait_readable_sees_data_and_times_out() {
+    let mock = MockUpstream::start(|_, _| Reply::ok("x").after(Duration::from_millis(100)));
+    let mut c = Client::connect(mock.addr());
+    assert!(
+        !c.wait_readable(Duration::from_millis(30)),
+        "nothing sent yet, nothing readable"
+    );
+    c.send(&get("/"));
+    assert!(c.wait_readable(SHORT), "answer not seen as readable");
+    assert_eq!(
+        c.read_response().text(),
+        "x",
+        "buffered answer still parsed"
+    );
+}

@@ -133,14 +133,20 @@ impl Client {
 
     /// Reads one response to a request that was not HEAD.
     pub fn read_response(&mut self) -> Response {
+        let timeout = self.timeout;
         self.try_read_response(false)
-            .unwrap_or_else(|e| panic!("client: no valid response: {e}"))
+            .unwrap_or_else(|e| panic!("client: no valid response: {}", explain(&e, timeout)))
     }
 
     /// Reads one response to a HEAD request (never has a body, RFC 9110 section 9.3.2).
     pub fn read_head_response(&mut self) -> Response {
-        self.try_read_response(true)
-            .unwrap_or_else(|e| panic!("client: no valid response to HEAD: {e}"))
+        let timeout = self.timeout;
+        self.try_read_response(true).unwrap_or_else(|e| {
+            panic!(
+                "client: no valid response to HEAD: {}",
+                explain(&e, timeout)
+            )
+        })
     }
 
     /// Reads one response; 1xx answers are returned on their own like any other response, so
@@ -211,9 +217,10 @@ impl Client {
 
     /// Takes exactly `n` raw bytes (for tunnels after a 101).
     pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let timeout = self.timeout;
         self.wire
             .take_exact(n)
-            .unwrap_or_else(|e| panic!("client: expected {n} raw bytes: {e}"))
+            .unwrap_or_else(|e| panic!("client: expected {n} raw bytes: {}", explain(&e, timeout)))
     }
 
     /// Reads whatever arrives until the peer closes or `within` passes.
@@ -260,6 +267,29 @@ impl Client {
         closed
     }
 
+    /// True as soon as anything arrives (bytes, EOF or reset) within `within`. Lets a test keep
+    /// writing a slow request until the server answers, without a second thread.
+    pub fn wait_readable(&mut self, within: Duration) -> bool {
+        if !self.wire.pending().is_empty() || self.wire.saw_eof() {
+            return true;
+        }
+        let deadline = Instant::now() + within;
+        let readable = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            self.apply_read_timeout(left);
+            match self.wire.fill() {
+                Ok(_) => break true,
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break true,
+            }
+        };
+        self.apply_read_timeout(self.timeout);
+        readable
+    }
+
     /// Bytes received but not consumed by any read so far.
     pub fn pending(&self) -> &[u8] {
         self.wire.pending()
@@ -276,6 +306,15 @@ impl Client {
         let to_head = request.starts_with(b"HEAD ");
         self.try_send(request)?;
         self.try_read_response(to_head)
+    }
+}
+
+/// Says "timed out" in words instead of EAGAIN's "Resource temporarily unavailable".
+pub fn explain(e: &io::Error, timeout: Duration) -> String {
+    if is_timeout(e) {
+        format!("nothing more arrived within {timeout:?} (read timeout)")
+    } else {
+        e.to_string()
     }
 }
 
