@@ -1,0 +1,499 @@
+//! The upstream keep-alive pool, observed from the upstream's side: the mock counts TCP
+//! connections, when they open and close and which requests each carried, and these tests check
+//! those counts against the pool rules (reuse, size, request and lifetime caps, idle expiry, the
+//! upstream's own `Connection`/`Keep-Alive` wishes, stale-connection detection, safe replay, LRU
+//! eviction, per-node caps and weighted balancing).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+const SHORT: Duration = Duration::from_secs(2);
+
+/// Requests per upstream connection, by connection id.
+fn requests_per_conn(mock: &MockUpstream) -> BTreeMap<usize, usize> {
+    let mut m = BTreeMap::new();
+    for r in mock.requests() {
+        *m.entry(r.conn_id).or_insert(0) += 1;
+    }
+    m
+}
+
+/// `n` GETs at once, each on its own client connection; panics unless all get 200.
+fn concurrent_gets(addr: SocketAddr, n: usize, tag: &str) {
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let path = format!("/{tag}/{i}");
+            thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let r = c.get(&path);
+                (r.status, r.text(), path)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (status, body, path) = t.join().expect("client thread panicked");
+        assert_eq!(status, 200, "concurrent GET {path}");
+        assert_eq!(body, path, "body of concurrent GET {path}");
+    }
+}
+
+// P1. Sequential requests reuse one upstream connection, across client connections too.
+#[test]
+fn sequential_requests_share_one_upstream_connection() {
+    let mock = MockUpstream::echo_target();
+    let h = conf(&[mock.addr()]).start();
+    let mut c = h.client();
+    for i in 0..100 {
+        let path = format!("/seq/{i}");
+        let r = c.get(&path);
+        assert_eq!((r.status, r.text()), (200, path), "sequential request {i}");
+    }
+    assert_eq!(
+        mock.connections(),
+        1,
+        "100 sequential requests on one client connection"
+    );
+    for i in 0..20 {
+        let mut c = h.client();
+        for j in 0..5 {
+            let path = format!("/conn/{i}/{j}");
+            assert_eq!(
+                c.get(&path).text(),
+                path,
+                "client connection {i} request {j}"
+            );
+        }
+    }
+    assert_eq!(mock.connections(), 1, "20 client connections x 5 requests");
+}
+
+// P2. A pool of size 0 keeps nothing.
+#[test]
+fn pool_size_zero_opens_a_connection_per_request() {
+    let mock = MockUpstream::echo_target();
+    let h = conf(&[mock.addr()])
+        .upstream("keepalive_pool = { size = 0 }")
+        .start();
+    let mut c = h.client();
+    for i in 0..10 {
+        assert_eq!(c.get(&format!("/{i}")).status, 200, "request {i}");
+    }
+    assert_eq!(mock.connections(), 10, "upstream connections with size = 0");
+    assert!(
+        requests_per_conn(&mock).values().all(|&n| n == 1),
+        "a connection carried more than one request: {:?}",
+        requests_per_conn(&mock)
+    );
+}
+
+// P3. `requests` caps how many requests one upstream connection carries.
+#[test]
+fn requests_cap_retires_connections() {
+    let mock = MockUpstream::echo_target();
+    let h = conf(&[mock.addr()])
+        .upstream("keepalive_pool = { requests = 10 }")
+        .start();
+    let mut c = h.client();
+    for i in 0..50 {
+        assert_eq!(c.get(&format!("/{i}")).status, 200, "request {i}");
+    }
+    assert_eq!(mock.connections(), 5, "50 requests with requests = 10");
+    let per = requests_per_conn(&mock);
+    assert!(
+        per.values().all(|&n| n == 10),
+        "requests per connection: {per:?}"
+    );
+}
+
+// P4. Idle pooled connections are closed by hearth after `idle_timeout`.
+#[test]
+fn idle_pooled_connection_expires() {
+    let mock = MockUpstream::echo_target();
+    let h = conf(&[mock.addr()])
+        .upstream("keepalive_pool = { idle_timeout = \"1s\" }")
+        .start();
+    let mut c = h.client();
+    assert_eq!(c.get("/first").status, 200, "first request");
+    let started = std::time::Instant::now();
+    assert!(
+        mock.wait_conn_end(0, Duration::from_secs(3)),
+        "idle upstream connection still open 3 s after its last request"
+    );
+    let info = mock.conn(0).expect("connection 0 was recorded");
+    assert_eq!(
+        info.end,
+        Some(ConnEnd::PeerClosed),
+        "how the idle connection ended"
+    );
+    let idle = info.closed_at.expect("ended") - info.last_reply_at.expect("replied");
+    assert!(
+        idle >= Duration::from_millis(900) && idle <= Duration::from_millis(1600),
+        "idle connection closed after {idle:?}, want about 1 s"
+    );
+    // Timeout under test: sleep to the 1.5 s mark of the brief, then the next request.
+    thread::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed()));
+    assert_eq!(
+        c.get("/second").status,
+        200,
+        "request after the idle expiry"
+    );
+    assert_eq!(mock.connections(), 2, "connections after idle expiry");
+}
+
+// P5. `max_lifetime` retires a connection even while it is busy, without failing requests.
+#[test]
+fn max_lifetime_retires_busy_connections_without_failures() {
+    let mock = MockUpstream::echo_target();
+    let h = conf(&[mock.addr()])
+        .upstream("keepalive_pool = { max_lifetime = \"1s\" }")
+        .start();
+    let mut c = h.client();
+    for i in 0..10 {
+        let path = format!("/{i}");
+        let r = c.get(&path);
+        assert_eq!(
+            (r.status, r.text()),
+            (200, path),
+            "request {i} under max_lifetime"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        mock.connections() >= 2,
+        "2 s of traffic stayed on one connection with max_lifetime = 1s"
+    );
+    for r in mock.requests() {
+        let born = mock
+            .conn(r.conn_id)
+            .expect("request on a recorded connection")
+            .accepted_at;
+        let age = r.at - born;
+        assert!(
+            age <= Duration::from_millis(1250),
+            "request {} sent on a connection {age:?} old",
+            r.target
+        );
+    }
+}
+
+/// The upstream asks for the connection to end but leaves the socket open, so a hearth that
+/// ignored the request and reused it would be caught sending a second request on it.
+fn assert_not_reused_after(first_reply: &'static [u8], what: &str) {
+    let mock = MockUpstream::start(move |req, _| match req.target.as_str() {
+        "/first" => Reply::raw(first_reply),
+        other => Reply::ok(other.as_bytes()),
+    });
+    let h = conf(&[mock.addr()]).start();
+    let mut c = h.client();
+    let r = c.get("/first");
+    assert_eq!(r.status, 200, "{what}: first response");
+    assert!(
+        !r.has_token("connection", "close"),
+        "{what}: the upstream's close leaked to the client:\n{}",
+        r.head_text()
+    );
+    assert_eq!(
+        c.get("/next").text(),
+        "/next",
+        "{what}: next request on the same client conn"
+    );
+    let first = mock.requests_to("/first")[0].conn_id;
+    let next = mock.requests_to("/next")[0].conn_id;
+    assert_ne!(first, next, "{what}: upstream connection reused");
+    assert!(
+        mock.wait_conn_end(first, SHORT),
+        "{what}: hearth kept the upstream connection open"
+    );
+    assert_eq!(
+        mock.conn(first).and_then(|c| c.end),
+        Some(ConnEnd::PeerClosed),
+        "{what}: how the connection ended"
+    );
+}
+
+// P6.
+#[test]
+fn upstream_connection_close_is_honoured() {
+    assert_not_reused_after(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        "Connection: close",
+    );
+}
+
+// P7. HTTP/1.0 is not persistent without keep-alive (RFC 9112 section 9.3).
+#[test]
+fn http10_upstream_without_keep_alive_is_not_reused() {
+    assert_not_reused_after(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.0 response",
+    );
+}
+
+// P8. The upstream's Keep-Alive parameters tighten the pool's own limits.
+#[test]
+fn keep_alive_timeout_from_upstream_shortens_idle_expiry() {
+    let mock =
+        MockUpstream::start(|req, _| Reply::keep_alive(req.target.as_bytes(), Some(2), None));
+    let h = conf(&[mock.addr()])
+        .upstream("keepalive_pool = { idle_timeout = \"60s\" }")
+        .start();
+    let mut c = h.client();
+    assert_eq!(c.get("/a").text(), "/a", "first request");
+    assert_eq!(c.get("/b").text(), "/b", "second request");
+    let a = mock.requests_to("/a")[0].conn_id;
+    assert_eq!(
+        mock.requests_to("/b")[0].conn_id,
+        a,
+        "connection not reused at all"
+    );
+    // Timeout under test: idle deadline is min(60 s, 2 s - 1 s of margin) = 1 s.
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(c.get("/c").text(), "/c", "request after 1.5 s idle");
+    assert_ne!(
+        mock.requests_to("/c")[0].conn_id,
+        a,
+        "connection reused past the upstream's Keep-Alive timeout minus margin"
+    );
+}
+
+#[test]
+fn keep_alive_max_from_upstream_caps_requests_per_connection() {
+    // Pins the reading of `max=N` as "N requests on this connection", sent on every response.
+    let mock =
+        MockUpstream::start(|req, _| Reply::keep_alive(req.target.as_bytes(), Some(60), Some(3)));
+    let h = conf(&[mock.addr()]).start();
+    let mut c = h.client();
+    for i in 0..9 {
+        assert_eq!(c.get(&format!("/{i}")).status, 200, "request {i}");
+    }
+    assert_eq!(mock.connections(), 3, "9 requests with Keep-Alive: max=3");
+    let per = requests_per_conn(&mock);
+    assert!(
+        per.values().all(|&n| n == 3),
+        "requests per connection: {per:?}"
+    );
+}
+
+// P9. A pooled connection the upstream closed is noticed before it is used.
+#[test]
+fn upstream_close_of_idle_connection_is_noticed() {
+    let mock = MockUpstream::start(|req, _| {
+        Reply::ok(req.target.as_bytes())
+            .then_sleep(Duration::from_millis(100))
+            .then_close()
+    });
+    let h = conf(&[mock.addr()]).start();
+    let mut c = h.client();
+    for i in 0..10 {
+        // POST, so a hearth that wrote into the dead connection cannot hide it by replaying.
+        let path = format!("/{i}");
+        c.send(&request("POST", &path, &[], b"data"));
+        let r = c.read_response();
+        assert_eq!(
+            (r.status, r.text()),
+            (200, path),
+            "round {i} after the upstream closed"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(mock.request_count(), 10, "requests seen by the upstream");
+    assert_eq!(mock.connections(), 10, "upstream connections");
+}
+
+// P10. A request lost to a close race on a reused connection is replayed only when safe
+//      (RFC 9110 section 9.2.2).
+fn racing_mock() -> MockUpstream {
+    MockUpstream::start(|req, i| {
+        if i == 1 {
+            Reply::close()
+        } else {
+            Reply::ok(format!("{} {}", req.target, req.text()))
+        }
+    })
+}
+
+#[test]
+fn get_lost_on_reused_connection_is_replayed() {
+    let mock = racing_mock();
+    let h = conf(&[mock.addr()]).start();
+    let mut c = h.client();
+    assert_eq!(c.get("/warm").status, 200, "warming request");
+    let r = c.get("/x");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "/x "),
+        "GET after the race"
+    );
+    let seen = mock.requests_to("/x");
+    assert_eq!(
+        seen.len(),
+        2,
+        "upstream should see the GET twice (lost, replayed)"
+    );
+    assert_ne!(
+        seen[0].conn_id, seen[1].conn_id,
+        "replay went on the dead connection"
+    );
+}
+
+#[test]
+fn post_lost_on_reused_connection_is_not_replayed() {
+    let mock = racing_mock();
+    let h = conf(&[mock.addr()]).start();
+    let mut c = h.client();
+    assert_eq!(c.get("/warm").status, 200, "warming request");
+    c.send(&request("POST", "/p", &[], b"body"));
+    assert_eq!(
+        c.read_response().status,
+        502,
+        "non-idempotent POST lost in the race"
+    );
+    assert_eq!(
+        mock.requests_to("/p").len(),
+        1,
+        "POST without Idempotency-Key was replayed"
+    );
+}
+
+#[test]
+fn post_with_idempotency_key_is_replayed() {
+    let mock = racing_mock();
+    let h = conf(&[mock.addr()]).start();
+    let mut c = h.client();
+    assert_eq!(c.get("/warm").status, 200, "warming request");
+    c.send(&request(
+        "POST",
+        "/p",
+        &[("Idempotency-Key", "k1")],
+        b"body",
+    ));
+    let r = c.read_response();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "/p body"),
+        "keyed POST after the race"
+    );
+    let seen = mock.requests_to("/p");
+    assert_eq!(seen.len(), 2, "upstream should see the keyed POST twice");
+    for s in &seen {
+        assert_eq!(s.body, b"body", "replayed body");
+        assert_eq!(s.header("idempotency-key"), Some("k1"), "key on the replay");
+    }
+}
+
+// P11. The pool keeps at most `size` idle connections, evicting the least recently used.
+#[test]
+fn pool_size_limits_kept_connections() {
+    let mock = MockUpstream::start(|req, _| {
+        Reply::ok(req.target.as_bytes()).after(Duration::from_millis(300))
+    });
+    let h = conf(&[mock.addr()])
+        .upstream("keepalive_pool = { size = 2 }")
+        .start();
+    concurrent_gets(h.addr(), 4, "wave1");
+    assert_eq!(mock.connections(), 4, "4 concurrent slow requests");
+    let closed = || {
+        mock.conns()
+            .iter()
+            .filter(|c| c.end == Some(ConnEnd::PeerClosed))
+            .count()
+    };
+    wait_until(SHORT, || closed() >= 2);
+    assert_eq!(
+        closed(),
+        2,
+        "connections closed by hearth after the wave (size = 2)"
+    );
+    concurrent_gets(h.addr(), 4, "wave2");
+    assert_eq!(
+        mock.connections(),
+        6,
+        "second wave should open exactly 2 new connections"
+    );
+}
+
+// P12. `max_connections` holds across cores; waiting requests are queued, not failed.
+#[test]
+fn max_connections_is_a_process_wide_cap() {
+    let mock = MockUpstream::start(|req, _| {
+        Reply::ok(req.target.as_bytes()).after(Duration::from_millis(200))
+    });
+    let h = conf(&[mock.addr()])
+        .workers(2)
+        .upstream("max_connections = 2")
+        .upstream("queue = { size = 64, timeout = \"5s\" }")
+        .start();
+    concurrent_gets(h.addr(), 10, "capped");
+    assert_eq!(mock.request_count(), 10, "requests served");
+    assert!(
+        mock.max_open() <= 2,
+        "upstream saw {} connections open at once",
+        mock.max_open()
+    );
+}
+
+// P13. Smooth weighted round robin.
+#[test]
+fn weighted_round_robin_is_exact_and_smooth() {
+    let light = MockUpstream::start(|_, _| Reply::ok("L"));
+    let heavy = MockUpstream::start(|_, _| Reply::ok("H"));
+    let h = conf(&[])
+        .weighted(&[(light.addr(), 1), (heavy.addr(), 2)])
+        .start();
+    let mut c = h.client();
+    let mut order = String::new();
+    for i in 0..300 {
+        let r = c.get(&format!("/{i}"));
+        assert_eq!(r.status, 200, "request {i}");
+        order.push_str(&r.text());
+    }
+    let lights = order.matches('L').count();
+    assert_eq!(
+        (lights, order.len() - lights),
+        (100, 200),
+        "split over weights 1 and 2"
+    );
+    assert!(
+        !order.contains("HHH"),
+        "heavier node 3 times in a row: {order}"
+    );
+    assert!(
+        !order.contains("LL"),
+        "lighter node twice in a row: {order}"
+    );
+}
+
+// P14. Two cores serve concurrent clients correctly.
+#[test]
+fn two_workers_serve_many_connections() {
+    let mock = MockUpstream::echo_target();
+    let h = conf(&[mock.addr()]).workers(2).start();
+    let addr = h.addr();
+    let threads: Vec<_> = (0..20)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..10 {
+                    let path = format!("/{t}/{i}");
+                    let r = c.get(&path);
+                    assert_eq!((r.status, r.text()), (200, path.clone()), "GET {path}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .expect("a client thread failed; see its panic above");
+    }
+    assert_eq!(
+        mock.request_count(),
+        200,
+        "requests that reached the upstream"
+    );
+}
