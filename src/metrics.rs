@@ -17,6 +17,8 @@ pub struct NodeCounters {
     pub reuses: u64,
     /// Requests resent on a fresh connection after a reused one failed before answering.
     pub replays: u64,
+    /// Idle connections given to another core whose requests were waiting for this node.
+    pub handed_over: u64,
     /// Requests that had to wait for a connection, and those that gave up (503).
     pub queued: u64,
     pub queue_timeouts: u64,
@@ -37,6 +39,7 @@ impl NodeCounters {
         self.connect_failures += o.connect_failures;
         self.reuses += o.reuses;
         self.replays += o.replays;
+        self.handed_over += o.handed_over;
         self.queued += o.queued;
         self.queue_timeouts += o.queue_timeouts;
         for (a, b) in self.closes.iter_mut().zip(o.closes.iter()) {
@@ -104,12 +107,13 @@ impl Counters {
         for (code, n) in ANSWER_CODES.iter().zip(self.answers.iter()) {
             let _ = writeln!(s, "hearth_answers_total{{code=\"{code}\"}} {n}");
         }
-        let series: [Series; 9] = [
+        let series: [Series; 10] = [
             ("requests_total", "counter", |n| n.requests),
             ("connects_total", "counter", |n| n.connects),
             ("connect_failures_total", "counter", |n| n.connect_failures),
             ("reuses_total", "counter", |n| n.reuses),
             ("replays_total", "counter", |n| n.replays),
+            ("handed_over_total", "counter", |n| n.handed_over),
             ("queued_total", "counter", |n| n.queued),
             ("queue_timeouts_total", "counter", |n| n.queue_timeouts),
             ("idle_connections", "gauge", |n| n.idle_now),

@@ -8,6 +8,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use log::warn;
 
 use crate::metrics::Counters;
+use crate::upstream::pool::KeepAliveHint;
 
 pub const CHANNEL_CAPACITY: usize = 1024;
 
@@ -17,10 +18,13 @@ pub enum Control {
     Shutdown { grace: Duration },
     /// Send a copy of this core's counters.
     Stats(Sender<Counters>),
-    /// A core has requests waiting for this node's budget: close one idle connection to it.
-    ShedIdle(usize),
+    /// Core `from` has requests waiting for this node's budget: hand it an idle connection.
+    ShedIdle { node: usize, from: usize },
     /// Budget for this node was freed: retry the requests waiting for it.
     Freed(usize),
+    /// A live, idle upstream connection handed over by another core, for its waiters. The
+    /// connection keeps its place in the node's budget.
+    Adopt { node: usize, sock: mio::net::TcpStream, age_ms: u64, served: u64, hint: KeepAliveHint },
 }
 
 /// The sending half of a core's control path.
@@ -31,16 +35,20 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Sends and wakes the core. A full channel drops the message with a warning: every message
-    /// here is either retried by its sender's timers or is advisory.
-    pub fn send(&self, msg: Control) {
+    /// Sends and wakes the core. A full or closed channel gives the message back, so a sender
+    /// that handed over a connection can close it and return its budget.
+    pub fn send(&self, msg: Control) -> Result<(), Control> {
         match self.tx.try_send(msg) {
             Ok(()) => {}
-            Err(TrySendError::Full(m)) => warn!("control channel full, dropped {m:?}"),
-            Err(TrySendError::Disconnected(_)) => return,
+            Err(TrySendError::Full(m)) => {
+                warn!("control channel full, dropped {m:?}");
+                return Err(m);
+            }
+            Err(TrySendError::Disconnected(m)) => return Err(m),
         }
         if let Err(e) = self.waker.wake() {
             warn!("waking a core failed: {e}");
         }
+        Ok(())
     }
 }

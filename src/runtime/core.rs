@@ -96,7 +96,7 @@ impl Shared {
                 });
             }
         }
-        let budgets = nodes.iter().map(|_| NodeBudget::default()).collect();
+        let budgets = nodes.iter().map(|_| NodeBudget::new(peers.len())).collect();
         Shared { router: Router::new(&cfg.routes), cfg, nodes, node_base, budgets, peers }
     }
 
@@ -204,6 +204,8 @@ struct Client {
     ip: IpAddr,
     readable: bool,
     writable: bool,
+    /// The peer's FIN (or an error) was reported by an event; sticky.
+    hup: bool,
     eof: bool,
     rbuf: Option<Buf>,
     wbuf: Option<Buf>,
@@ -234,11 +236,14 @@ struct Upstream {
     owner: Option<usize>,
     readable: bool,
     writable: bool,
+    hup: bool,
     opened_at: u64,
     served: u64,
     deadline: u64,
     timer_at: u64,
     idle_reason: CloseReason,
+    /// What the upstream last said about keeping the connection (Keep-Alive timeout and max).
+    hint: KeepAliveHint,
 }
 
 enum Fault {
@@ -259,7 +264,9 @@ enum ReadOutcome {
     Failed,
 }
 
-fn read_into(sock: &mut TcpStream, buf: &mut Buf, ready: &mut bool) -> ReadOutcome {
+/// Reads once into `buf`. `hup`: the peer's FIN was already reported, so a short read must not
+/// clear readiness (no further edge will come for the EOF that is still to be read).
+fn read_into(sock: &mut TcpStream, buf: &mut Buf, ready: &mut bool, hup: bool) -> ReadOutcome {
     let spare = buf.spare_mut();
     if spare.is_empty() {
         return ReadOutcome::Blocked;
@@ -271,7 +278,7 @@ fn read_into(sock: &mut TcpStream, buf: &mut Buf, ready: &mut bool) -> ReadOutco
             Ok(n) => {
                 buf.fill(n);
                 // A short read drained the socket; the next arrival raises a new edge.
-                if n < want {
+                if n < want && !hup {
                     *ready = false;
                 }
                 return ReadOutcome::Data;
@@ -435,11 +442,13 @@ impl Core {
             if (t.0 - CONN_BASE) % 2 == 0 {
                 let Some(c) = self.clients.get_mut(i) else { return };
                 c.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                c.hup |= ev.is_read_closed() || ev.is_error();
                 c.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
                 self.drive(i);
             } else {
                 let Some(u) = self.ups.get_mut(i) else { return };
                 u.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                u.hup |= ev.is_read_closed() || ev.is_error();
                 u.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
                 self.upstream_ready(i);
             }
@@ -467,15 +476,19 @@ impl Core {
                 Control::Stats(reply) => {
                     let _ = reply.send(self.snapshot());
                 }
-                Control::ShedIdle(node) => {
-                    if let Some(uid) = self.pools.get_mut(node).and_then(NodePool::oldest_idle) {
-                        if let Some(u) = self.ups.get_mut(uid) {
-                            u.state = UpState::Active; // already out of the LRU list
+                Control::ShedIdle { node, from } => {
+                    if node < self.pools.len() {
+                        if let Some(uid) = self.checkout_idle(node) {
+                            self.hand_over(uid, from);
                         }
-                        self.close_up(uid, CloseReason::Evicted);
                     }
                 }
-                Control::Freed(node) => self.serve_waiters(node),
+                Control::Freed(node) => {
+                    if node < self.pools.len() {
+                        self.serve_waiters(node);
+                    }
+                }
+                Control::Adopt { node, sock, age_ms, served, hint } => self.adopt(node, sock, age_ms, served, hint),
             }
         }
     }
@@ -545,6 +558,7 @@ impl Core {
                         ip: peer.ip(),
                         readable: false,
                         writable: false,
+                        hup: false,
                         eof: false,
                         rbuf: None,
                         wbuf: None,
@@ -692,7 +706,7 @@ impl Core {
             }
         }
         let buf = c.rbuf.as_mut().expect("checked out above");
-        match read_into(&mut c.sock, buf, &mut c.readable) {
+        match read_into(&mut c.sock, buf, &mut c.readable, c.hup) {
             ReadOutcome::Data => {
                 if c.head_started.is_none() {
                     c.head_started = Some(self.now);
@@ -821,18 +835,19 @@ impl Core {
                 let up_cfg = &self.shared.cfg.upstreams[self.shared.nodes[node].upstream];
                 let (qsize, max_conns) = (up_cfg.queue.size, up_cfg.max_connections);
                 if !self.pools[node].wait(cid, qsize) {
+                    debug!("queue for {} full: 503", self.shared.nodes[node].addr);
                     self.counters.nodes[node].queue_timeouts += 1;
                     self.bufs.give_back(ex.to_up);
                     return self.answer(cid, 503, false);
                 }
                 self.counters.nodes[node].queued += 1;
-                self.shared.budgets[node].add_waiter();
+                self.shared.budgets[node].add_waiter(self.id);
                 ex.queued_at = self.now;
                 if max_conns > 0 {
-                    // Another core may sit on idle connections to this node: ask for one back.
+                    // Another core may sit on idle connections to this node: ask for one.
                     for (i, p) in self.shared.peers.iter().enumerate() {
                         if i != self.id {
-                            p.send(Control::ShedIdle(node));
+                            let _ = p.send(Control::ShedIdle { node, from: self.id });
                         }
                     }
                 }
@@ -901,11 +916,13 @@ impl Core {
             owner,
             readable: false,
             writable: false,
+            hup: false,
             opened_at: self.now,
             served: 0,
             deadline,
             timer_at: 0,
             idle_reason: CloseReason::IdleTimeout,
+            hint: KeepAliveHint::default(),
         });
         self.pools[node].open += 1;
         self.pools[node].connecting += 1;
@@ -991,7 +1008,7 @@ impl Core {
                 if c.rbuf.is_none() {
                     c.rbuf = Some(self.bufs.checkout().ok_or(Fault::ClientBad(503))?);
                 }
-                match read_into(&mut c.sock, c.rbuf.as_mut().expect("present"), &mut c.readable) {
+                match read_into(&mut c.sock, c.rbuf.as_mut().expect("present"), &mut c.readable, c.hup) {
                     ReadOutcome::Data => {
                         c.last_active = self.now;
                         progress = true;
@@ -1067,7 +1084,7 @@ impl Core {
             ex.from_up = Some(self.bufs.checkout().ok_or(Fault::UpstreamGone)?);
         }
         let buf = ex.from_up.as_mut().expect("present");
-        match read_into(&mut u.sock, buf, &mut u.readable) {
+        match read_into(&mut u.sock, buf, &mut u.readable, u.hup) {
             ReadOutcome::Data => {
                 ex.up_progress = self.now;
                 if !ex.resp_started {
@@ -1258,7 +1275,7 @@ impl Core {
         let node = ex.node;
         if ex.up.is_none() {
             // Queued: forget the waiter.
-            self.pools[node].forget_waiter(cid);
+            self.forget_waiter(node, cid);
         }
         match f {
             Fault::UpstreamGone if !ex.resp_started && ex.reused && !ex.replayed && ex.intact && ex.replay_safe => {
@@ -1330,7 +1347,7 @@ impl Core {
                 c.rbuf = self.bufs.checkout();
             }
             if let Some(rb) = c.rbuf.as_mut() {
-                match read_into(&mut c.sock, rb, &mut c.readable) {
+                match read_into(&mut c.sock, rb, &mut c.readable, c.hup) {
                     ReadOutcome::Data => progress = true,
                     ReadOutcome::Blocked => {}
                     ReadOutcome::Eof | ReadOutcome::Failed => return self.end_tunnel(cid, t),
@@ -1352,7 +1369,7 @@ impl Core {
                 t.from_up = self.bufs.checkout();
             }
             if let Some(fb) = t.from_up.as_mut() {
-                match read_into(&mut u.sock, fb, &mut u.readable) {
+                match read_into(&mut u.sock, fb, &mut u.readable, u.hup) {
                     ReadOutcome::Data => progress = true,
                     ReadOutcome::Blocked => {}
                     ReadOutcome::Eof | ReadOutcome::Failed => return self.end_tunnel(cid, t),
@@ -1421,7 +1438,7 @@ impl Core {
                 if let Some(uid) = ex.up.take() {
                     self.close_up(uid, CloseReason::NotReusable);
                 } else {
-                    self.pools[ex.node].forget_waiter(cid);
+                    self.forget_waiter(ex.node, cid);
                 }
                 self.bufs.give_back(ex.to_up);
                 self.bufs.release(&mut ex.from_up);
@@ -1524,6 +1541,17 @@ impl Core {
             self.pending.push(cid);
             return;
         }
+        let up_cfg = &shared.cfg.upstreams[shared.nodes[node].upstream];
+        if up_cfg.max_connections > 0 {
+            if let Some(core) = shared.budgets[node].waiting_core(self.id) {
+                // Requests wait on another core while this one would sit on the connection.
+                if let Some(u) = self.ups.get_mut(uid) {
+                    u.hint = hint;
+                }
+                self.hand_over(uid, core);
+                return;
+            }
+        }
         let (deadline, why) = pool::idle_deadline(self.now, opened_at, settings, hint);
         let (h, evicted) = self.pools[node].put_idle(uid, settings.size);
         let u = self.ups.get_mut(uid).expect("checked above");
@@ -1542,7 +1570,7 @@ impl Core {
     /// Pops the next client still waiting for this node.
     fn next_waiter(&mut self, node: usize) -> Option<usize> {
         while let Some(cid) = self.pools[node].next_waiter() {
-            self.shared.budgets[node].remove_waiter();
+            self.shared.budgets[node].remove_waiter(self.id);
             if let Some(Phase::Exchange(ex)) = self.clients.get(cid).map(|c| &c.phase) {
                 if ex.up.is_none() && ex.node == node {
                     return Some(cid);
@@ -1594,6 +1622,69 @@ impl Core {
         }
     }
 
+    fn forget_waiter(&mut self, node: usize, cid: usize) {
+        if self.pools[node].forget_waiter(cid) {
+            self.shared.budgets[node].remove_waiter(self.id);
+        }
+    }
+
+    /// Budget for `node` came free here: use it for local waiters, or tell a waiting core.
+    fn budget_freed(&mut self, node: usize) {
+        if self.pools[node].has_waiters() {
+            self.serve_waiters(node);
+        } else if let Some(core) = self.shared.budgets[node].waiting_core(self.id) {
+            let _ = self.shared.peers[core].send(Control::Freed(node));
+        }
+    }
+
+    /// Gives a connected, unowned upstream connection to core `to`, which has requests waiting
+    /// for its node. The connection keeps its place in the node's budget.
+    fn hand_over(&mut self, uid: usize, to: usize) {
+        let Some(mut u) = self.ups.remove(uid) else { return };
+        let node = u.node;
+        if let UpState::Idle(h) = u.state {
+            self.pools[node].remove_idle(h);
+        }
+        self.pools[node].open -= 1;
+        self.counters.nodes[node].handed_over += 1;
+        let _ = self.poll.registry().deregister(&mut u.sock);
+        let msg = Control::Adopt { node, sock: u.sock, age_ms: self.now.saturating_sub(u.opened_at), served: u.served, hint: u.hint };
+        if self.shared.peers[to].send(msg).is_err() {
+            // The message (and with it the socket) is gone: the connection is closed.
+            let max = self.shared.cfg.upstreams[self.shared.nodes[node].upstream].max_connections;
+            self.shared.budgets[node].closed(max);
+            self.counters.nodes[node].closed(CloseReason::Error);
+        }
+    }
+
+    /// Takes in a connection another core handed over.
+    fn adopt(&mut self, node: usize, mut sock: TcpStream, age_ms: u64, served: u64, hint: KeepAliveHint) {
+        let max = self.shared.cfg.upstreams[self.shared.nodes[node].upstream].max_connections;
+        let uid = self.ups.vacant_key();
+        if let Err(e) = self.poll.registry().register(&mut sock, up_token(uid), Interest::READABLE | Interest::WRITABLE) {
+            warn!("adopting a connection failed: {e}");
+            self.shared.budgets[node].closed(max);
+            return;
+        }
+        self.ups.insert(Upstream {
+            sock,
+            node,
+            state: UpState::Active,
+            owner: None,
+            readable: false,
+            writable: false,
+            hup: false,
+            opened_at: self.now.saturating_sub(age_ms),
+            served,
+            deadline: 0,
+            timer_at: 0,
+            idle_reason: CloseReason::IdleTimeout,
+            hint,
+        });
+        self.pools[node].open += 1;
+        self.release_up(uid, hint);
+    }
+
     fn close_up(&mut self, uid: usize, why: CloseReason) {
         let Some(mut u) = self.ups.remove(uid) else { return };
         let node = u.node;
@@ -1611,15 +1702,7 @@ impl Core {
         drop(u);
         if up_cfg.max_connections > 0 || up_cfg.max_connecting > 0 {
             self.shared.budgets[node].closed(up_cfg.max_connections);
-            if self.pools[node].has_waiters() {
-                self.serve_waiters(node);
-            } else if self.shared.budgets[node].waiters() > 0 {
-                for (i, p) in self.shared.peers.iter().enumerate() {
-                    if i != self.id {
-                        p.send(Control::Freed(node));
-                    }
-                }
-            }
+            self.budget_freed(node);
         }
     }
 
@@ -1743,8 +1826,9 @@ impl Core {
                 let body_stuck = !matches!(ex.req, BodyIn::Done) && c.rbuf.as_ref().is_none_or(Buf::is_empty);
                 match ex.up.and_then(|u| self.ups.get(u)).map(|u| u.state) {
                     None => {
+                        debug!("queue timeout for {}: 503", self.shared.nodes[node].addr);
                         self.counters.nodes[node].queue_timeouts += 1;
-                        self.pools[node].forget_waiter(cid);
+                        self.forget_waiter(node, cid);
                         self.bufs.give_back(ex.to_up);
                         self.answer(cid, 503, false)
                     }

@@ -97,7 +97,7 @@ impl Server {
         let mut total = Counters::with_nodes(self.shared.nodes.len());
         let (tx, rx) = bounded(self.shared.peers.len());
         for p in &self.shared.peers {
-            p.send(Control::Stats(tx.clone()));
+            let _ = p.send(Control::Stats(tx.clone()));
         }
         for _ in 0..self.shared.peers.len() {
             match rx.recv_timeout(Duration::from_secs(2)) {
@@ -116,7 +116,7 @@ impl Server {
     /// Asks every core to stop (finishing requests in flight for up to `grace`).
     pub fn shutdown(&self, grace: Duration) {
         for p in &self.shared.peers {
-            p.send(Control::Shutdown { grace });
+            let _ = p.send(Control::Shutdown { grace });
         }
     }
 

@@ -178,8 +178,11 @@ impl NodePool {
         !self.waiters.is_empty()
     }
 
-    pub fn forget_waiter(&mut self, client: usize) {
+    /// Removes a waiter that gave up; true if it was queued.
+    pub fn forget_waiter(&mut self, client: usize) -> bool {
+        let before = self.waiters.len();
         self.waiters.retain(|&c| c != client);
+        self.waiters.len() != before
     }
 }
 
@@ -188,9 +191,9 @@ impl NodePool {
 pub struct NodeBudget {
     conns: AtomicU32,
     connecting: AtomicU32,
-    /// Requests queued on any core for this node; a core that frees budget tells the others
-    /// only when this is non-zero.
-    waiters: AtomicU32,
+    /// Requests queued for this node, per core: a core about to idle a connection hands it to a
+    /// core that has waiters instead, and a core that frees budget tells the waiting cores.
+    waiting: Box<[AtomicU32]>,
 }
 
 impl NodeBudget {
@@ -224,16 +227,27 @@ impl NodeBudget {
         self.conns.load(Ordering::Acquire)
     }
 
-    pub fn add_waiter(&self) {
-        self.waiters.fetch_add(1, Ordering::AcqRel);
+    pub fn new(cores: usize) -> NodeBudget {
+        NodeBudget { waiting: (0..cores).map(|_| AtomicU32::new(0)).collect(), ..NodeBudget::default() }
     }
 
-    pub fn remove_waiter(&self) {
-        self.waiters.fetch_sub(1, Ordering::AcqRel);
+    pub fn add_waiter(&self, core: usize) {
+        if let Some(w) = self.waiting.get(core) {
+            w.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
-    pub fn waiters(&self) -> u32 {
-        self.waiters.load(Ordering::Acquire)
+    pub fn remove_waiter(&self, core: usize) {
+        if let Some(w) = self.waiting.get(core) {
+            w.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A core other than `me` with requests waiting for this node, starting the search after
+    /// `me` so that hand-overs spread across cores.
+    pub fn waiting_core(&self, me: usize) -> Option<usize> {
+        let n = self.waiting.len();
+        (1..n).map(|i| (me + i) % n).find(|&c| self.waiting[c].load(Ordering::Acquire) > 0)
     }
 }
 
@@ -304,8 +318,21 @@ mod tests {
     }
 
     #[test]
+    fn waiting_cores_are_found_round_the_ring() {
+        let b = NodeBudget::new(4);
+        assert_eq!(b.waiting_core(0), None);
+        b.add_waiter(2);
+        b.add_waiter(0);
+        assert_eq!(b.waiting_core(0), Some(2), "never itself");
+        assert_eq!(b.waiting_core(2), Some(0));
+        assert_eq!(b.waiting_core(3), Some(0));
+        b.remove_waiter(2);
+        assert_eq!(b.waiting_core(1), Some(0));
+    }
+
+    #[test]
     fn budget_caps_connections_and_connects() {
-        let b = NodeBudget::default();
+        let b = NodeBudget::new(1);
         assert!(b.try_open(2, 1));
         assert!(!b.try_open(2, 1), "one connect in flight already");
         b.connect_done(1);
