@@ -16,7 +16,11 @@ impl RoundRobin {
     pub fn new(weights: impl IntoIterator<Item = u32>) -> RoundRobin {
         let weights: Vec<i64> = weights.into_iter().map(|w| i64::from(w.max(1))).collect();
         let total = weights.iter().sum();
-        RoundRobin { current: vec![0; weights.len()], weights, total }
+        RoundRobin {
+            current: vec![0; weights.len()],
+            weights,
+            total,
+        }
     }
 
     /// The next node's index, skipping nodes for which `usable` says no. None if none is usable.

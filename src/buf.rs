@@ -16,7 +16,11 @@ pub struct Buf {
 
 impl Buf {
     fn new(size: usize) -> Buf {
-        Buf { bytes: vec![0; size].into_boxed_slice(), start: 0, end: 0 }
+        Buf {
+            bytes: vec![0; size].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
     }
 
     /// The bytes held and not yet consumed.
@@ -106,7 +110,12 @@ pub struct BufPool {
 impl BufPool {
     /// `size`: bytes per buffer; `max_out`: buffers that may be checked out at once.
     pub fn new(size: usize, max_out: usize) -> BufPool {
-        BufPool { free: Vec::new(), size, out: 0, max_out }
+        BufPool {
+            free: Vec::new(),
+            size,
+            out: 0,
+            max_out,
+        }
     }
 
     pub fn buf_size(&self) -> usize {

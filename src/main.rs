@@ -49,10 +49,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    info!("hearth {} started with {workers} worker(s)", env!("CARGO_PKG_VERSION"));
+    info!(
+        "hearth {} started with {workers} worker(s)",
+        env!("CARGO_PKG_VERSION")
+    );
 
     if let Some(sig) = signals.forever().next() {
-        info!("signal {sig}: finishing requests in flight (up to {} s), then exiting", SHUTDOWN_GRACE.as_secs());
+        info!(
+            "signal {sig}: finishing requests in flight (up to {} s), then exiting",
+            SHUTDOWN_GRACE.as_secs()
+        );
     }
     server.shutdown(SHUTDOWN_GRACE);
     // A second signal stops at once.

@@ -70,7 +70,10 @@ pub struct Counters {
 
 impl Counters {
     pub fn with_nodes(n: usize) -> Counters {
-        Counters { nodes: vec![NodeCounters::default(); n], ..Counters::default() }
+        Counters {
+            nodes: vec![NodeCounters::default(); n],
+            ..Counters::default()
+        }
     }
 
     pub fn answered(&mut self, status: u16) {
@@ -98,7 +101,11 @@ impl Counters {
     pub fn render(&self, node_labels: &[String]) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# TYPE hearth_client_connections_accepted_total counter");
-        let _ = writeln!(s, "hearth_client_connections_accepted_total {}", self.accepted);
+        let _ = writeln!(
+            s,
+            "hearth_client_connections_accepted_total {}",
+            self.accepted
+        );
         let _ = writeln!(s, "# TYPE hearth_client_connections_open gauge");
         let _ = writeln!(s, "hearth_client_connections_open {}", self.client_open_now);
         let _ = writeln!(s, "# TYPE hearth_client_requests_total counter");
@@ -130,7 +137,12 @@ impl Counters {
         for (i, n) in self.nodes.iter().enumerate() {
             let label = node_labels.get(i).map(String::as_str).unwrap_or("");
             for why in CloseReason::ALL {
-                let _ = writeln!(s, "hearth_upstream_closes_total{{{label},reason=\"{}\"}} {}", why.name(), n.closes[why.index()]);
+                let _ = writeln!(
+                    s,
+                    "hearth_upstream_closes_total{{{label},reason=\"{}\"}} {}",
+                    why.name(),
+                    n.closes[why.index()]
+                );
             }
         }
         s
@@ -158,9 +170,18 @@ mod tests {
         assert_eq!(a.nodes[0].reuses, 4);
         assert_eq!(a.nodes[1].connects, 4);
         assert_eq!(a.nodes[0].closes[CloseReason::Stale.index()], 1);
-        assert_eq!(a.answers[ANSWER_CODES.iter().position(|&c| c == 502).unwrap()], 2);
-        let text = a.render(&["upstream=\"u\",node=\"n\"".into(), "upstream=\"u\",node=\"m\"".into()]);
-        assert!(text.contains("hearth_upstream_reuses_total{upstream=\"u\",node=\"n\"} 4"), "{text}");
+        assert_eq!(
+            a.answers[ANSWER_CODES.iter().position(|&c| c == 502).unwrap()],
+            2
+        );
+        let text = a.render(&[
+            "upstream=\"u\",node=\"n\"".into(),
+            "upstream=\"u\",node=\"m\"".into(),
+        ]);
+        assert!(
+            text.contains("hearth_upstream_reuses_total{upstream=\"u\",node=\"n\"} 4"),
+            "{text}"
+        );
         assert!(text.contains("reason=\"stale\"} 1"), "{text}");
     }
 }

@@ -22,7 +22,9 @@ pub struct Matched {
 
 impl Router {
     pub fn new(routes: &[Route]) -> Router {
-        Router { routes: routes.to_vec() }
+        Router {
+            routes: routes.to_vec(),
+        }
     }
 
     /// `host`: the Host header value (may carry a port); `target`: the request target as sent.
@@ -33,18 +35,27 @@ impl Router {
         for (i, r) in self.routes.iter().enumerate() {
             let host_hit = if r.hosts.is_empty() {
                 false
-            } else if r.hosts.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(host)) {
+            } else if r
+                .hosts
+                .iter()
+                .any(|h| h.as_bytes().eq_ignore_ascii_case(host))
+            {
                 true
             } else {
                 continue;
             };
-            let Some((exact, len)) = best_uri(&r.uris, path) else { continue };
+            let Some((exact, len)) = best_uri(&r.uris, path) else {
+                continue;
+            };
             let rank = (host_hit, exact, len);
             if best.is_none_or(|(_, b)| rank > b) {
                 best = Some((i, rank));
             }
         }
-        best.map(|(i, _)| Matched { route: i, upstream: self.routes[i].upstream })
+        best.map(|(i, _)| Matched {
+            route: i,
+            upstream: self.routes[i].upstream,
+        })
     }
 }
 
@@ -70,13 +81,19 @@ fn split_target(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
     for scheme in [&b"http://"[..], b"https://"] {
         if rest.len() > scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme) {
             let after = &rest[scheme.len()..];
-            let end = after.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(after.len());
+            let end = after
+                .iter()
+                .position(|&b| b == b'/' || b == b'?')
+                .unwrap_or(after.len());
             authority = Some(&after[..end]);
             rest = &after[end..];
             break;
         }
     }
-    let path_end = rest.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(rest.len());
+    let path_end = rest
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(rest.len());
     let path = &rest[..path_end];
     (authority, if path.is_empty() { b"/" } else { path })
 }
@@ -121,17 +138,27 @@ mod tests {
             route(&["/api/health"], &[], 2),
             route(&["/api/*"], &["example.com"], 3),
         ]);
-        let up = |host: &str, t: &str| r.find(Some(host.as_bytes()), t.as_bytes()).map(|m| m.upstream);
+        let up = |host: &str, t: &str| {
+            r.find(Some(host.as_bytes()), t.as_bytes())
+                .map(|m| m.upstream)
+        };
         assert_eq!(up("x", "/"), Some(0));
         assert_eq!(up("x", "/api/users?id=1"), Some(1));
         assert_eq!(up("x", "/api/health"), Some(2));
         assert_eq!(up("Example.COM:8080", "/api/users"), Some(3));
-        assert_eq!(up("x", "http://example.com/api/a"), Some(3), "absolute-form authority wins over Host");
+        assert_eq!(
+            up("x", "http://example.com/api/a"),
+            Some(3),
+            "absolute-form authority wins over Host"
+        );
     }
 
     #[test]
     fn no_match_without_catch_all() {
-        let r = Router::new(&[route(&["/health"], &[], 0), route(&["/a/*"], &["a.test"], 1)]);
+        let r = Router::new(&[
+            route(&["/health"], &[], 0),
+            route(&["/a/*"], &["a.test"], 1),
+        ]);
         assert_eq!(r.find(Some(b"x"), b"/healthz"), None);
         assert_eq!(r.find(Some(b"b.test"), b"/a/x"), None);
         assert_eq!(r.find(None, b"/health?x").map(|m| m.route), Some(0));

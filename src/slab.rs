@@ -13,7 +13,11 @@ pub struct Slab<T> {
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
-        Slab { entries: Vec::new(), free: Vec::new(), len: 0 }
+        Slab {
+            entries: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
     }
 }
 
@@ -66,7 +70,12 @@ impl<T> Slab<T> {
 
     /// Indices of every occupied slot (allocates; for shutdown and sweeps, not the hot path).
     pub fn keys(&self) -> Vec<usize> {
-        self.entries.iter().enumerate().filter(|(_, e)| e.is_some()).map(|(i, _)| i).collect()
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_some())
+            .map(|(i, _)| i)
+            .collect()
     }
 }
 

@@ -6,7 +6,9 @@ use std::io;
 
 /// Pins the calling thread to `core` (0-based, modulo the number of CPUs the process may use).
 pub fn pin_current_thread(core: usize) -> io::Result<()> {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let cpu = core % cpus.max(1);
     // SAFETY: `cpu_set_t` is plain data for which all-zero bytes are a valid (empty) set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -28,7 +30,9 @@ mod tests {
     #[test]
     fn pinning_to_core_zero_succeeds() {
         // Run on a scratch thread so the test runner's own thread keeps its affinity.
-        let r = std::thread::spawn(|| super::pin_current_thread(0)).join().unwrap();
+        let r = std::thread::spawn(|| super::pin_current_thread(0))
+            .join()
+            .unwrap();
         assert!(r.is_ok(), "sched_setaffinity failed: {r:?}");
     }
 }

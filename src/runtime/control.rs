@@ -24,7 +24,13 @@ pub enum Control {
     Freed(usize),
     /// A live, idle upstream connection handed over by another core, for its waiters. The
     /// connection keeps its place in the node's budget.
-    Adopt { node: usize, sock: mio::net::TcpStream, age_ms: u64, served: u64, hint: KeepAliveHint },
+    Adopt {
+        node: usize,
+        sock: mio::net::TcpStream,
+        age_ms: u64,
+        served: u64,
+        hint: KeepAliveHint,
+    },
 }
 
 /// The sending half of a core's control path.

@@ -97,7 +97,14 @@ impl Shared {
             }
         }
         let budgets = nodes.iter().map(|_| NodeBudget::new(peers.len())).collect();
-        Shared { router: Router::new(&cfg.routes), cfg, nodes, node_base, budgets, peers }
+        Shared {
+            router: Router::new(&cfg.routes),
+            cfg,
+            nodes,
+            node_base,
+            budgets,
+            peers,
+        }
     }
 
     pub fn node_labels(&self) -> Vec<String> {
@@ -133,7 +140,10 @@ enum BodyIn {
 #[derive(Debug)]
 enum BodyOut {
     Length(u64),
-    Chunked { dec: ChunkedDecoder, dechunk: bool },
+    Chunked {
+        dec: ChunkedDecoder,
+        dechunk: bool,
+    },
     /// Delimited by the upstream closing.
     Close,
 }
@@ -342,7 +352,13 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(id: usize, poll: Poll, listeners: Vec<TcpListener>, shared: Arc<Shared>, ctl: Receiver<Control>) -> io::Result<Core> {
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        listeners: Vec<TcpListener>,
+        shared: Arc<Shared>,
+        ctl: Receiver<Control>,
+    ) -> io::Result<Core> {
         let cfg = shared.cfg.clone();
         let mut core = Core {
             id,
@@ -353,10 +369,17 @@ impl Core {
             clients: Slab::default(),
             ups: Slab::default(),
             pools: shared.nodes.iter().map(|_| NodePool::default()).collect(),
-            balancers: cfg.upstreams.iter().map(|u| RoundRobin::new(u.nodes.iter().map(|n| n.weight))).collect(),
+            balancers: cfg
+                .upstreams
+                .iter()
+                .map(|u| RoundRobin::new(u.nodes.iter().map(|n| n.weight)))
+                .collect(),
             timers: TimerWheel::new(0),
             bufs: BufPool::new(cfg.client.max_head_bytes.max(16_384), MAX_BUFFERS),
-            limits: Limits { max_head_bytes: cfg.client.max_head_bytes, ..head::Limits::default() },
+            limits: Limits {
+                max_head_bytes: cfg.client.max_head_bytes,
+                ..head::Limits::default()
+            },
             headers: Vec::with_capacity(head::MAX_HEADERS),
             out: Vec::with_capacity(cfg.client.max_head_bytes + 1024),
             fired: Vec::new(),
@@ -370,7 +393,9 @@ impl Core {
             shared,
         };
         for (i, l) in core.listeners.iter_mut().enumerate() {
-            core.poll.registry().register(l, Token(i), Interest::READABLE)?;
+            core.poll
+                .registry()
+                .register(l, Token(i), Interest::READABLE)?;
         }
         Ok(core)
     }
@@ -422,7 +447,9 @@ impl Core {
         }
         let mut next = self.timers.next_deadline();
         if self.accept_paused_until != 0 {
-            next = Some(next.map_or(self.accept_paused_until, |n| n.min(self.accept_paused_until)));
+            next = Some(next.map_or(self.accept_paused_until, |n| {
+                n.min(self.accept_paused_until)
+            }));
         }
         if let Some(at) = self.shutdown_at {
             next = Some(next.map_or(at, |n| n.min(at)));
@@ -440,7 +467,9 @@ impl Core {
         } else {
             let i = (t.0 - CONN_BASE) / 2;
             if (t.0 - CONN_BASE) % 2 == 0 {
-                let Some(c) = self.clients.get_mut(i) else { return };
+                let Some(c) = self.clients.get_mut(i) else {
+                    return;
+                };
                 c.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
                 c.hup |= ev.is_read_closed() || ev.is_error();
                 c.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
@@ -488,7 +517,13 @@ impl Core {
                         self.serve_waiters(node);
                     }
                 }
-                Control::Adopt { node, sock, age_ms, served, hint } => self.adopt(node, sock, age_ms, served, hint),
+                Control::Adopt {
+                    node,
+                    sock,
+                    age_ms,
+                    served,
+                    hint,
+                } => self.adopt(node, sock, age_ms, served, hint),
             }
         }
     }
@@ -542,12 +577,18 @@ impl Core {
             return;
         }
         loop {
-            let Some(l) = self.listeners.get(li) else { return };
+            let Some(l) = self.listeners.get(li) else {
+                return;
+            };
             match l.accept() {
                 Ok((mut sock, peer)) => {
                     let _ = sock.set_nodelay(true);
                     let cid = self.clients.vacant_key();
-                    if let Err(e) = self.poll.registry().register(&mut sock, client_token(cid), Interest::READABLE | Interest::WRITABLE) {
+                    if let Err(e) = self.poll.registry().register(
+                        &mut sock,
+                        client_token(cid),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
                         warn!("registering a client failed: {e}");
                         continue;
                     }
@@ -575,7 +616,12 @@ impl Core {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
                     if !self.emfile_logged {
                         warn!("core {}: accept failed ({e}); pausing accepts for {ACCEPT_PAUSE_MS} ms at a time", self.id);
                         self.emfile_logged = true;
@@ -604,7 +650,9 @@ impl Core {
                 self.deferred.push(cid);
                 break;
             }
-            let Some(c) = self.clients.get_mut(cid) else { return };
+            let Some(c) = self.clients.get_mut(cid) else {
+                return;
+            };
             let phase = mem::replace(&mut c.phase, Phase::Closing);
             let (next, step) = match phase {
                 Phase::Head => self.step_head(cid),
@@ -616,7 +664,9 @@ impl Core {
             if step == Step::Closed {
                 return;
             }
-            let Some(c) = self.clients.get_mut(cid) else { return };
+            let Some(c) = self.clients.get_mut(cid) else {
+                return;
+            };
             c.phase = next;
             if step == Step::Wait {
                 break;
@@ -629,7 +679,9 @@ impl Core {
     fn flush_client(&mut self, cid: usize) -> Result<bool, ()> {
         let now = self.now;
         let c = &mut self.clients.get_mut(cid).ok_or(())?;
-        let Some(w) = c.wbuf.as_mut() else { return Ok(false) };
+        let Some(w) = c.wbuf.as_mut() else {
+            return Ok(false);
+        };
         if w.is_empty() || !c.writable {
             return Ok(false);
         }
@@ -645,7 +697,9 @@ impl Core {
     /// Queues a canned answer and moves to closing (or back to reading heads when `keep`).
     fn answer(&mut self, cid: usize, status: u16, keep: bool) -> (Phase, Step) {
         self.counters.answered(status);
-        let Some(c) = self.clients.get_mut(cid) else { return (Phase::Closing, Step::Closed) };
+        let Some(c) = self.clients.get_mut(cid) else {
+            return (Phase::Closing, Step::Closed);
+        };
         if c.wbuf.is_none() {
             c.wbuf = self.bufs.checkout();
         }
@@ -763,7 +817,11 @@ impl Core {
             PassHost::Node => Some(shared.nodes[node].host.as_bytes()),
             PassHost::Rewrite(h) => Some(h.as_bytes()),
         };
-        let fwd = Forward { client_ip: c.ip, proto: "http", host: host_override };
+        let fwd = Forward {
+            client_ip: c.ip,
+            proto: "http",
+            host: host_override,
+        };
         self.out.clear();
         rewrite::request_head(src, &h, &self.headers, &fwd, &mut self.out);
         if self.out.len() > to_up.capacity() {
@@ -776,7 +834,9 @@ impl Core {
         let req = match h.body {
             ReqBody::None | ReqBody::Length(0) => BodyIn::Done,
             ReqBody::Length(n) => BodyIn::Length(n),
-            ReqBody::Chunked => BodyIn::Chunked(ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES)),
+            ReqBody::Chunked => {
+                BodyIn::Chunked(ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES))
+            }
         };
         let ex = Box::new(Exchange {
             node,
@@ -847,7 +907,10 @@ impl Core {
                     // Another core may sit on idle connections to this node: ask for one.
                     for (i, p) in self.shared.peers.iter().enumerate() {
                         if i != self.id {
-                            let _ = p.send(Control::ShedIdle { node, from: self.id });
+                            let _ = p.send(Control::ShedIdle {
+                                node,
+                                from: self.id,
+                            });
                         }
                     }
                 }
@@ -902,7 +965,11 @@ impl Core {
         };
         let _ = sock.set_nodelay(true);
         let uid = self.ups.vacant_key();
-        if let Err(e) = self.poll.registry().register(&mut sock, up_token(uid), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            up_token(uid),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             warn!("registering an upstream socket failed: {e}");
             budget.connect_done(up_cfg.max_connecting);
             budget.closed(up_cfg.max_connections);
@@ -942,12 +1009,18 @@ impl Core {
             Err(f) => return self.fail(cid, ex, f),
         }
         let Some(uid) = ex.up else {
-            return (Phase::Exchange(ex), if progress { Step::Continue } else { Step::Wait });
+            return (
+                Phase::Exchange(ex),
+                if progress { Step::Continue } else { Step::Wait },
+            );
         };
         match self.ups.get(uid).map(|u| u.state) {
             Some(UpState::Active) => {}
             Some(UpState::Connecting) => {
-                return (Phase::Exchange(ex), if progress { Step::Continue } else { Step::Wait });
+                return (
+                    Phase::Exchange(ex),
+                    if progress { Step::Continue } else { Step::Wait },
+                );
             }
             _ => return self.fail(cid, ex, Fault::UpstreamGone),
         }
@@ -985,7 +1058,10 @@ impl Core {
                 return self.finish_exchange(cid, ex, req_done);
             }
         }
-        (Phase::Exchange(ex), if progress { Step::Continue } else { Step::Wait })
+        (
+            Phase::Exchange(ex),
+            if progress { Step::Continue } else { Step::Wait },
+        )
     }
 
     /// Moves request body bytes from the client into `to_up`, reading the client as needed.
@@ -1008,7 +1084,12 @@ impl Core {
                 if c.rbuf.is_none() {
                     c.rbuf = Some(self.bufs.checkout().ok_or(Fault::ClientBad(503))?);
                 }
-                match read_into(&mut c.sock, c.rbuf.as_mut().expect("present"), &mut c.readable, c.hup) {
+                match read_into(
+                    &mut c.sock,
+                    c.rbuf.as_mut().expect("present"),
+                    &mut c.readable,
+                    c.hup,
+                ) {
                     ReadOutcome::Data => {
                         c.last_active = self.now;
                         progress = true;
@@ -1047,7 +1128,9 @@ impl Core {
                 }
                 BodyIn::Chunked(dec) => {
                     let input = &rb.filled()[..avail];
-                    let d = dec.decode(input, &mut |_, _| {}).map_err(|_| Fault::ClientBad(400))?;
+                    let d = dec
+                        .decode(input, &mut |_, _| {})
+                        .map_err(|_| Fault::ClientBad(400))?;
                     if max_body > 0 && dec.payload_len() > max_body {
                         return Err(Fault::ClientBad(413));
                     }
@@ -1067,7 +1150,8 @@ impl Core {
         if ex.sent >= ex.to_up.len() || !u.writable {
             return Ok(false);
         }
-        let n = write_from(&mut u.sock, &ex.to_up.filled()[ex.sent..], &mut u.writable).map_err(|()| Fault::UpstreamGone)?;
+        let n = write_from(&mut u.sock, &ex.to_up.filled()[ex.sent..], &mut u.writable)
+            .map_err(|()| Fault::UpstreamGone)?;
         ex.sent += n;
         if n > 0 {
             ex.up_progress = self.now;
@@ -1114,7 +1198,9 @@ impl Core {
         let shutting = self.shutdown_at.is_some();
         let c = self.clients.get_mut(cid).ok_or(Fault::ClientGone)?;
         loop {
-            let Some(from) = ex.from_up.as_mut() else { return Ok(None) };
+            let Some(from) = ex.from_up.as_mut() else {
+                return Ok(None);
+            };
             if from.is_empty() {
                 self.bufs.release(&mut ex.from_up);
                 return Ok(None);
@@ -1125,7 +1211,12 @@ impl Core {
             let w = c.wbuf.as_mut().expect("present");
             match &mut ex.resp {
                 Resp::Head => {
-                    let h = match head::parse_response(from.filled(), &self.limits, ex.head_request, &mut self.headers) {
+                    let h = match head::parse_response(
+                        from.filled(),
+                        &self.limits,
+                        ex.head_request,
+                        &mut self.headers,
+                    ) {
                         Ok(Some(h)) => h,
                         Ok(None) => {
                             if from.free() == 0 {
@@ -1134,7 +1225,10 @@ impl Core {
                             return Ok(None);
                         }
                         Err(e) => {
-                            debug!("invalid response head from {}: {e:?}", self.shared.nodes[ex.node].addr);
+                            debug!(
+                                "invalid response head from {}: {e:?}",
+                                self.shared.nodes[ex.node].addr
+                            );
                             return Err(Fault::UpstreamBad);
                         }
                     };
@@ -1142,7 +1236,8 @@ impl Core {
                     if h.status == 101 && !ex.upgrade {
                         return Err(Fault::UpstreamBad);
                     }
-                    let dechunk = ex.client_version == Version::Http10 && h.body == RespBody::Chunked;
+                    let dechunk =
+                        ex.client_version == Version::Http10 && h.body == RespBody::Chunked;
                     let req_done = matches!(ex.req, BodyIn::Done);
                     if !interim && h.status != 101 {
                         ex.keep_client = ex.req_keep_alive
@@ -1152,7 +1247,10 @@ impl Core {
                             && !shutting
                             && (max_requests == 0 || c.served + 1 < max_requests);
                         ex.up_reusable = h.keep_alive && h.body != RespBody::Close;
-                        ex.hint = KeepAliveHint { timeout_secs: h.ka_timeout, max: h.ka_max };
+                        ex.hint = KeepAliveHint {
+                            timeout_secs: h.ka_timeout,
+                            max: h.ka_max,
+                        };
                     }
                     // 1xx responses are not for HTTP/1.0 clients (RFC 9110 §15.2).
                     let forward = !(interim && ex.client_version == Version::Http10);
@@ -1164,7 +1262,13 @@ impl Core {
                             dechunk,
                             head_request: ex.head_request,
                         };
-                        rewrite::response_head(from.filled(), &h, &self.headers, &side, &mut self.out);
+                        rewrite::response_head(
+                            from.filled(),
+                            &h,
+                            &self.headers,
+                            &side,
+                            &mut self.out,
+                        );
                         if self.out.len() > w.capacity() {
                             return Err(Fault::UpstreamBad);
                         }
@@ -1180,7 +1284,10 @@ impl Core {
                     }
                     if h.status == 101 {
                         let up = ex.up.take().expect("active exchange has an upstream");
-                        return Ok(Some(Tunnel { up, from_up: ex.from_up.take() }));
+                        return Ok(Some(Tunnel {
+                            up,
+                            from_up: ex.from_up.take(),
+                        }));
                     }
                     ex.resp = match h.body {
                         RespBody::None => Resp::Done,
@@ -1244,7 +1351,12 @@ impl Core {
 
     /// Ends an exchange whose response is complete: the upstream connection goes back to the
     /// pool (or to a waiter) if it may, and the client reads its next request or closes.
-    fn finish_exchange(&mut self, cid: usize, mut ex: Box<Exchange>, req_done: bool) -> (Phase, Step) {
+    fn finish_exchange(
+        &mut self,
+        cid: usize,
+        mut ex: Box<Exchange>,
+        req_done: bool,
+    ) -> (Phase, Step) {
         let uid = ex.up.take().expect("finished exchange had an upstream");
         let leftover = ex.from_up.as_ref().is_some_and(|b| !b.is_empty());
         let reusable = ex.up_reusable && !ex.up_dirty && !leftover && !ex.up_eof && req_done;
@@ -1260,7 +1372,9 @@ impl Core {
         }
         self.bufs.give_back(ex.to_up);
         self.bufs.release(&mut ex.from_up);
-        let Some(c) = self.clients.get_mut(cid) else { return (Phase::Closing, Step::Closed) };
+        let Some(c) = self.clients.get_mut(cid) else {
+            return (Phase::Closing, Step::Closed);
+        };
         c.served += 1;
         c.last_active = self.now;
         if ex.keep_client && req_done {
@@ -1278,7 +1392,9 @@ impl Core {
             self.forget_waiter(node, cid);
         }
         match f {
-            Fault::UpstreamGone if !ex.resp_started && ex.reused && !ex.replayed && ex.intact && ex.replay_safe => {
+            Fault::UpstreamGone
+                if !ex.resp_started && ex.reused && !ex.replayed && ex.intact && ex.replay_safe =>
+            {
                 // The reused connection died before answering: the upstream closed it as we sent.
                 if let Some(uid) = ex.up.take() {
                     self.close_up(uid, CloseReason::Stale);
@@ -1289,7 +1405,10 @@ impl Core {
                 ex.up_eof = false;
                 ex.resp = Resp::Head;
                 self.bufs.release(&mut ex.from_up);
-                debug!("replaying a request on a fresh connection to {}", self.shared.nodes[node].addr);
+                debug!(
+                    "replaying a request on a fresh connection to {}",
+                    self.shared.nodes[node].addr
+                );
                 self.start_exchange(cid, ex, true)
             }
             Fault::UpstreamGone | Fault::UpstreamBad | Fault::ClientBad(_) => {
@@ -1297,7 +1416,9 @@ impl Core {
                     self.close_up(uid, CloseReason::Error);
                 }
                 let answered = ex.answered;
-                let keep = matches!(f, Fault::UpstreamGone | Fault::UpstreamBad) && matches!(ex.req, BodyIn::Done) && ex.req_keep_alive;
+                let keep = matches!(f, Fault::UpstreamGone | Fault::UpstreamBad)
+                    && matches!(ex.req, BodyIn::Done)
+                    && ex.req_keep_alive;
                 self.bufs.give_back(ex.to_up);
                 self.bufs.release(&mut ex.from_up);
                 if answered {
@@ -1330,8 +1451,12 @@ impl Core {
             Ok(p) => p,
             Err(()) => return self.end_tunnel(cid, t),
         };
-        let Some(c) = self.clients.get_mut(cid) else { return (Phase::Closing, Step::Closed) };
-        let Some(u) = self.ups.get_mut(t.up) else { return self.end_tunnel(cid, t) };
+        let Some(c) = self.clients.get_mut(cid) else {
+            return (Phase::Closing, Step::Closed);
+        };
+        let Some(u) = self.ups.get_mut(t.up) else {
+            return self.end_tunnel(cid, t);
+        };
         // Client to upstream.
         if let Some(rb) = c.rbuf.as_mut().filter(|b| !b.is_empty()) {
             match write_from(&mut u.sock, rb.filled(), &mut u.writable) {
@@ -1379,7 +1504,10 @@ impl Core {
         if progress {
             c.last_active = self.now;
         }
-        (Phase::Tunnel(t), if progress { Step::Continue } else { Step::Wait })
+        (
+            Phase::Tunnel(t),
+            if progress { Step::Continue } else { Step::Wait },
+        )
     }
 
     fn end_tunnel(&mut self, cid: usize, mut t: Tunnel) -> (Phase, Step) {
@@ -1398,7 +1526,9 @@ impl Core {
             self.close_client(cid);
             return (Phase::Closing, Step::Closed);
         }
-        let Some(c) = self.clients.get_mut(cid) else { return (Phase::Closing, Step::Closed) };
+        let Some(c) = self.clients.get_mut(cid) else {
+            return (Phase::Closing, Step::Closed);
+        };
         if c.wbuf.as_ref().is_some_and(|w| !w.is_empty()) {
             return (Phase::Closing, Step::Wait);
         }
@@ -1408,7 +1538,9 @@ impl Core {
     }
 
     fn step_lingering(&mut self, cid: usize) -> (Phase, Step) {
-        let Some(c) = self.clients.get_mut(cid) else { return (Phase::Closing, Step::Closed) };
+        let Some(c) = self.clients.get_mut(cid) else {
+            return (Phase::Closing, Step::Closed);
+        };
         let mut sink = [0u8; 4096];
         for _ in 0..16 {
             if !c.readable {
@@ -1430,7 +1562,9 @@ impl Core {
     }
 
     fn close_client(&mut self, cid: usize) {
-        let Some(mut c) = self.clients.remove(cid) else { return };
+        let Some(mut c) = self.clients.remove(cid) else {
+            return;
+        };
         self.bufs.release(&mut c.rbuf);
         self.bufs.release(&mut c.wbuf);
         match mem::replace(&mut c.phase, Phase::Closing) {
@@ -1455,7 +1589,9 @@ impl Core {
     // ---------------------------------------------------------------- upstream connections
 
     fn upstream_ready(&mut self, uid: usize) {
-        let Some(u) = self.ups.get_mut(uid) else { return };
+        let Some(u) = self.ups.get_mut(uid) else {
+            return;
+        };
         match u.state {
             UpState::Connecting => {
                 if !u.writable && !u.readable {
@@ -1508,7 +1644,9 @@ impl Core {
     /// Returns a connection after a clean exchange: to the next waiter, or to the idle list.
     fn release_up(&mut self, uid: usize, hint: KeepAliveHint) {
         let shared = self.shared.clone();
-        let Some(u) = self.ups.get_mut(uid) else { return };
+        let Some(u) = self.ups.get_mut(uid) else {
+            return;
+        };
         let node = u.node;
         let settings = &shared.cfg.upstreams[shared.nodes[node].upstream].keepalive_pool;
         u.served += u64::from(u.owner.is_some());
@@ -1592,7 +1730,9 @@ impl Core {
                             if let Some(u) = self.ups.get_mut(uid) {
                                 u.owner = Some(cid);
                             }
-                            if let Some(Phase::Exchange(ex)) = self.clients.get_mut(cid).map(|c| &mut c.phase) {
+                            if let Some(Phase::Exchange(ex)) =
+                                self.clients.get_mut(cid).map(|c| &mut c.phase)
+                            {
                                 ex.up = Some(uid);
                                 ex.reused = false;
                                 ex.up_progress = self.now;
@@ -1640,7 +1780,9 @@ impl Core {
     /// Gives a connected, unowned upstream connection to core `to`, which has requests waiting
     /// for its node. The connection keeps its place in the node's budget.
     fn hand_over(&mut self, uid: usize, to: usize) {
-        let Some(mut u) = self.ups.remove(uid) else { return };
+        let Some(mut u) = self.ups.remove(uid) else {
+            return;
+        };
         let node = u.node;
         if let UpState::Idle(h) = u.state {
             self.pools[node].remove_idle(h);
@@ -1648,7 +1790,13 @@ impl Core {
         self.pools[node].open -= 1;
         self.counters.nodes[node].handed_over += 1;
         let _ = self.poll.registry().deregister(&mut u.sock);
-        let msg = Control::Adopt { node, sock: u.sock, age_ms: self.now.saturating_sub(u.opened_at), served: u.served, hint: u.hint };
+        let msg = Control::Adopt {
+            node,
+            sock: u.sock,
+            age_ms: self.now.saturating_sub(u.opened_at),
+            served: u.served,
+            hint: u.hint,
+        };
         if self.shared.peers[to].send(msg).is_err() {
             // The message (and with it the socket) is gone: the connection is closed.
             let max = self.shared.cfg.upstreams[self.shared.nodes[node].upstream].max_connections;
@@ -1658,10 +1806,21 @@ impl Core {
     }
 
     /// Takes in a connection another core handed over.
-    fn adopt(&mut self, node: usize, mut sock: TcpStream, age_ms: u64, served: u64, hint: KeepAliveHint) {
+    fn adopt(
+        &mut self,
+        node: usize,
+        mut sock: TcpStream,
+        age_ms: u64,
+        served: u64,
+        hint: KeepAliveHint,
+    ) {
         let max = self.shared.cfg.upstreams[self.shared.nodes[node].upstream].max_connections;
         let uid = self.ups.vacant_key();
-        if let Err(e) = self.poll.registry().register(&mut sock, up_token(uid), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            up_token(uid),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             warn!("adopting a connection failed: {e}");
             self.shared.budgets[node].closed(max);
             return;
@@ -1686,7 +1845,9 @@ impl Core {
     }
 
     fn close_up(&mut self, uid: usize, why: CloseReason) {
-        let Some(mut u) = self.ups.remove(uid) else { return };
+        let Some(mut u) = self.ups.remove(uid) else {
+            return;
+        };
         let node = u.node;
         if let UpState::Idle(h) = u.state {
             self.pools[node].remove_idle(h);
@@ -1728,7 +1889,9 @@ impl Core {
     fn rearm_client(&mut self, cid: usize) {
         let cfg = self.shared.clone();
         let cfg = &cfg.cfg;
-        let Some(c) = self.clients.get_mut(cid) else { return };
+        let Some(c) = self.clients.get_mut(cid) else {
+            return;
+        };
         let ms = |d: Duration| d.as_millis() as u64;
         let deadline = match &c.phase {
             Phase::Head => match c.head_started {
@@ -1753,7 +1916,11 @@ impl Core {
                 d
             }
             Phase::Tunnel(t) => {
-                let read = self.ups.get(t.up).map_or(60_000, |u| ms(cfg.upstreams[self.shared.nodes[u.node].upstream].timeout.read));
+                let read = self.ups.get(t.up).map_or(60_000, |u| {
+                    ms(cfg.upstreams[self.shared.nodes[u.node].upstream]
+                        .timeout
+                        .read)
+                });
                 c.last_active + read
             }
             Phase::Closing => c.last_write + ms(cfg.client.send_timeout),
@@ -1769,7 +1936,9 @@ impl Core {
         for (key, armed) in fired.drain(..) {
             match key {
                 TimerKey::Client(cid) => {
-                    let Some(c) = self.clients.get_mut(cid) else { continue };
+                    let Some(c) = self.clients.get_mut(cid) else {
+                        continue;
+                    };
                     if c.timer_at == armed {
                         c.timer_at = 0;
                     }
@@ -1781,7 +1950,9 @@ impl Core {
                     }
                 }
                 TimerKey::Up(uid) => {
-                    let Some(u) = self.ups.get_mut(uid) else { continue };
+                    let Some(u) = self.ups.get_mut(uid) else {
+                        continue;
+                    };
                     if u.timer_at == armed {
                         u.timer_at = 0;
                     }
@@ -1798,7 +1969,9 @@ impl Core {
                             let why = u.idle_reason;
                             self.close_up(uid, why);
                         }
-                        UpState::Connecting if u.owner.is_none() => self.close_up(uid, CloseReason::Error),
+                        UpState::Connecting if u.owner.is_none() => {
+                            self.close_up(uid, CloseReason::Error)
+                        }
                         _ => {}
                     }
                 }
@@ -1808,7 +1981,9 @@ impl Core {
     }
 
     fn client_timed_out(&mut self, cid: usize) {
-        let Some(c) = self.clients.get_mut(cid) else { return };
+        let Some(c) = self.clients.get_mut(cid) else {
+            return;
+        };
         let phase = mem::replace(&mut c.phase, Phase::Closing);
         let (next, step) = match phase {
             Phase::Head => {
@@ -1822,8 +1997,11 @@ impl Core {
             }
             Phase::Exchange(mut ex) => {
                 let node = ex.node;
-                let send_stuck = c.wbuf.as_ref().is_some_and(|w| !w.is_empty()) && self.now >= c.last_write + self.shared.cfg.client.send_timeout.as_millis() as u64;
-                let body_stuck = !matches!(ex.req, BodyIn::Done) && c.rbuf.as_ref().is_none_or(Buf::is_empty);
+                let send_stuck = c.wbuf.as_ref().is_some_and(|w| !w.is_empty())
+                    && self.now
+                        >= c.last_write + self.shared.cfg.client.send_timeout.as_millis() as u64;
+                let body_stuck =
+                    !matches!(ex.req, BodyIn::Done) && c.rbuf.as_ref().is_none_or(Buf::is_empty);
                 match ex.up.and_then(|u| self.ups.get(u)).map(|u| u.state) {
                     None => {
                         debug!("queue timeout for {}: 503", self.shared.nodes[node].addr);
@@ -1836,7 +2014,11 @@ impl Core {
                         ex.up_eof = false;
                         self.fail(cid, ex, Fault::ClientGone)
                     }
-                    _ if body_stuck && self.now >= c.last_active + self.shared.cfg.client.body_timeout.as_millis() as u64 => {
+                    _ if body_stuck
+                        && self.now
+                            >= c.last_active
+                                + self.shared.cfg.client.body_timeout.as_millis() as u64 =>
+                    {
                         self.fail(cid, ex, Fault::ClientBad(408))
                     }
                     _ => {

@@ -48,11 +48,15 @@ impl Server {
         let mut per_core: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
         for l in &cfg.listen {
-            let first = listener(l.addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr)))?;
+            let first = listener(l.addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
+            })?;
             let bound = first.local_addr()?;
             per_core[0].push(first);
             for core in per_core.iter_mut().skip(1) {
-                core.push(listener(bound).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {bound}: {e}")))?);
+                core.push(listener(bound).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {bound}: {e}"))
+                })?);
             }
             info!("listening on {bound}");
             addrs.push(bound);
@@ -71,20 +75,28 @@ impl Server {
         let pin = cfg.pin_cores;
         let shared = Arc::new(Shared::new(Arc::new(cfg), peers));
         let mut threads = Vec::new();
-        for (i, ((poll, listeners), rx)) in polls.into_iter().zip(per_core).zip(receivers).enumerate() {
+        for (i, ((poll, listeners), rx)) in
+            polls.into_iter().zip(per_core).zip(receivers).enumerate()
+        {
             let shared = shared.clone();
-            let t = std::thread::Builder::new().name(format!("hearth-core-{i}")).spawn(move || {
-                if pin {
-                    if let Err(e) = crate::sys::pin_current_thread(i) {
-                        warn!("core {i}: pinning to CPU {i} failed: {e}");
+            let t = std::thread::Builder::new()
+                .name(format!("hearth-core-{i}"))
+                .spawn(move || {
+                    if pin {
+                        if let Err(e) = crate::sys::pin_current_thread(i) {
+                            warn!("core {i}: pinning to CPU {i} failed: {e}");
+                        }
                     }
-                }
-                let mut core = Core::new(i, poll, listeners, shared, rx)?;
-                core.run()
-            })?;
+                    let mut core = Core::new(i, poll, listeners, shared, rx)?;
+                    core.run()
+                })?;
             threads.push(t);
         }
-        Ok(Server { shared, threads, addrs })
+        Ok(Server {
+            shared,
+            threads,
+            addrs,
+        })
     }
 
     /// The bound address of each `[[listen]]` entry, in order.

@@ -81,7 +81,12 @@ pub const HINT_MARGIN_MS: u64 = 1_000;
 
 /// When an idle connection must be retired: the earliest of our idle timeout, the upstream's
 /// announced timeout less a margin, and the connection's maximum lifetime.
-pub fn idle_deadline(now: u64, opened_at: u64, settings: &PoolSettings, hint: KeepAliveHint) -> (u64, CloseReason) {
+pub fn idle_deadline(
+    now: u64,
+    opened_at: u64,
+    settings: &PoolSettings,
+    hint: KeepAliveHint,
+) -> (u64, CloseReason) {
     let mut idle_ms = settings.idle_timeout.as_millis() as u64;
     if let Some(t) = hint.timeout_secs {
         idle_ms = idle_ms.min((u64::from(t) * 1_000).saturating_sub(HINT_MARGIN_MS));
@@ -97,7 +102,13 @@ pub fn idle_deadline(now: u64, opened_at: u64, settings: &PoolSettings, hint: Ke
 
 /// Whether a connection that just finished an exchange cleanly may go back to the pool, and if
 /// not, why. `served` counts the exchanges it has carried, this one included.
-pub fn retire_reason(now: u64, opened_at: u64, served: u64, settings: &PoolSettings, hint: KeepAliveHint) -> Option<CloseReason> {
+pub fn retire_reason(
+    now: u64,
+    opened_at: u64,
+    served: u64,
+    settings: &PoolSettings,
+    hint: KeepAliveHint,
+) -> Option<CloseReason> {
     if settings.size == 0 {
         return Some(CloseReason::NotReusable);
     }
@@ -108,7 +119,10 @@ pub fn retire_reason(now: u64, opened_at: u64, served: u64, settings: &PoolSetti
     if max > 0 && served >= max {
         return Some(CloseReason::MaxRequests);
     }
-    if hint.timeout_secs.is_some_and(|t| u64::from(t) * 1_000 <= HINT_MARGIN_MS) {
+    if hint
+        .timeout_secs
+        .is_some_and(|t| u64::from(t) * 1_000 <= HINT_MARGIN_MS)
+    {
         // The upstream will close it before we could safely reuse it.
         return Some(CloseReason::IdleTimeout);
     }
@@ -140,7 +154,11 @@ impl NodePool {
     /// makes more than `size` idle, the least recently used one, which the caller closes.
     pub fn put_idle(&mut self, conn: usize, size: usize) -> (Handle, Option<usize>) {
         let h = self.idle.push_front(conn);
-        let evicted = if self.idle.len() > size { self.idle.pop_back() } else { None };
+        let evicted = if self.idle.len() > size {
+            self.idle.pop_back()
+        } else {
+            None
+        };
         (h, evicted)
     }
 
@@ -228,7 +246,10 @@ impl NodeBudget {
     }
 
     pub fn new(cores: usize) -> NodeBudget {
-        NodeBudget { waiting: (0..cores).map(|_| AtomicU32::new(0)).collect(), ..NodeBudget::default() }
+        NodeBudget {
+            waiting: (0..cores).map(|_| AtomicU32::new(0)).collect(),
+            ..NodeBudget::default()
+        }
     }
 
     pub fn add_waiter(&self, core: usize) {
@@ -247,12 +268,18 @@ impl NodeBudget {
     /// `me` so that hand-overs spread across cores.
     pub fn waiting_core(&self, me: usize) -> Option<usize> {
         let n = self.waiting.len();
-        (1..n).map(|i| (me + i) % n).find(|&c| self.waiting[c].load(Ordering::Acquire) > 0)
+        (1..n)
+            .map(|i| (me + i) % n)
+            .find(|&c| self.waiting[c].load(Ordering::Acquire) > 0)
     }
 }
 
 fn bump_below(counter: &AtomicU32, max: u32) -> bool {
-    counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -273,10 +300,23 @@ mod tests {
     fn idle_deadline_takes_the_earliest_limit() {
         let s = settings(32, 1000, 60, 3600);
         let none = KeepAliveHint::default();
-        assert_eq!(idle_deadline(1_000, 0, &s, none), (61_000, CloseReason::IdleTimeout));
-        let hint = KeepAliveHint { timeout_secs: Some(5), max: None };
-        assert_eq!(idle_deadline(1_000, 0, &s, hint), (5_000, CloseReason::IdleTimeout), "5 s hint less 1 s margin");
-        assert_eq!(idle_deadline(3_599_000, 0, &s, none), (3_600_000, CloseReason::Lifetime));
+        assert_eq!(
+            idle_deadline(1_000, 0, &s, none),
+            (61_000, CloseReason::IdleTimeout)
+        );
+        let hint = KeepAliveHint {
+            timeout_secs: Some(5),
+            max: None,
+        };
+        assert_eq!(
+            idle_deadline(1_000, 0, &s, hint),
+            (5_000, CloseReason::IdleTimeout),
+            "5 s hint less 1 s margin"
+        );
+        assert_eq!(
+            idle_deadline(3_599_000, 0, &s, none),
+            (3_600_000, CloseReason::Lifetime)
+        );
     }
 
     #[test]
@@ -284,13 +324,36 @@ mod tests {
         let s = settings(32, 3, 60, 10);
         let none = KeepAliveHint::default();
         assert_eq!(retire_reason(0, 0, 1, &s, none), None);
-        assert_eq!(retire_reason(0, 0, 3, &s, none), Some(CloseReason::MaxRequests));
-        let max2 = KeepAliveHint { timeout_secs: None, max: Some(2) };
-        assert_eq!(retire_reason(0, 0, 2, &s, max2), Some(CloseReason::MaxRequests), "upstream max=2 wins over requests=3");
-        assert_eq!(retire_reason(10_000, 0, 1, &s, none), Some(CloseReason::Lifetime));
-        assert_eq!(retire_reason(0, 0, 1, &settings(0, 3, 60, 10), none), Some(CloseReason::NotReusable));
-        let t1 = KeepAliveHint { timeout_secs: Some(1), max: None };
-        assert_eq!(retire_reason(0, 0, 1, &s, t1), Some(CloseReason::IdleTimeout), "1 s hint leaves no safe reuse window");
+        assert_eq!(
+            retire_reason(0, 0, 3, &s, none),
+            Some(CloseReason::MaxRequests)
+        );
+        let max2 = KeepAliveHint {
+            timeout_secs: None,
+            max: Some(2),
+        };
+        assert_eq!(
+            retire_reason(0, 0, 2, &s, max2),
+            Some(CloseReason::MaxRequests),
+            "upstream max=2 wins over requests=3"
+        );
+        assert_eq!(
+            retire_reason(10_000, 0, 1, &s, none),
+            Some(CloseReason::Lifetime)
+        );
+        assert_eq!(
+            retire_reason(0, 0, 1, &settings(0, 3, 60, 10), none),
+            Some(CloseReason::NotReusable)
+        );
+        let t1 = KeepAliveHint {
+            timeout_secs: Some(1),
+            max: None,
+        };
+        assert_eq!(
+            retire_reason(0, 0, 1, &s, t1),
+            Some(CloseReason::IdleTimeout),
+            "1 s hint leaves no safe reuse window"
+        );
     }
 
     #[test]

@@ -153,7 +153,10 @@ impl Hearth {
     pub fn start(toml: &str) -> Hearth {
         let config = ConfigFile::new(toml);
         let mut command = Command::new(hearth_bin());
-        command.arg("-c").arg(config.path()).env("RUST_LOG", std::env::var("HEARTH_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        command.arg("-c").arg(config.path()).env(
+            "RUST_LOG",
+            std::env::var("HEARTH_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         Hearth::launch(command, config, toml)
     }
 
