@@ -57,6 +57,14 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// In order of appearance in the file.
     pub routes: Vec<Route>,
+    /// The admin listener (`/metrics`), off unless configured.
+    pub admin: Option<Admin>,
+}
+
+/// `[admin]`: an HTTP listener for operators, served by its own thread, never by a core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub addr: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,6 +419,13 @@ struct RawConfig {
     client: Option<RawClient>,
     upstreams: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawUpstream>>>>,
     routes: Option<Spanned<Vec<RawRoute>>>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    addr: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -781,6 +796,19 @@ impl Builder<'_> {
             upstreams.push(self.upstream(name.into_inner(), raw.into_inner())?);
         }
         let routes = self.routes(raw.routes, &upstreams)?;
+        let admin = match raw.admin {
+            None => None,
+            Some(a) => {
+                let text = a.addr.get_ref();
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    self.locator.error(
+                        Some(a.addr.span()),
+                        format!("expected an IP address and port such as \"127.0.0.1:9180\", found {text:?}"),
+                    )
+                })?;
+                Some(Admin { addr })
+            }
+        };
         Ok(Config {
             workers,
             pin_cores: raw.pin_cores.unwrap_or(false),
@@ -788,6 +816,7 @@ impl Builder<'_> {
             client,
             upstreams,
             routes,
+            admin,
         })
     }
 

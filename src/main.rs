@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         }
     };
     let workers = cfg.workers;
+    let admin = cfg.admin.clone();
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -49,6 +50,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(admin) = &admin {
+        if let Err(e) = hearth::admin::start(admin.addr, server.stats_handle()) {
+            eprintln!("hearth: {e}");
+            server.shutdown(std::time::Duration::ZERO);
+            let _ = server.join();
+            return ExitCode::from(1);
+        }
+    }
     info!(
         "hearth {} started with {workers} worker(s)",
         env!("CARGO_PKG_VERSION")

@@ -497,3 +497,77 @@ fn two_workers_serve_many_connections() {
         "requests that reached the upstream"
     );
 }
+
+/// Reads one counter from hearth's `/metrics` text; the series is matched by its full name
+/// with labels, as Prometheus prints it.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("series {series} not in /metrics:\n{text}"))
+}
+
+fn admin_addr(h: &Hearth) -> SocketAddr {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(a) = h
+            .logs()
+            .iter()
+            .find(|l| l.contains("admin listening on "))
+            .and_then(|l| parse_listening(l))
+        {
+            return a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hearth never logged its admin address"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// The per-core counters, summed on demand through /metrics, account for a known sequence
+// exactly: a connect, a reuse that finds the connection dead, its replay on a second connect.
+#[test]
+fn metrics_count_connects_reuses_and_replays_exactly() {
+    let mock = racing_mock();
+    let h = conf(&[mock.addr()]).admin().start();
+    let mut c = h.client();
+    assert_eq!(c.get("/warm").status, 200, "warming request");
+    assert_eq!(c.get("/x").status, 200, "replayed GET");
+    let text = Client::connect(admin_addr(&h)).get("/metrics").text();
+    let node = format!("{{upstream=\"backend\",node=\"{}\"}}", mock.addr());
+    assert_eq!(
+        metric(&text, &format!("hearth_upstream_requests_total{node}")),
+        2,
+        "requests"
+    );
+    assert_eq!(
+        metric(&text, &format!("hearth_upstream_connects_total{node}")),
+        2,
+        "connects"
+    );
+    assert_eq!(
+        metric(&text, &format!("hearth_upstream_reuses_total{node}")),
+        1,
+        "reuses"
+    );
+    assert_eq!(
+        metric(&text, &format!("hearth_upstream_replays_total{node}")),
+        1,
+        "replays"
+    );
+    let stale = format!(
+        "hearth_upstream_closes_total{{upstream=\"backend\",node=\"{}\",reason=\"stale\"}}",
+        mock.addr()
+    );
+    assert_eq!(
+        metric(&text, &stale),
+        1,
+        "the dead reused connection is counted as stale"
+    );
+    assert_eq!(
+        metric(&text, &format!("hearth_upstream_idle_connections{node}")),
+        1,
+        "idle now"
+    );
+}

@@ -200,7 +200,7 @@ struct Tunnel {
 enum Phase {
     /// Waiting for (the rest of) a request head; the keep-alive idle state between requests.
     Head,
-    Exchange(Box<Exchange>),
+    Exchange(Exchange),
     Tunnel(Tunnel),
     /// Writing what is left in `wbuf`, then closing.
     Closing,
@@ -838,7 +838,7 @@ impl Core {
                 BodyIn::Chunked(ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES))
             }
         };
-        let ex = Box::new(Exchange {
+        let ex = Exchange {
             node,
             up: None,
             reused: false,
@@ -863,13 +863,13 @@ impl Core {
             hint: KeepAliveHint::default(),
             queued_at: self.now,
             up_progress: self.now,
-        });
+        };
         self.start_exchange(cid, ex, false)
     }
 
     /// Finds a connection for the exchange: an idle one (unless `fresh`), a new one, or a place in
     /// the node's queue.
-    fn start_exchange(&mut self, cid: usize, mut ex: Box<Exchange>, fresh: bool) -> (Phase, Step) {
+    fn start_exchange(&mut self, cid: usize, mut ex: Exchange, fresh: bool) -> (Phase, Step) {
         let node = ex.node;
         if !fresh {
             if let Some(uid) = self.checkout_idle(node) {
@@ -998,7 +998,7 @@ impl Core {
         Ok(uid)
     }
 
-    fn step_exchange(&mut self, cid: usize, mut ex: Box<Exchange>) -> (Phase, Step) {
+    fn step_exchange(&mut self, cid: usize, mut ex: Exchange) -> (Phase, Step) {
         let mut progress = match self.flush_client(cid) {
             Ok(p) => p,
             Err(()) => return self.fail(cid, ex, Fault::ClientGone),
@@ -1351,12 +1351,7 @@ impl Core {
 
     /// Ends an exchange whose response is complete: the upstream connection goes back to the
     /// pool (or to a waiter) if it may, and the client reads its next request or closes.
-    fn finish_exchange(
-        &mut self,
-        cid: usize,
-        mut ex: Box<Exchange>,
-        req_done: bool,
-    ) -> (Phase, Step) {
+    fn finish_exchange(&mut self, cid: usize, mut ex: Exchange, req_done: bool) -> (Phase, Step) {
         let uid = ex.up.take().expect("finished exchange had an upstream");
         let leftover = ex.from_up.as_ref().is_some_and(|b| !b.is_empty());
         let reusable = ex.up_reusable && !ex.up_dirty && !leftover && !ex.up_eof && req_done;
@@ -1385,7 +1380,7 @@ impl Core {
     }
 
     /// Handles a failed exchange: replay, a canned answer, or cutting the connection.
-    fn fail(&mut self, cid: usize, mut ex: Box<Exchange>, f: Fault) -> (Phase, Step) {
+    fn fail(&mut self, cid: usize, mut ex: Exchange, f: Fault) -> (Phase, Step) {
         let node = ex.node;
         if ex.up.is_none() {
             // Queued: forget the waiter.
@@ -2051,4 +2046,17 @@ enum ConnectError {
     /// A cap on connections or connects in flight is reached.
     Budget,
     Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle keep-alive client must stay small: the 1 KiB-per-idle-connection budget covers
+    /// this struct, its slab slot and the kernel's share of nothing else (buffers are returned).
+    #[test]
+    fn idle_client_state_is_small() {
+        let size = mem::size_of::<Option<Client>>();
+        assert!(size <= 512, "Client slot is {size} bytes");
+    }
 }

@@ -104,6 +104,28 @@ impl Server {
         &self.addrs
     }
 
+    /// A handle that gathers counters from the cores; cheap to clone, usable from any thread.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Asks every core to stop (finishing requests in flight for up to `grace`).
+    pub fn shutdown(&self, grace: Duration) {
+        for p in &self.shared.peers {
+            let _ = p.send(Control::Shutdown { grace });
+        }
+    }
+}
+
+/// Reads the cores' counters by message (see `metrics`).
+#[derive(Clone)]
+pub struct StatsHandle {
+    shared: Arc<Shared>,
+}
+
+impl StatsHandle {
     /// Counters summed over every core, asked of each core by message.
     pub fn stats(&self) -> Counters {
         let mut total = Counters::with_nodes(self.shared.nodes.len());
@@ -124,14 +146,9 @@ impl Server {
     pub fn metrics_text(&self) -> String {
         self.stats().render(&self.shared.node_labels())
     }
+}
 
-    /// Asks every core to stop (finishing requests in flight for up to `grace`).
-    pub fn shutdown(&self, grace: Duration) {
-        for p in &self.shared.peers {
-            let _ = p.send(Control::Shutdown { grace });
-        }
-    }
-
+impl Server {
     /// Waits for every core to stop. Err names the first core that failed.
     pub fn join(self) -> io::Result<()> {
         let mut result = Ok(());

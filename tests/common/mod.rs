@@ -376,6 +376,7 @@ pub struct Conf {
     client: Vec<String>,
     upstream: Vec<String>,
     routes: Option<String>,
+    admin: bool,
 }
 
 /// A config proxying everything to `nodes`, each with weight 1.
@@ -386,10 +387,17 @@ pub fn conf(nodes: &[SocketAddr]) -> Conf {
         client: Vec::new(),
         upstream: Vec::new(),
         routes: None,
+        admin: false,
     }
 }
 
 impl Conf {
+    /// Adds `[admin]` on 127.0.0.1:0 (its address is logged as `admin listening on ...`).
+    pub fn admin(mut self) -> Conf {
+        self.admin = true;
+        self
+    }
+
     pub fn workers(mut self, n: usize) -> Conf {
         self.workers = n;
         self
@@ -444,6 +452,9 @@ impl Conf {
         match &self.routes {
             Some(r) => t.push_str(r),
             None => t.push_str("[[routes]]\nuris = [\"/*\"]\nupstream = \"backend\"\n"),
+        }
+        if self.admin {
+            t.push_str("\n[admin]\naddr = \"127.0.0.1:0\"\n");
         }
         t
     }
