@@ -571,3 +571,72 @@ fn metrics_count_connects_reuses_and_replays_exactly() {
         "idle now"
     );
 }
+
+// `max_connecting = 1`: a burst of requests on a cold pool queues behind one connect at a time
+// instead of opening one connection each at once, and every request is still served.
+#[test]
+fn max_connecting_queues_a_burst_behind_one_connect() {
+    let mock = MockUpstream::start(|req, _| {
+        Reply::ok(req.target.as_bytes()).after(Duration::from_millis(50))
+    });
+    let h = conf(&[mock.addr()])
+        .admin()
+        .upstream("max_connecting = 1")
+        .upstream("queue = { size = 64, timeout = \"5s\" }")
+        .start();
+    concurrent_gets(h.addr(), 8, "burst");
+    let text = Client::connect(admin_addr(&h)).get("/metrics").text();
+    let node = format!("{{upstream=\"backend\",node=\"{}\"}}", mock.addr());
+    assert!(
+        metric(&text, &format!("hearth_upstream_queued_total{node}")) > 0,
+        "no request waited for the connect cap:\n{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("hearth_upstream_queue_timeouts_total{node}")
+        ),
+        0,
+        "a queued request timed out"
+    );
+    assert_eq!(mock.request_count(), 8, "requests served");
+}
+
+// pass_host: "node" sends the node's address as Host, "rewrite" sends upstream_host; the
+// client's Host still reaches the upstream as X-Forwarded-Host.
+#[test]
+fn pass_host_node_and_rewrite_set_the_upstream_host() {
+    let mock = MockUpstream::echo_target();
+    let node = conf(&[mock.addr()])
+        .upstream("pass_host = \"node\"")
+        .start();
+    assert_eq!(node.client().get("/n").status, 200);
+    let rewrite = conf(&[mock.addr()])
+        .upstream("pass_host = \"rewrite\"")
+        .upstream("upstream_host = \"api.internal\"")
+        .start();
+    assert_eq!(rewrite.client().get("/r").status, 200);
+    let n = &mock.requests_to("/n")[0];
+    let r = &mock.requests_to("/r")[0];
+    let host = |rec: &common::Recorded| {
+        rec.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(host(n), Some(mock.addr().to_string()), "pass_host = node");
+    assert_eq!(
+        host(r),
+        Some("api.internal".to_string()),
+        "pass_host = rewrite"
+    );
+    let xfh = r
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-host"))
+        .map(|(_, v)| v.clone());
+    assert!(
+        xfh.is_some_and(|v| v != "api.internal"),
+        "X-Forwarded-Host should carry the client's Host"
+    );
+}
