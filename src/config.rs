@@ -51,6 +51,9 @@ pub struct Config {
     pub workers: usize,
     /// Pin each worker to one CPU.
     pub pin_cores: bool,
+    /// Client connections per process; at the cap accepting pauses until the count falls below
+    /// 90% of it. 0 means unlimited.
+    pub max_client_connections: usize,
     pub listen: Vec<Listen>,
     pub client: ClientSettings,
     /// In order of appearance in the file; the index is the upstream id routes refer to.
@@ -89,8 +92,6 @@ pub struct ClientSettings {
     pub max_head_bytes: usize,
     /// Largest request body, in bytes; 0 means unlimited.
     pub max_body_bytes: u64,
-    /// Client connections per process; 0 means unlimited.
-    pub max_connections: usize,
 }
 
 impl Default for ClientSettings {
@@ -103,7 +104,6 @@ impl Default for ClientSettings {
             max_requests: 1000,
             max_head_bytes: 16 * 1024,
             max_body_bytes: 0,
-            max_connections: 0,
         }
     }
 }
@@ -415,6 +415,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 struct RawConfig {
     workers: Option<Spanned<Count<usize>>>,
     pin_cores: Option<bool>,
+    max_client_connections: Option<Count<usize>>,
     listen: Option<Spanned<Vec<RawListen>>>,
     client: Option<RawClient>,
     upstreams: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawUpstream>>>>,
@@ -444,7 +445,6 @@ struct RawClient {
     max_requests: Option<Count<u64>>,
     max_head_bytes: Option<Spanned<RawSize>>,
     max_body_bytes: Option<RawSize>,
-    max_connections: Option<Count<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -812,6 +812,7 @@ impl Builder<'_> {
         Ok(Config {
             workers,
             pin_cores: raw.pin_cores.unwrap_or(false),
+            max_client_connections: raw.max_client_connections.map_or(0, |c| c.0),
             listen,
             client,
             upstreams,
@@ -874,7 +875,6 @@ impl Builder<'_> {
             max_requests: raw.max_requests.map_or(d.max_requests, |c| c.0),
             max_head_bytes,
             max_body_bytes: raw.max_body_bytes.map_or(d.max_body_bytes, |s| s.0),
-            max_connections: raw.max_connections.map_or(d.max_connections, |c| c.0),
         })
     }
 
@@ -1260,6 +1260,7 @@ upstream = "u"
         let text = r#"
 workers = 3
 pin_cores = true
+max_client_connections = 9
 [[listen]]
 addr = "127.0.0.1:8080"
 [[listen]]
@@ -1272,7 +1273,6 @@ send_timeout = "1h"
 max_requests = 7
 max_head_bytes = "32k"
 max_body_bytes = "1g"
-max_connections = 9
 [upstreams.zeta]
 nodes = { "127.0.0.1:9002" = 2, "127.0.0.1:9001" = 1 }
 scheme = "http"
@@ -1308,9 +1308,9 @@ upstream = "zeta"
                 max_requests: 7,
                 max_head_bytes: 32 * 1024,
                 max_body_bytes: 1 << 30,
-                max_connections: 9,
             }
         );
+        assert_eq!(c.max_client_connections, 9);
         // Order of appearance, not alphabetical: routes refer to upstreams by this index.
         assert_eq!(c.upstreams[0].name, "zeta");
         assert_eq!(c.upstreams[1].name, "alpha");

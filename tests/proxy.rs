@@ -990,3 +990,63 @@ fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
         .unwrap_or_else(|| panic!("hearth still running 5 s after SIGTERM"));
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
+
+// Issue 3: an interim response followed by nothing is a 502, not a hang and not a cut
+// connection: the 100 does not commit hearth to the exchange (RFC 9110 §15.2).
+#[test]
+fn interim_response_then_upstream_close_gets_502() {
+    let mock = MockUpstream::start(|_, _| Reply::raw("HTTP/1.1 100 Continue\r\n\r\n").then_close());
+    let h = conf(&[mock.addr()]).start();
+    let mut c = h.client();
+    c.send(&get("/silent"));
+    let interim = c.read_response();
+    assert_eq!(interim.status, 100, "the interim response is relayed");
+    assert_eq!(
+        c.read_response().status,
+        502,
+        "a final 502 follows when the upstream goes away"
+    );
+}
+
+// Issue 3: at `max_client_connections` hearth stops accepting instead of failing anyone; the
+// waiting connection is served once the count falls below 90% of the cap.
+#[test]
+fn client_connection_cap_pauses_accepting_and_resumes() {
+    let mock = MockUpstream::echo_target();
+    let toml = conf(&[mock.addr()]).toml().replacen(
+        "workers = 1",
+        "workers = 1\nmax_client_connections = 4",
+        1,
+    );
+    let h = Hearth::start(&toml);
+    let mut held: Vec<Client> = (0..4).map(|_| h.client()).collect();
+    for (i, c) in held.iter_mut().enumerate() {
+        assert_eq!(
+            c.get(&format!("/held/{i}")).status,
+            200,
+            "connection {i} under the cap"
+        );
+    }
+    // The fifth connection completes in the kernel's backlog but is not accepted.
+    let mut extra = h.client();
+    extra.send(&get("/extra"));
+    assert!(
+        !extra.wait_readable(Duration::from_millis(400)),
+        "a connection past the cap was served"
+    );
+    // Connections already open keep working at the cap.
+    assert_eq!(
+        held[0].get("/still").status,
+        200,
+        "request on an open connection at the cap"
+    );
+    // 4 -> 3 open is below 90% of 4: accepting resumes and the waiting request is answered.
+    drop(held.pop());
+    extra.set_timeout(Duration::from_secs(3));
+    let r = extra.read_response();
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "/extra".to_string()),
+        "the waiting connection after resuming"
+    );
+}

@@ -16,6 +16,7 @@
 use std::io::{self, Read, Write};
 use std::mem;
 use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,8 @@ const MAX_TRAILER_BYTES: usize = 16_384;
 const MAX_BUFFERS: usize = 65_536;
 /// After EMFILE/ENFILE, accepting pauses this long instead of spinning.
 const ACCEPT_PAUSE_MS: u64 = 100;
+/// At `max_client_connections`, how often a paused core looks whether it may accept again.
+const CAP_RECHECK_MS: u64 = 50;
 
 fn client_token(i: usize) -> Token {
     Token(CONN_BASE + 2 * i)
@@ -79,6 +82,9 @@ pub struct Shared {
     pub node_base: Vec<usize>,
     pub budgets: Vec<NodeBudget>,
     pub peers: Vec<Peer>,
+    /// Client connections open in the process, for `max_client_connections`. Touched once per
+    /// connection accepted or closed, never per request; untouched when there is no cap.
+    pub clients_open: AtomicUsize,
 }
 
 impl Shared {
@@ -104,6 +110,7 @@ impl Shared {
             node_base,
             budgets,
             peers,
+            clients_open: AtomicUsize::new(0),
         }
     }
 
@@ -431,8 +438,12 @@ impl Core {
             self.run_pending();
             if self.accept_paused_until != 0 && self.now >= self.accept_paused_until {
                 self.accept_paused_until = 0;
-                for i in 0..self.listeners.len() {
-                    self.accept(i);
+                if self.below_resume_mark() {
+                    for i in 0..self.listeners.len() {
+                        self.accept(i);
+                    }
+                } else {
+                    self.accept_paused_until = self.now + CAP_RECHECK_MS;
                 }
             }
             if let Some(at) = self.shutdown_at {
@@ -579,11 +590,27 @@ impl Core {
         if self.shutdown_at.is_some() || self.accept_paused_until != 0 {
             return;
         }
+        let cap = self.shared.cfg.max_client_connections;
         loop {
             let Some(l) = self.listeners.get(li) else {
                 return;
             };
-            match l.accept() {
+            if cap > 0 && !self.reserve_client_slot(cap) {
+                // Leave new connections in the backlog rather than failing requests in flight.
+                if self.accept_paused_until == 0 {
+                    debug!(
+                        "core {}: {cap} client connections open, pausing accepts",
+                        self.id
+                    );
+                }
+                self.accept_paused_until = self.now + CAP_RECHECK_MS;
+                return;
+            }
+            let accepted = l.accept();
+            if cap > 0 && accepted.is_err() {
+                self.shared.clients_open.fetch_sub(1, Ordering::AcqRel);
+            }
+            match accepted {
                 Ok((mut sock, peer)) => {
                     let _ = sock.set_nodelay(true);
                     let cid = self.clients.vacant_key();
@@ -593,6 +620,9 @@ impl Core {
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
                         warn!("registering a client failed: {e}");
+                        if cap > 0 {
+                            self.shared.clients_open.fetch_sub(1, Ordering::AcqRel);
+                        }
                         continue;
                     }
                     self.counters.accepted += 1;
@@ -1279,7 +1309,9 @@ impl Core {
                             return Ok(None); // wait for the client to drain
                         }
                         w.push(&self.out);
-                        ex.answered = true;
+                        // An interim response does not commit us: a final 502 may still follow
+                        // it if the upstream goes silent (RFC 9110 §15.2).
+                        ex.answered |= !interim;
                     }
                     from.consume(h.head_len);
                     if interim {
@@ -1559,10 +1591,30 @@ impl Core {
         (Phase::Closing, Step::Closed)
     }
 
+    /// Counts one more client connection against the process cap; false at the cap.
+    fn reserve_client_slot(&self, cap: usize) -> bool {
+        self.shared
+            .clients_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Accepting resumes only below 90% of `max_client_connections`, so a process at its cap
+    /// does not flap between accepting one connection and pausing.
+    fn below_resume_mark(&self) -> bool {
+        let cap = self.shared.cfg.max_client_connections;
+        cap == 0 || self.shared.clients_open.load(Ordering::Acquire) < cap - cap / 10
+    }
+
     fn close_client(&mut self, cid: usize) {
         let Some(mut c) = self.clients.remove(cid) else {
             return;
         };
+        if self.shared.cfg.max_client_connections > 0 {
+            self.shared.clients_open.fetch_sub(1, Ordering::AcqRel);
+        }
         self.bufs.release(&mut c.rbuf);
         self.bufs.release(&mut c.wbuf);
         match mem::replace(&mut c.phase, Phase::Closing) {
