@@ -1562,6 +1562,11 @@ impl Core {
         if c.wbuf.as_ref().is_some_and(|w| !w.is_empty()) {
             return (Phase::Closing, Step::Wait);
         }
+        if c.eof {
+            // The client already closed its side: nothing to linger for.
+            self.close_client(cid);
+            return (Phase::Closing, Step::Closed);
+        }
         let _ = c.sock.shutdown(Shutdown::Write);
         c.last_write = self.now;
         (Phase::Lingering, Step::Continue)
@@ -1633,7 +1638,7 @@ impl Core {
             }
             _ => {}
         }
-        let _ = self.poll.registry().deregister(&mut c.sock);
+        // Dropping the socket closes it, which also takes it out of epoll: no epoll_ctl needed.
     }
 
     // ---------------------------------------------------------------- upstream connections
@@ -1895,7 +1900,7 @@ impl Core {
     }
 
     fn close_up(&mut self, uid: usize, why: CloseReason) {
-        let Some(mut u) = self.ups.remove(uid) else {
+        let Some(u) = self.ups.remove(uid) else {
             return;
         };
         let node = u.node;
@@ -1909,7 +1914,8 @@ impl Core {
         }
         self.pools[node].open -= 1;
         self.counters.nodes[node].closed(why);
-        let _ = self.poll.registry().deregister(&mut u.sock);
+        // Closing the socket removes it from epoll; it is dropped here, before the budget below
+        // lets another core connect in its place.
         drop(u);
         if up_cfg.max_connections > 0 || up_cfg.max_connecting > 0 {
             self.shared.budgets[node].closed(up_cfg.max_connections);
