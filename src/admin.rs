@@ -1,7 +1,8 @@
 //! The admin listener: a small blocking HTTP/1.1 server on its own thread, for operators.
 //!
 //! It never runs on a core. `GET /metrics` asks every core for its counters by control message
-//! and answers with their sum in Prometheus text format. One request per connection keeps it
+//! and answers with their sum in Prometheus text format; `POST /reload` re-reads the
+//! configuration file and, if it is valid, applies it as SIGHUP does. One request per connection keeps it
 //! simple; it is for scrapers and people, not for load.
 
 use std::io::{self, Read, Write};
@@ -11,13 +12,20 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 
-use crate::runtime::server::StatsHandle;
+use crate::runtime::server::Handle;
 
 const MAX_REQUEST_BYTES: usize = 8_192;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Re-reads and validates the configuration file, then applies it; Err says why nothing changed.
+pub type ReloadFn = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Binds `addr` and serves it on a new thread for the life of the process.
-pub fn start(addr: SocketAddr, stats: StatsHandle) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+pub fn start(
+    addr: SocketAddr,
+    stats: Handle,
+    reload: ReloadFn,
+) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     if !addr.ip().is_loopback() {
         warn!(
             "admin listener on {addr} is reachable from other hosts; it has no authentication yet"
@@ -37,7 +45,7 @@ pub fn start(addr: SocketAddr, stats: StatsHandle) -> io::Result<(SocketAddr, Jo
             for conn in listener.incoming() {
                 match conn {
                     Ok(s) => {
-                        if let Err(e) = serve(s, &stats) {
+                        if let Err(e) = serve(s, &stats, &reload) {
                             debug!("admin connection: {e}");
                         }
                     }
@@ -51,7 +59,7 @@ pub fn start(addr: SocketAddr, stats: StatsHandle) -> io::Result<(SocketAddr, Jo
     Ok((bound, handle))
 }
 
-fn serve(mut s: TcpStream, stats: &StatsHandle) -> io::Result<()> {
+fn serve(mut s: TcpStream, stats: &Handle, reload: &ReloadFn) -> io::Result<()> {
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut buf = vec![0u8; MAX_REQUEST_BYTES];
@@ -83,6 +91,15 @@ fn serve(mut s: TcpStream, stats: &StatsHandle) -> io::Result<()> {
             "text/plain; version=0.0.4",
             &stats.metrics_text(),
         ),
+        ("POST", "/reload") => match reload() {
+            Ok(()) => respond(&mut s, "200 OK", "text/plain", "reloaded\n"),
+            Err(e) => respond(
+                &mut s,
+                "400 Bad Request",
+                "text/plain",
+                &format!("not reloaded: {e}\n"),
+            ),
+        },
         ("GET", _) => respond(
             &mut s,
             "404 Not Found",

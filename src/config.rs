@@ -135,7 +135,7 @@ pub struct Node {
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, Default)]
 pub enum Scheme {
     #[default]
     Http,
@@ -174,7 +174,7 @@ impl Default for UpstreamTimeouts {
 
 /// Keep-alive pool limits. The defaults follow APISIX (`size`, `requests`, `idle_timeout`) and
 /// nginx (`max_lifetime`, its `keepalive_time`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSettings {
     /// Idle connections kept per pool.
     pub size: usize,

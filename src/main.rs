@@ -1,23 +1,47 @@
 //! The `hearth` binary: parse arguments, set up logging, load the configuration, run the cores
-//! until SIGTERM or SIGINT, then drain and exit.
+//! until SIGTERM or SIGINT (reloading on SIGHUP), then drain and exit.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use log::{error, info, warn};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use hearth::cli::Cli;
 use hearth::config::Config;
-use hearth::runtime::server::SHUTDOWN_GRACE;
+use hearth::runtime::server::{Handle, SHUTDOWN_GRACE};
 use hearth::runtime::Server;
+
+/// Loads and validates `path`; logs its warnings.
+fn load(path: &Path) -> Result<Config, String> {
+    let (cfg, warnings) = Config::load(path).map_err(|e| e.to_string())?;
+    for w in &warnings {
+        warn!("{w}");
+    }
+    Ok(cfg)
+}
+
+/// Re-reads the file and applies it only if it is valid in full; a bad file changes nothing.
+fn reload(path: &Path, handle: &Handle) -> Result<(), String> {
+    match load(path) {
+        Ok(cfg) => {
+            handle.reload(cfg);
+            Ok(())
+        }
+        Err(e) => {
+            error!("reload refused, the running configuration stays: {e}");
+            Err(e)
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
-    let (cfg, warnings) = match Config::load(&cli.config) {
+    let cfg = match load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             error!("{e}");
@@ -25,16 +49,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for w in &warnings {
-        warn!("{w}");
-    }
     if cli.check {
         println!("{}: ok", cli.config.display());
         return ExitCode::SUCCESS;
     }
 
     // Register before the cores start so an early signal is not lost.
-    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("hearth: cannot install signal handlers: {e}");
@@ -51,7 +72,9 @@ fn main() -> ExitCode {
         }
     };
     if let Some(admin) = &admin {
-        if let Err(e) = hearth::admin::start(admin.addr, server.stats_handle()) {
+        let (path, handle): (PathBuf, Handle) = (cli.config.clone(), server.handle());
+        let reload_fn: hearth::admin::ReloadFn = Box::new(move || reload(&path, &handle));
+        if let Err(e) = hearth::admin::start(admin.addr, server.handle(), reload_fn) {
             eprintln!("hearth: {e}");
             server.shutdown(std::time::Duration::ZERO);
             let _ = server.join();
@@ -63,16 +86,22 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION")
     );
 
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            info!("SIGHUP: reloading {}", cli.config.display());
+            let _ = reload(&cli.config, &server.handle());
+            continue;
+        }
         info!(
             "signal {sig}: finishing requests in flight (up to {} s), then exiting",
             SHUTDOWN_GRACE.as_secs()
         );
+        break;
     }
     server.shutdown(SHUTDOWN_GRACE);
-    // A second signal stops at once.
+    // A second stop signal exits at once.
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        if signals.forever().any(|s| s != SIGHUP) {
             std::process::exit(130);
         }
     });

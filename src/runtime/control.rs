@@ -8,7 +8,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use log::warn;
 
 use crate::metrics::Counters;
-use crate::upstream::pool::KeepAliveHint;
+use crate::runtime::generation::Shared;
+use crate::upstream::pool::{KeepAliveHint, NodeBudget};
 
 pub const CHANNEL_CAPACITY: usize = 1024;
 
@@ -22,15 +23,24 @@ pub enum Control {
     ShedIdle { node: usize, from: usize },
     /// Budget for this node was freed: retry the requests waiting for it.
     Freed(usize),
-    /// A live, idle upstream connection handed over by another core, for its waiters. The
-    /// connection keeps its place in the node's budget.
-    Adopt {
-        node: usize,
-        sock: mio::net::TcpStream,
-        age_ms: u64,
-        served: u64,
-        hint: KeepAliveHint,
-    },
+    /// A live, idle upstream connection handed over by another core for its waiters.
+    Adopt(Box<Handover>),
+    /// A new configuration generation, already validated.
+    Reload(Arc<Shared>),
+}
+
+/// An upstream connection moving between cores. It keeps its place in the node's budget.
+#[derive(Debug)]
+pub struct Handover {
+    pub node: usize,
+    pub sock: mio::net::TcpStream,
+    pub addr: std::net::SocketAddr,
+    pub age_ms: u64,
+    pub served: u64,
+    pub hint: KeepAliveHint,
+    pub budget: Arc<NodeBudget>,
+    pub max_connections: u32,
+    pub max_connecting: u32,
 }
 
 /// The sending half of a core's control path.

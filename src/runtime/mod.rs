@@ -18,6 +18,7 @@
 
 pub mod control;
 pub mod core;
+pub mod generation;
 pub mod server;
 
 pub use server::Server;

@@ -16,7 +16,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::metrics::Counters;
 use crate::runtime::control::{Control, Peer, CHANNEL_CAPACITY};
-use crate::runtime::core::{Core, Shared};
+use crate::runtime::core::Core;
+use crate::runtime::generation::Process;
 
 const LISTEN_BACKLOG: i32 = 4_096;
 /// How long in-flight requests may take to finish after a stop signal.
@@ -24,9 +25,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A running set of cores.
 pub struct Server {
-    shared: Arc<Shared>,
+    process: Arc<Process>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     addrs: Vec<SocketAddr>,
+    /// The configured listen addresses (before port 0 was resolved), to spot changes on reload.
+    listen: Vec<SocketAddr>,
 }
 
 fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -73,12 +76,15 @@ impl Server {
             receivers.push(rx);
         }
         let pin = cfg.pin_cores;
-        let shared = Arc::new(Shared::new(Arc::new(cfg), peers));
+        let listen: Vec<SocketAddr> = cfg.listen.iter().map(|l| l.addr).collect();
+        let process = Arc::new(Process::new(peers));
+        let shared = Arc::new(process.generation(Arc::new(cfg)));
         let mut threads = Vec::new();
         for (i, ((poll, listeners), rx)) in
             polls.into_iter().zip(per_core).zip(receivers).enumerate()
         {
             let shared = shared.clone();
+            let process = process.clone();
             let t = std::thread::Builder::new()
                 .name(format!("hearth-core-{i}"))
                 .spawn(move || {
@@ -87,16 +93,22 @@ impl Server {
                             warn!("core {i}: pinning to CPU {i} failed: {e}");
                         }
                     }
-                    let mut core = Core::new(i, poll, listeners, shared, rx)?;
+                    let mut core = Core::new(i, poll, listeners, shared, process, rx)?;
                     core.run()
                 })?;
             threads.push(t);
         }
         Ok(Server {
-            shared,
+            process,
             threads,
             addrs,
+            listen,
         })
+    }
+
+    /// Applies a new, already validated configuration to every core (see `Handle::reload`).
+    pub fn reload(&self, cfg: Config) {
+        self.handle().reload(cfg);
     }
 
     /// The bound address of each `[[listen]]` entry, in order.
@@ -104,36 +116,56 @@ impl Server {
         &self.addrs
     }
 
-    /// A handle that gathers counters from the cores; cheap to clone, usable from any thread.
-    pub fn stats_handle(&self) -> StatsHandle {
-        StatsHandle {
-            shared: self.shared.clone(),
+    /// A handle to the running cores (counters, reload); cheap to clone, usable from any thread.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            process: self.process.clone(),
+            listen: self.listen.clone(),
         }
     }
 
     /// Asks every core to stop (finishing requests in flight for up to `grace`).
     pub fn shutdown(&self, grace: Duration) {
-        for p in &self.shared.peers {
+        for p in &self.process.peers {
             let _ = p.send(Control::Shutdown { grace });
         }
     }
 }
 
-/// Reads the cores' counters by message (see `metrics`).
+/// Talks to the running cores by control message: counters, reload.
 #[derive(Clone)]
-pub struct StatsHandle {
-    shared: Arc<Shared>,
+pub struct Handle {
+    process: Arc<Process>,
+    listen: Vec<SocketAddr>,
 }
 
-impl StatsHandle {
+impl Handle {
+    /// Applies a new, already validated configuration to every core. Pools of nodes that stay
+    /// keep their connections; requests in flight finish on the settings they started with.
+    /// Listen addresses, `workers` and buffer sizes are fixed at start; changes to them are
+    /// reported and take a restart.
+    pub fn reload(&self, cfg: Config) {
+        let listen: Vec<SocketAddr> = cfg.listen.iter().map(|l| l.addr).collect();
+        if listen != self.listen {
+            warn!("reload: [[listen]] changes take effect only after a restart");
+        }
+        let shared = Arc::new(self.process.generation(Arc::new(cfg)));
+        for p in &self.process.peers {
+            if p.send(Control::Reload(shared.clone())).is_err() {
+                warn!("reload: a core did not take the new configuration");
+            }
+        }
+        info!("configuration reloaded");
+    }
+
     /// Counters summed over every core, asked of each core by message.
     pub fn stats(&self) -> Counters {
-        let mut total = Counters::with_nodes(self.shared.nodes.len());
-        let (tx, rx) = bounded(self.shared.peers.len());
-        for p in &self.shared.peers {
+        let mut total = Counters::default();
+        let (tx, rx) = bounded(self.process.peers.len());
+        for p in &self.process.peers {
             let _ = p.send(Control::Stats(tx.clone()));
         }
-        for _ in 0..self.shared.peers.len() {
+        for _ in 0..self.process.peers.len() {
             match rx.recv_timeout(Duration::from_secs(2)) {
                 Ok(c) => total.merge(&c),
                 Err(_) => break,
@@ -144,7 +176,7 @@ impl StatsHandle {
 
     /// Prometheus text of `stats()`.
     pub fn metrics_text(&self) -> String {
-        self.stats().render(&self.shared.node_labels())
+        self.stats().render(&self.process.labels())
     }
 }
 

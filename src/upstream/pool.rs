@@ -35,10 +35,12 @@ pub enum CloseReason {
     NotReusable,
     /// A connect or I/O error.
     Error,
+    /// A reload removed the node from every upstream.
+    Removed,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 9] = [
         CloseReason::IdleTimeout,
         CloseReason::Lifetime,
         CloseReason::MaxRequests,
@@ -47,6 +49,7 @@ impl CloseReason {
         CloseReason::Evicted,
         CloseReason::NotReusable,
         CloseReason::Error,
+        CloseReason::Removed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl CloseReason {
             CloseReason::Evicted => "evicted",
             CloseReason::NotReusable => "not_reusable",
             CloseReason::Error => "error",
+            CloseReason::Removed => "removed",
         }
     }
 
@@ -186,6 +190,11 @@ impl NodePool {
         }
         self.waiters.push_back(client);
         true
+    }
+
+    /// Puts a waiter back at the head of the queue (its turn came, but the budget did not).
+    pub fn wait_front(&mut self, client: usize) {
+        self.waiters.push_front(client);
     }
 
     pub fn next_waiter(&mut self) -> Option<usize> {

@@ -90,17 +90,21 @@ pub fn hearth_bin() -> String {
     std::env::var("HEARTH_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hearth").to_string())
 }
 
-/// Sends SIGTERM to a child that has not been reaped. The process stays a zombie until waited
+fn sigterm(child: &Child) {
+    signal(child, libc::SIGTERM);
+}
+
+/// Sends `sig` to a child that has not been reaped. The process stays a zombie until waited
 /// for, so its pid cannot have been reused by another process.
 #[allow(unsafe_code)] // the only way to send a signal with the allowed crates; see SAFETY.
-fn sigterm(child: &Child) {
+fn signal(child: &Child, sig: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(child.id()) else {
         return;
     };
     // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is our own
     // unreaped child, as argued above.
     unsafe {
-        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, sig);
     }
 }
 
@@ -261,6 +265,14 @@ impl Hearth {
         }
     }
 
+    /// Rewrites the configuration file and sends SIGHUP, asking hearth to reload it.
+    pub fn reload_with(&self, toml: &str) {
+        std::fs::write(&self._config.path, toml).expect("rewriting the config file");
+        if self.status.is_none() {
+            signal(&self.child, libc::SIGHUP);
+        }
+    }
+
     /// Waits for the process to exit; `None` if it is still running after `within`.
     pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         if self.status.is_some() {
@@ -370,6 +382,7 @@ pub fn dead_addr() -> SocketAddr {
 }
 
 /// Builder for the config TOML; by default one worker, one route `/*` to upstream `backend`.
+#[derive(Clone)]
 pub struct Conf {
     workers: usize,
     nodes: Vec<(SocketAddr, u32)>,

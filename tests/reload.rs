@@ -1,0 +1,132 @@
+//! Live reload (SIGHUP): what changes, what stays, and that a bad file changes nothing.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Polls `cond` every 10 ms until it holds or `within` passes.
+fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+// A route edit under load opens no new upstream connection to a node that stays, and no
+// request fails while the new configuration goes in.
+#[test]
+fn reload_under_load_keeps_pooled_connections_to_unchanged_nodes() {
+    let mock = MockUpstream::echo_target();
+    let base = conf(&[mock.addr()]);
+    let h = base.start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let addr = h.addr();
+    let load: Vec<_> = (0..2)
+        .map(|t| {
+            let (stop, done) = (stop.clone(), done.clone());
+            thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let path = format!("/load/{t}");
+                    let r = c.get(&path);
+                    assert_eq!((r.status, r.text()), (200, path), "request during reload");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(5), || done.load(Ordering::Relaxed)
+            > 200),
+        "load did not start"
+    );
+    let before = mock.connections();
+    // Same node, new route table and new timeouts.
+    let edited = base
+        .clone()
+        .upstream("timeout = { connect = \"2s\", send = \"30s\", read = \"30s\" }")
+        .routes("[[routes]]\nuris = [\"/load/*\", \"/other\"]\nupstream = \"backend\"\n")
+        .toml();
+    h.reload_with(&edited);
+    assert!(
+        eventually(Duration::from_secs(5), || h
+            .logs_text()
+            .contains("configuration reloaded")),
+        "hearth never reloaded"
+    );
+    let at_reload = done.load(Ordering::Relaxed);
+    assert!(
+        eventually(Duration::from_secs(5), || done.load(Ordering::Relaxed)
+            > at_reload + 200),
+        "load stalled after the reload"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().expect("a load thread failed");
+    }
+    assert_eq!(
+        mock.connections(),
+        before,
+        "the reload opened upstream connections to an unchanged node"
+    );
+    // The new route table is live: /nope no longer matches.
+    assert_eq!(
+        h.client().get("/nope").status,
+        404,
+        "old catch-all route still routes"
+    );
+}
+
+// A file that fails validation changes nothing: the old configuration keeps serving.
+#[test]
+fn broken_reload_leaves_the_old_configuration_serving() {
+    let mock = MockUpstream::echo_target();
+    let h = conf(&[mock.addr()]).start();
+    assert_eq!(h.client().get("/a").status, 200);
+    h.reload_with("[[listen]]\naddr = \"127.0.0.1:0\"\n[upstreams.backend]\nnodes = { \"127.0.0.1:1\" = 1 }\nbogus = 1\n");
+    assert!(
+        eventually(Duration::from_secs(5), || h
+            .logs_text()
+            .contains("reload refused")),
+        "the broken file was not reported"
+    );
+    let r = h.client().get("/b");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "/b".to_string()),
+        "old configuration after a broken reload"
+    );
+    assert_eq!(mock.connections(), 1, "connections after a broken reload");
+}
+
+// A node removed by a reload has its idle pooled connection closed; traffic moves to the new node.
+#[test]
+fn reload_closes_idle_connections_to_removed_nodes() {
+    let old = MockUpstream::echo_target();
+    let new = MockUpstream::echo_target();
+    let h = conf(&[old.addr()]).start();
+    assert_eq!(h.client().get("/x").status, 200);
+    assert_eq!(old.open_now(), 1, "pooled connection to the old node");
+    h.reload_with(&conf(&[new.addr()]).toml());
+    assert!(
+        eventually(Duration::from_secs(5), || old.open_now() == 0),
+        "idle connection to the removed node stayed open"
+    );
+    assert_eq!(h.client().get("/y").status, 200);
+    assert_eq!(
+        new.requests_to("/y").len(),
+        1,
+        "request after the reload went to the new node"
+    );
+}
