@@ -180,10 +180,17 @@ pub struct PoolSettings {
     pub size: usize,
     /// Requests sent on one upstream connection before it is retired.
     pub requests: u64,
-    /// An idle pooled connection older than this is closed.
+    /// An idle pooled connection older than this is closed. With `idle_auto` this is the
+    /// ceiling and the working value is learned from the upstream.
     pub idle_timeout: Duration,
+    /// `idle_timeout = "auto"`: stay under the shortest idle age at which the upstream was seen
+    /// to close a connection.
+    pub idle_auto: bool,
     /// A connection is not reused once it has been open this long.
     pub max_lifetime: Duration,
+    /// Idle connections kept open per node per core even without traffic, opened in the
+    /// background at start, after reload and after losses.
+    pub min_idle: usize,
 }
 
 impl Default for PoolSettings {
@@ -192,7 +199,9 @@ impl Default for PoolSettings {
             size: 320,
             requests: 1000,
             idle_timeout: Duration::from_secs(60),
+            idle_auto: false,
             max_lifetime: Duration::from_secs(3600),
+            min_idle: 0,
         }
     }
 }
@@ -474,6 +483,7 @@ struct RawTimeouts {
 struct RawPool {
     size: Option<Count<usize>>,
     requests: Option<Count<u64>>,
+    min_idle: Option<Count<usize>>,
     idle_timeout: Option<Spanned<RawDuration>>,
     max_lifetime: Option<Spanned<RawDuration>>,
 }
@@ -556,6 +566,8 @@ struct RawDuration {
     in_seconds: bool,
     /// Written as a TOML integer rather than a string with a unit.
     bare: bool,
+    /// The word "auto" (learn the value), accepted only where a setting says so.
+    auto: bool,
 }
 
 impl<'de> Deserialize<'de> for RawDuration {
@@ -586,6 +598,7 @@ impl Visitor<'_> for DurationVisitor {
             number: v,
             in_seconds: true,
             bare: true,
+            auto: false,
         })
     }
 
@@ -603,6 +616,18 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if v == "auto" {
+            // Only keepalive_pool.idle_timeout accepts it; everywhere else it is refused later,
+            // with the key's line.
+            return Ok(RawDuration {
+                value: Duration::ZERO,
+                as_read: "\"auto\"".into(),
+                number: 0,
+                in_seconds: false,
+                bare: false,
+                auto: true,
+            });
+        }
         let value = parse_duration(v).map_err(E::custom)?;
         // parse_duration accepted it, so it starts with a run of digits that fits in u64.
         let digits = v.bytes().take_while(u8::is_ascii_digit).count();
@@ -613,6 +638,7 @@ impl Visitor<'_> for DurationVisitor {
             number,
             in_seconds: v.ends_with('s') && !v.ends_with("ms"),
             bare: false,
+            auto: false,
         })
     }
 }
@@ -868,10 +894,10 @@ impl Builder<'_> {
             }
         };
         Ok(ClientSettings {
-            header_timeout: self.duration(raw.header_timeout, d.header_timeout),
-            idle_timeout: self.duration(raw.idle_timeout, d.idle_timeout),
-            body_timeout: self.duration(raw.body_timeout, d.body_timeout),
-            send_timeout: self.duration(raw.send_timeout, d.send_timeout),
+            header_timeout: self.duration(raw.header_timeout, d.header_timeout)?,
+            idle_timeout: self.duration(raw.idle_timeout, d.idle_timeout)?,
+            body_timeout: self.duration(raw.body_timeout, d.body_timeout)?,
+            send_timeout: self.duration(raw.send_timeout, d.send_timeout)?,
             max_requests: raw.max_requests.map_or(d.max_requests, |c| c.0),
             max_head_bytes,
             max_body_bytes: raw.max_body_bytes.map_or(d.max_body_bytes, |s| s.0),
@@ -928,9 +954,9 @@ impl Builder<'_> {
         let timeout = match raw.timeout {
             None => t,
             Some(r) => UpstreamTimeouts {
-                connect: self.duration(r.connect, t.connect),
-                send: self.duration(r.send, t.send),
-                read: self.duration(r.read, t.read),
+                connect: self.duration(r.connect, t.connect)?,
+                send: self.duration(r.send, t.send)?,
+                read: self.duration(r.read, t.read)?,
             },
         };
         let p = PoolSettings::default();
@@ -939,8 +965,13 @@ impl Builder<'_> {
             Some(r) => PoolSettings {
                 size: r.size.map_or(p.size, |c| c.0),
                 requests: r.requests.map_or(p.requests, |c| c.0),
-                idle_timeout: self.duration(r.idle_timeout, p.idle_timeout),
-                max_lifetime: self.duration(r.max_lifetime, p.max_lifetime),
+                idle_auto: r.idle_timeout.as_ref().is_some_and(|d| d.get_ref().auto),
+                idle_timeout: match r.idle_timeout {
+                    Some(d) if d.get_ref().auto => p.idle_timeout,
+                    other => self.duration(other, p.idle_timeout)?,
+                },
+                max_lifetime: self.duration(r.max_lifetime, p.max_lifetime)?,
+                min_idle: r.min_idle.map_or(p.min_idle, |c| c.0),
             },
         };
         let q = QueueSettings::default();
@@ -948,7 +979,7 @@ impl Builder<'_> {
             None => q,
             Some(r) => QueueSettings {
                 size: r.size.map_or(q.size, |c| c.0),
-                timeout: self.duration(r.timeout, q.timeout),
+                timeout: self.duration(r.timeout, q.timeout)?,
             },
         };
         Ok(Upstream {
@@ -1086,8 +1117,18 @@ impl Builder<'_> {
     }
 
     /// The chosen value or the default, warning when it looks like a unit mistake.
-    fn duration(&mut self, raw: Option<Spanned<RawDuration>>, default: Duration) -> Duration {
-        let Some(raw) = raw else { return default };
+    fn duration(
+        &mut self,
+        raw: Option<Spanned<RawDuration>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(raw) = raw else { return Ok(default) };
+        if raw.get_ref().auto {
+            return Err(self.locator.error(
+                Some(raw.span()),
+                "\"auto\" is accepted only for keepalive_pool.idle_timeout".to_owned(),
+            ));
+        }
         let span = raw.span();
         let d = raw.into_inner();
         if d.value > SUSPICIOUS_DURATION || (d.bare && d.number >= SUSPICIOUS_BARE_SECONDS) {
@@ -1104,7 +1145,7 @@ impl Builder<'_> {
                 spelled_out(d.value)
             )));
         }
-        d.value
+        Ok(d.value)
     }
 
     fn prefix(&self, span: Option<Range<usize>>, key: &str) -> String {
@@ -1256,6 +1297,29 @@ upstream = "u"
     }
 
     #[test]
+    fn idle_timeout_auto_is_accepted_only_for_the_pool() {
+        let base =
+            "[[listen]]\naddr = \"127.0.0.1:0\"\n[upstreams.u]\nnodes = { \"127.0.0.1:1\" = 1 }\n";
+        let route = "[[routes]]\nuris = [\"/*\"]\nupstream = \"u\"\n";
+        let ok = format!("{base}keepalive_pool = {{ idle_timeout = \"auto\" }}\n{route}");
+        let (c, _) = Config::parse(&ok, "t.toml").expect("auto pool idle timeout");
+        assert!(c.upstreams[0].keepalive_pool.idle_auto);
+        assert_eq!(
+            c.upstreams[0].keepalive_pool.idle_timeout,
+            Duration::from_secs(60),
+            "the ceiling stays the default"
+        );
+        let bad = format!("{base}timeout = {{ read = \"auto\" }}\n{route}");
+        let e = Config::parse(&bad, "t.toml").expect_err("auto read timeout");
+        assert_eq!(e.line(), Some(5));
+        assert!(
+            e.to_string()
+                .contains("only for keepalive_pool.idle_timeout"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn every_key_is_read() {
         let text = r#"
 workers = 3
@@ -1279,7 +1343,7 @@ scheme = "http"
 pass_host = "rewrite"
 upstream_host = "api.example.com"
 timeout = { connect = 180, send = "3s", read = "4s" }
-keepalive_pool = { size = 10, requests = 11, idle_timeout = "12s", max_lifetime = "13m" }
+keepalive_pool = { size = 10, requests = 11, idle_timeout = "12s", max_lifetime = "13m", min_idle = 2 }
 max_connections = 14
 max_connecting = 15
 queue = { size = 16, timeout = "17ms" }
@@ -1336,7 +1400,9 @@ upstream = "zeta"
                 size: 10,
                 requests: 11,
                 idle_timeout: Duration::from_secs(12),
-                max_lifetime: Duration::from_secs(13 * 60)
+                idle_auto: false,
+                max_lifetime: Duration::from_secs(13 * 60),
+                min_idle: 2,
             }
         );
         assert_eq!((z.max_connections, z.max_connecting), (14, 15));

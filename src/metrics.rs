@@ -8,6 +8,59 @@ use std::fmt::Write as _;
 
 use crate::upstream::pool::CloseReason;
 
+/// Upper bounds of histogram buckets, in milliseconds (the last bucket is +Inf). They span a
+/// fast upstream's response (1 ms) to an idle connection's age (an hour).
+pub const BUCKETS_MS: [u64; 16] = [
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 3_600_000,
+];
+
+/// A fixed-bucket histogram of durations in milliseconds; plain integers, no allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Per bucket (not cumulative); the last slot counts values over every bound.
+    counts: [u64; BUCKETS_MS.len() + 1],
+    sum_ms: u64,
+}
+
+impl Histogram {
+    pub fn record(&mut self, ms: u64) {
+        let i = BUCKETS_MS
+            .iter()
+            .position(|&b| ms <= b)
+            .unwrap_or(BUCKETS_MS.len());
+        self.counts[i] += 1;
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    fn merge(&mut self, o: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts.iter()) {
+            *a += b;
+        }
+        self.sum_ms = self.sum_ms.saturating_add(o.sum_ms);
+    }
+
+    /// Prometheus histogram lines (seconds, cumulative buckets) for `name{labels}`.
+    fn render(&self, s: &mut String, name: &str, labels: &str) {
+        let mut cum = 0;
+        for (i, b) in BUCKETS_MS.iter().enumerate() {
+            cum += self.counts[i];
+            let _ = writeln!(
+                s,
+                "{name}_bucket{{{labels},le=\"{}\"}} {cum}",
+                *b as f64 / 1000.0
+            );
+        }
+        cum += self.counts[BUCKETS_MS.len()];
+        let _ = writeln!(s, "{name}_bucket{{{labels},le=\"+Inf\"}} {cum}");
+        let _ = writeln!(s, "{name}_sum{{{labels}}} {}", self.sum_ms as f64 / 1000.0);
+        let _ = writeln!(s, "{name}_count{{{labels}}} {cum}");
+    }
+}
+
 /// Counters for one upstream node on one core.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeCounters {
@@ -23,6 +76,14 @@ pub struct NodeCounters {
     pub queued: u64,
     pub queue_timeouts: u64,
     pub closes: [u64; CloseReason::ALL.len()],
+    /// Idle age of a pooled connection when a request reused it.
+    pub reuse_idle_age: Histogram,
+    /// Idle age of a pooled connection when the upstream closed it (or sent stray bytes).
+    pub upstream_closed_idle_age: Histogram,
+    /// Time a request waited in the queue for a connection.
+    pub wait: Histogram,
+    /// From the request's head arriving to the upstream's response head.
+    pub response: Histogram,
     /// Gauges, filled in when a snapshot is taken.
     pub idle_now: u64,
     pub open_now: u64,
@@ -45,6 +106,11 @@ impl NodeCounters {
         for (a, b) in self.closes.iter_mut().zip(o.closes.iter()) {
             *a += b;
         }
+        self.reuse_idle_age.merge(&o.reuse_idle_age);
+        self.upstream_closed_idle_age
+            .merge(&o.upstream_closed_idle_age);
+        self.wait.merge(&o.wait);
+        self.response.merge(&o.response);
         self.idle_now += o.idle_now;
         self.open_now += o.open_now;
     }
@@ -133,6 +199,24 @@ impl Counters {
                 let _ = writeln!(s, "hearth_upstream_{name}{{{label}}} {}", f(n));
             }
         }
+        type HistOf = fn(&NodeCounters) -> &Histogram;
+        let hists: [(&str, HistOf); 4] = [
+            ("hearth_upstream_reuse_idle_age_seconds", |n| {
+                &n.reuse_idle_age
+            }),
+            ("hearth_upstream_closed_idle_age_seconds", |n| {
+                &n.upstream_closed_idle_age
+            }),
+            ("hearth_upstream_wait_seconds", |n| &n.wait),
+            ("hearth_upstream_response_seconds", |n| &n.response),
+        ];
+        for (name, f) in hists {
+            let _ = writeln!(s, "# TYPE {name} histogram");
+            for (i, n) in self.nodes.iter().enumerate() {
+                let label = node_labels.get(i).map(String::as_str).unwrap_or("");
+                f(n).render(&mut s, name, label);
+            }
+        }
         let _ = writeln!(s, "# TYPE hearth_upstream_closes_total counter");
         for (i, n) in self.nodes.iter().enumerate() {
             let label = node_labels.get(i).map(String::as_str).unwrap_or("");
@@ -152,6 +236,22 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_in_seconds() {
+        let mut h = Histogram::default();
+        for ms in [0, 1, 3, 3, 70_000, 5_000_000] {
+            h.record(ms);
+        }
+        let mut s = String::new();
+        h.render(&mut s, "x", "n=\"a\"");
+        assert!(s.contains("x_bucket{n=\"a\",le=\"0.001\"} 2"), "{s}");
+        assert!(s.contains("x_bucket{n=\"a\",le=\"0.005\"} 4"), "{s}");
+        assert!(s.contains("x_bucket{n=\"a\",le=\"3600\"} 5"), "{s}");
+        assert!(s.contains("x_bucket{n=\"a\",le=\"+Inf\"} 6"), "{s}");
+        assert!(s.contains("x_count{n=\"a\"} 6"), "{s}");
+        assert_eq!(h.count(), 6);
+    }
 
     #[test]
     fn merge_adds_everything() {

@@ -55,6 +55,8 @@ const MAX_BUFFERS: usize = 65_536;
 const ACCEPT_PAUSE_MS: u64 = 100;
 /// At `max_client_connections`, how often a paused core looks whether it may accept again.
 const CAP_RECHECK_MS: u64 = 50;
+/// How often a core tops up `keepalive_pool.min_idle` after losses.
+const WARM_EVERY_MS: u64 = 1_000;
 
 fn client_token(i: usize) -> Token {
     Token(CONN_BASE + 2 * i)
@@ -144,6 +146,8 @@ struct Exchange {
     up_said_close: bool,
     hint: KeepAliveHint,
     queued_at: u64,
+    /// When the request head was parsed.
+    started: u64,
     /// Last time the upstream made progress (connect started, bytes read or written).
     up_progress: u64,
 }
@@ -222,6 +226,8 @@ struct Upstream {
     idle_reason: CloseReason,
     /// What the upstream last said about keeping the connection (Keep-Alive timeout and max).
     hint: KeepAliveHint,
+    /// When it last went idle, for the idle-age histograms.
+    idle_since: u64,
 }
 
 enum Fault {
@@ -319,6 +325,8 @@ pub struct Core {
     now: u64,
     counters: Counters,
     shutdown_at: Option<u64>,
+    /// Next `min_idle` top-up; 0 when no upstream asks for a warm floor.
+    next_warm: u64,
     ctl: Receiver<Control>,
 }
 
@@ -362,6 +370,7 @@ impl Core {
             now: 0,
             counters: Counters::with_nodes(budgets.len()),
             shutdown_at: None,
+            next_warm: 0,
             ctl,
             shared,
             process,
@@ -386,6 +395,8 @@ impl Core {
     /// Runs the event loop until shutdown completes.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        self.tick();
+        self.warm();
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -411,6 +422,9 @@ impl Core {
                     self.accept_paused_until = self.now + CAP_RECHECK_MS;
                 }
             }
+            if self.next_warm != 0 && self.now >= self.next_warm {
+                self.warm();
+            }
             if let Some(at) = self.shutdown_at {
                 if self.clients.is_empty() || self.now >= at {
                     self.finish_shutdown();
@@ -432,6 +446,9 @@ impl Core {
         }
         if let Some(at) = self.shutdown_at {
             next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        if self.next_warm != 0 {
+            next = Some(next.map_or(self.next_warm, |n| n.min(self.next_warm)));
         }
         let now = self.start.elapsed().as_millis() as u64;
         next.map(|d| Duration::from_millis(d.saturating_sub(now)))
@@ -536,6 +553,34 @@ impl Core {
             }
         }
         debug!("core {}: configuration reloaded", self.id);
+        self.warm();
+    }
+
+    /// Opens connections in the background until every node whose upstream sets
+    /// `keepalive_pool.min_idle` has that many idle (or connecting) on this core. Connects go
+    /// through the node's budget, so `max_connecting` paces them.
+    fn warm(&mut self) {
+        self.next_warm = 0;
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        let shared = self.shared.clone(); // once a second at most, not per request
+        for (ui, nodes) in shared.up_nodes.iter().enumerate() {
+            let set = shared.up_settings[ui];
+            let want = set.pool.min_idle.min(set.pool.size);
+            if want == 0 {
+                continue;
+            }
+            self.next_warm = self.now + WARM_EVERY_MS;
+            for &node in nodes {
+                let have = self.pools[node].idle_len() + self.pools[node].connecting as usize;
+                for _ in have..want {
+                    if self.connect(node, None, &set).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     fn snapshot(&self) -> Counters {
@@ -894,6 +939,7 @@ impl Core {
             up_said_close: false,
             hint: KeepAliveHint::default(),
             queued_at: self.now,
+            started: self.now,
             up_progress: self.now,
         };
         self.start_exchange(cid, ex, false)
@@ -962,7 +1008,7 @@ impl Core {
             if u.readable {
                 // EOF or stray bytes arrived while it sat idle: the upstream is done with it.
                 u.state = UpState::Active;
-                self.close_up(uid, CloseReason::Stale);
+                self.upstream_closed_idle(uid);
                 continue;
             }
             if u.deadline != 0 && self.now >= u.deadline {
@@ -971,6 +1017,8 @@ impl Core {
                 self.close_up(uid, why);
                 continue;
             }
+            let age = self.now.saturating_sub(u.idle_since);
+            self.counters.nodes[node].reuse_idle_age.record(age);
             return Some(uid);
         }
         None
@@ -1033,6 +1081,7 @@ impl Core {
             timer_at: 0,
             idle_reason: CloseReason::IdleTimeout,
             hint: KeepAliveHint::default(),
+            idle_since: 0,
         });
         self.pools[node].open += 1;
         self.pools[node].connecting += 1;
@@ -1288,6 +1337,9 @@ impl Core {
                             && (max_requests == 0 || c.served + 1 < max_requests);
                         ex.up_reusable = h.keep_alive && h.body != RespBody::Close;
                         ex.up_said_close = !h.keep_alive;
+                        self.counters.nodes[ex.node]
+                            .response
+                            .record(self.now.saturating_sub(ex.started));
                         ex.hint = KeepAliveHint {
                             timeout_secs: h.ka_timeout,
                             max: h.ka_max,
@@ -1435,8 +1487,9 @@ impl Core {
                 if !ex.resp_started && ex.reused && !ex.replayed && ex.intact && ex.replay_safe =>
             {
                 // The reused connection died before answering: the upstream closed it as we sent.
+                // That is an idle close too, and what the learned idle timeout learns from.
                 if let Some(uid) = ex.up.take() {
-                    self.close_up(uid, CloseReason::Stale);
+                    self.upstream_closed_idle(uid);
                 }
                 self.counters.nodes[node].replays += 1;
                 ex.replayed = true;
@@ -1698,7 +1751,7 @@ impl Core {
             }
             UpState::Idle(_) => {
                 if u.readable {
-                    self.close_up(uid, CloseReason::Stale);
+                    self.upstream_closed_idle(uid);
                 }
             }
         }
@@ -1748,10 +1801,12 @@ impl Core {
                 return;
             }
         }
-        let (deadline, why) = pool::idle_deadline(self.now, opened_at, &settings, hint);
+        let learned = self.budgets[node].learned_idle_ms();
+        let (deadline, why) = pool::idle_deadline(self.now, opened_at, &settings, hint, learned);
         let (h, evicted) = self.pools[node].put_idle(uid, settings.size);
         let u = self.ups.get_mut(uid).expect("checked above");
         u.state = UpState::Idle(h);
+        u.idle_since = self.now;
         u.deadline = deadline;
         u.idle_reason = why;
         self.arm(TimerKey::Up(uid), deadline);
@@ -1779,6 +1834,10 @@ impl Core {
             ex.up = Some(uid);
             ex.reused = reused;
             ex.up_progress = now;
+            // Only queued requests are attached this way.
+            self.counters.nodes[node]
+                .wait
+                .record(now.saturating_sub(ex.queued_at));
         }
         if reused {
             self.counters.nodes[node].reuses += 1;
@@ -1933,12 +1992,43 @@ impl Core {
             timer_at: 0,
             idle_reason: CloseReason::IdleTimeout,
             hint,
+            idle_since: 0,
         });
         self.pools[node].open += 1;
         match self.shared.settings_of_pool(node) {
             Some(set) => self.release_up(uid, hint, set.pool),
             None => self.close_up(uid, CloseReason::Removed),
         }
+    }
+
+    /// An idle pooled connection turned readable: the upstream closed it (or sent bytes nobody
+    /// asked for). Records its idle age, learns from it, warns when our idle timeout is the
+    /// longer one, and closes it.
+    fn upstream_closed_idle(&mut self, uid: usize) {
+        let Some(u) = self.ups.get(uid) else {
+            return;
+        };
+        let (node, age, addr) = (u.node, self.now.saturating_sub(u.idle_since), u.addr);
+        self.counters.nodes[node]
+            .upstream_closed_idle_age
+            .record(age);
+        let budget = &self.budgets[node];
+        budget.saw_idle_close(age);
+        if let Some(set) = self.shared.settings_of_pool(node) {
+            let ours = set.pool.idle_timeout.as_millis() as u64;
+            let now_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if !set.pool.idle_auto && age < ours && budget.may_warn(now_s) {
+                warn!(
+                    "upstream {addr} closed a pooled connection idle for {:.1} s, before keepalive_pool.idle_timeout ({:.1} s) ran out; set keepalive_pool.idle_timeout below {:.1} s, or to \"auto\" to learn it",
+                    age as f64 / 1000.0,
+                    ours as f64 / 1000.0,
+                    age as f64 / 1000.0
+                );
+            }
+        }
+        self.close_up(uid, CloseReason::Stale);
     }
 
     fn close_up(&mut self, uid: usize, why: CloseReason) {

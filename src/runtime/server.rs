@@ -176,7 +176,18 @@ impl Handle {
 
     /// Prometheus text of `stats()`.
     pub fn metrics_text(&self) -> String {
-        self.stats().render(&self.process.labels())
+        let labels = self.process.labels();
+        let mut text = self.stats().render(&labels);
+        text.push_str("# TYPE hearth_upstream_learned_idle_timeout_seconds gauge\n");
+        for (label, budget) in labels.iter().zip(self.process.budgets()) {
+            if let Some(ms) = budget.learned_idle_ms() {
+                text.push_str(&format!(
+                    "hearth_upstream_learned_idle_timeout_seconds{{{label}}} {}\n",
+                    ms as f64 / 1000.0
+                ));
+            }
+        }
+        text
     }
 }
 

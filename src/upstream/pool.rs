@@ -11,7 +11,7 @@
 //! when one is reused.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::config::PoolSettings;
 use crate::lru::{Handle, Lru};
@@ -83,15 +83,26 @@ pub struct KeepAliveHint {
 /// a connection in the instant the upstream closes it.
 pub const HINT_MARGIN_MS: u64 = 1_000;
 
-/// When an idle connection must be retired: the earliest of our idle timeout, the upstream's
-/// announced timeout less a margin, and the connection's maximum lifetime.
+/// How long to keep a connection idle for an upstream seen closing idle connections after
+/// `learned_ms`: a quarter under it (at least 250 ms under), so we retire first.
+pub fn learned_idle_limit(learned_ms: u64) -> u64 {
+    learned_ms.saturating_sub((learned_ms / 4).max(250))
+}
+
+/// When an idle connection must be retired: the earliest of our idle timeout (or, with
+/// `idle_timeout = "auto"`, the limit learned from the upstream), the upstream's announced
+/// timeout less a margin, and the connection's maximum lifetime.
 pub fn idle_deadline(
     now: u64,
     opened_at: u64,
     settings: &PoolSettings,
     hint: KeepAliveHint,
+    learned_ms: Option<u64>,
 ) -> (u64, CloseReason) {
     let mut idle_ms = settings.idle_timeout.as_millis() as u64;
+    if let (true, Some(l)) = (settings.idle_auto, learned_ms) {
+        idle_ms = idle_ms.min(learned_idle_limit(l));
+    }
     if let Some(t) = hint.timeout_secs {
         idle_ms = idle_ms.min((u64::from(t) * 1_000).saturating_sub(HINT_MARGIN_MS));
     }
@@ -221,6 +232,12 @@ pub struct NodeBudget {
     /// Requests queued for this node, per core: a core about to idle a connection hands it to a
     /// core that has waiters instead, and a core that frees budget tells the waiting cores.
     waiting: Box<[AtomicU32]>,
+    /// The shortest idle age (ms) at which the upstream was seen closing a pooled connection;
+    /// u64::MAX until it has been seen. Written only when that happens.
+    learned_idle_ms: AtomicU64,
+    /// When the "upstream closes idle connections early" warning was last logged (seconds on
+    /// the wall clock), so it is logged at most once a minute per node.
+    warned_at: AtomicU64,
 }
 
 impl NodeBudget {
@@ -257,8 +274,30 @@ impl NodeBudget {
     pub fn new(cores: usize) -> NodeBudget {
         NodeBudget {
             waiting: (0..cores).map(|_| AtomicU32::new(0)).collect(),
+            learned_idle_ms: AtomicU64::new(u64::MAX),
             ..NodeBudget::default()
         }
+    }
+
+    /// Records that the upstream closed a connection that had been idle `age_ms`.
+    pub fn saw_idle_close(&self, age_ms: u64) {
+        self.learned_idle_ms.fetch_min(age_ms, Ordering::AcqRel);
+    }
+
+    /// The shortest idle age at which the upstream closed a pooled connection, if seen.
+    pub fn learned_idle_ms(&self) -> Option<u64> {
+        let v = self.learned_idle_ms.load(Ordering::Acquire);
+        (v != u64::MAX).then_some(v)
+    }
+
+    /// True at most once per minute (wall clock `now_s`), for a rate-limited warning.
+    pub fn may_warn(&self, now_s: u64) -> bool {
+        let last = self.warned_at.load(Ordering::Acquire);
+        (last == 0 || now_s >= last + 60)
+            && self
+                .warned_at
+                .compare_exchange(last, now_s.max(1), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     pub fn add_waiter(&self, core: usize) {
@@ -301,7 +340,9 @@ mod tests {
             size,
             requests,
             idle_timeout: Duration::from_secs(idle_s),
+            idle_auto: false,
             max_lifetime: Duration::from_secs(life_s),
+            min_idle: 0,
         }
     }
 
@@ -310,7 +351,7 @@ mod tests {
         let s = settings(32, 1000, 60, 3600);
         let none = KeepAliveHint::default();
         assert_eq!(
-            idle_deadline(1_000, 0, &s, none),
+            idle_deadline(1_000, 0, &s, none, None),
             (61_000, CloseReason::IdleTimeout)
         );
         let hint = KeepAliveHint {
@@ -318,12 +359,12 @@ mod tests {
             max: None,
         };
         assert_eq!(
-            idle_deadline(1_000, 0, &s, hint),
+            idle_deadline(1_000, 0, &s, hint, None),
             (5_000, CloseReason::IdleTimeout),
             "5 s hint less 1 s margin"
         );
         assert_eq!(
-            idle_deadline(3_599_000, 0, &s, none),
+            idle_deadline(3_599_000, 0, &s, none, None),
             (3_600_000, CloseReason::Lifetime)
         );
     }
@@ -387,6 +428,49 @@ mod tests {
         p.forget_waiter(7);
         assert_eq!(p.next_waiter(), Some(8));
         assert_eq!(p.next_waiter(), None);
+    }
+
+    #[test]
+    fn auto_idle_timeout_stays_under_what_was_learned() {
+        let s = PoolSettings {
+            idle_auto: true,
+            ..settings(32, 1000, 60, 3600)
+        };
+        let none = KeepAliveHint::default();
+        assert_eq!(
+            idle_deadline(1_000, 0, &s, none, None),
+            (61_000, CloseReason::IdleTimeout),
+            "nothing learned: the ceiling"
+        );
+        assert_eq!(
+            idle_deadline(1_000, 0, &s, none, Some(2_000)),
+            (2_500, CloseReason::IdleTimeout),
+            "a quarter under 2 s"
+        );
+        let fixed = PoolSettings {
+            idle_auto: false,
+            ..s
+        };
+        assert_eq!(
+            idle_deadline(1_000, 0, &fixed, none, Some(2_000)),
+            (61_000, CloseReason::IdleTimeout),
+            "learning only counts with auto"
+        );
+    }
+
+    #[test]
+    fn learning_keeps_the_shortest_close_and_warnings_are_rate_limited() {
+        let b = NodeBudget::new(1);
+        assert_eq!(b.learned_idle_ms(), None);
+        b.saw_idle_close(5_000);
+        b.saw_idle_close(2_000);
+        b.saw_idle_close(3_000);
+        assert_eq!(b.learned_idle_ms(), Some(2_000));
+        assert_eq!(learned_idle_limit(2_000), 1_500);
+        assert_eq!(learned_idle_limit(600), 350, "at least 250 ms under");
+        assert!(b.may_warn(1_000));
+        assert!(!b.may_warn(1_030), "twice within a minute");
+        assert!(b.may_warn(1_061));
     }
 
     #[test]

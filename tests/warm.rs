@@ -1,0 +1,276 @@
+//! Issue 7's pool behaviours that need an upstream with its own idle policy: the `min_idle`
+//! warm floor, and `idle_timeout = "auto"` learning an upstream's shorter idle timeout.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// An origin that answers every request with `200 ok` and closes a connection once it has
+/// been idle for `idle_limit`, or at once when told to drop its idle connections.
+struct IdleCloser {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    served: Arc<AtomicUsize>,
+    drop_idle: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl IdleCloser {
+    fn start(idle_limit: Duration) -> IdleCloser {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        let (accepted, open, served) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (drop_idle, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let me = IdleCloser {
+            addr,
+            accepted: accepted.clone(),
+            open: open.clone(),
+            served: served.clone(),
+            drop_idle: drop_idle.clone(),
+            stop: stop.clone(),
+        };
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        open.fetch_add(1, Ordering::Relaxed);
+                        let (open, served, drop_idle, stop) = (
+                            open.clone(),
+                            served.clone(),
+                            drop_idle.clone(),
+                            stop.clone(),
+                        );
+                        thread::spawn(move || {
+                            serve(s, idle_limit, &served, &drop_idle, &stop);
+                            open.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        me
+    }
+}
+
+impl Drop for IdleCloser {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(
+    mut s: TcpStream,
+    idle_limit: Duration,
+    served: &AtomicUsize,
+    drop_idle: &AtomicBool,
+    stop: &AtomicBool,
+) {
+    s.set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("timeout");
+    let mut buf = Vec::new();
+    let mut idle_since = Instant::now();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if buf.is_empty()
+            && (idle_since.elapsed() >= idle_limit || drop_idle.load(Ordering::Relaxed))
+        {
+            return; // the idle close under test
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => continue,
+        }
+        // Requests here are GETs without bodies: a head ends the request.
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+            served.fetch_add(1, Ordering::Relaxed);
+            idle_since = Instant::now();
+        }
+    }
+}
+
+fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("series {series} not in /metrics:\n{text}"))
+}
+
+fn metrics(h: &Hearth) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let admin = loop {
+        if let Some(a) = h
+            .logs()
+            .iter()
+            .find(|l| l.contains("admin listening on "))
+            .and_then(|l| parse_listening(l))
+        {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no admin address logged");
+        thread::sleep(Duration::from_millis(10));
+    };
+    Client::connect(admin).get("/metrics").text()
+}
+
+// min_idle opens a warm floor with no traffic at all, and refills it after the upstream kills
+// the idle connections.
+#[test]
+fn min_idle_warms_the_pool_and_refills_after_losses() {
+    let up = IdleCloser::start(Duration::from_secs(60));
+    let _h = conf(&[up.addr])
+        .upstream("keepalive_pool = { min_idle = 2 }")
+        .start();
+    assert!(
+        eventually(Duration::from_secs(3), || up.open.load(Ordering::Relaxed)
+            == 2),
+        "warm floor of 2 not opened: {} open",
+        up.open.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        up.served.load(Ordering::Relaxed),
+        0,
+        "warming sent requests"
+    );
+    up.drop_idle.store(true, Ordering::Relaxed);
+    assert!(
+        eventually(Duration::from_secs(3), || up.open.load(Ordering::Relaxed)
+            == 0),
+        "upstream did not drop its connections"
+    );
+    up.drop_idle.store(false, Ordering::Relaxed);
+    assert!(
+        eventually(Duration::from_secs(4), || up.open.load(Ordering::Relaxed)
+            == 2),
+        "warm floor not refilled: {} open",
+        up.open.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        up.accepted.load(Ordering::Relaxed),
+        4,
+        "connections opened in all"
+    );
+}
+
+// With idle_timeout = "auto", one idle close by an upstream with a 2 s idle timeout teaches
+// hearth to retire connections first; after that no request meets a connection the upstream
+// closed, and the learned value is on /metrics. With a fixed 60 s timeout hearth warns instead.
+#[test]
+fn learned_idle_timeout_converges_below_the_upstreams() {
+    let up = IdleCloser::start(Duration::from_secs(2));
+    let h = conf(&[up.addr])
+        .admin()
+        .upstream("keepalive_pool = { idle_timeout = \"auto\" }")
+        .start();
+    let mut c = h.client();
+    assert_eq!(c.get("/first").status, 200);
+    // The upstream closes the idle connection at 2 s; hearth sees it turn readable.
+    assert!(
+        eventually(Duration::from_secs(4), || up.open.load(Ordering::Relaxed)
+            == 0),
+        "upstream did not close the idle connection"
+    );
+    let node = format!("{{upstream=\"backend\",node=\"{}\"}}", up.addr);
+    let stale = format!(
+        "hearth_upstream_closes_total{{upstream=\"backend\",node=\"{}\",reason=\"stale\"}}",
+        up.addr
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || metric(&metrics(&h), &stale)
+            == 1.0),
+        "the upstream's close was not seen"
+    );
+    let learned = metric(
+        &metrics(&h),
+        &format!("hearth_upstream_learned_idle_timeout_seconds{node}"),
+    );
+    assert!(
+        (1.9..=2.3).contains(&learned),
+        "learned idle timeout {learned} s for an upstream that closes at 2 s"
+    );
+    // Idle gaps of 1.8 s: under the upstream's 2 s but over hearth's learned limit (1.5 s).
+    for i in 0..3 {
+        thread::sleep(Duration::from_millis(1_800));
+        assert_eq!(
+            c.get(&format!("/after/{i}")).status,
+            200,
+            "request {i} after learning"
+        );
+    }
+    let text = metrics(&h);
+    assert_eq!(
+        metric(&text, &stale),
+        1.0,
+        "a request met a connection the upstream had closed"
+    );
+    assert_eq!(
+        metric(&text, &format!("hearth_upstream_replays_total{node}")),
+        0.0,
+        "replays after learning"
+    );
+    let idle = format!(
+        "hearth_upstream_closes_total{{upstream=\"backend\",node=\"{}\",reason=\"idle_timeout\"}}",
+        up.addr
+    );
+    // The connections of the first two gaps were retired by hearth; the third is still idle.
+    assert!(
+        metric(&text, &idle) >= 2.0,
+        "hearth should have retired the idle connections itself:\n{text}"
+    );
+}
+
+#[test]
+fn upstream_closing_idle_connections_early_is_warned_about() {
+    let up = IdleCloser::start(Duration::from_millis(500));
+    let h = conf(&[up.addr]).start();
+    assert_eq!(h.client().get("/x").status, 200);
+    assert!(
+        eventually(Duration::from_secs(4), || h
+            .logs_text()
+            .contains("keepalive_pool.idle_timeout")),
+        "no warning naming the setting; logs:\n{}",
+        h.logs_text()
+    );
+    let text = h.logs_text();
+    assert!(
+        text.contains(&up.addr.to_string()) && text.contains("\"auto\""),
+        "warning should name the node and the remedy:\n{text}"
+    );
+}
