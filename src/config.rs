@@ -54,6 +54,8 @@ pub struct Config {
     /// Client connections per process; at the cap accepting pauses until the count falls below
     /// 90% of it. 0 means unlimited.
     pub max_client_connections: usize,
+    /// After SIGTERM/SIGINT, how long requests in flight may take to finish.
+    pub shutdown_grace: Duration,
     pub listen: Vec<Listen>,
     pub client: ClientSettings,
     /// In order of appearance in the file; the index is the upstream id routes refer to.
@@ -425,6 +427,7 @@ struct RawConfig {
     workers: Option<Spanned<Count<usize>>>,
     pin_cores: Option<bool>,
     max_client_connections: Option<Count<usize>>,
+    shutdown_grace: Option<Spanned<RawDuration>>,
     listen: Option<Spanned<Vec<RawListen>>>,
     client: Option<RawClient>,
     upstreams: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawUpstream>>>>,
@@ -839,6 +842,7 @@ impl Builder<'_> {
             workers,
             pin_cores: raw.pin_cores.unwrap_or(false),
             max_client_connections: raw.max_client_connections.map_or(0, |c| c.0),
+            shutdown_grace: self.duration(raw.shutdown_grace, Duration::from_secs(10))?,
             listen,
             client,
             upstreams,
@@ -1325,6 +1329,7 @@ upstream = "u"
 workers = 3
 pin_cores = true
 max_client_connections = 9
+shutdown_grace = "3s"
 [[listen]]
 addr = "127.0.0.1:8080"
 [[listen]]
@@ -1375,6 +1380,7 @@ upstream = "zeta"
             }
         );
         assert_eq!(c.max_client_connections, 9);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
         // Order of appearance, not alphabetical: routes refer to upstreams by this index.
         assert_eq!(c.upstreams[0].name, "zeta");
         assert_eq!(c.upstreams[1].name, "alpha");

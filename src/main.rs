@@ -11,7 +11,7 @@ use signal_hook::iterator::Signals;
 
 use hearth::cli::Cli;
 use hearth::config::Config;
-use hearth::runtime::server::{Handle, SHUTDOWN_GRACE};
+use hearth::runtime::server::Handle;
 use hearth::runtime::Server;
 
 /// Loads and validates `path`; logs its warnings.
@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         }
     };
     let workers = cfg.workers;
+    let grace = cfg.shutdown_grace;
     let admin = cfg.admin.clone();
     let server = match Server::start(cfg) {
         Ok(s) => s,
@@ -92,13 +93,10 @@ fn main() -> ExitCode {
             let _ = reload(&cli.config, &server.handle());
             continue;
         }
-        info!(
-            "signal {sig}: finishing requests in flight (up to {} s), then exiting",
-            SHUTDOWN_GRACE.as_secs()
-        );
+        info!("signal {sig}: finishing requests in flight (up to {grace:?}), then exiting");
         break;
     }
-    server.shutdown(SHUTDOWN_GRACE);
+    server.shutdown(grace);
     // A second stop signal exits at once.
     std::thread::spawn(move || {
         if signals.forever().any(|s| s != SIGHUP) {

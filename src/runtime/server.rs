@@ -20,8 +20,6 @@ use crate::runtime::core::Core;
 use crate::runtime::generation::Process;
 
 const LISTEN_BACKLOG: i32 = 4_096;
-/// How long in-flight requests may take to finish after a stop signal.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A running set of cores.
 pub struct Server {
