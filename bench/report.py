@@ -119,7 +119,8 @@ def main():
     if idle:
         print(f"### RSS per idle keep-alive client connection ({idle_conns} connections)\n")
         print("A fresh process per proxy serves a short small-shape warm-up, then bench/idle_conns.py opens")
-        print("the connections, 50 requests at a time, one `GET /` on each, and holds them idle.\n")
+        print("the connections, 50 requests at a time, one `GET /` on each, and holds them idle.")
+        print("HAProxy holds fewer when the file limit caps its maxconn below the count.\n")
         body = []
         for name in ORDER:
             if name not in idle:

@@ -99,6 +99,9 @@ if in_list hearth "$PROXIES $IDLE_PROXIES" || in_list hearth2 "$PROXIES"; then
 	fi
 fi
 
+# Other work on the machine moves every figure; say how busy it was.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # ---------------------------------------------------------------------------------------------
 # Start the origin and the proxies.
 # ports: the origin, one per row, and the 1-worker hearth's admin listener last.
@@ -284,22 +287,28 @@ if [[ -n $IDLE_PROXIES ]]; then
 		hearth) start_hearth "$name" "$port" 1 ;;
 		nginx32) start_nginx_proxy "$name" 32 "$port" ;;
 		nginx64) start_nginx_proxy "$name" 64 "$port" ;;
-		# maxconn must cover the idle clients; HAProxy sizes its own file limit from it.
-		haproxy) start_haproxy "$name" "$port" $((IDLE_CONNS + 100)) ;;
+		haproxy) start_haproxy "$name" "$port" ;;
 		esac && up=1 || up=0
 		if ((!up)); then
 			explain_failure "$name"
 			continue
 		fi
 		pid=${PID[$name]}
+		conns=$IDLE_CONNS
+		# HAProxy refuses a maxconn whose sockets (two per connection) exceed the file limit, and
+		# does not accept past maxconn, so it holds what the limit allows.
+		if [[ $proxy == haproxy ]] && ((conns > MAX_CONNS - 50)); then
+			conns=$((MAX_CONNS - 50))
+			say "haproxy: maxconn $MAX_CONNS at $FD_LIMIT file descriptors; holding $conns, not $IDLE_CONNS"
+		fi
 		set_shape small
 		wrk_args "$((WARMUP > 0 ? WARMUP : 1))" "$name"
 		load "$TMP/wrk.$name" "${WRK_ARGS[@]}" || true
 		sleep 0.5
 		before=$(rss_kib "$pid")
-		say "$proxy: holding $IDLE_CONNS idle keep-alive connections (RSS before: ${before:-?} KiB)"
+		say "$proxy: holding $conns idle keep-alive connections (RSS before: ${before:-?} KiB)"
 		status=$TMP/$name.status
-		start "$TMP/$name.client.log" python3 "$ROOT/bench/idle_conns.py" "$port" "$IDLE_CONNS" "$status"
+		start "$TMP/$name.client.log" python3 "$ROOT/bench/idle_conns.py" "$port" "$conns" "$status"
 		client=$LAST_PID
 		# idle_conns.py gives up after 60 s on its own; this wait is bounded a little beyond that.
 		for ((tries = 0; tries < 700; tries++)); do
@@ -307,7 +316,7 @@ if [[ -n $IDLE_PROXIES ]]; then
 			kill -0 "$client" 2>/dev/null || break
 			sleep 0.1
 		done
-		held=0 failed=$IDLE_CONNS
+		held=0 failed=$conns
 		[[ -s $status ]] && read -r held failed <"$status"
 		# Let the proxy finish whatever it does after the last answer before reading its size.
 		sleep 1
@@ -344,6 +353,7 @@ fi
 	echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 	echo "- kernel: $(uname -r)"
 	echo "- CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), nproc $(nproc)"
+	echo "- load average (1, 5, 15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- memory: $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 	echo "- hearth commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
 	echo "- tools: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>/dev/null | awk 'NR == 1 { print "HAProxy " $3 }' || true), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)"
