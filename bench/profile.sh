@@ -71,7 +71,7 @@ mkdir -p "$(dirname "$OUT")"
 {
 	echo "# hearth profile, written by bench/profile.sh; rerun it rather than editing this file."
 	echo "# date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); kernel $(uname -r); $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), nproc $(nproc)"
-	echo "# hearth commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+	echo "# hearth commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (with uncommitted changes to src or Cargo files)')"
 	echo "# command: DURATION=$DURATION WARMUP=$WARMUP TOP=$TOP OUT=$OUT_ARG bench/profile.sh"
 	echo "# load: wrk ${WRK_ARGS[*]} -> $rps req/s, p99 $p99 ms, $requests requests, $errors errors"
 	echo "# sampled: perf record -e cpu-clock -g -p HEARTH_PID -- sleep $DURATION, after ${WARMUP}s of load"
