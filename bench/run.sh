@@ -1,424 +1,137 @@
 #!/usr/bin/env bash
 # bench/run.sh: hearth against nginx and HAProxy, end to end over loopback. `make bench` runs it.
 #
-# One nginx origin and each proxy (one worker each) start on ports the kernel hands out; wrk drives
-# each in turn. Per run it records requests/s, p50/p99 latency, the proxy's CPU time and syscalls
-# per request, upstream connections opened per 10,000 requests and the proxy's RSS; it prints the
-# median over the rounds and writes the same tables to OUT. It is a benchmark, not a test: a slow
-# or failing proxy is reported, never turned into a non-zero exit; only a broken setup is.
+# One nginx origin and each proxy (one worker each, plus hearth with two) start on ports the
+# kernel hands out; wrk drives each in turn, in rounds that rotate the order. Per run it records
+# requests/s, p50/p99 latency, the proxy's CPU time and syscalls per request, upstream connections
+# opened per 10,000 requests and the proxy's RSS; it reports the median over the rounds, hearth's
+# ratios to HAProxy and nginx, and PASS or FAIL against each numeric target of issue 4. Then, on
+# fresh processes, the RSS each idle keep-alive client connection costs (10,000 of them held by
+# bench/idle_conns.py), and a `strace -c` breakdown of hearth under load, saved beside OUT as
+# strace.txt. It is a benchmark, not a test: a slow or failing proxy is reported, never turned
+# into a non-zero exit; only a broken setup is.
 #
 # Knobs (environment):
-#   ROUNDS    measured rounds per shape (3)          DURATION  seconds per measured run (10)
-#   WARMUP    seconds of warm-up per proxy/shape (2)  OUT       where to write results (bench/results.md)
-#   SHAPES    any of: small (GET /, 50 conns), c500 (GET /, 500 conns), body (POST 1 KiB to /big,
-#             16 KiB answers)                                        (default "small")
-#   PROXIES   any of: hearth nginx32 nginx64 haproxy                 (default all four)
+#   ROUNDS        measured rounds per shape (3)
+#   DURATION      seconds per measured run of the small shape (10)
+#   SIDE_DURATION seconds per measured run of the c500 and body shapes (4)
+#   WARMUP        seconds of warm-up per row and shape (2)
+#   SHAPES        any of: small (GET /, 50 conns), c500 (GET /, 500 conns), body (POST 1 KiB to
+#                 /big, 16 KiB answers, 50 conns)                      (default "small c500 body")
+#   PROXIES       any of: hearth hearth2 nginx32 nginx64 haproxy        (default all five);
+#                 hearth2 (two workers) runs in the small shape only, to compare with hearth
+#   IDLE_CONNS    idle keep-alive connections for the RSS measure (10000; 0 skips it)
+#   IDLE_PROXIES  which proxies get that measure (default "hearth nginx64 haproxy")
+#   STRACE        seconds of load under `strace -c` for the breakdown (3; 0 skips it)
+#   OUT           where to write results (bench/results.md)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
+SIDE_DURATION=${SIDE_DURATION:-4}
 WARMUP=${WARMUP:-2}
-SHAPES=${SHAPES:-small}
-PROXIES=${PROXIES:-hearth nginx32 nginx64 haproxy}
+SHAPES=${SHAPES:-small c500 body}
+PROXIES=${PROXIES:-hearth hearth2 nginx32 nginx64 haproxy}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+IDLE_PROXIES=${IDLE_PROXIES:-hearth nginx64 haproxy}
+STRACE=${STRACE:-3}
 OUT_ARG=${OUT:-bench/results.md}
-COMMAND="ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP SHAPES=\"$SHAPES\" PROXIES=\"$PROXIES\" OUT=$OUT_ARG bench/run.sh"
+COMMAND="ROUNDS=$ROUNDS DURATION=$DURATION SIDE_DURATION=$SIDE_DURATION WARMUP=$WARMUP SHAPES=\"$SHAPES\" PROXIES=\"$PROXIES\" IDLE_CONNS=$IDLE_CONNS IDLE_PROXIES=\"$IDLE_PROXIES\" STRACE=$STRACE OUT=$OUT_ARG bench/run.sh"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-case $OUT_ARG in
-/*) OUT=$OUT_ARG ;;
-*) OUT="$PWD/$OUT_ARG" ;;
-esac
-# nginx and haproxy live in sbin, which a non-login shell may not have on its PATH.
-PATH="$PATH:/usr/sbin:/sbin"
-
-say() { printf '%s\n' "$*" >&2; }
-die() {
-	say "bench: $*"
-	exit 1
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+OUT=$(absolute "$OUT_ARG")
+STRACE_OUT=$(dirname "$OUT")/strace.txt
+METRICS_OUT=$(dirname "$OUT")/hearth-metrics.txt
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer, not '$DURATION'"
+[[ $SIDE_DURATION =~ ^[1-9][0-9]*$ ]] || die "SIDE_DURATION must be a positive integer, not '$SIDE_DURATION'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds, not '$WARMUP'"
+[[ $IDLE_CONNS =~ ^[0-9]+$ ]] || die "IDLE_CONNS must be a whole number, not '$IDLE_CONNS'"
+[[ $STRACE =~ ^[0-9]+$ ]] || die "STRACE must be a whole number of seconds, not '$STRACE'"
 for shape in $SHAPES; do
 	case $shape in small | c500 | body) ;; *) die "unknown shape '$shape' (small, c500, body)" ;; esac
 done
 for proxy in $PROXIES; do
-	case $proxy in hearth | nginx32 | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy'" ;; esac
+	case $proxy in hearth | hearth2 | nginx32 | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy'" ;; esac
 done
-wants() { [[ " $PROXIES " == *" $1 "* ]]; }
+for proxy in $IDLE_PROXIES; do
+	case $proxy in hearth | nginx32 | nginx64 | haproxy) ;; *) die "unknown idle proxy '$proxy'" ;; esac
+done
+in_list() { [[ " $2 " == *" $1 "* ]]; }
+if ((IDLE_CONNS == 0)); then IDLE_PROXIES=; fi
+if ((STRACE > 0)) && ! in_list hearth "$PROXIES"; then STRACE=0; fi
 
 # ---------------------------------------------------------------------------------------------
-# Tools. Install only what is missing, quietly; perf is optional (its column then says n/a).
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx)
-command -v python3 >/dev/null || missing+=(python3)
-if wants haproxy && ! command -v haproxy >/dev/null; then missing+=(haproxy); fi
-command -v perf >/dev/null || missing+=(linux-perf)
-if ((${#missing[@]})); then
-	say "installing ${missing[*]}"
-	sudo=()
-	[[ $(id -u) -eq 0 ]] || sudo=(sudo -n)
-	"${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || say "apt-get update failed; trying anyway"
-	# One package at a time, so an unavailable linux-perf does not block the rest.
-	for package in "${missing[@]}"; do
-		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" \
-			>/dev/null 2>&1 || say "could not install $package"
-	done
-fi
+# Tools; perf and strace are optional (their figures then say n/a).
+ensure_tools wrk nginx python3 perf strace
+if in_list haproxy "$PROXIES $IDLE_PROXIES"; then ensure_tools haproxy; fi
 for tool in wrk nginx python3; do command -v "$tool" >/dev/null || die "$tool is required"; done
-if wants haproxy && ! command -v haproxy >/dev/null; then die "haproxy is required for PROXIES=haproxy"; fi
+if in_list haproxy "$PROXIES $IDLE_PROXIES" && ! command -v haproxy >/dev/null; then
+	die "haproxy is required for PROXIES=haproxy"
+fi
 PERF=0
 if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter -x, -o /dev/null true 2>/dev/null; then
 	PERF=1
 else
 	say "perf cannot count syscalls here; that column will say n/a"
 fi
+if ((STRACE > 0)) && ! command -v strace >/dev/null; then
+	say "no strace; skipping the syscall breakdown"
+	STRACE=0
+fi
 CLK_TCK=$(getconf CLK_TCK)
-# 500 client connections plus the proxies' upstream connections outgrow the usual soft limit of
-# 1024, so take what the hard limit allows (nofile cannot be unlimited; 65536 is plenty).
-fd_hard=$(ulimit -Hn)
-if [[ $fd_hard == unlimited ]] || ((fd_hard > 65536)); then fd_hard=65536; fi
-if (($(ulimit -n) < fd_hard)); then ulimit -n "$fd_hard" 2>/dev/null || true; fi
-FD_LIMIT=$(ulimit -n)
-# A proxied client connection may need an upstream one too; keep a little for logs and listeners.
-MAX_CONNS=$(((FD_LIMIT - 64) / 2))
+raise_fd_limit
 if ((MAX_CONNS < 600)); then say "only $FD_LIMIT file descriptors; the c500 shape may see errors"; fi
+if ((IDLE_CONNS + 200 > FD_LIMIT)); then
+	say "only $FD_LIMIT file descriptors; holding $((FD_LIMIT - 200)) idle connections, not $IDLE_CONNS"
+	IDLE_CONNS=$((FD_LIMIT - 200))
+fi
 
-# ---------------------------------------------------------------------------------------------
-# Build hearth; a failed build costs the hearth row, not the run.
-if wants hearth; then
-	say "building hearth (cargo build --release)"
-	if ! (cd "$ROOT" && cargo build --release --quiet); then
-		say "hearth: release build FAILED; continuing without the hearth row"
-		PROXIES=$(tr " " "\n" <<<"$PROXIES" | grep -vx hearth | tr "\n" " " || true)
+# A failed build costs the hearth rows, not the run.
+if in_list hearth "$PROXIES $IDLE_PROXIES" || in_list hearth2 "$PROXIES"; then
+	if ! build_hearth; then
+		say "hearth: release build FAILED; continuing without the hearth rows"
+		PROXIES=$(tr " " "\n" <<<"$PROXIES" | grep -vx 'hearth2\?' | tr "\n" " " || true)
+		IDLE_PROXIES=$(tr " " "\n" <<<"$IDLE_PROXIES" | grep -vx hearth | tr "\n" " " || true)
+		STRACE=0
 	fi
 fi
 
+# Other work on the machine moves every figure; say how busy it was.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # ---------------------------------------------------------------------------------------------
-# Processes: everything started here is in PIDS and goes when the script does, however it ends.
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/hearth-bench.XXXXXX")
-PIDS=()
-# The wrk and perf of the run in progress; wrk runs in the background and is waited for, because
-# bash defers a trap until a foreground command ends, and a signal should stop the run now.
-LOAD_PID=
-PERF_PID=
-cleanup() {
-	local pid tries
-	[[ -z $LOAD_PID ]] || kill "$LOAD_PID" 2>/dev/null || true
-	[[ -z $PERF_PID ]] || kill -INT "$PERF_PID" 2>/dev/null || true
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do
-		# Give each a moment to exit on SIGTERM, then insist.
-		for ((tries = 0; tries < 20; tries++)); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Starts "$@" in the background with output to log file $1 (shifted off); sets LAST_PID.
-LAST_PID=
-start() {
-	local log=$1
-	shift
-	"$@" >"$log" 2>&1 &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
-
-# Waits until something accepts on 127.0.0.1:$1, while process $2 lives, for up to 10 s.
-wait_port() {
-	local tries
-	for ((tries = 0; tries < 100; tries++)); do
-		kill -0 "$2" 2>/dev/null || return 1
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	return 1
-}
-
-# Ports come from the kernel: bind port 0 on several sockets at once, so they are distinct.
-read -r UP_PORT HEARTH_PORT N32_PORT N64_PORT HAP_PORT < <(python3 -c '
-import socket
-held = [socket.socket() for _ in range(5)]
-for s in held:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in held))
-')
-
-# Temp paths keep nginx away from /var/lib/nginx and /var/log/nginx.
-nginx_common() {
-	local dir=$1
-	cat <<EOF
-master_process off;
-daemon off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections $((FD_LIMIT - 64)); }
-EOF
-}
-nginx_http_common() {
-	local dir=$1
-	cat <<EOF
-    access_log off;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-EOF
-}
-
-# The origin: a fixed small answer at /, a 16 KiB file at /big that also answers POST, and
-# stub_status so accepted upstream connections can be counted around each run.
-up=$TMP/upstream
-mkdir -p "$up/www"
-head -c 16384 /dev/zero | tr '\0' 'x' >"$up/www/big"
-{
-	nginx_common "$up"
-	cat <<EOF
-http {
-$(nginx_http_common "$up")
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        root $up/www;
-        location / { return 200 "hello\n"; }
-        # The static module refuses POST with 405; turn that into the file itself, so the body
-        # shape gets 16 KiB answers to its 1 KiB uploads.
-        location = /big { error_page 405 =200 \$uri; }
-        location = /nginx_status { stub_status; }
-    }
-}
-EOF
-} >"$up/nginx.conf"
-start "$up/out.log" nginx -p "$up" -e "$up/error.log" -c "$up/nginx.conf"
-UP_PID=$LAST_PID
-wait_port "$UP_PORT" "$UP_PID" || die "the nginx origin did not start: $(tail -5 "$up/error.log" "$up/out.log" 2>/dev/null)"
-
-# Connections the origin has accepted so far, from stub_status. Asked over HTTP/1.0 with bash's
-# /dev/tcp, so it needs no client and costs exactly one accepted connection of its own.
-stub_accepts() {
-	local reply
-	exec 3<>"/dev/tcp/127.0.0.1/$UP_PORT" || return 1
-	printf 'GET /nginx_status HTTP/1.0\r\nHost: bench\r\n\r\n' >&3
-	reply=$(cat <&3)
-	exec 3<&-
-	awk 'seen { print $1; exit } /^server accepts/ { seen = 1 }' <<<"$reply"
-}
-
-declare -A PORT=([direct]=$UP_PORT) PID=() LABEL=(
-	[direct]="direct (no proxy)" [hearth]="hearth" [nginx32]="nginx keepalive 32"
-	[nginx64]="nginx keepalive 64" [haproxy]="HAProxy"
-)
-
-start_hearth() {
-	local dir=$TMP/hearth
-	mkdir -p "$dir"
-	cat >"$dir/hearth.toml" <<EOF
-workers = 1
-[[listen]]
-addr = "127.0.0.1:$HEARTH_PORT"
-[upstreams.u]
-nodes = { "127.0.0.1:$UP_PORT" = 1 }
-keepalive_pool = { size = 320, requests = 1000000 }   # as nginx rows: keepalive_requests 1000000
-[[routes]]
-uris = ["/*"]
-upstream = "u"
-EOF
-	local binary=$ROOT/target/release/hearth
-	[[ -x $binary ]] || return 1
-	start "$dir/hearth.log" env RUST_LOG=warn "$binary" -c "$dir/hearth.toml"
-	PID[hearth]=$LAST_PID
-	PORT[hearth]=$HEARTH_PORT
-	# hearth logs `listening on ADDR` once bound, but RUST_LOG=warn may hide it, so the port
-	# accepting is what counts.
-	wait_port "$HEARTH_PORT" "$LAST_PID"
-}
-
-start_nginx_proxy() {
-	local name=$1 keepalive=$2 port=$3 dir=$TMP/$1
-	mkdir -p "$dir"
-	{
-		nginx_common "$dir"
-		cat <<EOF
-http {
-$(nginx_http_common "$dir")
-    upstream u {
-        server 127.0.0.1:$UP_PORT;
-        keepalive $keepalive;
-        # Same limits as the client side, so nginx does not recycle pooled connections every
-        # 1000 requests (its default) and the pool comparison is about pool size alone.
-        keepalive_requests 1000000;
-        keepalive_timeout 300s;
-    }
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            proxy_pass http://u;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-	} >"$dir/nginx.conf"
-	start "$dir/out.log" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
-	PID[$name]=$LAST_PID
-	PORT[$name]=$port
-	wait_port "$port" "$LAST_PID"
-}
-
-start_haproxy() {
-	local dir=$TMP/haproxy
-	mkdir -p "$dir"
-	cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn $MAX_CONNS
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse safe
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 300s
-
-frontend bench
-    bind 127.0.0.1:$HAP_PORT
-    default_backend origin
-
-backend origin
-    server u 127.0.0.1:$UP_PORT
-EOF
-	start "$dir/out.log" haproxy -db -f "$dir/haproxy.cfg"
-	PID[haproxy]=$LAST_PID
-	PORT[haproxy]=$HAP_PORT
-	wait_port "$HAP_PORT" "$LAST_PID"
-}
-
+# Start the origin and the proxies.
+# ports: the origin, one per row, and the 1-worker hearth's admin listener last.
+read -r -a ports < <(free_ports 7)
+start_origin "${ports[0]}"
 ACTIVE=()
+i=1
 for proxy in $PROXIES; do
-	case $proxy in
-	hearth) start_hearth && ok=1 || ok=0 ;;
-	nginx32) start_nginx_proxy nginx32 32 "$N32_PORT" && ok=1 || ok=0 ;;
-	nginx64) start_nginx_proxy nginx64 64 "$N64_PORT" && ok=1 || ok=0 ;;
-	haproxy) start_haproxy && ok=1 || ok=0 ;;
-	esac
-	if ((ok)); then
+	if start_row "$proxy" "${ports[$i]}" "${ports[6]}"; then
 		ACTIVE+=("$proxy")
 	else
-		pid=${PID[$proxy]:-}
-		if [[ -z $pid ]]; then
-			why="no executable found"
-		elif kill -0 "$pid" 2>/dev/null; then
-			why="still not accepting on 127.0.0.1:${PORT[$proxy]} after 10 s"
-			kill "$pid" 2>/dev/null || true
-		else
-			wait "$pid" 2>/dev/null && status=0 || status=$?
-			why="it exited with status $status before accepting"
-		fi
-		say "$proxy: FAILED to start ($why); continuing without it."
-		if [[ -s "$TMP/$proxy/$proxy.log" || -s "$TMP/$proxy/out.log" || -s "$TMP/$proxy/error.log" ]]; then
-			say "    last lines of its output:"
-			tail -q -n 5 "$TMP/$proxy"/*.log 2>/dev/null | sed 's/^/    /' >&2 || true
-		fi
+		explain_failure "$proxy"
 	fi
+	i=$((i + 1))
 done
 say "origin on :$UP_PORT; proxies up: ${ACTIVE[*]:-none}"
 
-# ---------------------------------------------------------------------------------------------
-# Load.
-cat >"$TMP/post.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = string.rep("x", 1024)
-wrk.headers["Content-Type"] = "application/octet-stream"
-EOF
-
-set_shape() {
-	CONNS=50
-	TARGET=/
-	LUA=
-	case $1 in
-	c500) CONNS=500 ;;
-	body)
-		TARGET=/big
-		LUA=$TMP/post.lua
-		;;
-	esac
-}
-
-# utime + stime of a whole process, in clock ticks. The command name may hold spaces, so fields
-# are counted from after its closing parenthesis: utime and stime are fields 14 and 15 overall.
-cpu_ticks() {
-	local stat
-	stat=$(<"/proc/$1/stat") || return 1
-	stat=${stat##*) }
-	# shellcheck disable=SC2086 # splitting the fields is the point
-	set -- $stat
-	echo $((${12} + ${13}))
-}
-
-# wrk --latency output -> "req/s p50_ms p99_ms requests errors"; errors are non-2xx/3xx answers
-# plus socket errors, so a proxy that fails fast cannot pass for a fast one.
-parse_wrk() {
-	awk '
-	function ms(v) {
-		if (v ~ /us$/) return v / 1000
-		if (v ~ /ms$/) return v + 0
-		if (v ~ /m$/) return v * 60000
-		if (v ~ /s$/) return v * 1000
-		return v + 0
-	}
-	$1 == "50%" { p50 = ms($2) }
-	$1 == "99%" { p99 = ms($2) }
-	/ requests in / { requests = $1 }
-	/^Requests\/sec:/ { rps = $2 }
-	/Non-2xx or 3xx responses:/ { errors += $NF }
-	/Socket errors:/ { gsub(/,/, ""); errors += $4 + $6 + $8 + $10 }
-	END {
-		if (requests == "") { print "n/a n/a n/a 0 0"; exit }
-		printf "%s %s %s %s %d\n", rps, p50, p99, requests, errors
-	}' "$1"
-}
-
-# Runs wrk with arguments "$2"... and output to file $1, in the background so a signal to the
-# script is handled at once (see LOAD_PID).
-load() {
-	local out=$1 status=0
-	shift
-	wrk "$@" >"$out" 2>&1 &
-	LOAD_PID=$!
-	wait "$LOAD_PID" || status=$?
-	LOAD_PID=
-	return "$status"
-}
-
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
+METRICS=$TMP/metrics.txt
+: >"$METRICS"
 declare -A DEAD=()
 
 # One wrk run against row $1 for shape $2 lasting $3 seconds; with $4 = a round number, measure
 # and append a line to RESULTS, without it (warm-up) just load.
 run_once() {
 	local name=$1 shape=$2 secs=$3 round=${4:-} pid=${PID[$1]:-} tag="$1.$2.${4:-warm}"
-	local url="http://127.0.0.1:${PORT[$1]}$TARGET"
-	local wrk_args=(-t1 "-c$CONNS" "-d${secs}s" --latency)
-	[[ -n $LUA ]] && wrk_args+=(-s "$LUA")
+	wrk_args "$secs" "$name"
 	if [[ -z $round ]]; then
-		load "$TMP/wrk.$tag" "${wrk_args[@]}" "$url" || true
+		load "$TMP/wrk.$tag" "${WRK_ARGS[@]}" || true
 		return
 	fi
 
@@ -433,7 +146,7 @@ run_once() {
 			sleep 0.3
 		fi
 	fi
-	load "$TMP/wrk.$tag" "${wrk_args[@]}" "$url" || say "$name: wrk failed: $(tail -1 "$TMP/wrk.$tag")"
+	load "$TMP/wrk.$tag" "${WRK_ARGS[@]}" || say "$name: wrk failed: $(tail -1 "$TMP/wrk.$tag")"
 	if [[ -n $pid ]]; then ticks1=$(cpu_ticks "$pid" || echo); fi
 	local counted=
 	if [[ -n $PERF_PID ]]; then
@@ -478,9 +191,21 @@ run_once() {
 	say "  round $round $(printf '%-20s' "${LABEL[$name]}") $rps req/s, p99 $p99 ms, errors $errors"
 }
 
-ROWS=(direct "${ACTIVE[@]}")
+
+# The rows of shape $1: hearth2 only answers the scaling question, which the small shape settles.
+rows_for() {
+	local name
+	ROWS=(direct)
+	for name in "${ACTIVE[@]}"; do
+		[[ $name == hearth2 && $1 != small ]] || ROWS+=("$name")
+	done
+}
+
 for shape in $SHAPES; do
 	set_shape "$shape"
+	rows_for "$shape"
+	secs=$DURATION
+	[[ $shape == small ]] || secs=$SIDE_DURATION
 	say "shape $shape: warming up ${WARMUP}s each"
 	if ((WARMUP > 0)); then
 		for name in "${ROWS[@]}"; do run_once "$name" "$shape" "$WARMUP"; done
@@ -491,92 +216,135 @@ for shape in $SHAPES; do
 		for ((i = 0; i < count; i++)); do
 			name=${ROWS[$(((i + round - 1) % count))]}
 			[[ -z ${DEAD[$name]:-} ]] || continue
-			run_once "$name" "$shape" "$DURATION" "$round"
+			run_once "$name" "$shape" "$secs" "$round"
 		done
 	done
+	# hearth's own counters say why an upstream connection was opened or closed; they add up
+	# over the shapes.
+	if [[ -n ${ADMIN[hearth]:-} && -z ${DEAD[hearth]:-} ]]; then
+		{
+			echo "## after shape $shape"
+			hearth_metrics "${ADMIN[hearth]}" | sed '1,/^\r\?$/d' || echo "(no answer)"
+			echo
+		} >>"$METRICS"
+	fi
 done
 
 # ---------------------------------------------------------------------------------------------
-# Report: medians per row and shape, then hearth's ratios to HAProxy and nginx-64.
+# Where hearth's syscalls go: `strace -c` on every thread of the 1-worker hearth during a short
+# small-shape load. strace stops the process at each syscall, so its rate here is far below the
+# measured runs; the counts per request are what this is for.
+STRACE_DONE=0
+if ((STRACE > 0)) && in_list hearth "${ACTIVE[*]}" && [[ -z ${DEAD[hearth]:-} ]]; then
+	say "strace -c on hearth for ${STRACE}s"
+	set_shape small
+	wrk_args "$STRACE" hearth
+	strace -c -f -p "${PID[hearth]}" -o "$TMP/strace.out" 2>"$TMP/strace.err" &
+	PERF_PID=$!
+	# strace says nothing once attached; give it a moment, as for perf.
+	sleep 0.5
+	load "$TMP/wrk.strace" "${WRK_ARGS[@]}" || true
+	kill -INT "$PERF_PID" 2>/dev/null || true
+	wait "$PERF_PID" 2>/dev/null || true
+	PERF_PID=
+	read -r _ _ _ strace_requests _ < <(parse_wrk "$TMP/wrk.strace")
+	if [[ -s $TMP/strace.out ]]; then
+		mkdir -p "$(dirname "$STRACE_OUT")"
+		{
+			echo "# strace -c -f -p HEARTH_PID, 1-worker hearth, small shape (GET /, 50 connections)"
+			echo "# written by bench/run.sh on $(date -u '+%Y-%m-%d %H:%M:%S UTC'); load: wrk ${WRK_ARGS[*]}"
+			echo "# requests answered while traced: $strace_requests"
+			# The total line: % time, seconds, usecs/call, calls, [errors,] "total".
+			awk -v n="$strace_requests" '$NF == "total" && n > 0 {
+				printf "# syscalls per request while traced: %.2f\n", $4 / n }' "$TMP/strace.out"
+			echo "# strace slows every syscall, so the rate under it says nothing; the mix and counts do."
+			echo
+			cat "$TMP/strace.out"
+		} >"$STRACE_OUT"
+		STRACE_DONE=1
+		say "wrote $STRACE_OUT"
+	else
+		say "strace recorded nothing: $(tail -2 "$TMP/strace.err" 2>/dev/null)"
+	fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# RSS per idle keep-alive client connection, on a fresh process per proxy so the buffers the
+# loads above grew do not hide (or pad) the cost. The process first serves a short small-shape
+# load, so it has reached its working size; then VmRSS before and after bench/idle_conns.py
+# holds IDLE_CONNS answered connections open.
+IDLE=$TMP/idle.tsv
+: >"$IDLE"
+if [[ -n $IDLE_PROXIES ]]; then
+	read -r -a idle_ports < <(free_ports 4)
+	i=0
+	for proxy in $IDLE_PROXIES; do
+		name=idle-$proxy
+		LABEL[$name]=${LABEL[$proxy]}
+		port=${idle_ports[$i]}
+		i=$((i + 1))
+		case $proxy in
+		hearth) start_hearth "$name" "$port" 1 ;;
+		nginx32) start_nginx_proxy "$name" 32 "$port" ;;
+		nginx64) start_nginx_proxy "$name" 64 "$port" ;;
+		haproxy) start_haproxy "$name" "$port" ;;
+		esac && up=1 || up=0
+		if ((!up)); then
+			explain_failure "$name"
+			continue
+		fi
+		pid=${PID[$name]}
+		conns=$IDLE_CONNS
+		# HAProxy refuses a maxconn whose sockets (two per connection) exceed the file limit, and
+		# does not accept past maxconn, so it holds what the limit allows.
+		if [[ $proxy == haproxy ]] && ((conns > MAX_CONNS - 50)); then
+			conns=$((MAX_CONNS - 50))
+			say "haproxy: maxconn $MAX_CONNS at $FD_LIMIT file descriptors; holding $conns, not $IDLE_CONNS"
+		fi
+		set_shape small
+		wrk_args "$((WARMUP > 0 ? WARMUP : 1))" "$name"
+		load "$TMP/wrk.$name" "${WRK_ARGS[@]}" || true
+		sleep 0.5
+		before=$(rss_kib "$pid")
+		say "$proxy: holding $conns idle keep-alive connections (RSS before: ${before:-?} KiB)"
+		status=$TMP/$name.status
+		start "$TMP/$name.client.log" python3 "$ROOT/bench/idle_conns.py" "$port" "$conns" "$status"
+		client=$LAST_PID
+		# idle_conns.py gives up after 60 s on its own; this wait is bounded a little beyond that.
+		for ((tries = 0; tries < 700; tries++)); do
+			[[ -s $status ]] && break
+			kill -0 "$client" 2>/dev/null || break
+			sleep 0.1
+		done
+		held=0 failed=$conns
+		[[ -s $status ]] && read -r held failed <"$status"
+		# Let the proxy finish whatever it does after the last answer before reading its size.
+		sleep 1
+		after=$(rss_kib "$pid")
+		stop "$client"
+		stop "$pid"
+		printf '%s\t%s\t%s\t%s\t%s\n' "$proxy" "${before:-n/a}" "${after:-n/a}" "$held" "$failed" >>"$IDLE"
+		say "$proxy: $held held, $failed failed, RSS after: ${after:-?} KiB"
+	done
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Report: medians per row and shape, hearth's ratios, the idle RSS, and the targets of issue 4.
 TABLES=$TMP/tables.md
-python3 - "$RESULTS" "$SHAPES" >"$TABLES" <<'EOF'
-import statistics
-import sys
-
-results, shapes = sys.argv[1], sys.argv[2].split()
-order = ["direct", "hearth", "nginx32", "nginx64", "haproxy"]
-label = {"direct": "direct (no proxy)", "hearth": "hearth", "nginx32": "nginx keepalive 32",
-         "nginx64": "nginx keepalive 64", "haproxy": "HAProxy"}
-columns = [("req/s", "%.0f"), ("p50 ms", "%.3f"), ("p99 ms", "%.3f"), ("CPU us/req", "%.2f"),
-           ("syscalls/req", "%.2f"), ("upstream conns/10k req", "%.2f"), ("RSS MiB", "%.1f")]
-shape_title = {"small": "small: GET /, 50 connections",
-               "c500": "c500: GET /, 500 connections",
-               "body": "body: POST 1 KiB to /big, 16 KiB answers, 50 connections"}
-
-runs = {}
-with open(results) as f:
-    for line in f:
-        shape, name, _round, *values = line.rstrip("\n").split("\t")
-        runs.setdefault((shape, name), []).append(values)
-
-def median(rows, i):
-    numbers = []
-    for row in rows:
-        try:
-            numbers.append(float(row[i]))
-        except ValueError:
-            pass
-    return statistics.median(numbers) if numbers else None
-
-def cell(value, fmt):
-    return "n/a" if value is None else fmt % value
-
-def table(header, body):
-    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                      for i, (c, w) in enumerate(zip(r, widths))) + " |"
-    rule = "|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(header), rule] + [line(r) for r in body])
-
-for shape in shapes:
-    print(f"### {shape_title[shape]}\n")
-    header = ["proxy"] + [c for c, _ in columns] + ["errors", "runs"]
-    body, med = [], {}
-    for name in order:
-        rows = runs.get((shape, name))
-        if not rows:
-            continue
-        med[name] = [median(rows, i) for i in range(len(columns))]
-        direct = name == "direct"
-        cells = [label[name]]
-        for i, (_, fmt) in enumerate(columns):
-            # The direct row has no proxy process, so its per-proxy figures do not apply.
-            cells.append("-" if direct and i in (3, 4, 6) else cell(med[name][i], fmt))
-        errors = sum(int(r[7]) for r in rows if r[7].isdigit())
-        body.append(cells + [str(errors), str(len(rows))])
-    if not body:
-        print("(no runs)\n")
-        continue
-    print(table(header, body) + "\n")
-    if "hearth" not in med:
-        print("- hearth not measured, so no ratios\n")
-        continue
-    for peer in ("haproxy", "nginx64"):
-        if peer not in med:
-            print(f"- hearth / {label[peer]}: {label[peer]} not measured")
-            continue
-        parts = []
-        for i, what in ((0, "req/s"), (3, "CPU per request")):
-            a = med.get("hearth", [None] * 7)[i]
-            b = med.get(peer, [None] * 7)[i]
-            parts.append(f"{what} {a / b:.2f}x" if a and b else f"{what} n/a")
-        print(f"- hearth / {label[peer]}: " + ", ".join(parts))
-    print()
-EOF
+python3 "$ROOT/bench/report.py" "$RESULTS" "$IDLE" "$SHAPES" "$IDLE_CONNS" >"$TABLES"
 
 cat "$TABLES"
 
 mkdir -p "$(dirname "$OUT")"
+if [[ -s $METRICS ]]; then
+	{
+		echo "# hearth's /metrics (1-worker row) after each shape of bench/run.sh; counters add up."
+		echo "# written on $(date -u '+%Y-%m-%d %H:%M:%S UTC'); command: $COMMAND"
+		echo
+		cat "$METRICS"
+	} >"$METRICS_OUT"
+	say "wrote $METRICS_OUT"
+fi
 {
 	echo "# hearth benchmark results"
 	echo
@@ -585,7 +353,9 @@ mkdir -p "$(dirname "$OUT")"
 	echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 	echo "- kernel: $(uname -r)"
 	echo "- CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), nproc $(nproc)"
-	echo "- hearth commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+	echo "- load average (1, 5, 15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "- memory: $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+	echo "- hearth commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (with uncommitted changes to src or Cargo files)')"
 	echo "- tools: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>/dev/null | awk 'NR == 1 { print "HAProxy " $3 }' || true), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)"
 	echo "- command: \`$COMMAND\`"
 	echo "- proxies that ran: ${ACTIVE[*]:-none}"
@@ -597,5 +367,29 @@ mkdir -p "$(dirname "$OUT")"
 	echo "proxy's VmRSS after the run; errors sums non-2xx/3xx answers and socket errors over all runs."
 	echo
 	cat "$TABLES"
+	if [[ -s $METRICS ]]; then
+		echo "### Why hearth opened and closed upstream connections"
+		echo
+		echo "hearth's own counters (1-worker row, warm-ups included), summed up to the end of each"
+		echo "shape; all of /metrics is in [hearth-metrics.txt](hearth-metrics.txt)."
+		echo
+		echo '```'
+		grep -E '^(## |hearth_upstream_(connects|reuses|replays|closes)_total)' "$METRICS" |
+			grep -v ' 0$' || true
+		echo '```'
+		echo
+	fi
+	if ((STRACE_DONE)); then
+		echo "### Where hearth's syscalls go"
+		echo
+		echo "\`strace -c -f\` on the 1-worker hearth during ${STRACE} s of the small shape; the whole"
+		echo "breakdown is in [strace.txt](strace.txt)."
+		echo
+		echo '```'
+		grep '^#' "$STRACE_OUT" | sed -n '3,4p'
+		# The column header, its rule and the ten busiest calls.
+		grep -v '^#' "$STRACE_OUT" | sed '/^$/d' | head -12
+		echo '```'
+	fi
 } >"$OUT"
 say "wrote $OUT"

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""bench/report.py: turns bench/run.sh's raw measurements into the Markdown tables of results.md.
+
+Usage: report.py RESULTS_TSV IDLE_TSV "SHAPES" IDLE_CONNS
+
+RESULTS_TSV has one line per measured run: shape, row, round, req/s, p50 ms, p99 ms, CPU us/req,
+syscalls/req, upstream conns/10k req, RSS MiB, errors. IDLE_TSV has one line per proxy: name, RSS
+KiB before and after the idle connections, connections held, connections that failed. Figures a
+run could not take are "n/a" or "-" and stay out of the medians. Every verdict compares medians
+from this one run, never figures from elsewhere.
+"""
+
+import statistics
+import sys
+
+ORDER = ["direct", "hearth", "hearth2", "nginx32", "nginx64", "haproxy"]
+LABEL = {"direct": "direct (no proxy)", "hearth": "hearth", "hearth2": "hearth, 2 workers",
+         "nginx32": "nginx keepalive 32", "nginx64": "nginx keepalive 64", "haproxy": "HAProxy"}
+COLUMNS = [("req/s", "%.0f"), ("p50 ms", "%.3f"), ("p99 ms", "%.3f"), ("CPU us/req", "%.2f"),
+           ("syscalls/req", "%.2f"), ("upstream conns/10k req", "%.2f"), ("RSS MiB", "%.1f")]
+RPS, P50, P99, CPU, SYSCALLS, CONNS, RSS = range(7)
+ERRORS = 7
+SHAPE_TITLE = {"small": "small: GET /, 50 connections",
+               "c500": "c500: GET /, 500 connections",
+               "body": "body: POST 1 KiB to /big, 16 KiB answers, 50 connections"}
+# Figures compared as hearth / peer, and which way is better.
+RATIOS = [(RPS, "req/s", "higher"), (CPU, "CPU per request", "lower"), (P99, "p99", "lower"),
+          (SYSCALLS, "syscalls per request", "lower")]
+
+
+def number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def median(rows, i):
+    numbers = [n for n in (number(row[i]) for row in rows) if n is not None]
+    return statistics.median(numbers) if numbers else None
+
+
+def cell(value, fmt):
+    return "n/a" if value is None else fmt % value
+
+
+def table(header, body):
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+
+    def line(r):
+        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(r, widths))) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule] + [line(r) for r in body])
+
+
+def ratio(med, a, b, i):
+    x = med.get(a, [None] * 7)[i]
+    y = med.get(b, [None] * 7)[i]
+    return x / y if x is not None and y else None
+
+
+def main():
+    results, idle_path, shapes, idle_conns = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4]
+    runs = {}
+    with open(results) as f:
+        for line in f:
+            shape, name, _round, *values = line.rstrip("\n").split("\t")
+            runs.setdefault((shape, name), []).append(values)
+
+    medians = {}
+    for shape in shapes:
+        print(f"### {SHAPE_TITLE[shape]}\n")
+        header = ["proxy"] + [c for c, _ in COLUMNS] + ["errors", "runs"]
+        body, med = [], {}
+        for name in ORDER:
+            rows = runs.get((shape, name))
+            if not rows:
+                continue
+            med[name] = [median(rows, i) for i in range(len(COLUMNS))]
+            direct = name == "direct"
+            cells = [LABEL[name]]
+            for i, (_, fmt) in enumerate(COLUMNS):
+                # The direct row has no proxy process, so its per-proxy figures do not apply.
+                cells.append("-" if direct and i in (CPU, SYSCALLS, RSS) else cell(med[name][i], fmt))
+            errors = sum(int(r[ERRORS]) for r in rows if r[ERRORS].isdigit())
+            body.append(cells + [str(errors), str(len(rows))])
+        medians[shape] = med
+        if not body:
+            print("(no runs)\n")
+            continue
+        print(table(header, body) + "\n")
+        if "hearth" not in med:
+            print("- hearth not measured, so no ratios\n")
+            continue
+        for peer in ("haproxy", "nginx64"):
+            if peer not in med:
+                print(f"- hearth / {LABEL[peer]}: {LABEL[peer]} not measured")
+                continue
+            parts = []
+            for i, what, _ in RATIOS:
+                r = ratio(med, "hearth", peer, i)
+                parts.append(f"{what} {r:.2f}x" if r is not None else f"{what} n/a")
+            print(f"- hearth / {LABEL[peer]}: " + ", ".join(parts))
+        if "hearth2" in med:
+            parts = []
+            for i, what, _ in RATIOS:
+                r = ratio(med, "hearth2", "hearth", i)
+                parts.append(f"{what} {r:.2f}x" if r is not None else f"{what} n/a")
+            print("- hearth 2 workers / 1 worker: " + ", ".join(parts))
+        print()
+
+    idle, idle_per = {}, {}
+    with open(idle_path) as f:
+        for line in f:
+            name, before, after, held, failed = line.rstrip("\n").split("\t")
+            idle[name] = (number(before), number(after), int(held), int(failed))
+    if idle:
+        print(f"### RSS per idle keep-alive client connection ({idle_conns} connections)\n")
+        print("A fresh process per proxy serves a short small-shape warm-up, then bench/idle_conns.py opens")
+        print("the connections, 50 requests at a time, one `GET /` on each, and holds them idle.")
+        print("HAProxy holds fewer when the file limit caps its maxconn below the count.\n")
+        body = []
+        for name in ORDER:
+            if name not in idle:
+                continue
+            before, after, held, failed = idle[name]
+            per = (after - before) / held if before is not None and after is not None and held else None
+            idle_per[name] = per
+            body.append([LABEL[name], str(held), str(failed), cell(before and before / 1024, "%.1f"),
+                         cell(after and after / 1024, "%.1f"), cell(per, "%.2f")])
+        print(table(["proxy", "held", "failed", "RSS before MiB", "RSS after MiB",
+                     "KiB per idle conn"], body) + "\n")
+
+    print_targets(medians.get("small", {}), runs, idle_per)
+
+
+def print_targets(med, runs, idle_per):
+    """PASS or FAIL against each numeric target of issue 4 (one worker, 50 connections)."""
+    print("### Targets of issue 4 (small shape, one worker, ratios of medians from this run)\n")
+
+    def check(value, op, bound):
+        if value is None:
+            return "not measured"
+        return "PASS" if {"<=": value <= bound, ">=": value >= bound, ">": value > bound,
+                          "==": value == bound}[op] else "FAIL"
+
+    rows = []
+
+    def target(what, value, fmt, op, bound):
+        rows.append([what, cell(value, fmt), check(value, op, bound)])
+
+    target("CPU per request <= 0.75x HAProxy's", ratio(med, "hearth", "haproxy", CPU), "%.2fx", "<=", 0.75)
+    target("CPU per request <= 0.7x nginx keepalive 64's", ratio(med, "hearth", "nginx64", CPU),
+           "%.2fx", "<=", 0.70)
+    target("req/s >= 1.1x HAProxy's", ratio(med, "hearth", "haproxy", RPS), "%.2fx", ">=", 1.1)
+    target("req/s >= 1.2x nginx keepalive 64's", ratio(med, "hearth", "nginx64", RPS), "%.2fx", ">=", 1.2)
+    target("p99 no higher than HAProxy's", ratio(med, "hearth", "haproxy", P99), "%.2fx", "<=", 1.0)
+    target("syscalls per request no more than HAProxy's", ratio(med, "hearth", "haproxy", SYSCALLS),
+           "%.2fx", "<=", 1.0)
+    # Every measured round, not the median: one round with a connect is a connect after warm-up.
+    conns = [number(r[CONNS]) for r in runs.get(("small", "hearth"), [])]
+    conns = [c for c in conns if c is not None]
+    target("zero upstream connects after warm-up (worst round, per 10k req)",
+           max(conns) if conns else None, "%.2f", "==", 0)
+    target("RSS per idle keep-alive client connection <= 1 KiB", idle_per.get("hearth"),
+           "%.2f KiB", "<=", 1.0)
+    target("2 workers: req/s above 1 worker's", ratio(med, "hearth2", "hearth", RPS), "%.2fx", ">", 1.0)
+    print(table(["target", "measured", "result"], rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
