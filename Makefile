@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CONFIG ?= examples/hearth.toml
 
-.PHONY: help build run test lint bench bench-micro clean
+.PHONY: help build run test lint bench bench-micro profile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,9 +28,12 @@ lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-bench: ## end-to-end load against nginx and HAProxy (installs them), then the criterion micro-benchmarks
+bench: ## end-to-end load vs nginx and HAProxy (installs them), idle-connection RSS, strace breakdown -> bench/results.md; then criterion
 	bash bench/run.sh
 	$(MAKE) bench-micro
+
+profile: ## perf record -e cpu-clock -g on a loaded 1-worker hearth -> bench/profile.txt
+	bash bench/profile.sh
 
 bench-micro: ## criterion benches: LRU, timer wheel, head parsing
 	$(CARGO) bench --bench lru --bench timer --bench head
