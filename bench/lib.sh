@@ -252,7 +252,9 @@ idle_timeout = "300s"
 max_requests = 1000000
 [upstreams.u]
 nodes = { "127.0.0.1:$UP_PORT" = 1 }
-keepalive_pool = { size = 320, requests = 1000000, idle_timeout = "300s" }
+# size covers the c500 shape's concurrency, as the zero-connects target assumes (with 320, hearth
+# evicts and reopens connections at 500 clients, and warns that size is too small).
+keepalive_pool = { size = 1024, requests = 1000000, idle_timeout = "300s" }
 [[routes]]
 uris = ["/*"]
 upstream = "u"

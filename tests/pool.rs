@@ -410,6 +410,10 @@ fn pool_size_limits_kept_connections() {
         2,
         "connections closed by hearth after the wave (size = 2)"
     );
+    assert!(
+        h.logs_text().contains("keepalive_pool.size (2)"),
+        "evictions should be reported with the setting to raise"
+    );
     concurrent_gets(h.addr(), 4, "wave2");
     assert_eq!(
         mock.connections(),

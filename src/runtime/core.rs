@@ -327,6 +327,8 @@ pub struct Core {
     shutdown_at: Option<u64>,
     /// Next `min_idle` top-up; 0 when no upstream asks for a warm floor.
     next_warm: u64,
+    /// By pool id: evictions since the last "pool too small" warning, and when that was.
+    evictions: Vec<(u64, u64)>,
     ctl: Receiver<Control>,
 }
 
@@ -371,6 +373,7 @@ impl Core {
             counters: Counters::with_nodes(budgets.len()),
             shutdown_at: None,
             next_warm: 0,
+            evictions: Vec::new(),
             ctl,
             shared,
             process,
@@ -1815,7 +1818,32 @@ impl Core {
                 o.state = UpState::Active; // out of the list already
             }
             self.close_up(old, CloseReason::Evicted);
+            self.note_eviction(node, settings.size);
         }
+    }
+
+    /// Evicting idle connections means the pool is smaller than the concurrency it serves and
+    /// connections are being reopened; say so, at most once a minute per node and core.
+    fn note_eviction(&mut self, node: PoolId, size: usize) {
+        if self.evictions.len() <= node {
+            self.evictions.resize(node + 1, (0, 0));
+        }
+        let now = self.now;
+        let (since, count) = &mut self.evictions[node];
+        *count += 1;
+        if *since != 0 && now < *since + 60_000 {
+            return;
+        }
+        let addr = self
+            .shared
+            .pool(node)
+            .map_or_else(|| format!("pool {node}"), |p| p.addr.to_string());
+        warn!(
+            "core {}: closed {} idle connection(s) to {addr} because more than keepalive_pool.size ({size}) were idle at once; connections are being reopened: raise size to cover the concurrency per core",
+            self.id, *count
+        );
+        *since = now.max(1);
+        *count = 0;
     }
 
     /// Gives connection `uid` (connected, or still connecting) to the waiting client `cid`.
