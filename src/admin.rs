@@ -2,17 +2,28 @@
 //!
 //! It never runs on a core. `GET /metrics` asks every core for its counters by control message
 //! and answers with their sum in Prometheus text format; `POST /reload` re-reads the
-//! configuration file and, if it is valid, applies it as SIGHUP does. One request per connection keeps it
-//! simple; it is for scrapers and people, not for load.
+//! configuration file and, if it is valid, applies it as SIGHUP does. `GET /status` is a page in
+//! the spirit of HAProxy's stats page: one row per upstream node and charts of requests/s and
+//! reuse ratio, drawn by the page itself from `GET /status.json`, which it polls. The page is
+//! static (`status_page.html`, no external assets) and puts data into the document only as text
+//! nodes, so nothing a configuration names can become markup; the JSON escapes every string per
+//! RFC 8259 §7. One request per connection keeps it simple; it is for scrapers and people, not
+//! for load.
 
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, warn};
 
+use crate::metrics::{Counters, NodeCounters, ANSWER_CODES};
 use crate::runtime::server::Handle;
+use crate::upstream::pool::CloseReason;
+
+/// The status page; it fetches `/status.json` itself.
+const STATUS_PAGE: &str = include_str!("status_page.html");
 
 const MAX_REQUEST_BYTES: usize = 8_192;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,6 +102,13 @@ fn serve(mut s: TcpStream, stats: &Handle, reload: &ReloadFn) -> io::Result<()> 
             "text/plain; version=0.0.4",
             &stats.metrics_text(),
         ),
+        ("GET", "/status") => respond(&mut s, "200 OK", "text/html; charset=utf-8", STATUS_PAGE),
+        ("GET", "/status.json") => respond(
+            &mut s,
+            "200 OK",
+            "application/json",
+            &status_json(&stats.stats(), &stats.pools(), unix_ms()),
+        ),
         ("POST", "/reload") => match reload() {
             Ok(()) => respond(&mut s, "200 OK", "text/plain", "reloaded\n"),
             Err(e) => respond(
@@ -104,14 +122,212 @@ fn serve(mut s: TcpStream, stats: &Handle, reload: &ReloadFn) -> io::Result<()> 
             &mut s,
             "404 Not Found",
             "text/plain",
-            "not found; try /metrics\n",
+            "not found; try /metrics or /status\n",
         ),
         _ => respond(&mut s, "405 Method Not Allowed", "text/plain", "only GET\n"),
     }
 }
 
 fn respond(s: &mut TcpStream, status: &str, content_type: &str, body: &str) -> io::Result<()> {
-    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    // no-store: every answer is a snapshot, and a cached one would hide a stalled hearth.
+    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n", body.len());
     s.write_all(head.as_bytes())?;
     s.write_all(body.as_bytes())
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Splits a metric label `upstream="NAME",node="HOST"` (as the pool registry writes it) into
+/// its two values. The split is on the last `",node="` because the upstream name is free text
+/// while the node is a validated `host:port`. Anything else is shown whole as the upstream.
+fn split_label(label: &str) -> (&str, &str) {
+    label
+        .strip_prefix("upstream=\"")
+        .and_then(|rest| rest.strip_suffix('"'))
+        .and_then(|inner| inner.rsplit_once("\",node=\""))
+        .unwrap_or((label, ""))
+}
+
+/// Appends `s` as a JSON string literal (RFC 8259 §7): quotes, backslashes and control
+/// characters escaped; `<`, `>` and `&` too, so the text stays inert even if someone pastes it
+/// into HTML.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A per-node figure of `/status.json`: key and how to read it (the same as `/metrics`).
+type Field = (&'static str, fn(&NodeCounters) -> u64);
+
+const NODE_FIELDS: [Field; 10] = [
+    ("requests", |n| n.requests),
+    ("connects", |n| n.connects),
+    ("connect_failures", |n| n.connect_failures),
+    ("reuses", |n| n.reuses),
+    ("replays", |n| n.replays),
+    ("handed_over", |n| n.handed_over),
+    ("queued", |n| n.queued),
+    ("queue_timeouts", |n| n.queue_timeouts),
+    ("idle_now", |n| n.idle_now),
+    ("open_now", |n| n.open_now),
+];
+
+/// The document `/status.json` answers: the counters summed over cores, one entry per pool id
+/// (with its upstream, node and learned idle timeout from `pools`), and the reading's time.
+fn status_json(c: &Counters, pools: &[(String, Option<u64>)], now_ms: u64) -> String {
+    let mut s = String::with_capacity(512 + 640 * pools.len().max(c.nodes.len()));
+    let _ = write!(s, "{{\"version\":");
+    json_str(&mut s, env!("CARGO_PKG_VERSION"));
+    let _ = write!(
+        s,
+        ",\"time_ms\":{now_ms},\"client\":{{\"accepted\":{},\"open_now\":{},\"requests\":{}}},\"answers\":{{",
+        c.accepted, c.client_open_now, c.requests
+    );
+    for (i, (code, n)) in ANSWER_CODES.iter().zip(c.answers.iter()).enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let _ = write!(s, "{sep}\"{code}\":{n}");
+    }
+    s.push_str("},\"nodes\":[");
+    let empty = NodeCounters::default();
+    // The registry and the cores' counters may disagree in length for a moment after a reload
+    // adds nodes; show every pool either side knows, zeros where counters are missing.
+    for id in 0..pools.len().max(c.nodes.len()) {
+        let n = c.nodes.get(id).unwrap_or(&empty);
+        let (label, learned) = pools
+            .get(id)
+            .map_or(("", None), |(l, ms)| (l.as_str(), *ms));
+        let (upstream, node) = split_label(label);
+        let sep = if id == 0 { "" } else { "," };
+        let _ = write!(s, "{sep}{{\"id\":{id},\"upstream\":");
+        json_str(&mut s, upstream);
+        s.push_str(",\"node\":");
+        json_str(&mut s, node);
+        for (key, f) in NODE_FIELDS {
+            let _ = write!(s, ",\"{key}\":{}", f(n));
+        }
+        s.push_str(",\"closes\":{");
+        for (i, why) in CloseReason::ALL.into_iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(s, "{sep}\"{}\":{}", why.name(), n.closes[why.index()]);
+        }
+        s.push_str("},\"learned_idle_timeout_ms\":");
+        match learned {
+            Some(ms) => {
+                let _ = write!(s, "{ms}");
+            }
+            None => s.push_str("null"),
+        }
+        s.push('}');
+    }
+    s.push_str("]}");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_split_into_upstream_and_node() {
+        let cases = [
+            (
+                "upstream=\"backend\",node=\"127.0.0.1:9001\"",
+                ("backend", "127.0.0.1:9001"),
+            ),
+            // Upstream names are free text; the node is the part after the last separator.
+            (
+                "upstream=\"a\",node=\"b\",node=\"h:1\"",
+                ("a\",node=\"b", "h:1"),
+            ),
+            ("upstream=\"<b>\",node=\"\"", ("<b>", "")),
+            ("something else", ("something else", "")),
+            ("", ("", "")),
+        ];
+        for (label, want) in cases {
+            assert_eq!(split_label(label), want, "{label}");
+        }
+    }
+
+    #[test]
+    fn json_strings_escape_quotes_controls_and_markup() {
+        let cases = [
+            ("plain", "\"plain\""),
+            ("a\"b\\c", "\"a\\\"b\\\\c\""),
+            ("line\nnext\ttab\r", "\"line\\nnext\\ttab\\r\""),
+            ("\u{1}\u{1f}", "\"\\u0001\\u001f\""),
+            (
+                "</script><b>&",
+                "\"\\u003c/script\\u003e\\u003cb\\u003e\\u0026\"",
+            ),
+            ("é ✓", "\"é ✓\""),
+            ("\u{2028}", "\"\\u2028\""),
+        ];
+        for (input, want) in cases {
+            let mut out = String::new();
+            json_str(&mut out, input);
+            assert_eq!(out, want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn status_json_lists_every_pool_with_its_figures() {
+        let mut c = Counters::with_nodes(1);
+        c.requests = 7;
+        c.answered(502);
+        c.nodes[0].requests = 20;
+        c.nodes[0].reuses = 19;
+        c.nodes[0].idle_now = 1;
+        c.nodes[0].closed(CloseReason::Stale);
+        let pools = vec![
+            (
+                "upstream=\"api \\\"v1\\\"\",node=\"127.0.0.1:1\"".to_string(),
+                Some(1_500),
+            ),
+            // Known to the registry, not yet to the counters: shown with zeros.
+            ("upstream=\"api\",node=\"127.0.0.1:2\"".to_string(), None),
+        ];
+        let j = status_json(&c, &pools, 42);
+        for want in [
+            "\"time_ms\":42",
+            "\"requests\":7}",
+            "\"502\":1",
+            "{\"id\":0,\"upstream\":\"api \\\\\\\"v1\\\\\\\"\",\"node\":\"127.0.0.1:1\",\"requests\":20,",
+            "\"reuses\":19,",
+            "\"idle_now\":1,",
+            "\"stale\":1,",
+            "\"learned_idle_timeout_ms\":1500}",
+            "{\"id\":1,\"upstream\":\"api\",\"node\":\"127.0.0.1:2\",\"requests\":0,",
+            "\"learned_idle_timeout_ms\":null}]}",
+        ] {
+            assert!(j.contains(want), "{want} not in {j}");
+        }
+        assert_eq!(
+            j.matches('{').count(),
+            j.matches('}').count(),
+            "balanced: {j}"
+        );
+    }
+
+    #[test]
+    fn status_json_without_nodes_is_an_empty_list() {
+        let j = status_json(&Counters::default(), &[], 0);
+        assert!(j.ends_with("\"nodes\":[]}"), "{j}");
+    }
 }

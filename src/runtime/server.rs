@@ -172,6 +172,18 @@ impl Handle {
         total
     }
 
+    /// The metric label (`upstream="..",node=".."`) and learned idle timeout in milliseconds
+    /// (None until learned) of every pool, indexed by pool id like `stats().nodes`.
+    pub fn pools(&self) -> Vec<(String, Option<u64>)> {
+        let budgets = self.process.budgets();
+        self.process
+            .labels()
+            .into_iter()
+            .zip(budgets)
+            .map(|(label, budget)| (label, budget.learned_idle_ms()))
+            .collect()
+    }
+
     /// Prometheus text of `stats()`.
     pub fn metrics_text(&self) -> String {
         let labels = self.process.labels();
