@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CONFIG ?= examples/hearth.toml
 
-.PHONY: help build run test lint bench bench-micro profile clean
+.PHONY: help build run test lint bench bench-micro profile fuzz-smoke soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -38,5 +38,9 @@ profile: ## perf record -e cpu-clock -g on a loaded 1-worker hearth -> bench/pro
 bench-micro: ## criterion benches: LRU, timer wheel, head parsing
 	$(CARGO) bench --bench lru --bench timer --bench head
 
+fuzz-smoke: ## every fuzz target for SECS seconds (default 30); installs cargo-fuzz; fails on a crash
+	bash fuzz/smoke.sh
+
 clean: ## remove build output
 	$(CARGO) clean
+	rm -rf fuzz/target

@@ -1050,3 +1050,20 @@ fn client_connection_cap_pauses_accepting_and_resumes() {
         "the waiting connection after resuming"
     );
 }
+
+// An HTTP/1.0 request without Host goes upstream as HTTP/1.1, which needs a Host: hearth sends
+// the node's address (found by fuzzing: it used to send none, and upstreams answer that with 400).
+#[test]
+fn http10_request_without_host_gets_the_nodes_address_upstream() {
+    let mock = MockUpstream::echo_target();
+    let h = conf(&[mock.addr()]).start();
+    let mut c = h.client();
+    c.send(b"GET /old HTTP/1.0\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+    let seen = &mock.requests_to("/old")[0];
+    assert_eq!(
+        seen.header("host"),
+        Some(mock.addr().to_string().as_str()),
+        "Host sent upstream"
+    );
+}

@@ -898,7 +898,10 @@ impl Core {
         let fwd = Forward {
             client_ip: c.ip,
             proto: "http",
-            host: host_override(&up_cfg.pass_host, pool),
+            // An HTTP/1.0 request may come without Host; the upstream gets HTTP/1.1, which
+            // requires one (RFC 9112 §3.2), so it gets the node's address.
+            host: host_override(&up_cfg.pass_host, pool)
+                .or(h.host.is_none().then_some(pool.host.as_bytes())),
         };
         self.out.clear();
         rewrite::request_head(src, &h, &self.headers, &fwd, &mut self.out);

@@ -89,7 +89,11 @@ impl Process {
                 let id = *reg.ids.entry(key).or_insert(next);
                 if id == next {
                     reg.entries.push(Entry {
-                        label: format!("upstream=\"{}\",node=\"{}\"", u.name, n.host),
+                        label: format!(
+                            "upstream=\"{}\",node=\"{}\"",
+                            label_value(&u.name),
+                            label_value(&n.host)
+                        ),
                         budget: Arc::new(NodeBudget::new(self.peers.len())),
                     });
                 }
@@ -118,6 +122,20 @@ impl Process {
             cfg,
         }
     }
+}
+
+/// Escapes a Prometheus label value (exposition format: backslash, quote and newline).
+fn label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for ch in v.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A pool as the current generation sees it.

@@ -79,6 +79,10 @@ pub struct KeepAliveHint {
     pub max: Option<u32>,
 }
 
+/// Upstreams close idle connections after seconds, not milliseconds: a close younger than this
+/// is a restart or a reset, and teaches the learned idle timeout nothing.
+pub const MIN_LEARNED_IDLE_MS: u64 = 1_000;
+
 /// One second under the upstream's announced timeout: the margin that keeps hearth from reusing
 /// a connection in the instant the upstream closes it.
 pub const HINT_MARGIN_MS: u64 = 1_000;
@@ -232,9 +236,11 @@ pub struct NodeBudget {
     /// Requests queued for this node, per core: a core about to idle a connection hands it to a
     /// core that has waiters instead, and a core that frees budget tells the waiting cores.
     waiting: Box<[AtomicU32]>,
-    /// The shortest idle age (ms) at which the upstream was seen closing a pooled connection;
-    /// u64::MAX until it has been seen. Written only when that happens.
+    /// The shortest idle age (ms) at which the upstream was seen, twice, closing a pooled
+    /// connection; u64::MAX until then. Written only when that happens.
     learned_idle_ms: AtomicU64,
+    /// A shorter close age seen once, waiting for a second close to confirm it.
+    candidate_idle_ms: AtomicU64,
     /// When the "upstream closes idle connections early" warning was last logged (seconds on
     /// the wall clock), so it is logged at most once a minute per node.
     warned_at: AtomicU64,
@@ -275,13 +281,29 @@ impl NodeBudget {
         NodeBudget {
             waiting: (0..cores).map(|_| AtomicU32::new(0)).collect(),
             learned_idle_ms: AtomicU64::new(u64::MAX),
+            candidate_idle_ms: AtomicU64::new(u64::MAX),
             ..NodeBudget::default()
         }
     }
 
     /// Records that the upstream closed a connection that had been idle `age_ms`.
+    ///
+    /// Not every close is an idle timeout: an upstream that restarts or resets closes young
+    /// connections too, and one such close must not pin the learned value low for the life of
+    /// the process. So closes younger than `MIN_LEARNED_IDLE_MS` teach nothing, and a shorter
+    /// value is adopted only when a second close agrees with it within a quarter.
     pub fn saw_idle_close(&self, age_ms: u64) {
-        self.learned_idle_ms.fetch_min(age_ms, Ordering::AcqRel);
+        if age_ms < MIN_LEARNED_IDLE_MS || age_ms >= self.learned_idle_ms.load(Ordering::Acquire) {
+            return;
+        }
+        let c = self.candidate_idle_ms.load(Ordering::Acquire);
+        if c != u64::MAX && age_ms * 4 >= c * 3 && age_ms * 4 <= c * 5 {
+            self.learned_idle_ms
+                .fetch_min(age_ms.min(c), Ordering::AcqRel);
+            self.candidate_idle_ms.store(u64::MAX, Ordering::Release);
+        } else {
+            self.candidate_idle_ms.store(age_ms, Ordering::Release);
+        }
     }
 
     /// The shortest idle age at which the upstream closed a pooled connection, if seen.
@@ -463,9 +485,28 @@ mod tests {
         let b = NodeBudget::new(1);
         assert_eq!(b.learned_idle_ms(), None);
         b.saw_idle_close(5_000);
+        assert_eq!(b.learned_idle_ms(), None, "one close is not yet a pattern");
         b.saw_idle_close(2_000);
+        assert_eq!(b.learned_idle_ms(), None, "2 s does not confirm 5 s");
+        b.saw_idle_close(2_100);
+        assert_eq!(
+            b.learned_idle_ms(),
+            Some(2_000),
+            "two closes agreeing within a quarter"
+        );
+        b.saw_idle_close(150);
+        b.saw_idle_close(160);
+        assert_eq!(
+            b.learned_idle_ms(),
+            Some(2_000),
+            "a restart closing young connections teaches nothing"
+        );
         b.saw_idle_close(3_000);
-        assert_eq!(b.learned_idle_ms(), Some(2_000));
+        assert_eq!(
+            b.learned_idle_ms(),
+            Some(2_000),
+            "longer closes never raise it"
+        );
         assert_eq!(learned_idle_limit(2_000), 1_500);
         assert_eq!(learned_idle_limit(600), 350, "at least 250 ms under");
         assert!(b.may_warn(1_000));
