@@ -293,6 +293,13 @@ impl AccessLog {
         self.write_out(now_ms);
     }
 
+    /// When `tick` next has work, on the `now_ms` clock; None while nothing is buffered. The
+    /// core folds this into its poll timeout, or a quiet loop would hold lines until the next
+    /// event.
+    pub fn next_deadline(&self) -> Option<u64> {
+        (self.due_ms != u64::MAX).then_some(self.due_ms)
+    }
+
     /// Writes what is buffered now, at shutdown. One attempt: lines a stalled pipe does not take
     /// stay in the buffer.
     pub fn flush(&mut self) {
@@ -1194,6 +1201,7 @@ mod tests {
         log.tick(0);
         log.tick(1_000_000);
         assert!(log.contents().is_empty());
+        assert_eq!(log.next_deadline(), None);
 
         // The first line after a long quiet spell goes out at the next tick.
         let p = log.start(&s);
@@ -1209,6 +1217,7 @@ mod tests {
         // The next one waits for 100 ms after that write.
         let p = log.start(&s);
         log.finish(p, &proxied(), 1_000_010);
+        assert_eq!(log.next_deadline(), Some(1_000_100));
         for now in [1_000_010, 1_000_050, 1_000_099] {
             log.tick(now);
             assert_eq!(log.contents().len(), one, "written early at {now}");
@@ -1225,7 +1234,7 @@ mod tests {
         assert_eq!(log.contents().len(), 2 * one);
         log.tick(1_000_200);
         assert_eq!(log.contents().len(), 5 * one);
-        assert_eq!(log.due_ms, u64::MAX);
+        assert_eq!(log.next_deadline(), None);
     }
 
     #[test]
