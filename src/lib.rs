@@ -7,6 +7,7 @@
 //! only the immutable configuration and, for per-node connection caps, a few counters touched when
 //! a connection opens or closes, never per request.
 
+pub mod accesslog;
 pub mod admin;
 pub mod balance;
 pub mod buf;
