@@ -64,6 +64,15 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// The admin listener (`/metrics`), off unless configured.
     pub admin: Option<Admin>,
+    /// One line per request, off unless configured.
+    pub access_log: Option<AccessLogSettings>,
+}
+
+/// `access_log = { path = "...", format = "combined" | "json" }`; `access_log = false` is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogSettings {
+    pub path: std::path::PathBuf,
+    pub format: crate::accesslog::Format,
 }
 
 /// `[admin]`: an HTTP listener for operators, served by its own thread, never by a core.
@@ -433,6 +442,21 @@ struct RawConfig {
     upstreams: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawUpstream>>>>,
     routes: Option<Spanned<Vec<RawRoute>>>,
     admin: Option<RawAdmin>,
+    access_log: Option<Spanned<RawAccessLog>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAccessLog {
+    Switch(bool),
+    On(RawAccessLogTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccessLogTable {
+    path: String,
+    format: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -838,6 +862,31 @@ impl Builder<'_> {
                 Some(Admin { addr })
             }
         };
+        let access_log = match raw.access_log {
+            None => None,
+            Some(a) => {
+                let span = a.span();
+                match a.into_inner() {
+                    RawAccessLog::Switch(false) => None,
+                    RawAccessLog::Switch(true) => {
+                        return Err(self.locator.error(Some(span), "give the file: access_log = { path = \"access.log\", format = \"combined\" }".to_owned()))
+                    }
+                    RawAccessLog::On(t) => {
+                        let format = match t.format.as_deref() {
+                            None | Some("combined") => crate::accesslog::Format::Combined,
+                            Some("json") => crate::accesslog::Format::Json,
+                            Some(other) => {
+                                return Err(self.locator.error(Some(span), format!("format must be \"combined\" or \"json\", found {other:?}")))
+                            }
+                        };
+                        if t.path.is_empty() {
+                            return Err(self.locator.error(Some(span), "path must not be empty".to_owned()));
+                        }
+                        Some(AccessLogSettings { path: t.path.into(), format })
+                    }
+                }
+            }
+        };
         Ok(Config {
             workers,
             pin_cores: raw.pin_cores.unwrap_or(false),
@@ -848,6 +897,7 @@ impl Builder<'_> {
             upstreams,
             routes,
             admin,
+            access_log,
         })
     }
 
@@ -1298,6 +1348,29 @@ upstream = "u"
                 upstream: 0
             }]
         );
+    }
+
+    #[test]
+    fn access_log_table_or_false() {
+        let base = "[[listen]]\naddr = \"127.0.0.1:0\"\n[upstreams.u]\nnodes = { \"127.0.0.1:1\" = 1 }\n[[routes]]\nuris = [\"/*\"]\nupstream = \"u\"\n";
+        let on = format!("access_log = {{ path = \"/tmp/a.log\", format = \"json\" }}\n{base}");
+        let c = Config::parse(&on, "t.toml").expect("json log").0;
+        assert_eq!(
+            c.access_log,
+            Some(AccessLogSettings {
+                path: "/tmp/a.log".into(),
+                format: crate::accesslog::Format::Json
+            })
+        );
+        let off = format!("access_log = false\n{base}");
+        assert_eq!(
+            Config::parse(&off, "t.toml").expect("off").0.access_log,
+            None
+        );
+        let bad = format!("access_log = {{ path = \"a\", format = \"xml\" }}\n{base}");
+        let e = Config::parse(&bad, "t.toml").expect_err("bad format");
+        assert_eq!(e.line(), Some(1));
+        assert!(e.to_string().contains("combined"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+use crate::accesslog::{AccessLog, Outcome, Pending, Start};
 use crate::balance::RoundRobin;
 use crate::buf::{Buf, BufPool};
 use crate::config::{Config, PoolSettings};
@@ -148,6 +149,9 @@ struct Exchange {
     queued_at: u64,
     /// When the request head was parsed.
     started: u64,
+    /// The final response status, and response body bytes relayed, for the access log.
+    status: u16,
+    sent_body: u64,
     /// Last time the upstream made progress (connect started, bytes read or written).
     up_progress: u64,
 }
@@ -228,6 +232,8 @@ struct Upstream {
     hint: KeepAliveHint,
     /// When it last went idle, for the idle-age histograms.
     idle_since: u64,
+    /// How long its connect took, for the access log.
+    connect_ms: u64,
 }
 
 enum Fault {
@@ -329,6 +335,12 @@ pub struct Core {
     next_warm: u64,
     /// By pool id: evictions since the last "pool too small" warning, and when that was.
     evictions: Vec<(u64, u64)>,
+    /// The access log, when configured; its entries in progress by client id (kept out of
+    /// `Client` so idle connections stay small).
+    access: Option<AccessLog>,
+    logs: Vec<Option<Pending>>,
+    /// Unix time in ms at the core's `start`, so a line's timestamp needs no clock call.
+    wall_base: u64,
     ctl: Receiver<Control>,
 }
 
@@ -374,6 +386,14 @@ impl Core {
             shutdown_at: None,
             next_warm: 0,
             evictions: Vec::new(),
+            access: match &cfg.access_log {
+                Some(a) => Some(AccessLog::open(&a.path, a.format)?),
+                None => None,
+            },
+            logs: Vec::new(),
+            wall_base: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             ctl,
             shared,
             process,
@@ -428,6 +448,9 @@ impl Core {
             if self.next_warm != 0 && self.now >= self.next_warm {
                 self.warm();
             }
+            if let Some(a) = self.access.as_mut() {
+                a.tick(self.now);
+            }
             if let Some(at) = self.shutdown_at {
                 if self.clients.is_empty() || self.now >= at {
                     self.finish_shutdown();
@@ -449,6 +472,9 @@ impl Core {
         }
         if let Some(at) = self.shutdown_at {
             next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        if let Some(d) = self.access.as_ref().and_then(AccessLog::next_deadline) {
+            next = Some(next.map_or(d, |n| n.min(d)));
         }
         if self.next_warm != 0 {
             next = Some(next.map_or(self.next_warm, |n| n.min(self.next_warm)));
@@ -538,6 +564,25 @@ impl Core {
             .iter()
             .map(|u| RoundRobin::new(u.nodes.iter().map(|n| n.weight)))
             .collect();
+        if shared.cfg.access_log != self.shared.cfg.access_log {
+            if let Some(a) = self.access.as_mut() {
+                a.flush();
+            }
+            self.access = match &shared.cfg.access_log {
+                None => None,
+                Some(a) => match AccessLog::open(&a.path, a.format) {
+                    Ok(log) => Some(log),
+                    Err(e) => {
+                        warn!(
+                            "core {}: cannot open access log {}: {e}; logging is off",
+                            self.id,
+                            a.path.display()
+                        );
+                        None
+                    }
+                },
+            };
+        }
         // Buffers keep the size they were made with; a larger head limit takes a restart.
         self.limits.max_head_bytes = shared.cfg.client.max_head_bytes.min(self.bufs.buf_size());
         self.shared = shared;
@@ -616,6 +661,9 @@ impl Core {
         }
         for uid in self.ups.keys() {
             self.close_up(uid, CloseReason::NotReusable);
+        }
+        if let Some(a) = self.access.as_mut() {
+            a.flush();
         }
         let c = self.snapshot();
         let labels = self.process.labels();
@@ -775,6 +823,7 @@ impl Core {
     /// Queues a canned answer and moves to closing (or back to reading heads when `keep`).
     fn answer(&mut self, cid: usize, status: u16, keep: bool) -> (Phase, Step) {
         self.counters.answered(status);
+        self.log_end(cid, status, 0, None);
         let Some(c) = self.clients.get_mut(cid) else {
             return (Phase::Closing, Step::Closed);
         };
@@ -795,6 +844,34 @@ impl Core {
         } else {
             (Phase::Closing, Step::Continue)
         }
+    }
+
+    /// Ends client `cid`'s access log entry, if one is in progress.
+    fn log_end(&mut self, cid: usize, status: u16, bytes_sent: u64, up: Option<(&Exchange, u64)>) {
+        let Some(p) = self.logs.get_mut(cid).and_then(Option::take) else {
+            return;
+        };
+        let Some(a) = self.access.as_mut() else {
+            return;
+        };
+        let (upstream, connect_ms, reused, started) = match up {
+            Some((ex, connect_ms)) => (
+                self.shared.pool(ex.node).map(|p| p.addr),
+                connect_ms,
+                ex.reused,
+                ex.started,
+            ),
+            None => (None, 0, false, self.now),
+        };
+        let o = Outcome {
+            status,
+            bytes_sent,
+            upstream,
+            connect_ms,
+            reused,
+            total_ms: self.now.saturating_sub(started),
+        };
+        a.finish(p, &o, self.now);
     }
 
     fn step_head(&mut self, cid: usize) -> (Phase, Step) {
@@ -872,6 +949,34 @@ impl Core {
         let rbuf = c.rbuf.as_ref().expect("a head was parsed from it");
         let src = rbuf.filled();
         let host = h.host.map(|s| s.of(src));
+        if let Some(a) = self.access.as_mut() {
+            let field = |name: &[u8]| {
+                self.headers
+                    .iter()
+                    .find(|f| f.name.of(src).eq_ignore_ascii_case(name))
+                    .map_or(&b""[..], |f| f.value.of(src))
+            };
+            let p = a.start(&Start {
+                client: c.ip,
+                method: h.method_span.of(src),
+                target: h.target.of(src),
+                version: if h.version == Version::Http10 {
+                    "HTTP/1.0"
+                } else {
+                    "HTTP/1.1"
+                },
+                host: host.unwrap_or(b""),
+                referer: field(b"referer"),
+                user_agent: field(b"user-agent"),
+                wall_ms: self.wall_base + self.now,
+            });
+            if self.logs.len() <= cid {
+                self.logs.resize_with(cid + 1, || None);
+            }
+            if let Some(old) = self.logs[cid].replace(p) {
+                a.discard(old);
+            }
+        }
         let Some(m) = shared.router.find(host, h.target.of(src)) else {
             let keep = h.body == ReqBody::None && h.keep_alive;
             c.rbuf.as_mut().expect("present").consume(h.head_len);
@@ -946,6 +1051,8 @@ impl Core {
             hint: KeepAliveHint::default(),
             queued_at: self.now,
             started: self.now,
+            status: 0,
+            sent_body: 0,
             up_progress: self.now,
         };
         self.start_exchange(cid, ex, false)
@@ -1088,6 +1195,7 @@ impl Core {
             idle_reason: CloseReason::IdleTimeout,
             hint: KeepAliveHint::default(),
             idle_since: 0,
+            connect_ms: 0,
         });
         self.pools[node].open += 1;
         self.pools[node].connecting += 1;
@@ -1132,6 +1240,7 @@ impl Core {
         }
         match self.relay_response(cid, &mut ex) {
             Ok(Some(tunnel)) => {
+                self.log_end(cid, 101, 0, Some((&ex, 0)));
                 self.bufs.give_back(ex.to_up);
                 return (Phase::Tunnel(tunnel), Step::Continue);
             }
@@ -1343,6 +1452,7 @@ impl Core {
                             && (max_requests == 0 || c.served + 1 < max_requests);
                         ex.up_reusable = h.keep_alive && h.body != RespBody::Close;
                         ex.up_said_close = !h.keep_alive;
+                        ex.status = h.status;
                         self.counters.nodes[ex.node]
                             .response
                             .record(self.now.saturating_sub(ex.started));
@@ -1412,6 +1522,7 @@ impl Core {
                         BodyOut::Length(rem) => {
                             let n = avail.min(usize::try_from(*rem).unwrap_or(usize::MAX));
                             w.push(&from.filled()[..n]);
+                            ex.sent_body += n as u64;
                             from.consume(n);
                             *rem -= n as u64;
                             if *rem == 0 {
@@ -1420,9 +1531,11 @@ impl Core {
                         }
                         BodyOut::Chunked { dec, dechunk } => {
                             let input = &from.filled()[..avail];
+                            let mut relayed = 0u64;
                             let d = if *dechunk {
                                 dec.decode(input, &mut |a, b| {
                                     w.push(&input[a..b]);
+                                    relayed += (b - a) as u64;
                                 })
                             } else {
                                 dec.decode(input, &mut |_, _| {})
@@ -1430,14 +1543,17 @@ impl Core {
                             .map_err(|_| Fault::UpstreamBad)?;
                             if !*dechunk {
                                 w.push(&input[..d.consumed]);
+                                relayed = d.consumed as u64;
                             }
                             from.consume(d.consumed);
+                            ex.sent_body += relayed;
                             if d.done {
                                 ex.resp = Resp::Done;
                             }
                         }
                         BodyOut::Close => {
                             w.push(&from.filled()[..avail]);
+                            ex.sent_body += avail as u64;
                             from.consume(avail);
                         }
                     }
@@ -1455,6 +1571,12 @@ impl Core {
     /// pool (or to a waiter) if it may, and the client reads its next request or closes.
     fn finish_exchange(&mut self, cid: usize, mut ex: Exchange, req_done: bool) -> (Phase, Step) {
         let uid = ex.up.take().expect("finished exchange had an upstream");
+        let connect_ms = if ex.reused {
+            0
+        } else {
+            self.ups.get(uid).map_or(0, |u| u.connect_ms)
+        };
+        self.log_end(cid, ex.status, ex.sent_body, Some((&ex, connect_ms)));
         let leftover = ex.from_up.as_ref().is_some_and(|b| !b.is_empty());
         let reusable = ex.up_reusable && !ex.up_dirty && !leftover && !ex.up_eof && req_done;
         if reusable {
@@ -1514,6 +1636,10 @@ impl Core {
                 let keep = matches!(f, Fault::UpstreamGone | Fault::UpstreamBad)
                     && matches!(ex.req, BodyIn::Done)
                     && ex.req_keep_alive;
+                if answered {
+                    // Cut mid-response: logged with the status that had gone out.
+                    self.log_end(cid, ex.status, ex.sent_body, Some((&ex, 0)));
+                }
                 self.bufs.give_back(ex.to_up);
                 self.bufs.release(&mut ex.from_up);
                 if answered {
@@ -1530,6 +1656,9 @@ impl Core {
                 self.answer(cid, status, keep)
             }
             Fault::ClientGone => {
+                // 499, as nginx logs a request whose client went away before the answer.
+                let status = if ex.answered { ex.status } else { 499 };
+                self.log_end(cid, status, ex.sent_body, Some((&ex, 0)));
                 if let Some(uid) = ex.up.take() {
                     self.close_up(uid, CloseReason::NotReusable);
                 }
@@ -1679,6 +1808,7 @@ impl Core {
     }
 
     fn close_client(&mut self, cid: usize) {
+        self.log_end(cid, 499, 0, None);
         let Some(mut c) = self.clients.remove(cid) else {
             return;
         };
@@ -1733,6 +1863,7 @@ impl Core {
                 if ok {
                     u.state = UpState::Active;
                     u.deadline = 0;
+                    u.connect_ms = self.now.saturating_sub(u.opened_at);
                     match owner {
                         Some(cid) => self.drive(cid),
                         None => match self.shared.settings_of_pool(node) {
@@ -2024,6 +2155,7 @@ impl Core {
             idle_reason: CloseReason::IdleTimeout,
             hint,
             idle_since: 0,
+            connect_ms: 0,
         });
         self.pools[node].open += 1;
         match self.shared.settings_of_pool(node) {

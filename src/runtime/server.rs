@@ -44,6 +44,15 @@ impl Server {
     /// Binds every listener on every core and starts the core threads.
     pub fn start(cfg: Config) -> io::Result<Server> {
         let workers = cfg.workers.max(1);
+        if let Some(a) = &cfg.access_log {
+            // Each core opens its own handle; try once here so a bad path is one clear error.
+            crate::accesslog::AccessLog::open(&a.path, a.format).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open access log {}: {e}", a.path.display()),
+                )
+            })?;
+        }
         // Per core, one listener per listen address. The first socket of an address fixes its
         // port (port 0 picks one), the others join it through SO_REUSEPORT.
         let mut per_core: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
