@@ -173,6 +173,27 @@ mod tests {
     }
 
     #[test]
+    fn every_head_error_has_its_own_answer() {
+        use super::super::head::HeadError::*;
+        // A refusal the parser can produce must not fall through to the generic 500.
+        let table = [
+            (Malformed, 400),
+            (HeadTooLarge, 431),
+            (TooManyHeaders, 431),
+            (UriTooLong, 414),
+            (UnsupportedCoding, 501),
+        ];
+        for (error, status) in table {
+            assert_eq!(error.status(), status, "{error:?}");
+            for close in [false, true] {
+                let bytes = canned(error.status(), close);
+                let line = format!("HTTP/1.1 {status} ");
+                assert!(bytes.starts_with(line.as_bytes()), "{error:?}");
+            }
+        }
+    }
+
+    #[test]
     fn unknown_status_is_500() {
         for status in [0, 200, 302, 418, 599, 999] {
             assert_eq!(canned(status, true), canned(500, true));

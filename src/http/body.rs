@@ -8,8 +8,17 @@
 //! signs, spaces around the size, oversized sizes and malformed extensions or trailers all end the
 //! body with an error instead of a guess another parser might not share. Once it has failed it
 //! keeps failing with the same error.
+//!
+//! Trailer fields are forwarded as received (the decoder never rewrites), so the decoder refuses
+//! any trailer field that hearth interprets or writes when it sees it in a head: framing
+//! (Content-Length, Transfer-Encoding), routing (Host), hop-by-hop fields, X-Forwarded-*, Expect
+//! and Idempotency-Key, and their underscore aliases. RFC 9110 §6.5.1 forbids most of these in
+//! trailers, and an upstream that merges trailers into the header section (some do) would
+//! otherwise take them as if hearth had checked them. The refusal comes at the colon, so a
+//! caller that forwards what [`ChunkedDecoder::decode`] accepted has sent at most part of the
+//! name, never a field line.
 
-use super::head::is_tchar;
+use super::head::{alias_of, field_name, is_tchar, FieldName, Limits, LONGEST_KNOWN_NAME};
 
 /// Longest chunk size accepted, in hex digits: 16 fit a u64, so a valid size can never overflow.
 const MAX_SIZE_DIGITS: u8 = 16;
@@ -30,6 +39,8 @@ pub enum BodyError {
     ExtTooLong,
     /// The trailer section exceeds the decoder's bound.
     TrailerTooLarge,
+    /// A trailer field names a field hearth interprets or writes in a head (see the module docs).
+    ForbiddenTrailer,
 }
 
 /// What one call to [`ChunkedDecoder::decode`] did.
@@ -109,6 +120,10 @@ pub struct ChunkedDecoder {
     payload: u64,
     max_ext_bytes: usize,
     max_trailer_bytes: usize,
+    /// The name of the trailer field being read, as far as it could name a known field.
+    trailer_name: [u8; LONGEST_KNOWN_NAME],
+    /// Bytes of that name, up to `LONGEST_KNOWN_NAME + 1`, which means too long to be known.
+    trailer_name_len: u8,
 }
 
 impl ChunkedDecoder {
@@ -121,7 +136,14 @@ impl ChunkedDecoder {
             payload: 0,
             max_ext_bytes,
             max_trailer_bytes,
+            trailer_name: [0; LONGEST_KNOWN_NAME],
+            trailer_name_len: 0,
         }
+    }
+
+    /// A decoder bounded by `limits.max_ext_bytes` and `limits.max_trailer_bytes`.
+    pub fn from_limits(limits: &Limits) -> Self {
+        ChunkedDecoder::new(limits.max_ext_bytes, limits.max_trailer_bytes)
     }
 
     /// Scans `input`, the next bytes of the body, validating its framing. Calls
@@ -261,9 +283,21 @@ impl ChunkedDecoder {
             // §7.1.2: trailer-section = *( field-line CRLF ), field lines as in a head, so no
             // obs-fold (a line may not start with whitespace) and no space before the colon.
             (TrailerLineStart, b'\r') => FinalLf,
-            (TrailerLineStart, _) if is_tchar(b) => TrailerName,
-            (TrailerName, _) if is_tchar(b) => TrailerName,
-            (TrailerName, b':') => TrailerValue,
+            (TrailerLineStart, _) if is_tchar(b) => {
+                self.trailer_name_len = 0;
+                self.push_name_byte(b);
+                TrailerName
+            }
+            (TrailerName, _) if is_tchar(b) => {
+                self.push_name_byte(b);
+                TrailerName
+            }
+            (TrailerName, b':') => {
+                if self.trailer_names_known_field() {
+                    return Err(BodyError::ForbiddenTrailer);
+                }
+                TrailerValue
+            }
             (TrailerValue, b'\r') => TrailerLf,
             (TrailerValue, _) if is_field_vchar(b) || ws => TrailerValue,
             (TrailerLf, b'\n') => TrailerLineStart,
@@ -278,6 +312,27 @@ impl ChunkedDecoder {
         }
         self.state = next;
         Ok(())
+    }
+}
+
+impl ChunkedDecoder {
+    fn push_name_byte(&mut self, b: u8) {
+        let len = usize::from(self.trailer_name_len);
+        if let Some(slot) = self.trailer_name.get_mut(len) {
+            *slot = b;
+        }
+        // Stops one past the array, which is enough to say "longer than any known name".
+        if len <= LONGEST_KNOWN_NAME {
+            self.trailer_name_len += 1;
+        }
+    }
+
+    fn trailer_names_known_field(&self) -> bool {
+        let len = usize::from(self.trailer_name_len);
+        let Some(name) = self.trailer_name.get(..len) else {
+            return false; // Longer than any known name.
+        };
+        field_name(name) != FieldName::Other || alias_of(name) != FieldName::Other
     }
 }
 
@@ -447,12 +502,147 @@ mod tests {
             ("trailer bare lf", b"0\r\nX: a\n\r\n", BadChunk),
             ("trailer bare cr", b"0\r\nX: a\rb\r\n\r\n", BadChunk),
             ("trailer non-token name", b"0\r\nX@: a\r\n\r\n", BadChunk),
+            (
+                "trailer non-ascii name",
+                b"0\r\nX\xc3\xa9: a\r\n\r\n",
+                BadChunk,
+            ),
+            ("trailer empty name", b"0\r\n: a\r\n\r\n", BadChunk),
+            ("trailer ctl in value", b"0\r\nX: \x01\r\n\r\n", BadChunk),
+            // §7.1: after the size only an extension or CRLF may follow.
+            ("size then garbage", b"5x\r\nhello\r\n", BadChunk),
+            ("size then comma", b"5,6\r\nhello\r\n", BadChunk),
+            ("size then nul", b"5\0\r\nhello\r\n", BadChunk),
+            ("size underscore", b"1_0\r\n", BadChunk),
+            ("ext name non-token", b"5;a@b\r\nhello\r\n", BadChunk),
+            ("ext non-ascii", b"5;\xc3\xa9\r\nhello\r\n", BadChunk),
+            ("ext nul", b"5;a=\0\r\nhello\r\n", BadChunk),
+            ("ext bare cr", b"5;a\rb\r\nhello\r\n", BadChunk),
+            ("ext del in quote", b"5;a=\"\x7f\"\r\nhello\r\n", BadChunk),
+            ("ext two values", b"5;a=b=c\r\nhello\r\n", BadChunk),
+            ("last chunk bare cr", b"0\r\r\n\r\n", BadChunk),
+            ("empty size after data", b"1\r\nx\r\n\r\n", BadChunk),
         ];
         for (name, input, want) in table {
             let got = run(&[input], MAX_EXT_BYTES, MAX_TRAILER_BYTES);
             assert_eq!(got, Err(*want), "{name}");
             check_splits(input, MAX_EXT_BYTES, MAX_TRAILER_BYTES, Err(*want));
         }
+    }
+
+    #[test]
+    fn forbidden_trailers() {
+        // Each name is refused as a trailer field, in any case and as an underscore alias.
+        let names: &[&[u8]] = &[
+            b"Content-Length",
+            b"content-length",
+            b"Content_Length",
+            b"Transfer-Encoding",
+            b"TRANSFER_ENCODING",
+            b"Host",
+            b"host",
+            b"Connection",
+            b"Keep-Alive",
+            b"Keep_Alive",
+            b"Proxy-Connection",
+            b"TE",
+            b"Trailer",
+            b"Upgrade",
+            b"Expect",
+            b"Idempotency-Key",
+            b"X-Forwarded-For",
+            b"x_forwarded_for",
+            b"X-Forwarded-Proto",
+            b"X-Forwarded-Host",
+        ];
+        for name in names {
+            for body in [
+                [&b"0\r\n"[..], name, b": 5\r\n\r\n"].concat(),
+                [&b"0\r\nX-Sum: 1\r\n"[..], name, b":5\r\n\r\n"].concat(),
+                [&b"3\r\nabc\r\n0\r\n"[..], name, b":\r\n\r\n"].concat(),
+            ] {
+                check_splits(
+                    &body,
+                    MAX_EXT_BYTES,
+                    MAX_TRAILER_BYTES,
+                    Err(BodyError::ForbiddenTrailer),
+                );
+            }
+        }
+        // The refusal comes at the colon: the whole name may have been accepted (and forwarded)
+        // but never a field line.
+        let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES);
+        let r = d.decode(b"0\r\nContent-Length", &mut |_, _| {});
+        assert_eq!(
+            r,
+            Ok(Decoded {
+                consumed: 17,
+                done: false
+            })
+        );
+        assert_eq!(
+            d.decode(b": 5\r\n\r\n", &mut |_, _| {}),
+            Err(BodyError::ForbiddenTrailer)
+        );
+    }
+
+    #[test]
+    fn permitted_trailers() {
+        // Names that share a prefix, a length or a spelling with a forbidden one.
+        let names: &[&[u8]] = &[
+            b"Hosts",
+            b"Hos",
+            b"X-Host",
+            b"Content-Lengths",
+            b"Content-Length-X",
+            b"Content-Length-Is-Long-Enough",
+            b"Transfer-Encodings",
+            b"X-Transfer-Encoding",
+            b"Content-Type",
+            b"Content.Length",
+            b"Server-Timing",
+            b"Digest",
+            b"X-Checksum",
+            b"TE_",
+            b"Expects",
+            b"X_Api_Key",
+        ];
+        for name in names {
+            let body = [&b"2\r\nhi\r\n0\r\n"[..], name, b": 1\r\n\r\n"].concat();
+            check_splits(
+                &body,
+                MAX_EXT_BYTES,
+                MAX_TRAILER_BYTES,
+                Ok((b"hi".to_vec(), body.len(), true)),
+            );
+        }
+    }
+
+    #[test]
+    fn decoder_from_limits() {
+        let limits = Limits {
+            max_ext_bytes: 8,
+            max_trailer_bytes: 8,
+            ..Limits::default()
+        };
+        // (input, outcome): the bounds are exactly the ones given, and no others.
+        let table: &[(&[u8], Result<bool, BodyError>)] = &[
+            (b"1;a=bcdef\r\nx\r\n0\r\nX: 1\r\n\r\n", Ok(true)),
+            (b"1;a=bcdefg\r\nx\r\n", Err(BodyError::ExtTooLong)),
+            (b"0\r\nX: 12\r\n\r\n", Err(BodyError::TrailerTooLarge)),
+        ];
+        for (input, want) in table {
+            let mut d = ChunkedDecoder::from_limits(&limits);
+            let got = d.decode(input, &mut |_, _| {}).map(|r| r.done);
+            assert_eq!(got, *want, "{}", String::from_utf8_lossy(input));
+        }
+        // The default bound: ";a=" and 4094 bytes of value is one byte over.
+        let mut d = ChunkedDecoder::from_limits(&Limits::default());
+        let long_ext = [&b"1;a="[..], &[b'b'; MAX_EXT_BYTES - 2][..], b"\r\n"].concat();
+        assert_eq!(
+            d.decode(&long_ext, &mut |_, _| {}),
+            Err(BodyError::ExtTooLong)
+        );
     }
 
     #[test]

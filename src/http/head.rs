@@ -4,8 +4,16 @@
 //! is where request smuggling lives, so it refuses anything two parsers could read differently:
 //! bare LF or CR line endings, obs-fold, whitespace before a colon, control bytes in values,
 //! conflicting or obfuscated Content-Length and Transfer-Encoding. httparse does the tokenising;
-//! the checks it leaves to the caller (bare LF, framing fields, Host, request-target form) are
-//! made here.
+//! the checks it leaves to the caller (bare LF, framing fields, Host, request-target form and
+//! bytes) are made here.
+//!
+//! Field names that differ from a field hearth interprets or writes only by `_` in place of `-`
+//! (`Content_Length`, `X_Forwarded_For`) are aliases: CGI and the servers modelled on it
+//! (PHP-FPM, WSGI, Rack) turn both spellings into one variable, so an upstream may read the alias
+//! as the real field. An alias of a framing field makes the message [`HeadError::Malformed`] in
+//! either direction; [`alias_of`] lets the rewriter drop the others. nginx drops every name with
+//! an underscore by default; hearth refuses the framing aliases outright because no honest peer
+//! sends them, and keeps unrelated underscore names (`X_Api_Key`) that some applications use.
 //!
 //! Invariants: a parsed head is a set of [`Span`]s into the caller's buffer, never a copy, so it is
 //! `Copy` and holds no borrow; every span lies within `buf[..head_len]`; `head_len` never exceeds
@@ -128,12 +136,21 @@ impl Method {
     }
 }
 
+/// Bounds on what one peer may make hearth read, for heads (here) and chunked bodies
+/// ([`ChunkedDecoder::from_limits`](super::body::ChunkedDecoder::from_limits)). Callers set the
+/// fields they configure and take the rest from `Default`.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// Head bytes, request or status line and blank line included (431 for requests).
     pub max_head_bytes: usize,
-    /// Clamped to [`MAX_HEADERS_CEILING`].
+    /// Field lines in a head (431 for requests). Clamped to [`MAX_HEADERS_CEILING`].
     pub max_headers: usize,
+    /// Request-target bytes (414).
     pub max_uri_bytes: usize,
+    /// Extension bytes on one chunk-size line (RFC 9112 §7.1.1).
+    pub max_ext_bytes: usize,
+    /// Bytes of a chunked body's trailer section (RFC 9112 §7.1.2).
+    pub max_trailer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -142,6 +159,8 @@ impl Default for Limits {
             max_head_bytes: MAX_HEAD_BYTES,
             max_headers: MAX_HEADERS,
             max_uri_bytes: MAX_URI_BYTES,
+            max_ext_bytes: super::body::MAX_EXT_BYTES,
+            max_trailer_bytes: super::body::MAX_TRAILER_BYTES,
         }
     }
 }
@@ -246,9 +265,70 @@ pub(crate) enum FieldName {
 }
 
 pub(crate) fn field_name(name: &[u8]) -> FieldName {
-    use FieldName::*;
     // Dispatch on length first so that most names cost one comparison or none.
-    let candidates: &[(&[u8], FieldName)] = match name.len() {
+    candidates(name.len())
+        .iter()
+        .find(|(n, _)| name.eq_ignore_ascii_case(n))
+        .map_or(FieldName::Other, |&(_, f)| f)
+}
+
+/// The field `name` stands for when each `_` in it is read as `-`, as CGI-style upstreams read it;
+/// [`FieldName::Other`] when that is no field hearth knows. Meant for names [`field_name`] has
+/// already called `Other`: for those, anything else means an underscore alias. Only names spelled
+/// with `-` can have an alias, so only those are tried; a test checks this table against
+/// `candidates`.
+pub(crate) fn alias_of(name: &[u8]) -> FieldName {
+    use FieldName::*;
+    let aliased: &[(&[u8], FieldName)] = match name.len() {
+        10 => &[(b"keep-alive", KeepAlive)],
+        14 => &[(b"content-length", ContentLength)],
+        15 => &[
+            (b"idempotency-key", IdempotencyKey),
+            (b"x-forwarded-for", XForwardedFor),
+        ],
+        16 => &[
+            (b"proxy-connection", ProxyConnection),
+            (b"x-forwarded-host", XForwardedHost),
+        ],
+        17 => &[
+            (b"transfer-encoding", TransferEncoding),
+            (b"x-forwarded-proto", XForwardedProto),
+        ],
+        _ => &[],
+    };
+    // No known name starts with `-`, so the first byte decides most misses without the loop.
+    let first = name.first().map_or(0, u8::to_ascii_lowercase);
+    aliased
+        .iter()
+        .find(|(n, _)| {
+            n[0] == first
+                && name
+                    .iter()
+                    .zip(n.iter())
+                    .all(|(&a, &c)| a.to_ascii_lowercase() == c || (a == b'_' && c == b'-'))
+        })
+        .map_or(Other, |&(_, f)| f)
+}
+
+/// Whether `name` is an underscore alias (or the name) of a framing field (RFC 9112 §6), which
+/// must be refused rather than dropped: a peer that reads the alias as the field frames the body
+/// differently from hearth. The length test first keeps this off the common path.
+fn framing_alias(name: &[u8]) -> bool {
+    matches!(name.len(), 14 | 17)
+        && matches!(
+            alias_of(name),
+            FieldName::ContentLength | FieldName::TransferEncoding
+        )
+}
+
+/// The longest name [`field_name`] knows, so that a caller reading a name byte by byte need keep
+/// no more than this many bytes to ask about it.
+pub(crate) const LONGEST_KNOWN_NAME: usize = 17;
+
+/// The known field names of length `len`, lowercase.
+fn candidates(len: usize) -> &'static [(&'static [u8], FieldName)] {
+    use FieldName::*;
+    match len {
         2 => &[(b"te", Te)],
         4 => &[(b"host", Host)],
         6 => &[(b"expect", Expect)],
@@ -268,11 +348,7 @@ pub(crate) fn field_name(name: &[u8]) -> FieldName {
             (b"x-forwarded-proto", XForwardedProto),
         ],
         _ => &[],
-    };
-    candidates
-        .iter()
-        .find(|(n, _)| name.eq_ignore_ascii_case(n))
-        .map_or(Other, |&(_, f)| f)
+    }
 }
 
 /// The elements of a comma-separated list (RFC 9110 §5.6.1), each without surrounding OWS.
@@ -314,6 +390,31 @@ fn has_bare_lf(head: &[u8]) -> bool {
             acc | ((b == b'\n') & (prev != b'\r'))
         });
     first | inner
+}
+
+/// Whether a request-target holds only what RFC 9112 §3.2 allows unescaped: visible ASCII
+/// (RFC 3986 §2), and no `#`, since a fragment is never sent (RFC 9110 §4.2.5). httparse already
+/// refuses controls, SP and DEL; it accepts bytes above 0x7F and `#`, which peers disagree on (one
+/// strips the fragment before routing, another percent-encodes raw UTF-8, a third routes on it as
+/// sent), so hearth refuses them: a client must percent-encode them, as browsers do.
+fn valid_target(target: &[u8]) -> bool {
+    // Branch-free so that it vectorises, like `has_bare_lf`.
+    target
+        .iter()
+        .fold(true, |ok, &b| ok & (b > b' ') & (b < 0x7f) & (b != b'#'))
+}
+
+/// Whether the field line named by `name` (a span into `head`) has a tab anywhere in its value,
+/// surrounding whitespace included (httparse trims that from the value it hands back). RFC 9110
+/// §5.6.3 allows HTAB as OWS, but in a framing field it is the classic obfuscation
+/// (`Transfer-Encoding:\tchunked`, `chunked\t`): some peers trim it and some do not, so they
+/// disagree on whether the body is chunked. Only space is accepted there.
+fn tab_in_line(head: &[u8], name: Span) -> bool {
+    head.get(name.end as usize..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|&&b| b != b'\r')
+        .any(|&b| b == b'\t')
 }
 
 /// Content-Length = 1*DIGIT (RFC 9110 §8.6). No sign, no spaces, no list, no overflow.
@@ -481,7 +582,7 @@ pub fn parse_request(
     if target.len() > limits.max_uri_bytes {
         return Err(HeadError::UriTooLong);
     }
-    if has_bare_lf(&window[..head_len]) {
+    if has_bare_lf(&window[..head_len]) || !valid_target(target.of(window)) {
         return Err(HeadError::Malformed);
     }
     let version = match version {
@@ -511,8 +612,16 @@ pub fn parse_request(
                 hosts += 1;
                 host = Some(header.value);
             }
-            FieldName::ContentLength => length = merge_length(length, h.value)?,
+            FieldName::ContentLength => {
+                if tab_in_line(window, header.name) {
+                    return Err(HeadError::Malformed);
+                }
+                length = merge_length(length, h.value)?;
+            }
             FieldName::TransferEncoding => {
+                if tab_in_line(window, header.name) {
+                    return Err(HeadError::Malformed);
+                }
                 te_lines += 1;
                 codings.feed(h.value)?;
             }
@@ -522,6 +631,9 @@ pub fn parse_request(
                     keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
                     upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
                 }
+            }
+            FieldName::Other if framing_alias(h.name.as_bytes()) => {
+                return Err(HeadError::Malformed);
             }
             FieldName::Upgrade => {
                 upgrade.get_or_insert(header.value);
@@ -700,6 +812,10 @@ pub fn parse_response(
                         ka_max = n;
                     }
                 }
+            }
+            // A client or cache downstream of hearth could read the alias as framing.
+            FieldName::Other if framing_alias(h.name.as_bytes()) => {
+                return Err(HeadError::Malformed);
             }
             _ => {}
         }
@@ -1007,6 +1123,35 @@ mod tests {
         }
     );
 
+    req!(
+        percent_encoded_target_kept,
+        b"GET /caf%C3%A9;p=1/!$&'()*+,:@~?q=a%23b&r=[1] HTTP/1.1\r\nHost: a\r\n\r\n",
+        |h, b, _hs| {
+            assert_eq!(
+                h.target.of(b),
+                &b"/caf%C3%A9;p=1/!$&'()*+,:@~?q=a%23b&r=[1]"[..]
+            );
+        }
+    );
+
+    req!(
+        framing_fields_with_spaces,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:  12  \r\n\r\n",
+        |h, _b, _hs| {
+            assert_eq!(h.body, ReqBody::Length(12));
+        }
+    );
+
+    req!(
+        underscore_names_not_aliasing_framing,
+        b"GET / HTTP/1.1\r\nHost: a\r\nX_Api_Key: k\r\nX_Forwarded_For: 6.6.6.6\r\nContent_Type: t\r\n\r\n",
+        |h, _b, hs| {
+            // Accepted here; rewrite::request_head drops the X-Forwarded-For alias.
+            assert_eq!(h.body, ReqBody::None);
+            assert_eq!(hs.len(), 4);
+        }
+    );
+
     #[test]
     fn request_rejects() {
         use HeadError::*;
@@ -1081,6 +1226,61 @@ mod tests {
             ("absolute-form empty authority", b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
             ("absolute-form userinfo", b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
             ("absolute-form still needs host", b"GET http://a/ HTTP/1.1\r\n\r\n", Malformed),
+            // RFC 9112 §3.2: the target is visible ASCII without a fragment.
+            ("fragment in target", b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("bare fragment mark", b"GET /# HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("fragment in query", b"GET /a?q=1#x HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("fragment in absolute-form", b"GET http://a/p#x HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("fragment as authority end", b"GET http://a#x HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("raw utf-8 in target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("0x80 in target", b"GET /\x80 HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("0xff in target", b"GET /?\xff HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("nul in target", b"GET /a\0 HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("soh in target", b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("us in target", b"GET /a\x1fb HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("del in target", b"GET /a\x7f HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("tab in target", b"GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("vt in target", b"GET /a\x0bb HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("raw utf-8 in connect target", b"CONNECT \xc3\xa9:443 HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            // Underscore aliases of framing fields.
+            ("content_length", b"POST / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\n\r\n", Malformed),
+            ("content_length lowercase", b"POST / HTTP/1.1\r\nHost: a\r\ncontent_length: 5\r\n\r\n", Malformed),
+            ("content_length beside content-length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent_Length: 0\r\n\r\n", Malformed),
+            ("transfer_encoding", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n", Malformed),
+            ("transfer_encoding upper", b"POST / HTTP/1.1\r\nHost: a\r\nTRANSFER_ENCODING: chunked\r\n\r\n", Malformed),
+            ("transfer_encoding beside content-length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer_Encoding: chunked\r\n\r\n", Malformed),
+            // Tabs as OWS in framing fields: the obfuscation of sozu#726 and its kin.
+            ("te leading tab", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tchunked\r\n\r\n", Malformed),
+            ("te trailing tab", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n", Malformed),
+            ("te trailing space and tab", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked \t\r\n\r\n", Malformed),
+            ("te tab in list", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip,\tchunked\r\n\r\n", Malformed),
+            ("te tab only", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\t\r\n\r\n", Malformed),
+            ("te vertical tab", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \x0bchunked\r\n\r\n", Malformed),
+            ("te chunked then x", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n", Malformed),
+            ("cl leading tab", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\t5\r\n\r\n", Malformed),
+            ("cl trailing tab", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\t\r\n\r\n", Malformed),
+            ("cl space list", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:  5 ,6\r\n\r\n", Malformed),
+            ("cl leading sign space", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: + 5\r\n\r\n", Malformed),
+            // Bare CR, wherever it sits.
+            ("bare cr in method", b"GE\rT / HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("bare cr in name", b"GET / HTTP/1.1\r\nHo\rst: a\r\n\r\n", Malformed),
+            ("bare cr after version", b"GET / HTTP/1.1\r\r\nHost: a\r\n\r\n", Malformed),
+            ("bare cr before blank line", b"GET / HTTP/1.1\r\nHost: a\r\n\rX\r\n\r\n", Malformed),
+            ("bare cr as blank line", b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n", Malformed),
+            ("bare cr leading line", b"\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            // Names and the request line.
+            ("nul in name", b"GET / HTTP/1.1\r\nHost: a\r\nX\0: b\r\n\r\n", Malformed),
+            ("del in name", b"GET / HTTP/1.1\r\nHost: a\r\nX\x7f: b\r\n\r\n", Malformed),
+            ("lf in name", b"GET / HTTP/1.1\r\nHost: a\r\nX\n: b\r\n\r\n", Malformed),
+            ("slash in name", b"GET / HTTP/1.1\r\nHost: a\r\nX/Y: b\r\n\r\n", Malformed),
+            ("non-token method", b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("non-ascii method", b"G\xc3\x89T / HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("missing target", b"GET HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("missing version", b"GET / \r\nHost: a\r\n\r\n", Malformed),
+            ("extra token", b"GET / HTTP/1.1 x\r\nHost: a\r\n\r\n", Malformed),
+            ("version without minor", b"GET / HTTP/1\r\nHost: a\r\n\r\n", Malformed),
+            ("leading space", b" GET / HTTP/1.1\r\nHost: a\r\n\r\n", Malformed),
+            ("empty host list", b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", Malformed),
         ];
         for (name, input, want) in table {
             assert_eq!(req(input).map(|_| ()), Err(*want), "{name}");
@@ -1181,6 +1381,8 @@ mod tests {
             max_head_bytes: usize::MAX,
             max_headers: usize::MAX,
             max_uri_bytes: usize::MAX,
+            max_ext_bytes: usize::MAX,
+            max_trailer_bytes: usize::MAX,
         };
         let mut hs = Vec::new();
         assert!(matches!(
@@ -1209,6 +1411,55 @@ mod tests {
         assert!(
             hs.is_empty(),
             "the caller's vector is cleared on every call"
+        );
+        // The same bound holds for responses, and is enforced before the head is complete, so an
+        // upstream cannot make hearth wait on a head it will refuse.
+        let table: &[(&[u8], Result<bool, HeadError>)] = &[
+            (b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", Ok(true)),
+            (
+                b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",
+                Err(HeadError::TooManyHeaders),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n",
+                Err(HeadError::TooManyHeaders),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n",
+                Err(HeadError::TooManyHeaders),
+            ),
+        ];
+        for (input, want) in table {
+            let got = if input.starts_with(b"HTTP/") {
+                parse_response(input, &limits, false, &mut hs).map(|h| h.is_some())
+            } else {
+                parse_request(input, &limits, &mut hs).map(|h| h.is_some())
+            };
+            assert_eq!(got, *want, "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn limits_default_to_the_constants() {
+        // The core builds `Limits { max_head_bytes, ..Limits::default() }`: every other field
+        // must come out at its documented default.
+        let l = Limits {
+            max_head_bytes: 1,
+            ..Limits::default()
+        };
+        assert_eq!(
+            (
+                l.max_headers,
+                l.max_uri_bytes,
+                l.max_ext_bytes,
+                l.max_trailer_bytes
+            ),
+            (
+                MAX_HEADERS,
+                MAX_URI_BYTES,
+                crate::http::body::MAX_EXT_BYTES,
+                crate::http::body::MAX_TRAILER_BYTES
+            )
         );
     }
 
@@ -1251,6 +1502,52 @@ mod tests {
         ];
         for (name, want) in table {
             assert_eq!(field_name(name), *want, "{}", String::from_utf8_lossy(name));
+        }
+    }
+
+    #[test]
+    fn underscore_aliases() {
+        use FieldName::*;
+        let table: &[(&[u8], FieldName)] = &[
+            (b"Content_Length", ContentLength),
+            (b"content_length", ContentLength),
+            (b"Content-Length", ContentLength),
+            (b"TRANSFER_ENCODING", TransferEncoding),
+            (b"Transfer_Encoding", TransferEncoding),
+            (b"Keep_Alive", KeepAlive),
+            (b"Proxy_Connection", ProxyConnection),
+            (b"X_Forwarded_For", XForwardedFor),
+            (b"x_forwarded-proto", XForwardedProto),
+            (b"X-Forwarded_Host", XForwardedHost),
+            (b"Idempotency_Key", IdempotencyKey),
+            // `-` does not stand for `_`, and other characters stand for nothing.
+            (b"Content-Length_", Other),
+            (b"Content.Length", Other),
+            (b"Content__Length", Other),
+            (b"ContentLength", Other),
+            (b"X_Api_Key", Other),
+            (b"Content_Type", Other),
+            (b"_", Other),
+            (b"", Other),
+        ];
+        for (name, want) in table {
+            assert_eq!(alias_of(name), *want, "{}", String::from_utf8_lossy(name));
+        }
+        // A name reader that keeps LONGEST_KNOWN_NAME bytes can ask about every known name, and
+        // alias_of knows exactly the known names spelled with '-'.
+        for len in 0..64 {
+            for (name, field) in candidates(len) {
+                assert!(name.len() <= LONGEST_KNOWN_NAME);
+                assert_eq!(name.len(), len);
+                assert_eq!(name.to_ascii_lowercase(), *name);
+                let underscored: Vec<u8> = name
+                    .iter()
+                    .map(|&b| if b == b'-' { b'_' } else { b })
+                    .collect();
+                let want = if name.contains(&b'-') { *field } else { Other };
+                assert_eq!(alias_of(&underscored), want, "{field:?}");
+                assert_eq!(alias_of(name), want, "{field:?}");
+            }
         }
     }
 
@@ -1536,6 +1833,45 @@ mod tests {
             ("two digit status", b"HTTP/1.1 20 OK\r\n\r\n", Malformed),
             ("http/2", b"HTTP/2.0 200 OK\r\n\r\n", Malformed),
             ("not http", b"ICY 200 OK\r\n\r\n", Malformed),
+            // RFC 9112 §4: status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ].
+            ("four digit status", b"HTTP/1.1 2000 OK\r\n\r\n", Malformed),
+            ("no space after status", b"HTTP/1.1 200OK\r\n\r\n", Malformed),
+            ("two spaces before status", b"HTTP/1.1  200 OK\r\n\r\n", Malformed),
+            ("tab before status", b"HTTP/1.1\t200 OK\r\n\r\n", Malformed),
+            ("leading space", b" HTTP/1.1 200 OK\r\n\r\n", Malformed),
+            ("signed status", b"HTTP/1.1 -20 OK\r\n\r\n", Malformed),
+            ("hex status", b"HTTP/1.1 0x1 OK\r\n\r\n", Malformed),
+            ("version without minor", b"HTTP/1 200 OK\r\n\r\n", Malformed),
+            ("lowercase version", b"http/1.1 200 OK\r\n\r\n", Malformed),
+            ("nul in reason", b"HTTP/1.1 200 O\0K\r\n\r\n", Malformed),
+            ("del in reason", b"HTTP/1.1 200 O\x7fK\r\n\r\n", Malformed),
+            ("bare cr in reason", b"HTTP/1.1 200 O\rK\r\n\r\n", Malformed),
+            ("bare lf after status line", b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", Malformed),
+            ("no status line", b"Content-Length: 0\r\n\r\n", Malformed),
+            // Framing.
+            (
+                "te and cl on 204",
+                b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n",
+                Malformed,
+            ),
+            (
+                "te and cl to head",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Malformed,
+            ),
+            ("cl empty", b"HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n", Malformed),
+            ("cl hex", b"HTTP/1.1 200 OK\r\nContent-Length: 0x3\r\n\r\n", Malformed),
+            ("cl overflow", b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n", Malformed),
+            ("te empty", b"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n", Malformed),
+            ("te parameter", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked;a=b\r\n\r\n", Malformed),
+            ("content_length alias", b"HTTP/1.1 200 OK\r\nContent_Length: 3\r\n\r\n", Malformed),
+            (
+                "transfer_encoding alias",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer_Encoding: chunked\r\n\r\n",
+                Malformed,
+            ),
+            ("name with space", b"HTTP/1.1 200 OK\r\nX Y: 1\r\n\r\n", Malformed),
+            ("del in name", b"HTTP/1.1 200 OK\r\nX\x7f: 1\r\n\r\n", Malformed),
         ];
         for (name, input, want) in table {
             assert_eq!(resp(input, false).map(|_| ()), Err(*want), "{name}");

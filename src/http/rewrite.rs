@@ -5,15 +5,18 @@
 //! framing fields are never copied but written afresh from the parsed [`ReqBody`] / [`RespBody`],
 //! so the peer on the other side frames the body exactly as hearth does. Fields hearth writes
 //! itself (Host, framing, X-Forwarded-*) cannot be removed by a client listing them in
-//! Connection. Everything else is copied in order, byte for byte as received. Output is appended
-//! to the caller's reused `Vec`; nothing else is allocated.
+//! Connection. Underscore aliases of the fields hearth knows (`X_Forwarded_For`, `Keep_Alive`;
+//! see [`alias_of`]) are dropped in both directions, since a CGI-style peer reads them as the
+//! field itself; the parser has already refused aliases of framing fields. Everything else is
+//! copied in order, byte for byte as received. Output is appended to the caller's reused `Vec`;
+//! nothing else is allocated.
 
 use std::io::Write as _;
 use std::net::IpAddr;
 
 use super::head::{
-    absolute_authority, field_name, list_elements, FieldName, Header, ReqBody, RequestHead,
-    RespBody, ResponseHead, Version,
+    absolute_authority, alias_of, field_name, list_elements, FieldName, Header, ReqBody,
+    RequestHead, RespBody, ResponseHead, Version,
 };
 
 /// How the request reaches the upstream.
@@ -53,7 +56,8 @@ pub fn request_head(
         let name = h.name.of(src);
         let copy = match field_name(name) {
             FieldName::Upgrade => upgrade,
-            FieldName::Other | FieldName::Expect | FieldName::IdempotencyKey => !named.lists(name),
+            FieldName::Other => !named.lists(name) && alias_of(name) == FieldName::Other,
+            FieldName::Expect | FieldName::IdempotencyKey => !named.lists(name),
             FieldName::XForwardedFor => {
                 forwarded_for = true;
                 false
@@ -161,8 +165,8 @@ pub fn response_head(
                 length_written |= first;
                 first
             }
-            FieldName::Other
-            | FieldName::Host
+            FieldName::Other => !named.lists(name) && alias_of(name) == FieldName::Other,
+            FieldName::Host
             | FieldName::Expect
             | FieldName::IdempotencyKey
             | FieldName::XForwardedFor
@@ -401,6 +405,12 @@ mod tests {
                 &plain(V4),
                 "OPTIONS * HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
             ),
+            (
+                "underscore aliases of known fields dropped, other underscore names kept",
+                b"GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nx_forwarded_proto: https\r\nX_Forwarded-Host: evil\r\nKeep_Alive: 1\r\nProxy_Connection: close\r\nIdempotency_Key: k\r\nX_Api_Key: secret\r\n\r\n",
+                &plain(V4),
+                "GET / HTTP/1.1\r\nHost: h\r\nX_Api_Key: secret\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
         ];
         for (name, input, fwd, want) in table {
             assert_eq!(upstream_request(input, fwd), *want, "{name}");
@@ -523,6 +533,12 @@ mod tests {
                 b"HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n",
                 &ka11,
                 "HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n",
+            ),
+            (
+                "underscore aliases of hop-by-hop fields dropped",
+                b"HTTP/1.1 200 OK\r\nKeep_Alive: timeout=1\r\nProxy_Connection: close\r\nX_Trace: t\r\nContent-Length: 0\r\n\r\n",
+                &ka11,
+                "HTTP/1.1 200 OK\r\nX_Trace: t\r\nContent-Length: 0\r\n\r\n",
             ),
         ];
         for (name, input, client, want) in table {
