@@ -152,6 +152,24 @@ fn split_label(label: &str) -> (&str, &str) {
         .unwrap_or((label, ""))
 }
 
+/// Undoes the Prometheus label escaping the registry applies (`\\`, `\"`, `\n`).
+fn label_unescape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 /// Appends `s` as a JSON string literal (RFC 8259 §7): quotes, backslashes and control
 /// characters escaped; `<`, `>` and `&` too, so the text stays inert even if someone pastes it
 /// into HTML.
@@ -214,11 +232,12 @@ fn status_json(c: &Counters, pools: &[(String, Option<u64>)], now_ms: u64) -> St
             .get(id)
             .map_or(("", None), |(l, ms)| (l.as_str(), *ms));
         let (upstream, node) = split_label(label);
+        let (upstream, node) = (label_unescape(upstream), label_unescape(node));
         let sep = if id == 0 { "" } else { "," };
         let _ = write!(s, "{sep}{{\"id\":{id},\"upstream\":");
-        json_str(&mut s, upstream);
+        json_str(&mut s, &upstream);
         s.push_str(",\"node\":");
-        json_str(&mut s, node);
+        json_str(&mut s, &node);
         for (key, f) in NODE_FIELDS {
             let _ = write!(s, ",\"{key}\":{}", f(n));
         }

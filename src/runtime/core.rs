@@ -48,8 +48,6 @@ const CONN_BASE: usize = 1 << 16;
 const MAX_STEPS: usize = 64;
 /// How long a closing client may keep sending before we stop reading and drop it.
 const LINGER: Duration = Duration::from_secs(2);
-const MAX_EXT_BYTES: usize = 4_096;
-const MAX_TRAILER_BYTES: usize = 16_384;
 /// Buffers one core may have checked out at once (16 KiB each by default: 1 GiB).
 const MAX_BUFFERS: usize = 65_536;
 /// After EMFILE/ENFILE, accepting pauses this long instead of spinning.
@@ -1020,9 +1018,7 @@ impl Core {
         let req = match h.body {
             ReqBody::None | ReqBody::Length(0) => BodyIn::Done,
             ReqBody::Length(n) => BodyIn::Length(n),
-            ReqBody::Chunked => {
-                BodyIn::Chunked(ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES))
-            }
+            ReqBody::Chunked => BodyIn::Chunked(ChunkedDecoder::from_limits(&self.limits)),
         };
         let ex = Exchange {
             node,
@@ -1506,7 +1502,7 @@ impl Core {
                         RespBody::Length(0) => Resp::Done,
                         RespBody::Length(n) => Resp::Body(BodyOut::Length(n)),
                         RespBody::Chunked => Resp::Body(BodyOut::Chunked {
-                            dec: ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES),
+                            dec: ChunkedDecoder::from_limits(&self.limits),
                             dechunk,
                         }),
                         RespBody::Close => Resp::Body(BodyOut::Close),
