@@ -327,7 +327,7 @@ mod tests {
             "\"time_ms\":42",
             "\"requests\":7}",
             "\"502\":1",
-            "{\"id\":0,\"upstream\":\"api \\\\\\\"v1\\\\\\\"\",\"node\":\"127.0.0.1:1\",\"requests\":20,",
+            "{\"id\":0,\"upstream\":\"api \\\"v1\\\"\",\"node\":\"127.0.0.1:1\",\"requests\":20,",
             "\"reuses\":19,",
             "\"idle_now\":1,",
             "\"stale\":1,",
