@@ -84,9 +84,12 @@ pub struct NodeCounters {
     pub wait: Histogram,
     /// From the request's head arriving to the upstream's response head.
     pub response: Histogram,
+    /// Final responses from the node by class: 1xx (101) to 5xx.
+    pub responses: [u64; 5],
     /// Gauges, filled in when a snapshot is taken.
     pub idle_now: u64,
     pub open_now: u64,
+    pub waiters_now: u64,
 }
 
 impl NodeCounters {
@@ -111,8 +114,22 @@ impl NodeCounters {
             .merge(&o.upstream_closed_idle_age);
         self.wait.merge(&o.wait);
         self.response.merge(&o.response);
+        for (a, b) in self.responses.iter_mut().zip(o.responses.iter()) {
+            *a += b;
+        }
         self.idle_now += o.idle_now;
         self.open_now += o.open_now;
+        self.waiters_now += o.waiters_now;
+    }
+
+    /// Counts a final response by its class.
+    pub fn responded(&mut self, status: u16) {
+        if let Some(slot) = self
+            .responses
+            .get_mut(usize::from(status / 100).wrapping_sub(1))
+        {
+            *slot += 1;
+        }
     }
 }
 
@@ -180,7 +197,7 @@ impl Counters {
         for (code, n) in ANSWER_CODES.iter().zip(self.answers.iter()) {
             let _ = writeln!(s, "hearth_answers_total{{code=\"{code}\"}} {n}");
         }
-        let series: [Series; 10] = [
+        let series: [Series; 12] = [
             ("requests_total", "counter", |n| n.requests),
             ("connects_total", "counter", |n| n.connects),
             ("connect_failures_total", "counter", |n| n.connect_failures),
@@ -191,6 +208,10 @@ impl Counters {
             ("queue_timeouts_total", "counter", |n| n.queue_timeouts),
             ("idle_connections", "gauge", |n| n.idle_now),
             ("open_connections", "gauge", |n| n.open_now),
+            ("active_connections", "gauge", |n| {
+                n.open_now.saturating_sub(n.idle_now)
+            }),
+            ("waiters", "gauge", |n| n.waiters_now),
         ];
         for (name, kind, f) in series {
             let _ = writeln!(s, "# TYPE hearth_upstream_{name} {kind}");
@@ -215,6 +236,17 @@ impl Counters {
             for (i, n) in self.nodes.iter().enumerate() {
                 let label = node_labels.get(i).map(String::as_str).unwrap_or("");
                 f(n).render(&mut s, name, label);
+            }
+        }
+        let _ = writeln!(s, "# TYPE hearth_upstream_responses_total counter");
+        for (i, n) in self.nodes.iter().enumerate() {
+            let label = node_labels.get(i).map(String::as_str).unwrap_or("");
+            for (c, count) in n.responses.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "hearth_upstream_responses_total{{{label},class=\"{}xx\"}} {count}",
+                    c + 1
+                );
             }
         }
         let _ = writeln!(s, "# TYPE hearth_upstream_closes_total counter");

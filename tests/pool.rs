@@ -574,6 +574,21 @@ fn metrics_count_connects_reuses_and_replays_exactly() {
         1,
         "idle now"
     );
+    let class = format!(
+        "hearth_upstream_responses_total{{upstream=\"backend\",node=\"{}\",class=\"2xx\"}}",
+        mock.addr()
+    );
+    assert_eq!(metric(&text, &class), 2, "2xx responses");
+    assert_eq!(
+        metric(&text, &format!("hearth_upstream_active_connections{node}")),
+        0,
+        "active now"
+    );
+    assert_eq!(
+        metric(&text, &format!("hearth_upstream_waiters{node}")),
+        0,
+        "waiters now"
+    );
 }
 
 // `max_connecting = 1`: a burst of requests on a cold pool queues behind one connect at a time

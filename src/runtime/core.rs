@@ -635,6 +635,7 @@ impl Core {
         for (i, p) in self.pools.iter().enumerate() {
             c.nodes[i].idle_now = p.idle_len() as u64;
             c.nodes[i].open_now = u64::from(p.open);
+            c.nodes[i].waiters_now = p.waiters_len() as u64;
         }
         c
     }
@@ -1449,6 +1450,7 @@ impl Core {
                         ex.up_reusable = h.keep_alive && h.body != RespBody::Close;
                         ex.up_said_close = !h.keep_alive;
                         ex.status = h.status;
+                        self.counters.nodes[ex.node].responded(h.status);
                         self.counters.nodes[ex.node]
                             .response
                             .record(self.now.saturating_sub(ex.started));

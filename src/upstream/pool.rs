@@ -37,10 +37,13 @@ pub enum CloseReason {
     Error,
     /// A reload removed the node from every upstream.
     Removed,
+    /// Retired by what the upstream announced in `Keep-Alive: timeout=N, max=M`, before our own
+    /// limits would have.
+    KeepAliveHint,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::IdleTimeout,
         CloseReason::Lifetime,
         CloseReason::MaxRequests,
@@ -50,6 +53,7 @@ impl CloseReason {
         CloseReason::NotReusable,
         CloseReason::Error,
         CloseReason::Removed,
+        CloseReason::KeepAliveHint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +67,7 @@ impl CloseReason {
             CloseReason::NotReusable => "not_reusable",
             CloseReason::Error => "error",
             CloseReason::Removed => "removed",
+            CloseReason::KeepAliveHint => "keepalive_hint",
         }
     }
 
@@ -107,15 +112,20 @@ pub fn idle_deadline(
     if let (true, Some(l)) = (settings.idle_auto, learned_ms) {
         idle_ms = idle_ms.min(learned_idle_limit(l));
     }
+    let mut why = CloseReason::IdleTimeout;
     if let Some(t) = hint.timeout_secs {
-        idle_ms = idle_ms.min((u64::from(t) * 1_000).saturating_sub(HINT_MARGIN_MS));
+        let hinted = (u64::from(t) * 1_000).saturating_sub(HINT_MARGIN_MS);
+        if hinted < idle_ms {
+            idle_ms = hinted;
+            why = CloseReason::KeepAliveHint;
+        }
     }
     let idle_at = now + idle_ms;
     let life_at = opened_at.saturating_add(settings.max_lifetime.as_millis() as u64);
     if life_at < idle_at {
         (life_at, CloseReason::Lifetime)
     } else {
-        (idle_at, CloseReason::IdleTimeout)
+        (idle_at, why)
     }
 }
 
@@ -131,11 +141,12 @@ pub fn retire_reason(
     if settings.size == 0 {
         return Some(CloseReason::NotReusable);
     }
-    let mut max = settings.requests;
-    if let Some(m) = hint.max {
-        max = max.min(u64::from(m));
+    if let Some(m) = hint.max.map(u64::from) {
+        if (settings.requests == 0 || m < settings.requests) && served >= m {
+            return Some(CloseReason::KeepAliveHint);
+        }
     }
-    if max > 0 && served >= max {
+    if settings.requests > 0 && served >= settings.requests {
         return Some(CloseReason::MaxRequests);
     }
     if hint
@@ -143,7 +154,7 @@ pub fn retire_reason(
         .is_some_and(|t| u64::from(t) * 1_000 <= HINT_MARGIN_MS)
     {
         // The upstream will close it before we could safely reuse it.
-        return Some(CloseReason::IdleTimeout);
+        return Some(CloseReason::KeepAliveHint);
     }
     if now >= opened_at.saturating_add(settings.max_lifetime.as_millis() as u64) {
         return Some(CloseReason::Lifetime);
@@ -214,6 +225,10 @@ impl NodePool {
 
     pub fn next_waiter(&mut self) -> Option<usize> {
         self.waiters.pop_front()
+    }
+
+    pub fn waiters_len(&self) -> usize {
+        self.waiters.len()
     }
 
     pub fn has_waiters(&self) -> bool {
@@ -382,7 +397,7 @@ mod tests {
         };
         assert_eq!(
             idle_deadline(1_000, 0, &s, hint, None),
-            (5_000, CloseReason::IdleTimeout),
+            (5_000, CloseReason::KeepAliveHint),
             "5 s hint less 1 s margin"
         );
         assert_eq!(
@@ -406,7 +421,7 @@ mod tests {
         };
         assert_eq!(
             retire_reason(0, 0, 2, &s, max2),
-            Some(CloseReason::MaxRequests),
+            Some(CloseReason::KeepAliveHint),
             "upstream max=2 wins over requests=3"
         );
         assert_eq!(
@@ -423,7 +438,7 @@ mod tests {
         };
         assert_eq!(
             retire_reason(0, 0, 1, &s, t1),
-            Some(CloseReason::IdleTimeout),
+            Some(CloseReason::KeepAliveHint),
             "1 s hint leaves no safe reuse window"
         );
     }
