@@ -435,3 +435,44 @@ fn pipelined_requests_split_at_every_byte_boundary() {
     check_only(&tally, Kind::Get, None, &["ok"]);
     check_only(&tally, Kind::Post, None, &["ok"]);
 }
+
+// F7. A pipeline whose first request fails before any byte of its answer (the upstream resets:
+//     a POST, so no replay), followed by ordinary requests, split at every byte boundary.
+//     hearth owes: a 502 for the first, kept alive since its request was read whole, and then
+//     the right answers to the rest, in order: the failure must not swallow or shift the
+//     pipelined bytes behind it.
+#[test]
+fn pipelined_requests_behind_a_failed_one_are_answered() {
+    let mock = HashUpstream::start();
+    let h = start_hearth(mock.addr());
+    let probes = |tag: &str| {
+        vec![
+            Probe::new("POST", "resetfirst", &format!("{tag}a"), 10)
+                .with_body(payload(30, 9), BodyFraming::Length),
+            Probe::new("GET", "ok", &format!("{tag}b"), 200),
+            Probe::new("POST", "ok", &format!("{tag}c"), 50)
+                .with_body(payload(20, 10), BodyFraming::Chunked(6)),
+        ]
+    };
+    let len: usize = probes("x").iter().map(|p| p.bytes().len()).sum();
+    let mut failures = Vec::new();
+    for at in 1..len {
+        let probes = probes(&format!("f7s{at}"));
+        let bytes: Vec<u8> = probes.iter().flat_map(|p| p.bytes()).collect();
+        let mut wire = dial(h.addr()).expect("connect");
+        let (outcomes, _) =
+            pipelined_round(&mut wire, &probes, &bytes, at, Duration::from_micros(500));
+        let want = [Outcome::Answered(502), Outcome::Ok, Outcome::Ok];
+        if outcomes != want {
+            failures.push(format!("split at byte {at} of {len}: {outcomes:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "pipelined requests behind a 502 answered wrongly ({} of {} splits), first ones: {:#?}",
+        failures.len(),
+        len - 1,
+        &failures[..failures.len().min(10)]
+    );
+    assert!(mock.errors().is_empty(), "{:?}", mock.errors());
+}
