@@ -1178,8 +1178,12 @@ pub struct Load {
 
 impl Load {
     pub fn start(spec: &LoadSpec) -> Load {
+        Load::start_in(spec, Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// Starts a load whose requests are labelled with a phase shared with other loads.
+    pub fn start_in(spec: &LoadSpec, phase: Arc<AtomicUsize>) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
-        let phase = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + spec.duration;
         let threads = (0..spec.threads)
