@@ -42,7 +42,7 @@ pub const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(8);
 /// relayed those bytes before the fault: the fault then is really mid-body.
 const MID_BODY_PAUSE: Duration = Duration::from_millis(20);
 
-/// locks a mutex, reading through poisoning (a panicked test thread leaves the data usable).
+/// Locks a mutex, reading through poisoning (a panicked test thread leaves the data usable).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -829,7 +829,7 @@ fn read_chunked_into(wire: &mut Wire, out: &mut Vec<u8>) -> io::Result<()> {
     }
 }
 
-/// Reads a Content-Length body into `out` as it arrives, stopping after `stop_after` bytes.
+/// Reads a Content-Length body into `out` as it arrives until it holds `len` bytes (fewer when a client stops early on purpose).
 fn read_length_into(wire: &mut Wire, out: &mut Vec<u8>, len: usize) -> io::Result<()> {
     while out.len() < len {
         if wire.pending().is_empty() && wire.fill()? == 0 {
