@@ -829,7 +829,8 @@ fn read_chunked_into(wire: &mut Wire, out: &mut Vec<u8>) -> io::Result<()> {
     }
 }
 
-/// Reads a Content-Length body into `out` as it arrives until it holds `len` bytes (fewer when a client stops early on purpose).
+/// Reads a Content-Length body into `out` as it arrives, until `out` holds `len` bytes; a
+/// client stopping early on purpose passes fewer than the whole length.
 fn read_length_into(wire: &mut Wire, out: &mut Vec<u8>, len: usize) -> io::Result<()> {
     while out.len() < len {
         if wire.pending().is_empty() && wire.fill()? == 0 {
