@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 CONFIG ?= examples/hearth.toml
+SECS ?= 600
 
 .PHONY: help build run test lint bench bench-micro profile fuzz-smoke soak clean
 
@@ -40,6 +41,9 @@ bench-micro: ## criterion benches: LRU, timer wheel, head parsing
 
 fuzz-smoke: ## every fuzz target for SECS seconds (default 30); installs cargo-fuzz; fails on a crash
 	bash fuzz/smoke.sh
+
+soak: ## every fault at once against a release build for SECS seconds (default 600); prints RSS and descriptors
+	SOAK_SECS=$(SECS) $(CARGO) test --release --test soak -- --nocapture
 
 clean: ## remove build output
 	$(CARGO) clean
