@@ -502,31 +502,9 @@ fn two_workers_serve_many_connections() {
     );
 }
 
-/// Reads one counter from hearth's `/metrics` text; the series is matched by its full name
-/// with labels, as Prometheus prints it.
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("series {series} not in /metrics:\n{text}"))
-}
-
-fn admin_addr(h: &Hearth) -> SocketAddr {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(a) = h
-            .logs()
-            .iter()
-            .find(|l| l.contains("admin listening on "))
-            .and_then(|l| parse_listening(l))
-        {
-            return a;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "hearth never logged its admin address"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+/// A counter from /metrics, as an integer.
+fn count(text: &str, series: &str) -> u64 {
+    metric(text, series) as u64
 }
 
 // The per-core counters, summed on demand through /metrics, account for a known sequence
@@ -538,25 +516,25 @@ fn metrics_count_connects_reuses_and_replays_exactly() {
     let mut c = h.client();
     assert_eq!(c.get("/warm").status, 200, "warming request");
     assert_eq!(c.get("/x").status, 200, "replayed GET");
-    let text = Client::connect(admin_addr(&h)).get("/metrics").text();
+    let text = h.metrics();
     let node = format!("{{upstream=\"backend\",node=\"{}\"}}", mock.addr());
     assert_eq!(
-        metric(&text, &format!("hearth_upstream_requests_total{node}")),
+        count(&text, &format!("hearth_upstream_requests_total{node}")),
         2,
         "requests"
     );
     assert_eq!(
-        metric(&text, &format!("hearth_upstream_connects_total{node}")),
+        count(&text, &format!("hearth_upstream_connects_total{node}")),
         2,
         "connects"
     );
     assert_eq!(
-        metric(&text, &format!("hearth_upstream_reuses_total{node}")),
+        count(&text, &format!("hearth_upstream_reuses_total{node}")),
         1,
         "reuses"
     );
     assert_eq!(
-        metric(&text, &format!("hearth_upstream_replays_total{node}")),
+        count(&text, &format!("hearth_upstream_replays_total{node}")),
         1,
         "replays"
     );
@@ -565,12 +543,12 @@ fn metrics_count_connects_reuses_and_replays_exactly() {
         mock.addr()
     );
     assert_eq!(
-        metric(&text, &stale),
+        count(&text, &stale),
         1,
         "the dead reused connection is counted as stale"
     );
     assert_eq!(
-        metric(&text, &format!("hearth_upstream_idle_connections{node}")),
+        count(&text, &format!("hearth_upstream_idle_connections{node}")),
         1,
         "idle now"
     );
@@ -578,14 +556,14 @@ fn metrics_count_connects_reuses_and_replays_exactly() {
         "hearth_upstream_responses_total{{upstream=\"backend\",node=\"{}\",class=\"2xx\"}}",
         mock.addr()
     );
-    assert_eq!(metric(&text, &class), 2, "2xx responses");
+    assert_eq!(count(&text, &class), 2, "2xx responses");
     assert_eq!(
-        metric(&text, &format!("hearth_upstream_active_connections{node}")),
+        count(&text, &format!("hearth_upstream_active_connections{node}")),
         0,
         "active now"
     );
     assert_eq!(
-        metric(&text, &format!("hearth_upstream_waiters{node}")),
+        count(&text, &format!("hearth_upstream_waiters{node}")),
         0,
         "waiters now"
     );
@@ -604,14 +582,14 @@ fn max_connecting_queues_a_burst_behind_one_connect() {
         .upstream("queue = { size = 64, timeout = \"5s\" }")
         .start();
     concurrent_gets(h.addr(), 8, "burst");
-    let text = Client::connect(admin_addr(&h)).get("/metrics").text();
+    let text = h.metrics();
     let node = format!("{{upstream=\"backend\",node=\"{}\"}}", mock.addr());
     assert!(
-        metric(&text, &format!("hearth_upstream_queued_total{node}")) > 0,
+        count(&text, &format!("hearth_upstream_queued_total{node}")) > 0,
         "no request waited for the connect cap:\n{text}"
     );
     assert_eq!(
-        metric(
+        count(
             &text,
             &format!("hearth_upstream_queue_timeouts_total{node}")
         ),

@@ -9,18 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Polls `cond` every 10 ms until it holds or `within` passes.
-fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    cond()
-}
-
 // A route edit under load opens no new upstream connection to a node that stays, and no
 // request fails while the new configuration goes in.
 #[test]
@@ -47,7 +35,7 @@ fn reload_under_load_keeps_pooled_connections_to_unchanged_nodes() {
         })
         .collect();
     assert!(
-        eventually(Duration::from_secs(5), || done.load(Ordering::Relaxed)
+        wait_until(Duration::from_secs(5), || done.load(Ordering::Relaxed)
             > 200),
         "load did not start"
     );
@@ -60,14 +48,14 @@ fn reload_under_load_keeps_pooled_connections_to_unchanged_nodes() {
         .toml();
     h.reload_with(&edited);
     assert!(
-        eventually(Duration::from_secs(5), || h
+        wait_until(Duration::from_secs(5), || h
             .logs_text()
             .contains("configuration reloaded")),
         "hearth never reloaded"
     );
     let at_reload = done.load(Ordering::Relaxed);
     assert!(
-        eventually(Duration::from_secs(5), || done.load(Ordering::Relaxed)
+        wait_until(Duration::from_secs(5), || done.load(Ordering::Relaxed)
             > at_reload + 200),
         "load stalled after the reload"
     );
@@ -96,7 +84,7 @@ fn broken_reload_leaves_the_old_configuration_serving() {
     assert_eq!(h.client().get("/a").status, 200);
     h.reload_with("[[listen]]\naddr = \"127.0.0.1:0\"\n[upstreams.backend]\nnodes = { \"127.0.0.1:1\" = 1 }\nbogus = 1\n");
     assert!(
-        eventually(Duration::from_secs(5), || h
+        wait_until(Duration::from_secs(5), || h
             .logs_text()
             .contains("reload refused")),
         "the broken file was not reported"
@@ -120,7 +108,7 @@ fn reload_closes_idle_connections_to_removed_nodes() {
     assert_eq!(old.open_now(), 1, "pooled connection to the old node");
     h.reload_with(&conf(&[new.addr()]).toml());
     assert!(
-        eventually(Duration::from_secs(5), || old.open_now() == 0),
+        wait_until(Duration::from_secs(5), || old.open_now() == 0),
         "idle connection to the removed node stayed open"
     );
     assert_eq!(h.client().get("/y").status, 200);

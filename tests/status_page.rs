@@ -11,7 +11,6 @@
 mod common;
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -19,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{conf, parse_listening, Hearth, MockUpstream};
+use common::{conf, Hearth, MockUpstream};
 
 /// The browser to run; `CHROMIUM=/path/to/chrome` picks another build.
 fn chromium_bin() -> String {
@@ -31,18 +30,6 @@ fn chromium_bin() -> String {
 const VIRTUAL_TIME_BUDGET_MS: u32 = 5_000;
 /// Real time the browser gets before it is killed; a cold start on a busy machine takes seconds.
 const BROWSER_DEADLINE: Duration = Duration::from_secs(60);
-
-fn admin_addr(h: &Hearth) -> SocketAddr {
-    let found = common::wait_until(Duration::from_secs(5), || {
-        h.logs().iter().any(|l| l.contains("admin listening on "))
-    });
-    assert!(found, "hearth never logged its admin address");
-    h.logs()
-        .iter()
-        .find(|l| l.contains("admin listening on "))
-        .and_then(|l| parse_listening(l))
-        .expect("the admin line names an address")
-}
 
 /// A fresh Chromium profile directory, removed on drop.
 struct Profile(PathBuf);
@@ -175,7 +162,7 @@ fn chromium_renders_the_live_upstreams_counts() {
             "request {i}"
         );
     }
-    let admin = admin_addr(&h);
+    let admin = h.admin_addr();
     let dom = render(&format!("http://{admin}/status"));
     let r = row(&dom, &mock.addr().to_string());
     let want = [
@@ -212,7 +199,7 @@ fn chromium_shows_markup_in_names_as_text() {
         .replace("upstream = \"backend\"", &format!("upstream = {quoted}"));
     let h = Hearth::start(&toml);
     assert_eq!(h.client().get("/").status, 200, "a request through hearth");
-    let dom = render(&format!("http://{}/status", admin_addr(&h)));
+    let dom = render(&format!("http://{}/status", h.admin_addr()));
     let r = row(&dom, &mock.addr().to_string());
     assert_eq!(cell(r, "upstream"), "&lt;i&gt;web&lt;/i&gt; &amp; \"co\"");
     assert!(!dom.contains("<i>web"), "the name became markup:\n{dom}");

@@ -116,40 +116,6 @@ fn serve(
     }
 }
 
-fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    cond()
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("series {series} not in /metrics:\n{text}"))
-}
-
-fn metrics(h: &Hearth) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let admin = loop {
-        if let Some(a) = h
-            .logs()
-            .iter()
-            .find(|l| l.contains("admin listening on "))
-            .and_then(|l| parse_listening(l))
-        {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "no admin address logged");
-        thread::sleep(Duration::from_millis(10));
-    };
-    Client::connect(admin).get("/metrics").text()
-}
-
 // min_idle opens a warm floor with no traffic at all, and refills it after the upstream kills
 // the idle connections.
 #[test]
@@ -159,7 +125,7 @@ fn min_idle_warms_the_pool_and_refills_after_losses() {
         .upstream("keepalive_pool = { min_idle = 2 }")
         .start();
     assert!(
-        eventually(Duration::from_secs(3), || up.open.load(Ordering::Relaxed)
+        wait_until(Duration::from_secs(3), || up.open.load(Ordering::Relaxed)
             == 2),
         "warm floor of 2 not opened: {} open",
         up.open.load(Ordering::Relaxed)
@@ -171,13 +137,13 @@ fn min_idle_warms_the_pool_and_refills_after_losses() {
     );
     up.drop_idle.store(true, Ordering::Relaxed);
     assert!(
-        eventually(Duration::from_secs(3), || up.open.load(Ordering::Relaxed)
+        wait_until(Duration::from_secs(3), || up.open.load(Ordering::Relaxed)
             == 0),
         "upstream did not drop its connections"
     );
     up.drop_idle.store(false, Ordering::Relaxed);
     assert!(
-        eventually(Duration::from_secs(4), || up.open.load(Ordering::Relaxed)
+        wait_until(Duration::from_secs(4), || up.open.load(Ordering::Relaxed)
             == 2),
         "warm floor not refilled: {} open",
         up.open.load(Ordering::Relaxed)
@@ -208,19 +174,19 @@ fn learned_idle_timeout_converges_below_the_upstreams() {
     for round in 1..=2 {
         assert_eq!(c.get(&format!("/teach/{round}")).status, 200);
         assert!(
-            eventually(Duration::from_secs(4), || up.open.load(Ordering::Relaxed)
+            wait_until(Duration::from_secs(4), || up.open.load(Ordering::Relaxed)
                 == 0),
             "upstream did not close the idle connection"
         );
         assert!(
-            eventually(Duration::from_secs(2), || metric(&metrics(&h), &stale)
+            wait_until(Duration::from_secs(2), || metric(&h.metrics(), &stale)
                 == round as f64),
             "the upstream's close {round} was not seen"
         );
     }
     let node = format!("{{upstream=\"backend\",node=\"{}\"}}", up.addr);
     let learned = metric(
-        &metrics(&h),
+        &h.metrics(),
         &format!("hearth_upstream_learned_idle_timeout_seconds{node}"),
     );
     assert!(
@@ -236,7 +202,7 @@ fn learned_idle_timeout_converges_below_the_upstreams() {
             "request {i} after learning"
         );
     }
-    let text = metrics(&h);
+    let text = h.metrics();
     assert_eq!(
         metric(&text, &stale),
         2.0,
@@ -264,7 +230,7 @@ fn upstream_closing_idle_connections_early_is_warned_about() {
     let h = conf(&[up.addr]).start();
     assert_eq!(h.client().get("/x").status, 200);
     assert!(
-        eventually(Duration::from_secs(4), || h
+        wait_until(Duration::from_secs(4), || h
             .logs_text()
             .contains("keepalive_pool.idle_timeout")),
         "no warning naming the setting; logs:\n{}",

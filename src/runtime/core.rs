@@ -48,8 +48,12 @@ const CONN_BASE: usize = 1 << 16;
 const MAX_STEPS: usize = 64;
 /// How long a closing client may keep sending before we stop reading and drop it.
 const LINGER: Duration = Duration::from_secs(2);
-/// Buffers one core may have checked out at once (16 KiB each by default: 1 GiB).
+/// Buffers one core may have checked out at once.
 const MAX_BUFFERS: usize = 65_536;
+/// Bytes per buffer (or `client.max_head_bytes` when larger). Only connections with bytes in
+/// flight hold buffers; 32 KiB lets a 16 KiB response and its head pass in one read and one
+/// write, where 16 KiB took two of each.
+const BUF_BYTES: usize = 32_768;
 /// After EMFILE/ENFILE, accepting pauses this long instead of spinning.
 const ACCEPT_PAUSE_MS: u64 = 100;
 /// At `max_client_connections`, how often a paused core looks whether it may accept again.
@@ -302,6 +306,38 @@ fn write_from(sock: &mut TcpStream, data: &[u8], ready: &mut bool) -> Result<usi
     Ok(done)
 }
 
+/// Moves bytes one way through a tunnel: writes what `slot` holds to `to`, then refills it from
+/// `from`. Err when either side has finished or failed.
+fn pump(
+    from: &mut TcpStream,
+    from_ready: &mut bool,
+    from_hup: bool,
+    slot: &mut Option<Buf>,
+    to: &mut TcpStream,
+    to_ready: &mut bool,
+    bufs: &mut BufPool,
+) -> Result<bool, ()> {
+    let mut progress = false;
+    if let Some(b) = slot.as_mut().filter(|b| !b.is_empty()) {
+        let n = write_from(to, b.filled(), to_ready)?;
+        b.consume(n);
+        progress |= n > 0;
+    }
+    if slot.as_ref().is_none_or(Buf::is_empty) && *from_ready {
+        if slot.is_none() {
+            *slot = bufs.checkout();
+        }
+        if let Some(b) = slot.as_mut() {
+            match read_into(from, b, from_ready, from_hup) {
+                ReadOutcome::Data => progress = true,
+                ReadOutcome::Blocked => {}
+                ReadOutcome::Eof | ReadOutcome::Failed => return Err(()),
+            }
+        }
+    }
+    Ok(progress)
+}
+
 pub struct Core {
     id: usize,
     poll: Poll,
@@ -368,7 +404,7 @@ impl Core {
                 .map(|u| RoundRobin::new(u.nodes.iter().map(|n| n.weight)))
                 .collect(),
             timers: TimerWheel::new(0),
-            bufs: BufPool::new(cfg.client.max_head_bytes.max(16_384), MAX_BUFFERS),
+            bufs: BufPool::new(cfg.client.max_head_bytes.max(BUF_BYTES), MAX_BUFFERS),
             limits: Limits {
                 max_head_bytes: cfg.client.max_head_bytes,
                 ..head::Limits::default()
@@ -1679,49 +1715,27 @@ impl Core {
         let Some(u) = self.ups.get_mut(t.up) else {
             return self.end_tunnel(cid, t);
         };
-        // Client to upstream.
-        if let Some(rb) = c.rbuf.as_mut().filter(|b| !b.is_empty()) {
-            match write_from(&mut u.sock, rb.filled(), &mut u.writable) {
-                Ok(n) => {
-                    rb.consume(n);
-                    progress |= n > 0;
-                }
-                Err(()) => return self.end_tunnel(cid, t),
-            }
-        }
-        if c.rbuf.as_ref().is_none_or(Buf::is_empty) && c.readable {
-            if c.rbuf.is_none() {
-                c.rbuf = self.bufs.checkout();
-            }
-            if let Some(rb) = c.rbuf.as_mut() {
-                match read_into(&mut c.sock, rb, &mut c.readable, c.hup) {
-                    ReadOutcome::Data => progress = true,
-                    ReadOutcome::Blocked => {}
-                    ReadOutcome::Eof | ReadOutcome::Failed => return self.end_tunnel(cid, t),
-                }
-            }
-        }
-        // Upstream to client.
-        if let Some(fb) = t.from_up.as_mut().filter(|b| !b.is_empty()) {
-            match write_from(&mut c.sock, fb.filled(), &mut c.writable) {
-                Ok(n) => {
-                    fb.consume(n);
-                    progress |= n > 0;
-                }
-                Err(()) => return self.end_tunnel(cid, t),
-            }
-        }
-        if t.from_up.as_ref().is_none_or(Buf::is_empty) && u.readable {
-            if t.from_up.is_none() {
-                t.from_up = self.bufs.checkout();
-            }
-            if let Some(fb) = t.from_up.as_mut() {
-                match read_into(&mut u.sock, fb, &mut u.readable, u.hup) {
-                    ReadOutcome::Data => progress = true,
-                    ReadOutcome::Blocked => {}
-                    ReadOutcome::Eof | ReadOutcome::Failed => return self.end_tunnel(cid, t),
-                }
-            }
+        let up = pump(
+            &mut c.sock,
+            &mut c.readable,
+            c.hup,
+            &mut c.rbuf,
+            &mut u.sock,
+            &mut u.writable,
+            &mut self.bufs,
+        );
+        let down = pump(
+            &mut u.sock,
+            &mut u.readable,
+            u.hup,
+            &mut t.from_up,
+            &mut c.sock,
+            &mut c.writable,
+            &mut self.bufs,
+        );
+        match (up, down) {
+            (Ok(a), Ok(b)) => progress |= a || b,
+            _ => return self.end_tunnel(cid, t),
         }
         if progress {
             c.last_active = self.now;

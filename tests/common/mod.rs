@@ -266,6 +266,26 @@ impl Hearth {
         }
     }
 
+    /// The admin listener's address, from its `admin listening on` log line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let found = wait_until(Duration::from_secs(5), || {
+            self.logs()
+                .iter()
+                .any(|l| l.contains("admin listening on "))
+        });
+        assert!(found, "hearth never logged its admin address");
+        self.logs()
+            .iter()
+            .find(|l| l.contains("admin listening on "))
+            .and_then(|l| parse_listening(l))
+            .expect("the admin line names an address")
+    }
+
+    /// `GET /metrics` from the admin listener.
+    pub fn metrics(&self) -> String {
+        Client::connect(self.admin_addr()).get("/metrics").text()
+    }
+
     /// Rewrites the configuration file and sends SIGHUP, asking hearth to reload it.
     pub fn reload_with(&self, toml: &str) {
         std::fs::write(&self._config.path, toml).expect("rewriting the config file");
@@ -380,6 +400,14 @@ pub fn run_hearth(args: &[&str], within: Duration) -> Exit {
 pub fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind for a dead port");
     l.local_addr().expect("local_addr of a bound listener")
+}
+
+/// One series' value in `/metrics` text, matched by its full name with labels as Prometheus
+/// prints them; panics, showing the text, when the series is missing.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("series {series} not in /metrics:\n{text}"))
 }
 
 /// Builder for the config TOML; by default one worker, one route `/*` to upstream `backend`.
