@@ -619,18 +619,8 @@ fn push_u00(out: &mut Vec<u8>, b: u8) {
     ]);
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    crate::http::rewrite::push_decimal(n, out);
 }
 
 /// `n` in at least `width` digits, zero-padded.

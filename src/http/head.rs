@@ -275,33 +275,17 @@ pub(crate) fn field_name(name: &[u8]) -> FieldName {
 /// The field `name` stands for when each `_` in it is read as `-`, as CGI-style upstreams read it;
 /// [`FieldName::Other`] when that is no field hearth knows. Meant for names [`field_name`] has
 /// already called `Other`: for those, anything else means an underscore alias. Only names spelled
-/// with `-` can have an alias, so only those are tried; a test checks this table against
-/// `candidates`.
+/// with `-` can have an alias, so only those of `candidates` are tried.
 pub(crate) fn alias_of(name: &[u8]) -> FieldName {
     use FieldName::*;
-    let aliased: &[(&[u8], FieldName)] = match name.len() {
-        10 => &[(b"keep-alive", KeepAlive)],
-        14 => &[(b"content-length", ContentLength)],
-        15 => &[
-            (b"idempotency-key", IdempotencyKey),
-            (b"x-forwarded-for", XForwardedFor),
-        ],
-        16 => &[
-            (b"proxy-connection", ProxyConnection),
-            (b"x-forwarded-host", XForwardedHost),
-        ],
-        17 => &[
-            (b"transfer-encoding", TransferEncoding),
-            (b"x-forwarded-proto", XForwardedProto),
-        ],
-        _ => &[],
-    };
+    let aliased = candidates(name.len());
     // No known name starts with `-`, so the first byte decides most misses without the loop.
     let first = name.first().map_or(0, u8::to_ascii_lowercase);
     aliased
         .iter()
         .find(|(n, _)| {
             n[0] == first
+                && n.contains(&b'-')
                 && name
                     .iter()
                     .zip(n.iter())

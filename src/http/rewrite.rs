@@ -263,7 +263,8 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_decimal(mut n: u64, out: &mut Vec<u8>) {
+/// Appends `n` in decimal, without going through `fmt`.
+pub(crate) fn push_decimal(mut n: u64, out: &mut Vec<u8>) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
