@@ -416,7 +416,7 @@ impl Drop for AccessLog {
 /// `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer"
 /// "$http_user_agent" upstream=.. connect_ms=.. reused=.. total_ms=..`
 fn combined(out: &mut Vec<u8>, p: &Pending, o: &Outcome) {
-    push_ip(out, &p.client);
+    crate::http::rewrite::push_ip(out, &p.client);
     out.extend_from_slice(b" - - [");
     push_time_local(out, p.wall_ms);
     out.extend_from_slice(b"] \"");
@@ -453,7 +453,7 @@ fn json(out: &mut Vec<u8>, p: &Pending, o: &Outcome) {
     out.extend_from_slice(b"{\"time\":\"");
     push_rfc3339(out, p.wall_ms);
     out.extend_from_slice(b"\",\"client\":\"");
-    push_ip(out, &p.client);
+    crate::http::rewrite::push_ip(out, &p.client);
     out.extend_from_slice(b"\",\"method\":");
     push_json_str(out, p.field(METHOD));
     out.extend_from_slice(b",\"target\":");
@@ -491,33 +491,14 @@ fn json(out: &mut Vec<u8>, p: &Pending, o: &Outcome) {
     out.extend_from_slice(b"}\n");
 }
 
-/// IPv4 by hand: the `fmt` machinery costs as much as the rest of a line (perf showed about a
-/// sixth of `finish` in it), and IPv4 is the common case. IPv6 goes through `Display` for its
-/// zero compression rules.
-fn push_ip(out: &mut Vec<u8>, ip: &IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => push_ipv4(out, v4),
-        IpAddr::V6(_) => push_display(out, ip),
-    }
-}
-
 fn push_socket_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
     match addr {
         SocketAddr::V4(v4) => {
-            push_ipv4(out, v4.ip());
+            crate::http::rewrite::push_ipv4(out, v4.ip());
             out.push(b':');
             push_u64(out, u64::from(v4.port()));
         }
         SocketAddr::V6(_) => push_display(out, addr),
-    }
-}
-
-fn push_ipv4(out: &mut Vec<u8>, ip: &std::net::Ipv4Addr) {
-    let [a, b, c, d] = ip.octets();
-    push_u64(out, u64::from(a));
-    for octet in [b, c, d] {
-        out.push(b'.');
-        push_u64(out, u64::from(octet));
     }
 }
 
@@ -852,7 +833,7 @@ mod tests {
         for ip in ips {
             let ip: IpAddr = ip.parse().unwrap();
             let mut out = Vec::new();
-            push_ip(&mut out, &ip);
+            crate::http::rewrite::push_ip(&mut out, &ip);
             assert_eq!(out, ip.to_string().as_bytes());
         }
         let addrs = [

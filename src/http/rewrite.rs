@@ -106,8 +106,7 @@ pub fn request_head(
             }
         }
     }
-    // Writing into a Vec cannot fail, and IpAddr's Display does not allocate.
-    let _ = write!(out, "{}", fwd.client_ip);
+    push_ip(out, &fwd.client_ip);
     out.extend_from_slice(b"\r\n");
     field(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
     if let Some(host) = client_host {
@@ -261,6 +260,27 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `ip`: IPv4 by hand, since the `fmt` machinery costs more than the rest of a short
+/// head's rewrite (perf showed it on the per-request path); IPv6 through `Display` for its zero
+/// compression rules (writing into a Vec cannot fail and does not allocate).
+pub(crate) fn push_ip(out: &mut Vec<u8>, ip: &std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => push_ipv4(out, v4),
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+pub(crate) fn push_ipv4(out: &mut Vec<u8>, ip: &std::net::Ipv4Addr) {
+    let [a, b, c, d] = ip.octets();
+    push_decimal(u64::from(a), out);
+    for octet in [b, c, d] {
+        out.push(b'.');
+        push_decimal(u64::from(octet), out);
+    }
 }
 
 /// Appends `n` in decimal, without going through `fmt`.
