@@ -22,3 +22,6 @@ pub mod slab;
 pub mod sys;
 pub mod timer;
 pub mod upstream;
+
+#[cfg(test)]
+mod testutil;
