@@ -134,6 +134,70 @@ pub struct Upstream {
     /// Connection attempts in flight per node; 0 means unlimited.
     pub max_connecting: u32,
     pub queue: QueueSettings,
+    /// How a node is chosen for a request (APISIX `type`, `hash_on`, `key`).
+    pub balance: Balance,
+    /// Further nodes tried after a connect failure or a failure before the request was sent;
+    /// None means the number of nodes minus one (APISIX's default).
+    pub retries: Option<u32>,
+    /// Time budget for all tries of one request, from the first; zero means no limit.
+    pub retry_timeout: Duration,
+    /// Passive health: `max_fails` failures within `fail_timeout` take a node out for
+    /// `fail_timeout` (nginx `max_fails` / `fail_timeout`).
+    pub passive: PassiveHealth,
+    /// Active health checks (APISIX `checks.active`); None: off.
+    pub checks: Option<ActiveChecks>,
+}
+
+/// Node choice, per core.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Smooth weighted round robin, as nginx.
+    #[default]
+    RoundRobin,
+    /// Fewest active requests relative to weight, per core.
+    LeastConn,
+    /// Consistent hashing of the value of `key`.
+    Chash { key: crate::route::Var },
+    /// Lowest recent latency (exponentially weighted moving average).
+    Ewma,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// 0 turns passive health off.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        PassiveHealth {
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `checks.active` of APISIX, HTTP only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveChecks {
+    /// Path probed with GET (`http_path`), default "/".
+    pub http_path: String,
+    /// Host header of probes; None: the node's `host:port`.
+    pub host: Option<String>,
+    /// Probe timeout (APISIX `timeout`, default 1 s).
+    pub timeout: Duration,
+    /// Between probes of a healthy node (`healthy.interval`, default 1 s).
+    pub healthy_interval: Duration,
+    /// Consecutive successes that bring a node back (`healthy.successes`, default 2).
+    pub healthy_successes: u32,
+    /// Statuses counted as success (`healthy.http_statuses`, default 200 and 302).
+    pub healthy_statuses: Vec<u16>,
+    /// Between probes of an unhealthy node (`unhealthy.interval`, default 1 s).
+    pub unhealthy_interval: Duration,
+    /// Consecutive failures (bad status, timeout or connect failure) that take a node out
+    /// (`unhealthy.http_failures` / `tcp_failures` / `timeouts`, default 2).
+    pub unhealthy_failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,12 +299,33 @@ impl Default for QueueSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// `id` in the file or the admin API; in the file it defaults to the route's 1-based
+    /// position ("1", "2", ...). Unique within a configuration.
+    pub id: String,
     /// Never empty.
     pub uris: Vec<UriPattern>,
-    /// Lowercased, without port; empty means any host.
-    pub hosts: Vec<String>,
+    /// Empty means any host.
+    pub hosts: Vec<HostPattern>,
+    /// Upper-case method names (`GET`, `POST`, ...); empty means any method.
+    pub methods: Vec<String>,
+    /// Higher wins; among equal priorities the longest uri match wins.
+    pub priority: i64,
+    /// APISIX `status`: false (`status = 0`) disables the route without removing it.
+    pub enabled: bool,
+    /// APISIX `vars`: every condition must hold.
+    pub vars: Vec<crate::route::Cond>,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
+}
+
+/// How a route matches the request's host (compared without the port, ignoring ASCII case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Lowercased host name: `api.example.com`.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com` (lowercased): any host ending in it, with at
+    /// least one character before the dot.
+    Wildcard(String),
 }
 
 /// How a route matches the request path.
@@ -1046,6 +1131,11 @@ impl Builder<'_> {
             max_connections: raw.max_connections.map_or(0, |c| c.0),
             max_connecting: raw.max_connecting.map_or(0, |c| c.0),
             queue,
+            balance: Balance::default(),
+            retries: None,
+            retry_timeout: Duration::ZERO,
+            passive: PassiveHealth::default(),
+            checks: None,
         })
     }
 
@@ -1155,8 +1245,13 @@ impl Builder<'_> {
             };
             used[upstream] = true;
             routes.push(Route {
+                id: (routes.len() + 1).to_string(),
                 uris,
                 hosts,
+                methods: Vec::new(),
+                priority: 0,
+                enabled: true,
+                vars: Vec::new(),
                 upstream,
             });
         }
@@ -1250,7 +1345,7 @@ fn uri_pattern(uri: &str) -> Result<UriPattern, String> {
 
 /// Hosts are compared to the request's Host without its port and ignoring case (RFC 9110
 /// section 4.2.3: the host is case-insensitive), so they are stored lowercased and portless.
-fn route_host(host: &str) -> Result<String, String> {
+fn route_host(host: &str) -> Result<HostPattern, String> {
     if host.is_empty() || host.bytes().any(|b| !b.is_ascii_graphic() || b == b'/') {
         return Err(format!(
             "expected a host name such as \"example.com\", found {host:?}"
@@ -1266,7 +1361,11 @@ fn route_host(host: &str) -> Result<String, String> {
             "{host:?}: hosts are matched without the port; leave the port out"
         ));
     }
-    Ok(host.to_ascii_lowercase())
+    let host = host.to_ascii_lowercase();
+    Ok(match host.strip_prefix('*') {
+        Some(rest) if rest.starts_with('.') && rest.len() > 1 => HostPattern::Wildcard(rest.into()),
+        _ => HostPattern::Exact(host),
+    })
 }
 
 #[cfg(test)]
@@ -1343,8 +1442,13 @@ upstream = "u"
         assert_eq!(
             config.routes,
             vec![Route {
+                id: "1".into(),
                 uris: vec![UriPattern::Prefix("/".into())],
                 hosts: vec![],
+                methods: vec![],
+                priority: 0,
+                enabled: true,
+                vars: vec![],
                 upstream: 0
             }]
         );
@@ -1500,11 +1604,19 @@ upstream = "zeta"
         assert_eq!(
             c.routes[0],
             Route {
+                id: "1".into(),
                 uris: vec![
                     UriPattern::Prefix("/api/".into()),
                     UriPattern::Exact("/health".into())
                 ],
-                hosts: vec!["example.com".into(), "[::1]".into()],
+                hosts: vec![
+                    HostPattern::Exact("example.com".into()),
+                    HostPattern::Exact("[::1]".into())
+                ],
+                methods: vec![],
+                priority: 0,
+                enabled: true,
+                vars: vec![],
                 upstream: 1
             }
         );

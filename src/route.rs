@@ -6,7 +6,76 @@
 //! beats a prefix, a longer prefix beats a shorter one, and an earlier route beats a later one.
 //! The table is immutable once built; each core holds it through the shared configuration.
 
-use crate::config::{Route, UriPattern};
+use crate::config::{HostPattern, Route, UriPattern};
+
+/// One APISIX `vars` condition: `[variable, operator, value]`, with `!` before the operator
+/// negating it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cond {
+    pub var: Var,
+    pub negate: bool,
+    pub op: Op,
+}
+
+/// A request variable, as APISIX (nginx) names it. A missing one reads as the empty string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Var {
+    /// `uri`: the path, without the query.
+    Uri,
+    /// `host`: the Host without port, lowercased.
+    Host,
+    /// `request_method`.
+    Method,
+    /// `remote_addr`: the client's IP address, as text.
+    RemoteAddr,
+    /// `arg_NAME`: the first query argument NAME (as sent, not percent-decoded).
+    Arg(String),
+    /// `cookie_NAME`.
+    Cookie(String),
+    /// `http_NAME`: a request header; stored lowercased with `_` turned into `-`, and header
+    /// names are compared the same way.
+    Header(String),
+}
+
+/// A `vars` operator with its operand, parsed and compiled when the configuration is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `==`
+    Eq(String),
+    /// `~=` (not equal)
+    Ne(String),
+    /// `>`: both sides compared as numbers; a value that is not a number never matches.
+    Gt(Number),
+    /// `<`
+    Lt(Number),
+    /// `~~`: regex match.
+    Regex(Pattern),
+    /// `~*`: case-insensitive regex match.
+    IRegex(Pattern),
+    /// `IN`: equals one of the list.
+    In(Vec<String>),
+    /// `HAS`: the value, read as a comma-separated list, contains this item.
+    Has(String),
+}
+
+/// A number operand, kept as written so the configuration stays comparable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Number(pub String);
+
+/// A compiled regular expression, compared by its source.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub source: String,
+    pub regex: regex::bytes::Regex,
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Pattern {}
 
 #[derive(Debug, Clone, Default)]
 pub struct Router {
@@ -35,11 +104,13 @@ impl Router {
         for (i, r) in self.routes.iter().enumerate() {
             let host_hit = if r.hosts.is_empty() {
                 false
-            } else if r
-                .hosts
-                .iter()
-                .any(|h| h.as_bytes().eq_ignore_ascii_case(host))
-            {
+            } else if r.hosts.iter().any(|h| match h {
+                HostPattern::Exact(e) => e.as_bytes().eq_ignore_ascii_case(host),
+                HostPattern::Wildcard(w) => {
+                    host.len() > w.len()
+                        && host[host.len() - w.len()..].eq_ignore_ascii_case(w.as_bytes())
+                }
+            }) {
                 true
             } else {
                 continue;
@@ -118,6 +189,11 @@ mod tests {
 
     fn route(uris: &[&str], hosts: &[&str], upstream: usize) -> Route {
         Route {
+            id: String::new(),
+            methods: Vec::new(),
+            priority: 0,
+            enabled: true,
+            vars: Vec::new(),
             uris: uris
                 .iter()
                 .map(|u| match u.strip_suffix('*') {
@@ -125,7 +201,10 @@ mod tests {
                     None => UriPattern::Exact(u.to_string()),
                 })
                 .collect(),
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            hosts: hosts
+                .iter()
+                .map(|h| HostPattern::Exact(h.to_string()))
+                .collect(),
             upstream,
         }
     }
