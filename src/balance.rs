@@ -5,6 +5,39 @@
 //!
 //! State is per core: cores balance independently, which keeps the pick free of shared writes.
 
+use crate::config::Balance;
+use crate::route::{parse_var, Var};
+
+/// Parses APISIX's `type`, `hash_on` and `key` into a [`Balance`].
+pub fn parse_balance(
+    kind: &str,
+    hash_on: Option<&str>,
+    key: Option<&str>,
+) -> Result<Balance, String> {
+    match kind {
+        "roundrobin" => Ok(Balance::RoundRobin),
+        "least_conn" => Ok(Balance::LeastConn),
+        "ewma" => Ok(Balance::Ewma),
+        "chash" => {
+            let key = key.ok_or("type \"chash\" needs a key")?;
+            let var = match hash_on.unwrap_or("vars") {
+                "vars" => parse_var(key)?,
+                "header" => Var::Header(key.to_ascii_lowercase().replace('_', "-")),
+                "cookie" => Var::Cookie(key.to_owned()),
+                other => {
+                    return Err(format!(
+                        "hash_on: expected \"vars\", \"header\" or \"cookie\", found {other:?}"
+                    ))
+                }
+            };
+            Ok(Balance::Chash { key: var })
+        }
+        other => Err(format!(
+            "type: expected \"roundrobin\", \"least_conn\", \"chash\" or \"ewma\", found {other:?}"
+        )),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RoundRobin {
     weights: Vec<i64>,

@@ -1321,7 +1321,7 @@ fn spelled_out(d: Duration) -> String {
 }
 
 /// `"/x/*"` is every path under `/x/`; anything else must match exactly.
-fn uri_pattern(uri: &str) -> Result<UriPattern, String> {
+pub fn uri_pattern(uri: &str) -> Result<UriPattern, String> {
     if !uri.starts_with('/') {
         return Err(format!("must start with \"/\", found {uri:?}"));
     }
@@ -1345,7 +1345,7 @@ fn uri_pattern(uri: &str) -> Result<UriPattern, String> {
 
 /// Hosts are compared to the request's Host without its port and ignoring case (RFC 9110
 /// section 4.2.3: the host is case-insensitive), so they are stored lowercased and portless.
-fn route_host(host: &str) -> Result<HostPattern, String> {
+pub fn route_host(host: &str) -> Result<HostPattern, String> {
     if host.is_empty() || host.bytes().any(|b| !b.is_ascii_graphic() || b == b'/') {
         return Err(format!(
             "expected a host name such as \"example.com\", found {host:?}"

@@ -69,6 +69,117 @@ pub struct Pattern {
     pub regex: regex::bytes::Regex,
 }
 
+/// An operand as the file or the admin API gives it, before it is checked against its operator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    Str(String),
+    Num(f64),
+    List(Vec<String>),
+}
+
+/// Parses a variable name as APISIX writes it (`uri`, `http_X-Tenant`, `arg_id`, ...).
+pub fn parse_var(name: &str) -> Result<Var, String> {
+    let named = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .filter(|rest| !rest.is_empty())
+            .map(str::to_owned)
+    };
+    Ok(match name {
+        "uri" => Var::Uri,
+        "host" => Var::Host,
+        "request_method" => Var::Method,
+        "remote_addr" => Var::RemoteAddr,
+        _ => {
+            if let Some(h) = named("http_") {
+                Var::Header(h.to_ascii_lowercase().replace('_', "-"))
+            } else if let Some(a) = named("arg_") {
+                Var::Arg(a)
+            } else if let Some(c) = named("cookie_") {
+                Var::Cookie(c)
+            } else {
+                return Err(format!(
+                    "unknown variable {name:?}; expected uri, host, request_method, \
+                     remote_addr, arg_NAME, cookie_NAME or http_NAME"
+                ));
+            }
+        }
+    })
+}
+
+/// Parses one `[variable, operator, value]` condition.
+pub fn parse_cond(var: &str, op: &str, value: Operand) -> Result<Cond, String> {
+    let var = parse_var(var)?;
+    let (negate, op_name) = match op.strip_prefix('!') {
+        Some(rest) => (true, rest.trim_start()),
+        None => (false, op),
+    };
+    let text = |v: Operand| match v {
+        Operand::Str(s) => Ok(s),
+        Operand::Num(n) => Ok(number_text(n)),
+        Operand::List(_) => Err(format!("operator {op_name:?} takes a string, not a list")),
+    };
+    let number = |v: Operand| match v {
+        Operand::Num(n) => Ok(Number(number_text(n))),
+        Operand::Str(s) if s.trim().parse::<f64>().is_ok() => Ok(Number(s.trim().to_owned())),
+        other => Err(format!(
+            "operator {op_name:?} takes a number, found {other:?}"
+        )),
+    };
+    let regex = |v: Operand, insensitive: bool| {
+        let source = text(v)?;
+        regex::bytes::RegexBuilder::new(&source)
+            .case_insensitive(insensitive)
+            .size_limit(1 << 20)
+            .build()
+            .map(|regex| Pattern { source, regex })
+            .map_err(|e| format!("invalid regex: {e}"))
+    };
+    let op = match op_name.to_ascii_uppercase().as_str() {
+        "==" => Op::Eq(text(value)?),
+        "~=" => Op::Ne(text(value)?),
+        ">" => Op::Gt(number(value)?),
+        "<" => Op::Lt(number(value)?),
+        "~~" => Op::Regex(regex(value, false)?),
+        "~*" => Op::IRegex(regex(value, true)?),
+        "IN" => match value {
+            Operand::List(items) => Op::In(items),
+            other => return Err(format!("operator \"IN\" takes a list, found {other:?}")),
+        },
+        "HAS" => Op::Has(text(value)?),
+        _ => {
+            return Err(format!(
+                "unknown operator {op:?}; expected ==, ~=, >, <, ~~, ~*, IN or HAS, \
+                 optionally after !"
+            ))
+        }
+    };
+    Ok(Cond { var, negate, op })
+}
+
+/// A number as text, integers without a fraction (`100`, not `100.0`).
+fn number_text(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// What route matching and hashing may read of a request. Built on the core's stack per
+/// request; all slices borrow the client's read buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a [u8],
+    /// The request target as sent (origin-form or absolute-form).
+    pub target: &'a [u8],
+    /// The Host header value, if any (may carry a port).
+    pub host: Option<&'a [u8]>,
+    pub remote: std::net::IpAddr,
+    pub headers: &'a [crate::http::head::Header],
+    /// The buffer the header spans point into.
+    pub src: &'a [u8],
+}
+
 impl PartialEq for Pattern {
     fn eq(&self, other: &Pattern) -> bool {
         self.source == other.source
