@@ -162,6 +162,8 @@ cpu_ticks() {
 declare -A PORT=() PID=() ADMIN=() LABEL=(
 	[direct]="direct (no proxy)" [hearth]="hearth" [hearth2]="hearth, 2 workers"
 	[nginx32]="nginx keepalive 32" [nginx64]="nginx keepalive 64" [haproxy]="HAProxy"
+	[tls_hearth]="hearth, https pool" [tls_hearth0]="hearth, https size 0"
+	[tls_nginx32]="nginx 32, ssl reuse"
 )
 
 # Temp paths keep nginx away from /var/lib/nginx and /var/log/nginx.
@@ -212,6 +214,7 @@ $(nginx_http_common "$up")
         location = /big { error_page 405 =200 \$uri; }
         location = /nginx_status { stub_status; }
     }
+$(origin_tls_server "$up")
 }
 EOF
 	} >"$up/nginx.conf"
@@ -237,6 +240,101 @@ stub_accepts() {
 # on ADMIN_PORT when given. Every limit that would recycle a connection during a run is lifted to
 # match the nginx rows (keepalive_requests 1000000, keepalive_timeout 300s on both sides), so the
 # rows differ in the proxy, not in its settings.
+# The origin's https listener for the https shape: the same answers over TLS, with a session cache
+# so that proxies which offer a session resume it. Prints nothing unless UP_TLS_PORT is set.
+origin_tls_server() {
+	local up=$1
+	[[ -n ${UP_TLS_PORT:-} ]] || return 0
+	make_origin_cert "$up"
+	cat <<EOF
+    server {
+        listen 127.0.0.1:$UP_TLS_PORT ssl;
+        ssl_certificate $up/origin.crt;
+        ssl_certificate_key $up/origin.key;
+        ssl_session_cache shared:origin:1m;
+        ssl_session_timeout 1h;
+        location / { return 200 "hello\n"; }
+    }
+EOF
+}
+
+# A CA and a leaf certificate for "localhost" signed by it, so hearth verifies the origin the way
+# it would in production (rustls does not accept a self-signed leaf as its own anchor).
+make_origin_cert() {
+	local d=$1
+	[[ -s $d/origin.crt ]] && return 0
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj "/CN=hearth bench CA" -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-subj "/CN=localhost" -keyout "$d/origin.key" -out "$d/origin.csr" 2>/dev/null
+	printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$d/origin.ext"
+	openssl x509 -req -in "$d/origin.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+		-days 2 -extfile "$d/origin.ext" -out "$d/origin.crt" 2>/dev/null
+}
+
+# hearth in front of the origin's https listener; $3 is the pool size (0 turns pooling off).
+start_hearth_tls() {
+	local name=$1 port=$2 size=$3 dir=$TMP/$1
+	mkdir -p "$dir"
+	cat >"$dir/hearth.toml" <<EOF
+workers = 1
+[[listen]]
+addr = "127.0.0.1:$port"
+[client]
+idle_timeout = "300s"
+max_requests = 1000000
+[upstreams.u]
+nodes = { "127.0.0.1:$UP_TLS_PORT" = 1 }
+scheme = "https"
+tls = { sni = "localhost", ca = "$TMP/upstream/ca.crt" }
+keepalive_pool = { size = $size, requests = 1000000, idle_timeout = "300s" }
+[[routes]]
+uris = ["/*"]
+upstream = "u"
+EOF
+	local binary=$ROOT/target/release/hearth
+	[[ -x $binary ]] || return 1
+	start "$dir/hearth.log" env RUST_LOG=warn "$binary" -c "$dir/hearth.toml"
+	PID[$name]=$LAST_PID
+	PORT[$name]=$port
+	wait_port "$port" "$LAST_PID"
+}
+
+# nginx with the usual https-upstream tuning: keepalive 32 and proxy_ssl_session_reuse on.
+start_nginx_tls() {
+	local name=$1 port=$2 dir=$TMP/$1
+	mkdir -p "$dir"
+	{
+		nginx_common "$dir"
+		cat <<EOF
+http {
+$(nginx_http_common "$dir")
+    upstream u {
+        server 127.0.0.1:$UP_TLS_PORT;
+        keepalive 32;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass https://u;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_session_reuse on;
+            proxy_ssl_server_name on;
+            proxy_ssl_name localhost;
+        }
+    }
+}
+EOF
+	} >"$dir/nginx.conf"
+	start "$dir/out.log" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+	PID[$name]=$LAST_PID
+	PORT[$name]=$port
+	wait_port "$port" "$LAST_PID"
+}
+
 start_hearth() {
 	local name=$1 port=$2 workers=$3 admin=${4:-} dir=$TMP/$1
 	mkdir -p "$dir"
@@ -345,6 +443,9 @@ start_row() {
 	nginx32) start_nginx_proxy nginx32 32 "$2" ;;
 	nginx64) start_nginx_proxy nginx64 64 "$2" ;;
 	haproxy) start_haproxy haproxy "$2" ;;
+	tls_hearth) start_hearth_tls tls_hearth "$2" 1024 ;;
+	tls_hearth0) start_hearth_tls tls_hearth0 "$2" 0 ;;
+	tls_nginx32) start_nginx_tls tls_nginx32 "$2" ;;
 	*) return 1 ;;
 	esac
 }
@@ -384,6 +485,7 @@ set_shape() {
 	LUA=
 	case $1 in
 	c500) CONNS=500 ;;
+	https) ;;
 	body)
 		TARGET=/big
 		LUA=$TMP/post.lua

@@ -13,16 +13,20 @@ from this one run, never figures from elsewhere.
 import statistics
 import sys
 
-ORDER = ["direct", "hearth", "hearth2", "nginx32", "nginx64", "haproxy"]
+ORDER = ["direct", "hearth", "hearth2", "nginx32", "nginx64", "haproxy",
+         "tls_hearth", "tls_hearth0", "tls_nginx32"]
 LABEL = {"direct": "direct (no proxy)", "hearth": "hearth", "hearth2": "hearth, 2 workers",
-         "nginx32": "nginx keepalive 32", "nginx64": "nginx keepalive 64", "haproxy": "HAProxy"}
+         "nginx32": "nginx keepalive 32", "nginx64": "nginx keepalive 64", "haproxy": "HAProxy",
+         "tls_hearth": "hearth, https pool", "tls_hearth0": "hearth, https size 0",
+         "tls_nginx32": "nginx 32, ssl reuse"}
 COLUMNS = [("req/s", "%.0f"), ("p50 ms", "%.3f"), ("p99 ms", "%.3f"), ("CPU us/req", "%.2f"),
            ("syscalls/req", "%.2f"), ("upstream conns/10k req", "%.2f"), ("RSS MiB", "%.1f")]
 RPS, P50, P99, CPU, SYSCALLS, CONNS, RSS = range(7)
 ERRORS = 7
 SHAPE_TITLE = {"small": "small: GET /, 50 connections",
                "c500": "c500: GET /, 500 connections",
-               "body": "body: POST 1 KiB to /big, 16 KiB answers, 50 connections"}
+               "body": "body: POST 1 KiB to /big, 16 KiB answers, 50 connections",
+               "https": "https: GET /, 50 connections, proxies talk TLS to the origin"}
 # Figures compared as hearth / peer, and which way is better.
 RATIOS = [(RPS, "req/s", "higher"), (CPU, "CPU per request", "lower"), (P99, "p99", "lower"),
           (SYSCALLS, "syscalls per request", "lower")]
@@ -91,6 +95,16 @@ def main():
             print("(no runs)\n")
             continue
         print(table(header, body) + "\n")
+        if shape == "https":
+            for a, b in (("tls_hearth", "tls_hearth0"), ("tls_hearth", "tls_nginx32")):
+                if a in med and b in med:
+                    parts = []
+                    for i, what, _ in RATIOS:
+                        r = ratio(med, a, b, i)
+                        parts.append(f"{what} {r:.2f}x" if r is not None else f"{what} n/a")
+                    print(f"- {LABEL[a]} / {LABEL[b]}: " + ", ".join(parts))
+            print()
+            continue
         if "hearth" not in med:
             print("- hearth not measured, so no ratios\n")
             continue

@@ -17,7 +17,9 @@
 #   SIDE_DURATION seconds per measured run of the c500 and body shapes (4)
 #   WARMUP        seconds of warm-up per row and shape (2)
 #   SHAPES        any of: small (GET /, 50 conns), c500 (GET /, 500 conns), body (POST 1 KiB to
-#                 /big, 16 KiB answers, 50 conns)                      (default "small c500 body")
+#                 /big, 16 KiB answers, 50 conns), https (GET /, 50 conns, proxies talk TLS to
+#                 the origin: hearth with its pool, hearth with size 0, nginx keepalive 32 with
+#                 proxy_ssl_session_reuse on)                    (default "small c500 body https")
 #   PROXIES       any of: hearth hearth2 nginx32 nginx64 haproxy        (default all five);
 #                 hearth2 (two workers) runs in the small shape only, to compare with hearth
 #   IDLE_CONNS    idle keep-alive connections for the RSS measure (10000; 0 skips it)
@@ -30,7 +32,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 SIDE_DURATION=${SIDE_DURATION:-4}
 WARMUP=${WARMUP:-2}
-SHAPES=${SHAPES:-small c500 body}
+SHAPES=${SHAPES:-small c500 body https}
 PROXIES=${PROXIES:-hearth hearth2 nginx32 nginx64 haproxy}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_PROXIES=${IDLE_PROXIES:-hearth nginx64 haproxy}
@@ -51,7 +53,7 @@ METRICS_OUT=$(dirname "$OUT")/hearth-metrics.txt
 [[ $IDLE_CONNS =~ ^[0-9]+$ ]] || die "IDLE_CONNS must be a whole number, not '$IDLE_CONNS'"
 [[ $STRACE =~ ^[0-9]+$ ]] || die "STRACE must be a whole number of seconds, not '$STRACE'"
 for shape in $SHAPES; do
-	case $shape in small | c500 | body) ;; *) die "unknown shape '$shape' (small, c500, body)" ;; esac
+	case $shape in small | c500 | body | https) ;; *) die "unknown shape '$shape' (small, c500, body, https)" ;; esac
 done
 for proxy in $PROXIES; do
 	case $proxy in hearth | hearth2 | nginx32 | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy'" ;; esac
@@ -105,7 +107,13 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------------------------------------
 # Start the origin and the proxies.
 # ports: the origin, one per row, and the 1-worker hearth's admin listener last.
-read -r -a ports < <(free_ports 7)
+read -r -a ports < <(free_ports 11)
+# The https shape's rows talk TLS to the origin's second listener.
+TLS_ROWS=
+if in_list https "$SHAPES"; then
+	UP_TLS_PORT=${ports[7]}
+	TLS_ROWS="tls_hearth tls_hearth0 tls_nginx32"
+fi
 start_origin "${ports[0]}"
 ACTIVE=()
 i=1
@@ -114,6 +122,17 @@ for proxy in $PROXIES; do
 		ACTIVE+=("$proxy")
 	else
 		explain_failure "$proxy"
+	fi
+	i=$((i + 1))
+done
+i=8
+for proxy in $TLS_ROWS; do
+	if [[ $proxy == tls_nginx32 ]] || in_list hearth "$PROXIES"; then
+		if start_row "$proxy" "${ports[$i]}"; then
+			ACTIVE+=("$proxy")
+		else
+			explain_failure "$proxy"
+		fi
 	fi
 	i=$((i + 1))
 done
@@ -192,12 +211,18 @@ run_once() {
 }
 
 
-# The rows of shape $1: hearth2 only answers the scaling question, which the small shape settles.
+# The rows of shape $1: hearth2 only answers the scaling question, which the small shape settles;
+# the https shape has rows of its own.
 rows_for() {
 	local name
-	ROWS=(direct)
+	ROWS=()
+	[[ $1 == https ]] || ROWS=(direct)
 	for name in "${ACTIVE[@]}"; do
-		[[ $name == hearth2 && $1 != small ]] || ROWS+=("$name")
+		if [[ $1 == https ]]; then
+			[[ $name != tls_* ]] || ROWS+=("$name")
+		elif [[ $name != tls_* && ($name != hearth2 || $1 == small) ]]; then
+			ROWS+=("$name")
+		fi
 	done
 }
 
