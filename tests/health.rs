@@ -270,3 +270,33 @@ fn a_config_without_checks_starts_no_probes() {
     assert!(!h.logs_text().contains("health: checking"));
     assert_eq!(a.probes(), 0);
 }
+
+// Probes run side by side: while a stalled node's probes wait out their timeouts, a healthy
+// node keeps being probed at its own interval. Were probes taken one after another, the healthy
+// node could get at most one probe per timeout of the stalled one, three before it goes down.
+#[test]
+fn a_stalled_node_does_not_hold_up_probes_of_others() {
+    let a = Node::start("a");
+    let stalled = MockUpstream::start(|req, _| {
+        if req.target == "/health" {
+            Reply::default().then_sleep(Duration::from_secs(3))
+        } else {
+            Reply::ok("s")
+        }
+    });
+    let h = conf(&[a.addr(), stalled.addr()])
+        .upstream(CHECKS)
+        .admin()
+        .start();
+    assert!(
+        wait_until(WITHIN, || healthy(&h, "backend", stalled.addr()) == 0.0),
+        "a node that never answers its probes was never marked down"
+    );
+    assert!(probes(&h, "backend", stalled.addr(), "timeout") >= 2.0);
+    assert!(h.wait_log(&["is down", "timed out after 500ms"], WITHIN));
+    let a_probes = a.probes();
+    assert!(
+        a_probes >= 4,
+        "only {a_probes} probes of the healthy node while the stalled one timed out twice"
+    );
+}
