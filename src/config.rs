@@ -195,9 +195,35 @@ pub struct ActiveChecks {
     pub healthy_statuses: Vec<u16>,
     /// Between probes of an unhealthy node (`unhealthy.interval`, default 1 s).
     pub unhealthy_interval: Duration,
-    /// Consecutive failures (bad status, timeout or connect failure) that take a node out
-    /// (`unhealthy.http_failures` / `tcp_failures` / `timeouts`, default 2).
+    /// Consecutive bad statuses that take a node out (`unhealthy.http_failures`, default 2).
     pub unhealthy_failures: u32,
+    /// Statuses counted as failures (`unhealthy.http_statuses`, APISIX's default: 429, 404,
+    /// 500 to 505). A status in neither list counts for nothing, as in APISIX.
+    pub unhealthy_statuses: Vec<u16>,
+    /// Consecutive refused, reset or cut connections that take a node out
+    /// (`unhealthy.tcp_failures`, default 2).
+    pub tcp_failures: u32,
+    /// Consecutive probes without a status line within `timeout` that take a node out
+    /// (`unhealthy.timeouts`, default 2).
+    pub timeouts: u32,
+}
+
+impl Default for ActiveChecks {
+    fn default() -> Self {
+        ActiveChecks {
+            http_path: "/".into(),
+            host: None,
+            timeout: Duration::from_secs(1),
+            healthy_interval: Duration::from_secs(1),
+            healthy_successes: 2,
+            healthy_statuses: vec![200, 302],
+            unhealthy_interval: Duration::from_secs(1),
+            unhealthy_failures: 2,
+            unhealthy_statuses: vec![429, 404, 500, 501, 502, 503, 504, 505],
+            tcp_failures: 2,
+            timeouts: 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -580,6 +606,7 @@ struct RawUpstream {
     max_connections: Option<Count<u32>>,
     max_connecting: Option<Count<u32>>,
     queue: Option<RawQueue>,
+    checks: Option<RawChecks>,
 }
 
 #[derive(Deserialize)]
@@ -614,6 +641,48 @@ struct RawRoute {
     #[serde(default)]
     hosts: Vec<Spanned<String>>,
     upstream: Spanned<String>,
+}
+
+// `[upstreams.NAME.checks.active]`, with APISIX's key names. `interval` and `unhealthy.failures`
+// are shorthands: the first sets both intervals, the second every failure count; the specific
+// keys override them.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChecks {
+    active: Option<RawActive>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActive {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    http_path: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    timeout: Option<Spanned<RawDuration>>,
+    interval: Option<Spanned<RawDuration>>,
+    healthy: Option<RawHealthy>,
+    unhealthy: Option<RawUnhealthy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthy {
+    interval: Option<Spanned<RawDuration>>,
+    successes: Option<Spanned<Count<u32>>>,
+    http_statuses: Option<Spanned<Vec<Spanned<Count<u16>>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnhealthy {
+    interval: Option<Spanned<RawDuration>>,
+    failures: Option<Spanned<Count<u32>>>,
+    http_failures: Option<Spanned<Count<u32>>>,
+    tcp_failures: Option<Spanned<Count<u32>>>,
+    timeouts: Option<Spanned<Count<u32>>>,
+    http_statuses: Option<Spanned<Vec<Spanned<Count<u16>>>>>,
 }
 
 /// A non-negative integer that fits `T`, with errors phrased for people rather than for serde.
@@ -1135,7 +1204,7 @@ impl Builder<'_> {
             retries: None,
             retry_timeout: Duration::ZERO,
             passive: PassiveHealth::default(),
-            checks: None,
+            checks: self.checks(raw.checks)?,
         })
     }
 
@@ -1306,6 +1375,145 @@ impl Builder<'_> {
             ),
             None => format!("{}: {key}", self.locator.file),
         }
+    }
+}
+
+/// APISIX's bounds for health-check counters (`successes`, `http_failures`, ...).
+const MAX_CHECK_COUNT: u32 = 254;
+
+impl Builder<'_> {
+    /// `checks.active` into [`ActiveChecks`]; `checks` without `active` is no checking.
+    fn checks(&mut self, raw: Option<RawChecks>) -> Result<Option<ActiveChecks>, ConfigError> {
+        let Some(a) = raw.and_then(|c| c.active) else {
+            return Ok(None);
+        };
+        let d = ActiveChecks::default();
+        if let Some(k) = &a.kind {
+            if k.get_ref() != "http" {
+                return Err(self.locator.error(
+                    Some(k.span()),
+                    format!(
+                        "only \"http\" checks are supported, found {:?}",
+                        k.get_ref()
+                    ),
+                ));
+            }
+        }
+        let http_path = match a.http_path {
+            None => d.http_path,
+            Some(p) => {
+                // It goes into the probe's request line verbatim (RFC 9112 section 3.2:
+                // origin-form), so anything that could break that line is refused here.
+                let text = p.get_ref();
+                if !text.starts_with('/') || text.bytes().any(|b| !b.is_ascii_graphic()) {
+                    return Err(self.locator.error(
+                        Some(p.span()),
+                        format!("expected a path such as \"/health\", found {text:?}"),
+                    ));
+                }
+                p.into_inner()
+            }
+        };
+        let host = match a.host {
+            None => None,
+            Some(h) => {
+                let text = h.get_ref();
+                if text.is_empty() || text.bytes().any(|b| !b.is_ascii_graphic() || b == b'/') {
+                    return Err(self.locator.error(
+                        Some(h.span()),
+                        format!("expected a host such as \"api.example.com\", found {text:?}"),
+                    ));
+                }
+                Some(h.into_inner())
+            }
+        };
+        let timeout = self.positive(a.timeout, d.timeout)?;
+        let interval = self.positive(a.interval, d.healthy_interval)?;
+        let (healthy, unhealthy) = (a.healthy, a.unhealthy);
+        let (mut healthy_interval, mut healthy_successes, mut healthy_statuses) =
+            (interval, d.healthy_successes, d.healthy_statuses);
+        if let Some(h) = healthy {
+            healthy_interval = self.positive(h.interval, interval)?;
+            healthy_successes = self.check_count(h.successes, healthy_successes)?;
+            if let Some(list) = h.http_statuses {
+                let span = list.span();
+                healthy_statuses = self.statuses(list)?;
+                if healthy_statuses.is_empty() {
+                    return Err(self.locator.error(
+                        Some(span),
+                        "at least one status is needed, or a node could never come back",
+                    ));
+                }
+            }
+        }
+        let mut out = ActiveChecks {
+            http_path,
+            host,
+            timeout,
+            healthy_interval,
+            healthy_successes,
+            healthy_statuses,
+            unhealthy_interval: interval,
+            ..d
+        };
+        if let Some(u) = unhealthy {
+            out.unhealthy_interval = self.positive(u.interval, interval)?;
+            let all = self.check_count(u.failures, d.unhealthy_failures)?;
+            out.unhealthy_failures = self.check_count(u.http_failures, all)?;
+            out.tcp_failures = self.check_count(u.tcp_failures, all)?;
+            out.timeouts = self.check_count(u.timeouts, all)?;
+            if let Some(list) = u.http_statuses {
+                out.unhealthy_statuses = self.statuses(list)?;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// A duration that must not be zero (a zero interval would probe in a loop).
+    fn positive(
+        &mut self,
+        raw: Option<Spanned<RawDuration>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let span = raw.as_ref().map(Spanned::span);
+        let d = self.duration(raw, default)?;
+        if d.is_zero() {
+            return Err(self
+                .locator
+                .error(span, "must be longer than zero, e.g. \"1s\""));
+        }
+        Ok(d)
+    }
+
+    fn check_count(
+        &self,
+        raw: Option<Spanned<Count<u32>>>,
+        default: u32,
+    ) -> Result<u32, ConfigError> {
+        let Some(c) = raw else { return Ok(default) };
+        let n = c.get_ref().0;
+        if n == 0 || n > MAX_CHECK_COUNT {
+            return Err(self.locator.error(
+                Some(c.span()),
+                format!("must be between 1 and {MAX_CHECK_COUNT}, found {n}"),
+            ));
+        }
+        Ok(n)
+    }
+
+    fn statuses(&self, raw: Spanned<Vec<Spanned<Count<u16>>>>) -> Result<Vec<u16>, ConfigError> {
+        let mut out = Vec::with_capacity(raw.get_ref().len());
+        for s in raw.into_inner() {
+            let code = s.get_ref().0;
+            if !(200..=599).contains(&code) {
+                return Err(self.locator.error(
+                    Some(s.span()),
+                    format!("expected a status between 200 and 599, found {code}"),
+                ));
+            }
+            out.push(code);
+        }
+        Ok(out)
     }
 }
 
@@ -1966,6 +2174,121 @@ upstream = "zeta"
             .collect();
         assert_eq!(nodes, [("127.0.0.1:9001", 1), ("127.0.0.1:9002", 2)]);
         assert_eq!(config.routes[0].uris, [UriPattern::Prefix("/".into())]);
+    }
+
+    #[test]
+    fn active_checks_read_apisix_keys() {
+        let (c, _) = parse(MINIMAL).unwrap();
+        assert_eq!(c.upstreams[0].checks, None, "off unless configured");
+        let text = format!(
+            "{MINIMAL}[upstreams.u.checks.active]\ntype = \"http\"\nhttp_path = \"/status\"\nhost = \"probe.example\"\ntimeout = \"250ms\"\ninterval = 3\n[upstreams.u.checks.active.healthy]\nsuccesses = 4\nhttp_statuses = [200, 204]\n[upstreams.u.checks.active.unhealthy]\ninterval = \"500ms\"\nfailures = 5\ntcp_failures = 1\nhttp_statuses = [500]\n"
+        );
+        let (c, warnings) = parse(&text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            c.upstreams[0].checks,
+            Some(ActiveChecks {
+                http_path: "/status".into(),
+                host: Some("probe.example".into()),
+                timeout: Duration::from_millis(250),
+                healthy_interval: Duration::from_secs(3),
+                healthy_successes: 4,
+                healthy_statuses: vec![200, 204],
+                unhealthy_interval: Duration::from_millis(500),
+                unhealthy_failures: 5,
+                unhealthy_statuses: vec![500],
+                tcp_failures: 1,
+                timeouts: 5,
+            })
+        );
+        // An empty `active` table is every default; `checks` without `active` is no checks.
+        let (c, _) = parse(&format!("{MINIMAL}[upstreams.u.checks.active]\n")).unwrap();
+        assert_eq!(c.upstreams[0].checks, Some(ActiveChecks::default()));
+        let (c, _) = parse(&format!("{MINIMAL}[upstreams.u.checks]\n")).unwrap();
+        assert_eq!(c.upstreams[0].checks, None);
+    }
+
+    #[test]
+    fn active_check_errors_name_line_and_key() {
+        let a = "[upstreams.u.checks.active]\n";
+        let table: &[(&str, usize, &str, &str)] = &[
+            (
+                "type = \"tcp\"\n",
+                12,
+                "upstreams.u.checks.active.type",
+                "only \"http\"",
+            ),
+            (
+                "http_path = \"health\"\n",
+                12,
+                "upstreams.u.checks.active.http_path",
+                "\"/health\"",
+            ),
+            (
+                "http_path = \"/a b\"\n",
+                12,
+                "upstreams.u.checks.active.http_path",
+                "expected a path",
+            ),
+            (
+                "host = \"a/b\"\n",
+                12,
+                "upstreams.u.checks.active.host",
+                "expected a host",
+            ),
+            (
+                "interval = 0\n",
+                12,
+                "upstreams.u.checks.active.interval",
+                "longer than zero",
+            ),
+            (
+                "timeout = \"0ms\"\n",
+                12,
+                "upstreams.u.checks.active.timeout",
+                "longer than zero",
+            ),
+            (
+                "healthy = { successes = 0 }\n",
+                12,
+                "upstreams.u.checks.active.healthy.successes",
+                "between 1 and 254",
+            ),
+            (
+                "unhealthy = { timeouts = 255 }\n",
+                12,
+                "upstreams.u.checks.active.unhealthy.timeouts",
+                "between 1 and 254",
+            ),
+            (
+                "unhealthy = { http_statuses = [500, 99] }\n",
+                12,
+                "upstreams.u.checks.active.unhealthy.http_statuses[1]",
+                "between 200 and 599",
+            ),
+            (
+                "healthy = { http_statuses = [] }\n",
+                12,
+                "upstreams.u.checks.active.healthy.http_statuses",
+                "at least one status",
+            ),
+            (
+                "concurrency = 10\n",
+                12,
+                "upstreams.u.checks.active.concurrency",
+                "unknown field",
+            ),
+        ];
+        for (line, at, key, message) in table {
+            let e = err(&format!("{MINIMAL}{a}{line}"));
+            let ctx = format!("{line:?} -> {e}");
+            assert_eq!(e.line(), Some(*at), "{ctx}");
+            assert_eq!(e.key(), Some(*key), "{ctx}");
+            assert!(e.message().contains(message), "{ctx}");
+        }
+        // Passive checks are configured with max_fails / fail_timeout, not here.
+        let e = err(&format!("{MINIMAL}[upstreams.u.checks.passive]\n"));
+        assert!(e.message().contains("unknown field `passive`"), "{e}");
     }
 
     #[test]

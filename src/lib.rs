@@ -13,6 +13,7 @@ pub mod balance;
 pub mod buf;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod lru;
 pub mod metrics;

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use crate::health::Verdict;
 use crate::upstream::pool::CloseReason;
 
 /// Upper bounds of histogram buckets, in milliseconds (the last bucket is +Inf). They span a
@@ -265,6 +266,64 @@ impl Counters {
     }
 }
 
+/// Active health checks of one pool, as the checker thread sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealthCounters {
+    /// Nodes start healthy, and unchecked nodes stay so.
+    pub healthy: bool,
+    /// Probes by what they counted as, indexed by `Verdict::index`.
+    pub probes: [u64; Verdict::ALL.len()],
+}
+
+impl Default for NodeHealthCounters {
+    fn default() -> Self {
+        NodeHealthCounters {
+            healthy: true,
+            probes: [0; Verdict::ALL.len()],
+        }
+    }
+}
+
+/// The health checker's counters by pool id. They live on the checker thread, not on a core,
+/// and are rendered next to the cores' sums.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthCounters {
+    pub nodes: Vec<NodeHealthCounters>,
+}
+
+impl HealthCounters {
+    pub fn with_nodes(n: usize) -> HealthCounters {
+        HealthCounters {
+            nodes: vec![NodeHealthCounters::default(); n],
+        }
+    }
+
+    /// Prometheus text for every node of `node_labels`; nodes the checker never saw are
+    /// healthy with no probes.
+    pub fn render(&self, node_labels: &[String]) -> String {
+        let mut s = String::new();
+        let unseen = NodeHealthCounters::default();
+        let node = |i: usize| self.nodes.get(i).unwrap_or(&unseen);
+        let _ = writeln!(s, "# TYPE hearth_upstream_node_healthy gauge");
+        for (i, label) in node_labels.iter().enumerate() {
+            let up = u8::from(node(i).healthy);
+            let _ = writeln!(s, "hearth_upstream_node_healthy{{{label}}} {up}");
+        }
+        let _ = writeln!(s, "# TYPE hearth_upstream_health_probes_total counter");
+        for (i, label) in node_labels.iter().enumerate() {
+            for v in Verdict::ALL {
+                let _ = writeln!(
+                    s,
+                    "hearth_upstream_health_probes_total{{{label},result=\"{}\"}} {}",
+                    v.name(),
+                    node(i).probes[v.index()]
+                );
+            }
+        }
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +374,32 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("reason=\"stale\"} 1"), "{text}");
+        assert!(text.contains("reason=\"health\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn health_renders_every_node_unseen_ones_healthy() {
+        let mut h = HealthCounters::with_nodes(1);
+        h.nodes[0].healthy = false;
+        h.nodes[0].probes[Verdict::TcpFailure.index()] = 3;
+        let text = h.render(&["node=\"a\"".into(), "node=\"b\"".into()]);
+        assert!(
+            text.contains("hearth_upstream_node_healthy{node=\"a\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hearth_upstream_node_healthy{node=\"b\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "hearth_upstream_health_probes_total{node=\"a\",result=\"tcp_failure\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("hearth_upstream_health_probes_total{node=\"b\",result=\"success\"} 0\n"),
+            "{text}"
+        );
     }
 }

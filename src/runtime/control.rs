@@ -1,5 +1,6 @@
 //! Control messages to cores: a bounded crossbeam channel per core plus its `mio::Waker`.
-//! Only control travels this way (shutdown, stats, budget hand-over); requests never do.
+//! Only control travels this way (shutdown, stats, budget hand-over, node health); requests
+//! never do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use log::warn;
 
 use crate::metrics::Counters;
-use crate::runtime::generation::Shared;
+use crate::runtime::generation::{PoolId, Shared};
 use crate::upstream::pool::{KeepAliveHint, NodeBudget};
 
 pub const CHANNEL_CAPACITY: usize = 1024;
@@ -27,6 +28,9 @@ pub enum Control {
     Adopt(Box<Handover>),
     /// A new configuration generation, already validated.
     Reload(Arc<Shared>),
+    /// Active health checks took this node out (close its pooled connections, skip it) or
+    /// brought it back.
+    NodeHealth { node: PoolId, healthy: bool },
 }
 
 /// An upstream connection moving between cores. It keeps its place in the node's budget.

@@ -354,6 +354,8 @@ pub struct Core {
     process: Arc<Process>,
     /// By pool id, refreshed with each generation (the registry only grows).
     budgets: Vec<Arc<NodeBudget>>,
+    /// By pool id: active health checks took the node out (`Control::NodeHealth`).
+    down: Vec<bool>,
     limits: Limits,
     headers: Vec<Header>,
     out: Vec<u8>,
@@ -417,6 +419,7 @@ impl Core {
             start: Instant::now(),
             now: 0,
             counters: Counters::with_nodes(budgets.len()),
+            down: vec![false; budgets.len()],
             shutdown_at: None,
             next_warm: 0,
             evictions: Vec::new(),
@@ -578,6 +581,7 @@ impl Core {
                 }
                 Control::Adopt(h) => self.adopt(*h),
                 Control::Reload(shared) => self.reload(shared),
+                Control::NodeHealth { node, healthy } => self.node_health(node, healthy),
             }
         }
     }
@@ -589,6 +593,7 @@ impl Core {
         self.budgets = self.process.budgets();
         let n = self.budgets.len();
         self.pools.resize_with(n, NodePool::default);
+        self.down.resize(n, false);
         if self.counters.nodes.len() < n {
             self.counters.nodes.resize(n, Default::default());
         }
@@ -638,6 +643,35 @@ impl Core {
         self.warm();
     }
 
+    /// Whether new requests may go to this node.
+    fn node_usable(&self, pool: PoolId) -> bool {
+        !self.down.get(pool).copied().unwrap_or(false)
+    }
+
+    /// Active health checks changed a node's state. Going down, its idle connections close now
+    /// and those in use when released (`release_up`), and new requests skip it; coming back,
+    /// it is used again and warmed if its upstream keeps a floor.
+    fn node_health(&mut self, node: PoolId, healthy: bool) {
+        if self.down.len() <= node {
+            self.down.resize(node + 1, false);
+        }
+        self.down[node] = !healthy;
+        debug!("core {}: pool {node} healthy={healthy}", self.id);
+        if healthy {
+            self.warm();
+            return;
+        }
+        if node >= self.pools.len() {
+            return; // a pool this core has no table for has no connections here either
+        }
+        while let Some(uid) = self.pools[node].take_idle() {
+            if let Some(u) = self.ups.get_mut(uid) {
+                u.state = UpState::Active; // out of the idle list already
+            }
+            self.close_up(uid, CloseReason::Health);
+        }
+    }
+
     /// Opens connections in the background until every node whose upstream sets
     /// `keepalive_pool.min_idle` has that many idle (or connecting) on this core. Connects go
     /// through the node's budget, so `max_connecting` paces them.
@@ -655,6 +689,9 @@ impl Core {
             }
             self.next_warm = self.now + WARM_EVERY_MS;
             for &node in nodes {
+                if !self.node_usable(node) {
+                    continue; // health checks took it out: it would only be closed again
+                }
                 let have = self.pools[node].idle_len() + self.pools[node].connecting as usize;
                 for _ in have..want {
                     if self.connect(node, None, &set).is_err() {
@@ -1024,7 +1061,13 @@ impl Core {
             }
         }
         let up_cfg = &cfg.upstreams[m.upstream];
-        let Some(pick) = self.balancers[m.upstream].pick(|_| true) else {
+        let Some(pick) = self.balancers[m.upstream].pick(|i| {
+            !self
+                .down
+                .get(shared.up_nodes[m.upstream][i])
+                .copied()
+                .unwrap_or(false)
+        }) else {
             return self.answer(cid, 502, false);
         };
         let node = shared.up_nodes[m.upstream][pick];
@@ -1927,6 +1970,11 @@ impl Core {
         if !live {
             // A reload removed the node: finish with it rather than keep it warm.
             self.close_up(uid, CloseReason::Removed);
+            return;
+        }
+        if self.down.get(node).copied().unwrap_or(false) {
+            // Active health checks took the node out while this connection was in use.
+            self.close_up(uid, CloseReason::Health);
             return;
         }
         if let Some(why) = pool::retire_reason(self.now, u.opened_at, u.served, &settings, hint) {

@@ -1,5 +1,6 @@
 //! Starting and stopping the cores: listeners bound once per core with `SO_REUSEPORT` (the
-//! kernel spreads connections across them), one thread per core, control channels, signals.
+//! kernel spreads connections across them), one thread per core, control channels, signals,
+//! and the one health-checker thread, which gets every generation the cores get.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
+use crate::health::{self, Health};
 use crate::metrics::Counters;
 use crate::runtime::control::{Control, Peer, CHANNEL_CAPACITY};
 use crate::runtime::core::Core;
@@ -28,6 +30,8 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     /// The configured listen addresses (before port 0 was resolved), to spot changes on reload.
     listen: Vec<SocketAddr>,
+    health: Health,
+    health_thread: JoinHandle<()>,
 }
 
 fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -86,6 +90,8 @@ impl Server {
         let listen: Vec<SocketAddr> = cfg.listen.iter().map(|l| l.addr).collect();
         let process = Arc::new(Process::new(peers));
         let shared = Arc::new(process.generation(Arc::new(cfg)));
+        // Started for every configuration: idle, it only waits for a reload that adds checks.
+        let (health, health_thread) = health::start(process.clone(), shared.clone())?;
         let mut threads = Vec::new();
         for (i, ((poll, listeners), rx)) in
             polls.into_iter().zip(per_core).zip(receivers).enumerate()
@@ -110,6 +116,8 @@ impl Server {
             threads,
             addrs,
             listen,
+            health,
+            health_thread,
         })
     }
 
@@ -128,6 +136,7 @@ impl Server {
         Handle {
             process: self.process.clone(),
             listen: self.listen.clone(),
+            health: self.health.clone(),
         }
     }
 
@@ -136,6 +145,7 @@ impl Server {
         for p in &self.process.peers {
             let _ = p.send(Control::Shutdown { grace });
         }
+        self.health.send(health::Msg::Stop);
     }
 }
 
@@ -144,6 +154,7 @@ impl Server {
 pub struct Handle {
     process: Arc<Process>,
     listen: Vec<SocketAddr>,
+    health: Health,
 }
 
 impl Handle {
@@ -161,6 +172,10 @@ impl Handle {
             if p.send(Control::Reload(shared.clone())).is_err() {
                 warn!("reload: a core did not take the new configuration");
             }
+        }
+        // After the cores: a node state the checker sends for a new pool finds the pool known.
+        if !self.health.send(health::Msg::Generation(shared)) {
+            warn!("reload: the health checker did not take the new configuration");
         }
         info!("configuration reloaded");
     }
@@ -197,6 +212,7 @@ impl Handle {
     pub fn metrics_text(&self) -> String {
         let labels = self.process.labels();
         let mut text = self.stats().render(&labels);
+        text.push_str(&self.health.stats().render(&labels));
         text.push_str("# TYPE hearth_upstream_learned_idle_timeout_seconds gauge\n");
         for (label, budget) in labels.iter().zip(self.process.budgets()) {
             if let Some(ms) = budget.learned_idle_ms() {
@@ -228,6 +244,11 @@ impl Server {
                     }
                 }
             }
+        }
+        // Also when a core failed on its own and nobody asked to stop.
+        self.health.send(health::Msg::Stop);
+        if self.health_thread.join().is_err() {
+            warn!("the health checker panicked");
         }
         result
     }

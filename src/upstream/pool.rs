@@ -40,10 +40,12 @@ pub enum CloseReason {
     /// Retired by what the upstream announced in `Keep-Alive: timeout=N, max=M`, before our own
     /// limits would have.
     KeepAliveHint,
+    /// Active health checks took the node out.
+    Health,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::IdleTimeout,
         CloseReason::Lifetime,
         CloseReason::MaxRequests,
@@ -54,6 +56,7 @@ impl CloseReason {
         CloseReason::Error,
         CloseReason::Removed,
         CloseReason::KeepAliveHint,
+        CloseReason::Health,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +71,7 @@ impl CloseReason {
             CloseReason::Error => "error",
             CloseReason::Removed => "removed",
             CloseReason::KeepAliveHint => "keepalive_hint",
+            CloseReason::Health => "health",
         }
     }
 
