@@ -253,17 +253,18 @@ fn apisix_admin(dynamic: &Dynamic, method: &str, rest: &str, body: &[u8]) -> (&'
         Some((c, id)) => (c, Some(id)),
         None => (rest, None),
     };
-    let kind =
-        match collection {
-            "routes" => Kind::Route,
-            "upstreams" => Kind::Upstream,
-            other => return error(
+    let kind = match collection {
+        "routes" => Kind::Route,
+        "upstreams" => Kind::Upstream,
+        other => {
+            return error(
                 "404 Not Found",
                 format!(
                     "/apisix/admin/{other} is not supported; hearth serves routes and upstreams"
                 ),
-            ),
-        };
+            )
+        }
+    };
     let key = |id: &str| format!("/apisix/{}/{id}", kind.collection());
     let change_error = |e: ChangeError| match e {
         ChangeError::Invalid(m) => error("400 Bad Request", m),
@@ -494,6 +495,116 @@ fn status_json(c: &Counters, pools: &[(String, Option<u64>)], now_ms: u64) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_must_match_exactly() {
+        type Case<'a> = (Option<&'a str>, Option<&'a [u8]>, bool);
+        let cases: &[Case] = &[
+            (None, None, true),
+            (None, Some(b"anything"), true),
+            (Some("k1"), None, false),
+            (Some("k1"), Some(b"k1"), true),
+            (Some("k1"), Some(b"k2"), false),
+            (Some("k1"), Some(b"k"), false),
+            (Some("k1"), Some(b"k1 "), false),
+            (Some("k1"), Some(b""), false),
+        ];
+        for (want, got, ok) in cases {
+            assert_eq!(key_matches(*want, *got), *ok, "{want:?} vs {got:?}");
+        }
+    }
+
+    #[test]
+    fn json_errors_give_line_and_column() {
+        let e = serde_json::from_str::<Value>("{\"a\": 1,\n \"b\": }").unwrap_err();
+        assert_eq!(
+            json_error(&e),
+            "invalid JSON at line 2, column 7: expected value"
+        );
+    }
+
+    /// The admin paths and methods, against a store whose changes go nowhere.
+    #[test]
+    fn admin_paths_and_methods() {
+        let text = "[[listen]]\naddr = \"127.0.0.1:0\"\n[upstreams.f]\nnodes = { \"127.0.0.1:1\" = 1 }\n[[routes]]\nuris = [\"/f\"]\nupstream = \"f\"\n";
+        let cfg = crate::config::Config::parse(text, "t.toml").unwrap().0;
+        let d = Dynamic::new("t.toml".into(), cfg, Box::new(|_| {}));
+        let up = br#"{"nodes": {"127.0.0.1:2": 1}}"#;
+        let cases: &[(&str, &str, &[u8], &str, &str)] = &[
+            ("GET", "routes", b"", "200 OK", r#"{"list":[],"total":0}"#),
+            (
+                "PUT",
+                "upstreams/u1",
+                up,
+                "201 Created",
+                r#""key":"/apisix/upstreams/u1""#,
+            ),
+            ("PUT", "upstreams/u1/", up, "200 OK", r#""id":"u1""#),
+            (
+                "PUT",
+                "upstreams",
+                br#"{"id": 7, "nodes": {"127.0.0.1:2": 1}}"#,
+                "201 Created",
+                r#""key":"/apisix/upstreams/7""#,
+            ),
+            (
+                "PUT",
+                "upstreams",
+                up,
+                "400 Bad Request",
+                "give it in the path",
+            ),
+            (
+                "GET",
+                "upstreams/u1",
+                b"",
+                "200 OK",
+                r#""nodes":{"127.0.0.1:2":1}"#,
+            ),
+            ("GET", "upstreams/zz", b"", "404 Not Found", "not found"),
+            (
+                "GET",
+                "services",
+                b"",
+                "404 Not Found",
+                "routes and upstreams",
+            ),
+            (
+                "PATCH",
+                "upstreams/u1",
+                up,
+                "405 Method Not Allowed",
+                "PATCH is not supported",
+            ),
+            (
+                "DELETE",
+                "upstreams",
+                b"",
+                "405 Method Not Allowed",
+                "not supported",
+            ),
+            (
+                "PUT",
+                "routes/r1",
+                b"{",
+                "400 Bad Request",
+                "invalid JSON at line 1, column 1",
+            ),
+            (
+                "DELETE",
+                "upstreams/7",
+                b"",
+                "200 OK",
+                r#"{"deleted":"1","key":"/apisix/upstreams/7"}"#,
+            ),
+        ];
+        for (method, rest, body, status, want) in cases {
+            let (got_status, got) = apisix_admin(&d, method, rest, body);
+            let got = got.to_string();
+            assert_eq!(got_status, *status, "{method} {rest}: {got}");
+            assert!(got.contains(want), "{method} {rest}: {got}");
+        }
+    }
 
     #[test]
     fn labels_split_into_upstream_and_node() {

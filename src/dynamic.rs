@@ -106,6 +106,12 @@ struct State {
     last_made_id: u64,
 }
 
+/// A value translated by [`crate::apisix`], before it is stored.
+enum Parsed {
+    Route(RouteSpec),
+    Upstream(Box<Upstream>),
+}
+
 /// A build: the configuration and the keys it had to leave out.
 struct Built {
     cfg: Config,
@@ -185,6 +191,15 @@ impl Dynamic {
         mut value: Value,
     ) -> Result<(Value, bool), ChangeError> {
         check_id(id).map_err(|e| ChangeError::Invalid(format!("id: {e}")))?;
+        // Translated before the id and timestamps are filled in, so an `id` in the body that
+        // differs from the path is caught rather than overwritten. Resolving node names happens
+        // here too, outside the lock.
+        let parsed = match kind {
+            Kind::Route => Parsed::Route(parse_route(id, &value).map_err(|e| invalid(&e))?),
+            Kind::Upstream => Parsed::Upstream(Box::new(
+                parse_upstream(&kind.key(id), &value, "").map_err(|e| invalid(&e))?,
+            )),
+        };
         let mut st = self.lock();
         let previous_created = match kind {
             Kind::Route => st.routes.get(id).map(|e| &e.value),
@@ -204,13 +219,13 @@ impl Dynamic {
             }
             m.entry("update_time").or_insert_with(|| Value::from(now));
         }
-        let created = match kind {
-            Kind::Route => {
-                let parsed = parse_route(id, &value).map_err(|e| invalid(&e))?;
+        let stored = value.clone();
+        let created = match parsed {
+            Parsed::Route(parsed) => {
                 let old = st.routes.insert(
                     id.to_owned(),
                     Entry {
-                        value: value.clone(),
+                        value: stored,
                         parsed,
                     },
                 );
@@ -221,13 +236,12 @@ impl Dynamic {
                 }
                 created
             }
-            Kind::Upstream => {
-                let parsed = parse_upstream(&kind.key(id), &value, "").map_err(|e| invalid(&e))?;
+            Parsed::Upstream(parsed) => {
                 let old = st.upstreams.insert(
                     id.to_owned(),
                     Entry {
-                        value: value.clone(),
-                        parsed,
+                        value: stored,
+                        parsed: *parsed,
                     },
                 );
                 let created = old.is_none();
@@ -762,6 +776,17 @@ upstream = "file"
             e.to_string()
                 .contains("configuration file has the id \"1\""),
             "{e}"
+        );
+        let e = d
+            .put(
+                Kind::Route,
+                "r2",
+                json!({"id": "r3", "uri": "/a", "upstream": up(9002)}),
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "id: \"r3\" does not match the id in the key, \"r2\""
         );
         let e = d.put(Kind::Route, "a/b", route_to("x")).unwrap_err();
         assert!(e.to_string().starts_with("id: "), "{e}");
