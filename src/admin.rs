@@ -9,15 +9,26 @@
 //! nodes, so nothing a configuration names can become markup; the JSON escapes every string per
 //! RFC 8259 §7. One request per connection keeps it simple; it is for scrapers and people, not
 //! for load.
+//!
+//! Under `/apisix/admin` it serves the subset of APISIX's admin API (v3 response shapes) that
+//! hearth implements: `routes` and `upstreams`, each with PUT/GET/DELETE by id, GET of the
+//! collection and POST to it. Objects go to [`crate::dynamic`], which validates them whole
+//! before anything changes. With `[admin] key` set, every `/apisix/admin` request and
+//! `POST /reload` must carry it in `X-API-KEY`; `/metrics` and the status page stay open, as
+//! they change nothing. Without a key the listener must be on a loopback address: the config
+//! refuses anything else, and [`start`] checks again.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, warn};
+use serde_json::{json, Value};
 
+use crate::dynamic::{ChangeError, Dynamic, Kind};
 use crate::metrics::{Counters, NodeCounters, ANSWER_CODES};
 use crate::runtime::server::Handle;
 use crate::upstream::pool::CloseReason;
@@ -25,22 +36,27 @@ use crate::upstream::pool::CloseReason;
 /// The status page; it fetches `/status.json` itself.
 const STATUS_PAGE: &str = include_str!("status_page.html");
 
+/// Largest request head.
 const MAX_REQUEST_BYTES: usize = 8_192;
+/// Largest request body: an APISIX route or upstream is a few KiB; this leaves room for large
+/// node lists while bounding what one connection can make the admin thread hold.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Re-reads and validates the configuration file, then applies it; Err says why nothing changed.
-pub type ReloadFn = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+const ADMIN_PREFIX: &str = "/apisix/admin/";
 
 /// Binds `addr` and serves it on a new thread for the life of the process.
 pub fn start(
     addr: SocketAddr,
     stats: Handle,
-    reload: ReloadFn,
+    dynamic: Arc<Dynamic>,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
-    if !addr.ip().is_loopback() {
-        warn!(
-            "admin listener on {addr} is reachable from other hosts; it has no authentication yet"
-        );
+    if !addr.ip().is_loopback() && dynamic.admin_key().is_none() {
+        // The config loader refuses this already; checked again because an open admin API on
+        // the network would let anyone rewrite the routes.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("admin listener on {addr} is not loopback and [admin] has no key; refusing to start"),
+        ));
     }
     let listener = TcpListener::bind(addr).map_err(|e| {
         io::Error::new(
@@ -56,7 +72,7 @@ pub fn start(
             for conn in listener.incoming() {
                 match conn {
                     Ok(s) => {
-                        if let Err(e) = serve(s, &stats, &reload) {
+                        if let Err(e) = serve(s, &stats, &dynamic) {
                             debug!("admin connection: {e}");
                         }
                     }
@@ -70,32 +86,123 @@ pub fn start(
     Ok((bound, handle))
 }
 
-fn serve(mut s: TcpStream, stats: &Handle, reload: &ReloadFn) -> io::Result<()> {
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.set_write_timeout(Some(IO_TIMEOUT))?;
+/// One request as the admin listener reads it.
+struct AdminRequest {
+    method: String,
+    path: String,
+    api_key: Option<Vec<u8>>,
+    body: Vec<u8>,
+}
+
+/// What went wrong reading a request, as the status to answer with.
+enum ReadError {
+    Closed,
+    Io(io::Error),
+    Answer(&'static str, String),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> ReadError {
+        ReadError::Io(e)
+    }
+}
+
+/// Reads one request head and its Content-Length body (RFC 9112 section 6.2).
+fn read_request(s: &mut TcpStream) -> Result<AdminRequest, ReadError> {
     let mut buf = vec![0u8; MAX_REQUEST_BYTES];
     let mut len = 0;
-    let (method, path) = loop {
+    let bad = |m: &str| ReadError::Answer("400 Bad Request", m.to_owned());
+    let (mut req, head_len, content_length) = loop {
         let n = s.read(&mut buf[len..])?;
         if n == 0 {
-            return Ok(());
+            return Err(ReadError::Closed);
         }
         len += n;
         let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(_)) => {
-                break (
-                    req.method.unwrap_or("").to_string(),
-                    req.path.unwrap_or("").to_string(),
-                );
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let mut api_key = None;
+                let mut content_length: Option<usize> = None;
+                for h in parsed.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("x-api-key") {
+                        api_key = Some(h.value.to_vec());
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        return Err(ReadError::Answer(
+                            "411 Length Required",
+                            "send the body with Content-Length".into(),
+                        ));
+                    } else if h.name.eq_ignore_ascii_case("content-length") {
+                        let n = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .ok_or_else(|| bad("invalid Content-Length"))?;
+                        if content_length.is_some_and(|c| c != n) {
+                            return Err(bad("conflicting Content-Length headers"));
+                        }
+                        content_length = Some(n);
+                    }
+                }
+                let req = AdminRequest {
+                    method: parsed.method.unwrap_or("").to_owned(),
+                    path: parsed.path.unwrap_or("").to_owned(),
+                    api_key,
+                    body: Vec::new(),
+                };
+                break (req, head_len, content_length.unwrap_or(0));
             }
             Ok(httparse::Status::Partial) if len < buf.len() => continue,
-            _ => return respond(&mut s, "400 Bad Request", "text/plain", "bad request\n"),
+            Ok(httparse::Status::Partial) => {
+                return Err(ReadError::Answer(
+                    "431 Request Header Fields Too Large",
+                    "request head too large".into(),
+                ))
+            }
+            Err(_) => return Err(bad("bad request")),
         }
     };
-    let path = path.split('?').next().unwrap_or("");
-    match (method.as_str(), path) {
+    if content_length > MAX_BODY_BYTES {
+        return Err(ReadError::Answer(
+            "413 Content Too Large",
+            format!("the body may be at most {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    let mut body = buf[head_len..len].to_vec();
+    body.truncate(content_length);
+    if body.len() < content_length {
+        let start = body.len();
+        body.resize(content_length, 0);
+        s.read_exact(&mut body[start..])?;
+    }
+    req.body = body;
+    Ok(req)
+}
+
+fn serve(mut s: TcpStream, stats: &Handle, dynamic: &Dynamic) -> io::Result<()> {
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    let req = match read_request(&mut s) {
+        Ok(r) => r,
+        Err(ReadError::Closed) => return Ok(()),
+        Err(ReadError::Io(e)) => return Err(e),
+        Err(ReadError::Answer(status, message)) => {
+            return respond(&mut s, status, "text/plain", &format!("{message}\n"))
+        }
+    };
+    let path = req.path.split('?').next().unwrap_or("");
+    let needs_key = path.starts_with(ADMIN_PREFIX) || path == "/reload";
+    if needs_key && !key_matches(dynamic.admin_key().as_deref(), req.api_key.as_deref()) {
+        return respond_json(
+            &mut s,
+            "401 Unauthorized",
+            &json!({"error_msg": "missing or wrong X-API-KEY"}),
+        );
+    }
+    if let Some(rest) = path.strip_prefix(ADMIN_PREFIX) {
+        let (status, body) = apisix_admin(dynamic, &req.method, rest, &req.body);
+        return respond_json(&mut s, status, &body);
+    }
+    match (req.method.as_str(), path) {
         ("GET", "/metrics") => respond(
             &mut s,
             "200 OK",
@@ -109,7 +216,7 @@ fn serve(mut s: TcpStream, stats: &Handle, reload: &ReloadFn) -> io::Result<()> 
             "application/json",
             &status_json(&stats.stats(), &stats.pools(), unix_ms()),
         ),
-        ("POST", "/reload") => match reload() {
+        ("POST", "/reload") => match dynamic.reload_file() {
             Ok(()) => respond(&mut s, "200 OK", "text/plain", "reloaded\n"),
             Err(e) => respond(
                 &mut s,
@@ -126,6 +233,132 @@ fn serve(mut s: TcpStream, stats: &Handle, reload: &ReloadFn) -> io::Result<()> 
         ),
         _ => respond(&mut s, "405 Method Not Allowed", "text/plain", "only GET\n"),
     }
+}
+
+/// Whether the request may use the admin API: no key configured, or the same key sent. The
+/// comparison takes the same time wherever the first difference is, so timing does not tell an
+/// attacker how much of a guess was right.
+fn key_matches(want: Option<&str>, got: Option<&[u8]>) -> bool {
+    let Some(want) = want else { return true };
+    let Some(got) = got else { return false };
+    let want = want.as_bytes();
+    want.len() == got.len() && want.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// Serves `/apisix/admin/{rest}`: the status line and JSON body to answer with.
+fn apisix_admin(dynamic: &Dynamic, method: &str, rest: &str, body: &[u8]) -> (&'static str, Value) {
+    let error = |status, message: String| (status, json!({ "error_msg": message }));
+    let rest = rest.trim_end_matches('/');
+    let (collection, id) = match rest.split_once('/') {
+        Some((c, id)) => (c, Some(id)),
+        None => (rest, None),
+    };
+    let kind = match collection {
+        "routes" => Kind::Route,
+        "upstreams" => Kind::Upstream,
+        other => {
+            return error(
+                "404 Not Found",
+                format!(
+                    "/apisix/admin/{other} is not supported; hearth serves routes and upstreams"
+                ),
+            )
+        }
+    };
+    let key = |id: &str| format!("/apisix/{}/{id}", kind.collection());
+    let change_error = |e: ChangeError| match e {
+        ChangeError::Invalid(m) => error("400 Bad Request", m),
+        ChangeError::NotFound(m) => error("404 Not Found", m),
+    };
+    let parse = || -> Result<Value, (&'static str, Value)> {
+        serde_json::from_slice(body).map_err(|e| error("400 Bad Request", json_error(&e)))
+    };
+    match (method, id) {
+        ("GET", None) => {
+            let list: Vec<Value> = dynamic
+                .list(kind)
+                .into_iter()
+                .map(|(id, value)| json!({ "key": key(&id), "value": value }))
+                .collect();
+            ("200 OK", json!({ "total": list.len(), "list": list }))
+        }
+        ("POST", None) => match parse() {
+            Err(answer) => answer,
+            Ok(v) => match dynamic.create(kind, v) {
+                Ok((id, value)) => ("201 Created", json!({ "key": key(&id), "value": value })),
+                Err(e) => change_error(e),
+            },
+        },
+        // APISIX also takes the id from the body of a PUT to the collection.
+        ("PUT", None) => match parse() {
+            Err(answer) => answer,
+            Ok(v) => match v.get("id").map(|i| match i {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }) {
+                None => error(
+                    "400 Bad Request",
+                    format!(
+                        "id: give it in the path, PUT /apisix/admin/{}/ID",
+                        kind.collection()
+                    ),
+                ),
+                Some(id) => put(dynamic, kind, &id, v),
+            },
+        },
+        ("GET", Some(id)) => match dynamic.get(kind, id) {
+            Some(value) => ("200 OK", json!({ "key": key(id), "value": value })),
+            None => error(
+                "404 Not Found",
+                format!("{} {id} not found", kind.collection()),
+            ),
+        },
+        ("PUT", Some(id)) => match parse() {
+            Err(answer) => answer,
+            Ok(v) => put(dynamic, kind, id, v),
+        },
+        ("DELETE", Some(id)) => match dynamic.delete(kind, id) {
+            Ok(()) => ("200 OK", json!({ "deleted": "1", "key": key(id) })),
+            Err(e) => change_error(e),
+        },
+        (m, _) => error(
+            "405 Method Not Allowed",
+            format!(
+                "{m} is not supported here; use GET or POST on /apisix/admin/{c}, and PUT, GET \
+                 or DELETE on /apisix/admin/{c}/ID",
+                c = kind.collection()
+            ),
+        ),
+    }
+}
+
+fn put(dynamic: &Dynamic, kind: Kind, id: &str, v: Value) -> (&'static str, Value) {
+    match dynamic.put(kind, id, v) {
+        Ok((value, created)) => (
+            if created { "201 Created" } else { "200 OK" },
+            json!({ "key": format!("/apisix/{}/{id}", kind.collection()), "value": value }),
+        ),
+        Err(ChangeError::Invalid(m)) => ("400 Bad Request", json!({ "error_msg": m })),
+        Err(ChangeError::NotFound(m)) => ("404 Not Found", json!({ "error_msg": m })),
+    }
+}
+
+/// `invalid JSON at line L, column C: what`, from serde_json's error (whose own text ends in
+/// the position).
+fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(what, _)| what);
+    format!(
+        "invalid JSON at line {}, column {}: {what}",
+        e.line(),
+        e.column()
+    )
+}
+
+fn respond_json(s: &mut TcpStream, status: &str, body: &Value) -> io::Result<()> {
+    respond(s, status, "application/json", &body.to_string())
 }
 
 fn respond(s: &mut TcpStream, status: &str, content_type: &str, body: &str) -> io::Result<()> {
@@ -262,6 +495,116 @@ fn status_json(c: &Counters, pools: &[(String, Option<u64>)], now_ms: u64) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_must_match_exactly() {
+        type Case<'a> = (Option<&'a str>, Option<&'a [u8]>, bool);
+        let cases: &[Case] = &[
+            (None, None, true),
+            (None, Some(b"anything"), true),
+            (Some("k1"), None, false),
+            (Some("k1"), Some(b"k1"), true),
+            (Some("k1"), Some(b"k2"), false),
+            (Some("k1"), Some(b"k"), false),
+            (Some("k1"), Some(b"k1 "), false),
+            (Some("k1"), Some(b""), false),
+        ];
+        for (want, got, ok) in cases {
+            assert_eq!(key_matches(*want, *got), *ok, "{want:?} vs {got:?}");
+        }
+    }
+
+    #[test]
+    fn json_errors_give_line_and_column() {
+        let e = serde_json::from_str::<Value>("{\"a\": 1,\n \"b\": }").unwrap_err();
+        assert_eq!(
+            json_error(&e),
+            "invalid JSON at line 2, column 7: expected value"
+        );
+    }
+
+    /// The admin paths and methods, against a store whose changes go nowhere.
+    #[test]
+    fn admin_paths_and_methods() {
+        let text = "[[listen]]\naddr = \"127.0.0.1:0\"\n[upstreams.f]\nnodes = { \"127.0.0.1:1\" = 1 }\n[[routes]]\nuris = [\"/f\"]\nupstream = \"f\"\n";
+        let cfg = crate::config::Config::parse(text, "t.toml").unwrap().0;
+        let d = Dynamic::new("t.toml".into(), cfg, Box::new(|_| {}));
+        let up = br#"{"nodes": {"127.0.0.1:2": 1}}"#;
+        let cases: &[(&str, &str, &[u8], &str, &str)] = &[
+            ("GET", "routes", b"", "200 OK", r#"{"list":[],"total":0}"#),
+            (
+                "PUT",
+                "upstreams/u1",
+                up,
+                "201 Created",
+                r#""key":"/apisix/upstreams/u1""#,
+            ),
+            ("PUT", "upstreams/u1/", up, "200 OK", r#""id":"u1""#),
+            (
+                "PUT",
+                "upstreams",
+                br#"{"id": 7, "nodes": {"127.0.0.1:2": 1}}"#,
+                "201 Created",
+                r#""key":"/apisix/upstreams/7""#,
+            ),
+            (
+                "PUT",
+                "upstreams",
+                up,
+                "400 Bad Request",
+                "give it in the path",
+            ),
+            (
+                "GET",
+                "upstreams/u1",
+                b"",
+                "200 OK",
+                r#""nodes":{"127.0.0.1:2":1}"#,
+            ),
+            ("GET", "upstreams/zz", b"", "404 Not Found", "not found"),
+            (
+                "GET",
+                "services",
+                b"",
+                "404 Not Found",
+                "routes and upstreams",
+            ),
+            (
+                "PATCH",
+                "upstreams/u1",
+                up,
+                "405 Method Not Allowed",
+                "PATCH is not supported",
+            ),
+            (
+                "DELETE",
+                "upstreams",
+                b"",
+                "405 Method Not Allowed",
+                "not supported",
+            ),
+            (
+                "PUT",
+                "routes/r1",
+                b"{",
+                "400 Bad Request",
+                "invalid JSON at line 1, column 1",
+            ),
+            (
+                "DELETE",
+                "upstreams/7",
+                b"",
+                "200 OK",
+                r#"{"deleted":"1","key":"/apisix/upstreams/7"}"#,
+            ),
+        ];
+        for (method, rest, body, status, want) in cases {
+            let (got_status, got) = apisix_admin(&d, method, rest, body);
+            let got = got.to_string();
+            assert_eq!(got_status, *status, "{method} {rest}: {got}");
+            assert!(got.contains(want), "{method} {rest}: {got}");
+        }
+    }
 
     #[test]
     fn labels_split_into_upstream_and_node() {

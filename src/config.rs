@@ -79,6 +79,9 @@ pub struct AccessLogSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
     pub addr: SocketAddr,
+    /// Required as header `X-API-KEY` on every `/apisix/admin` request; None: no check, which is
+    /// accepted only on a loopback address. Never empty.
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -574,6 +577,7 @@ struct RawAccessLogTable {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     addr: Spanned<String>,
+    key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1013,7 +1017,10 @@ impl Builder<'_> {
                         format!("expected an IP address and port such as \"127.0.0.1:9180\", found {text:?}"),
                     )
                 })?;
-                Some(Admin { addr })
+                Some(Admin {
+                    addr,
+                    key: self.admin_key(addr, &a)?,
+                })
             }
         };
         let access_log = match raw.access_log {
@@ -1206,6 +1213,31 @@ impl Builder<'_> {
             passive: PassiveHealth::default(),
             checks: self.checks(raw.checks)?,
         })
+    }
+
+    /// The admin key, checked here so that `--check`, start and reload all refuse an admin API
+    /// that anyone on the network could use to rewrite the routes.
+    fn admin_key(&self, addr: SocketAddr, raw: &RawAdmin) -> Result<Option<String>, ConfigError> {
+        match &raw.key {
+            Some(k) if k.get_ref().is_empty() => Err(self.locator.error(
+                Some(k.span()),
+                "must not be empty; omit it to run without a key on a loopback address",
+            )),
+            // It travels in a header line, so it must be a valid field value (RFC 9110 section
+            // 5.5) without spaces, which clients would trim.
+            Some(k) if k.get_ref().bytes().any(|b| !b.is_ascii_graphic()) => Err(self
+                .locator
+                .error(Some(k.span()), "must be visible ASCII without spaces")),
+            Some(k) => Ok(Some(k.get_ref().clone())),
+            None if !addr.ip().is_loopback() => Err(self.locator.error(
+                Some(raw.addr.span()),
+                format!(
+                    "{addr} is not a loopback address, so the admin API needs a key: \
+                     add key = \"...\" to [admin]"
+                ),
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Resolves once, at load: a node's address is fixed for the life of the process.
@@ -2289,6 +2321,33 @@ upstream = "zeta"
         // Passive checks are configured with max_fails / fail_timeout, not here.
         let e = err(&format!("{MINIMAL}[upstreams.u.checks.passive]\n"));
         assert!(e.message().contains("unknown field `passive`"), "{e}");
+    }
+
+    #[test]
+    fn admin_key_is_required_off_loopback() {
+        let with = |admin: &str| format!("{MINIMAL}[admin]\n{admin}\n");
+        let (c, _) = parse(&with("addr = \"127.0.0.1:9180\"")).unwrap();
+        assert_eq!(c.admin.map(|a| a.key), Some(None));
+        let (c, _) = parse(&with("addr = \"0.0.0.0:9180\"\nkey = \"s3cret\"")).unwrap();
+        assert_eq!(c.admin.and_then(|a| a.key).as_deref(), Some("s3cret"));
+        for (admin, key, want) in [
+            ("addr = \"0.0.0.0:9180\"", "admin.addr", "needs a key"),
+            ("addr = \"[::]:9180\"", "admin.addr", "needs a key"),
+            (
+                "addr = \"127.0.0.1:9180\"\nkey = \"\"",
+                "admin.key",
+                "must not be empty",
+            ),
+            (
+                "addr = \"127.0.0.1:9180\"\nkey = \"a b\"",
+                "admin.key",
+                "visible ASCII",
+            ),
+        ] {
+            let e = err(&with(admin));
+            assert_eq!(e.key(), Some(key), "{admin}: {e}");
+            assert!(e.message().contains(want), "{admin}: {e}");
+        }
     }
 
     #[test]

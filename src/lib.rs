@@ -9,10 +9,12 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod apisix;
 pub mod balance;
 pub mod buf;
 pub mod cli;
 pub mod config;
+pub mod dynamic;
 pub mod health;
 pub mod http;
 pub mod lru;

@@ -1,47 +1,26 @@
 //! The `hearth` binary: parse arguments, set up logging, load the configuration, run the cores
 //! until SIGTERM or SIGINT (reloading on SIGHUP), then drain and exit.
+//!
+//! Reloads of the file (SIGHUP, `POST /reload`) and changes through the admin API all go through
+//! one [`Dynamic`], so a reload of the file keeps the routes added through the API.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
-use log::{error, info, warn};
+use log::{error, info};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use hearth::cli::Cli;
-use hearth::config::Config;
-use hearth::runtime::server::Handle;
+use hearth::dynamic::{load_file, Dynamic};
 use hearth::runtime::Server;
-
-/// Loads and validates `path`; logs its warnings.
-fn load(path: &Path) -> Result<Config, String> {
-    let (cfg, warnings) = Config::load(path).map_err(|e| e.to_string())?;
-    for w in &warnings {
-        warn!("{w}");
-    }
-    Ok(cfg)
-}
-
-/// Re-reads the file and applies it only if it is valid in full; a bad file changes nothing.
-fn reload(path: &Path, handle: &Handle) -> Result<(), String> {
-    match load(path) {
-        Ok(cfg) => {
-            handle.reload(cfg);
-            Ok(())
-        }
-        Err(e) => {
-            error!("reload refused, the running configuration stays: {e}");
-            Err(e)
-        }
-    }
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
-    let cfg = match load(&cli.config) {
+    let cfg = match load_file(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             error!("{e}");
@@ -65,6 +44,7 @@ fn main() -> ExitCode {
     let workers = cfg.workers;
     let grace = cfg.shutdown_grace;
     let admin = cfg.admin.clone();
+    let file_cfg = cfg.clone();
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -72,10 +52,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let dynamic = Arc::new(Dynamic::with_handle(
+        cli.config.clone(),
+        file_cfg,
+        server.handle(),
+    ));
     if let Some(admin) = &admin {
-        let (path, handle): (PathBuf, Handle) = (cli.config.clone(), server.handle());
-        let reload_fn: hearth::admin::ReloadFn = Box::new(move || reload(&path, &handle));
-        if let Err(e) = hearth::admin::start(admin.addr, server.handle(), reload_fn) {
+        if let Err(e) = hearth::admin::start(admin.addr, server.handle(), dynamic.clone()) {
             eprintln!("hearth: {e}");
             server.shutdown(std::time::Duration::ZERO);
             let _ = server.join();
@@ -90,7 +73,7 @@ fn main() -> ExitCode {
     for sig in signals.forever() {
         if sig == SIGHUP {
             info!("SIGHUP: reloading {}", cli.config.display());
-            let _ = reload(&cli.config, &server.handle());
+            let _ = dynamic.reload_file();
             continue;
         }
         info!("signal {sig}: finishing requests in flight (up to {grace:?}), then exiting");
