@@ -611,6 +611,14 @@ struct RawUpstream {
     max_connecting: Option<Count<u32>>,
     queue: Option<RawQueue>,
     checks: Option<RawChecks>,
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    hash_on: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    retries: Option<Count<u32>>,
+    retry_timeout: Option<Spanned<RawDuration>>,
+    max_fails: Option<Count<u32>>,
+    fail_timeout: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -1197,6 +1205,31 @@ impl Builder<'_> {
                 timeout: self.duration(r.timeout, q.timeout)?,
             },
         };
+        // APISIX accepts `hash_on` and `key` beside any type and uses them only for chash.
+        let balance = match &raw.kind {
+            None => Balance::default(),
+            Some(kind) => crate::balance::parse_balance(
+                kind.get_ref(),
+                raw.hash_on.as_ref().map(|h| h.get_ref().as_str()),
+                raw.key.as_ref().map(|k| k.get_ref().as_str()),
+            )
+            .map_err(|e| {
+                // Point at the key the message is about.
+                let span = if e.starts_with("hash_on") {
+                    raw.hash_on.as_ref().map(Spanned::span)
+                } else if e.contains("variable") {
+                    raw.key.as_ref().map(Spanned::span)
+                } else {
+                    Some(kind.span())
+                };
+                self.locator.error(span, e)
+            })?,
+        };
+        let p = PassiveHealth::default();
+        let passive = PassiveHealth {
+            max_fails: raw.max_fails.map_or(p.max_fails, |c| c.0),
+            fail_timeout: self.duration(raw.fail_timeout, p.fail_timeout)?,
+        };
         Ok(Upstream {
             name,
             nodes,
@@ -1207,10 +1240,10 @@ impl Builder<'_> {
             max_connections: raw.max_connections.map_or(0, |c| c.0),
             max_connecting: raw.max_connecting.map_or(0, |c| c.0),
             queue,
-            balance: Balance::default(),
-            retries: None,
-            retry_timeout: Duration::ZERO,
-            passive: PassiveHealth::default(),
+            balance,
+            retries: raw.retries.map(|c| c.0),
+            retry_timeout: self.duration(raw.retry_timeout, Duration::ZERO)?,
+            passive,
             checks: self.checks(raw.checks)?,
         })
     }
@@ -1861,6 +1894,111 @@ upstream = "zeta"
             }
         );
         assert_eq!(c.routes[1].upstream, 0);
+    }
+
+    /// Balancing, retries and passive health as APISIX and nginx spell them, with defaults.
+    #[test]
+    fn upstream_balance_retries_and_passive_health() {
+        let up = |lines: &str| {
+            let text = format!(
+                "[[listen]]\naddr = \"127.0.0.1:0\"\n[upstreams.u]\n\
+                 nodes = {{ \"127.0.0.1:9001\" = 1, \"127.0.0.1:9002\" = 1 }}\n{lines}\n\
+                 [[routes]]\nuris = [\"/*\"]\nupstream = \"u\"\n"
+            );
+            parse(&text).map(|(c, _)| c.upstreams[0].clone())
+        };
+        let d = up("").unwrap();
+        assert_eq!(d.balance, Balance::RoundRobin);
+        assert_eq!((d.retries, d.retry_timeout), (None, Duration::ZERO));
+        assert_eq!(d.passive, PassiveHealth::default());
+        assert_eq!(
+            (d.passive.max_fails, d.passive.fail_timeout),
+            (1, Duration::from_secs(10)),
+            "nginx's defaults"
+        );
+        use crate::route::Var;
+        let table: &[(&str, Balance)] = &[
+            (
+                "type = \"roundrobin\"\nhash_on = \"vars\"",
+                Balance::RoundRobin,
+            ),
+            ("type = \"least_conn\"", Balance::LeastConn),
+            ("type = \"ewma\"", Balance::Ewma),
+            (
+                "type = \"chash\"\nkey = \"remote_addr\"",
+                Balance::Chash {
+                    key: Var::RemoteAddr,
+                },
+            ),
+            (
+                "type = \"chash\"\nhash_on = \"header\"\nkey = \"X_Tenant\"",
+                Balance::Chash {
+                    key: Var::Header("x-tenant".into()),
+                },
+            ),
+            (
+                "type = \"chash\"\nhash_on = \"cookie\"\nkey = \"sid\"",
+                Balance::Chash {
+                    key: Var::Cookie("sid".into()),
+                },
+            ),
+            (
+                "type = \"chash\"\nhash_on = \"vars\"\nkey = \"arg_user\"",
+                Balance::Chash {
+                    key: Var::Arg("user".into()),
+                },
+            ),
+        ];
+        for (lines, want) in table {
+            assert_eq!(&up(lines).unwrap().balance, want, "{lines}");
+        }
+        let u =
+            up("retries = 0\nretry_timeout = \"2s\"\nmax_fails = 3\nfail_timeout = 30").unwrap();
+        assert_eq!(
+            (u.retries, u.retry_timeout),
+            (Some(0), Duration::from_secs(2))
+        );
+        assert_eq!(
+            u.passive,
+            PassiveHealth {
+                max_fails: 3,
+                fail_timeout: Duration::from_secs(30)
+            }
+        );
+        let errors: &[(&str, &str, &str)] = &[
+            (
+                "type = \"random\"",
+                "upstreams.u.type",
+                "expected \"roundrobin\"",
+            ),
+            ("type = \"chash\"", "upstreams.u.type", "needs a key"),
+            (
+                "type = \"chash\"\nhash_on = \"body\"\nkey = \"x\"",
+                "upstreams.u.hash_on",
+                "expected \"vars\", \"header\" or \"cookie\"",
+            ),
+            (
+                "type = \"chash\"\nkey = \"nope\"",
+                "upstreams.u.key",
+                "unknown variable",
+            ),
+            ("retries = -1", "upstreams.u.retries", "non-negative"),
+            ("max_fails = \"x\"", "upstreams.u.max_fails", "non-negative"),
+            (
+                "fail_timeout = \"10y\"",
+                "upstreams.u.fail_timeout",
+                "unknown unit",
+            ),
+            (
+                "retry_timeout = \"auto\"",
+                "upstreams.u.retry_timeout",
+                "auto",
+            ),
+        ];
+        for (lines, key, msg) in errors {
+            let e = up(lines).expect_err(lines).to_string();
+            assert!(e.contains(key) && e.contains(msg), "{lines}: {e}");
+        }
     }
 
     #[test]

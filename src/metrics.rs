@@ -76,6 +76,13 @@ pub struct NodeCounters {
     /// Requests that had to wait for a connection, and those that gave up (503).
     pub queued: u64,
     pub queue_timeouts: u64,
+    /// Requests that came to this node as a retry after another node failed them.
+    pub retries: u64,
+    /// Failures counted against the node by passive health (connect failures and timeouts,
+    /// fresh connections lost before a response byte, read timeouts).
+    pub failures: u64,
+    /// Times passive health took the node out for `fail_timeout`.
+    pub marked_down: u64,
     pub closes: [u64; CloseReason::ALL.len()],
     /// Idle age of a pooled connection when a request reused it.
     pub reuse_idle_age: Histogram,
@@ -107,6 +114,9 @@ impl NodeCounters {
         self.handed_over += o.handed_over;
         self.queued += o.queued;
         self.queue_timeouts += o.queue_timeouts;
+        self.retries += o.retries;
+        self.failures += o.failures;
+        self.marked_down += o.marked_down;
         for (a, b) in self.closes.iter_mut().zip(o.closes.iter()) {
             *a += b;
         }
@@ -198,7 +208,7 @@ impl Counters {
         for (code, n) in ANSWER_CODES.iter().zip(self.answers.iter()) {
             let _ = writeln!(s, "hearth_answers_total{{code=\"{code}\"}} {n}");
         }
-        let series: [Series; 12] = [
+        let series: [Series; 15] = [
             ("requests_total", "counter", |n| n.requests),
             ("connects_total", "counter", |n| n.connects),
             ("connect_failures_total", "counter", |n| n.connect_failures),
@@ -207,6 +217,9 @@ impl Counters {
             ("handed_over_total", "counter", |n| n.handed_over),
             ("queued_total", "counter", |n| n.queued),
             ("queue_timeouts_total", "counter", |n| n.queue_timeouts),
+            ("retries_total", "counter", |n| n.retries),
+            ("failures_total", "counter", |n| n.failures),
+            ("marked_down_total", "counter", |n| n.marked_down),
             ("idle_connections", "gauge", |n| n.idle_now),
             ("open_connections", "gauge", |n| n.open_now),
             ("active_connections", "gauge", |n| {
@@ -355,6 +368,8 @@ mod tests {
         b.requests = 5;
         b.nodes[0].reuses = 1;
         b.nodes[1].connects = 4;
+        b.nodes[1].failures = 2;
+        b.nodes[1].marked_down = 1;
         b.answered(502);
         a.merge(&b);
         assert_eq!(a.requests, 7);
@@ -375,6 +390,14 @@ mod tests {
         );
         assert!(text.contains("reason=\"stale\"} 1"), "{text}");
         assert!(text.contains("reason=\"health\"} 0"), "{text}");
+        assert!(
+            text.contains("hearth_upstream_failures_total{upstream=\"u\",node=\"m\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hearth_upstream_marked_down_total{upstream=\"u\",node=\"m\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -27,15 +27,16 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::accesslog::{AccessLog, Outcome, Pending, Start};
-use crate::balance::RoundRobin;
+use crate::balance::{self, Balancer, Latency, Load, Passive, Tried};
 use crate::buf::{Buf, BufPool};
-use crate::config::{Config, PoolSettings};
+use crate::config::{Balance, Config, PassHost, PoolSettings};
 use crate::http::answer::canned;
 use crate::http::body::ChunkedDecoder;
 use crate::http::head::{self, Header, Limits, ReqBody, RequestHead, RespBody, Version};
 use crate::http::rewrite::{self, ClientSide, Forward};
 use crate::lru::Handle;
 use crate::metrics::Counters;
+use crate::route::Request;
 use crate::runtime::control::{Control, Handover};
 use crate::runtime::generation::{host_override, PoolId, Process, Shared, UpSettings};
 use crate::slab::Slab;
@@ -156,6 +157,26 @@ struct Exchange {
     sent_body: u64,
     /// Last time the upstream made progress (connect started, bytes read or written).
     up_progress: u64,
+}
+
+/// What a request needs to move to another node of its upstream. Kept by client id in the
+/// core rather than in `Exchange`, which every client slot makes room for, so an idle client
+/// stays small; written when the request starts, so a stale entry is never read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tries {
+    /// The upstream's index in the generation the request started in (`generation`); a reload
+    /// renumbers upstreams, so a request from an older generation is not moved.
+    upstream: usize,
+    generation: u64,
+    /// The request's key on the hash ring (chash only), so a retry walks on from the same point.
+    hash: u64,
+    tried: Tried,
+    /// Further nodes that may still be tried.
+    left: u32,
+    /// No new try starts at or after this time (from `retry_timeout`); 0: no limit.
+    until: u64,
+    /// When the try on the current node began, for the node's latency average.
+    tried_at: u64,
 }
 
 #[derive(Debug)]
@@ -347,7 +368,15 @@ pub struct Core {
     clients: Slab<Client>,
     ups: Slab<Upstream>,
     pools: Vec<NodePool>,
-    balancers: Vec<RoundRobin>,
+    /// By upstream index of the current generation.
+    balancers: Vec<Balancer>,
+    /// By pool id, kept across reloads like the pools: passive health and recent latency.
+    health: Vec<Passive>,
+    latency: Vec<Latency>,
+    /// Reloads seen, so a request can tell whether its upstream index still means the same.
+    generation: u64,
+    /// By client id: the tries of the request in progress.
+    tries: Vec<Tries>,
     timers: TimerWheel<(TimerKey, u64)>,
     bufs: BufPool,
     shared: Arc<Shared>,
@@ -400,11 +429,11 @@ impl Core {
             clients: Slab::default(),
             ups: Slab::default(),
             pools: budgets.iter().map(|_| NodePool::default()).collect(),
-            balancers: cfg
-                .upstreams
-                .iter()
-                .map(|u| RoundRobin::new(u.nodes.iter().map(|n| n.weight)))
-                .collect(),
+            balancers: balancers_of(&cfg),
+            health: vec![Passive::default(); budgets.len()],
+            latency: vec![Latency::default(); budgets.len()],
+            generation: 0,
+            tries: Vec::new(),
             timers: TimerWheel::new(0),
             bufs: BufPool::new(cfg.client.max_head_bytes.max(BUF_BYTES), MAX_BUFFERS),
             limits: Limits {
@@ -597,12 +626,10 @@ impl Core {
         if self.counters.nodes.len() < n {
             self.counters.nodes.resize(n, Default::default());
         }
-        self.balancers = shared
-            .cfg
-            .upstreams
-            .iter()
-            .map(|u| RoundRobin::new(u.nodes.iter().map(|n| n.weight)))
-            .collect();
+        self.health.resize(n, Passive::default());
+        self.latency.resize(n, Latency::default());
+        self.balancers = balancers_of(&shared.cfg);
+        self.generation += 1;
         if shared.cfg.access_log != self.shared.cfg.access_log {
             if let Some(a) = self.access.as_mut() {
                 a.flush();
@@ -644,10 +671,6 @@ impl Core {
     }
 
     /// Whether new requests may go to this node.
-    fn node_usable(&self, pool: PoolId) -> bool {
-        !self.down.get(pool).copied().unwrap_or(false)
-    }
-
     /// Active health checks changed a node's state. Going down, its idle connections close now
     /// and those in use when released (`release_up`), and new requests skip it; coming back,
     /// it is used again and warmed if its upstream keeps a floor.
@@ -1060,18 +1083,55 @@ impl Core {
                 return self.answer(cid, 413, false);
             }
         }
-        let up_cfg = &cfg.upstreams[m.upstream];
-        let Some(pick) = self.balancers[m.upstream].pick(|i| {
-            !self
-                .down
-                .get(shared.up_nodes[m.upstream][i])
-                .copied()
-                .unwrap_or(false)
-        }) else {
+        let upstream = m.upstream;
+        let up_cfg = &cfg.upstreams[upstream];
+        // The key is read only for chash, from the request as it arrived.
+        let hash = match &up_cfg.balance {
+            Balance::Chash { key } => {
+                let req = Request {
+                    method: h.method_span.of(src),
+                    target: h.target.of(src),
+                    host,
+                    remote: c.ip,
+                    headers: &self.headers,
+                    src,
+                };
+                let mut scratch = [0u8; 64];
+                balance::hash_key(balance::read_var(&req, key, &mut scratch))
+            }
+            _ => 0,
+        };
+        let nodes = up_cfg.nodes.len();
+        let left = up_cfg
+            .retries
+            .unwrap_or_else(|| u32::try_from(nodes.saturating_sub(1)).unwrap_or(u32::MAX));
+        let until = match u64::try_from(up_cfg.retry_timeout.as_millis()).unwrap_or(u64::MAX) {
+            0 => 0,
+            ms => self.now.saturating_add(ms),
+        };
+        let mut tried = Tried::default();
+        let Some(node) = self.choose_node(upstream, hash, &mut tried) else {
             return self.answer(cid, 502, false);
         };
-        let node = shared.up_nodes[m.upstream][pick];
-        let set = shared.up_settings[m.upstream];
+        if self.tries.len() <= cid {
+            // Grows with the highest client id, as the slab does; not per request.
+            self.tries.resize(cid + 1, Tries::default());
+        }
+        self.tries[cid] = Tries {
+            upstream,
+            generation: self.generation,
+            hash,
+            tried,
+            left,
+            until,
+            tried_at: self.now,
+        };
+        // Borrowed again: choosing the node needed the whole core.
+        let shared = &*self.shared;
+        let up_cfg = &shared.cfg.upstreams[upstream];
+        let c = self.clients.get_mut(cid).expect("driven client exists");
+        let src = c.rbuf.as_ref().expect("a head was parsed from it").filled();
+        let set = shared.up_settings[upstream];
         let Some(pool) = shared.pool(node) else {
             return self.answer(cid, 502, false);
         };
@@ -1135,60 +1195,216 @@ impl Core {
     }
 
     /// Finds a connection for the exchange: an idle one (unless `fresh`), a new one, or a place in
-    /// the node's queue.
+    /// the node's queue. A connect that fails at once moves the request to the next node while
+    /// tries are left.
     fn start_exchange(&mut self, cid: usize, mut ex: Exchange, fresh: bool) -> (Phase, Step) {
-        let node = ex.node;
-        if !fresh {
-            if let Some(uid) = self.checkout_idle(node) {
-                let u = self.ups.get_mut(uid).expect("idle connection exists");
-                u.state = UpState::Active;
-                u.owner = Some(cid);
-                u.deadline = 0;
-                ex.up = Some(uid);
-                ex.reused = true;
-                ex.up_progress = self.now;
-                self.counters.nodes[node].reuses += 1;
-                return (Phase::Exchange(ex), Step::Continue);
+        let mut fresh = fresh;
+        loop {
+            let node = ex.node;
+            if let Some(t) = self.tries.get_mut(cid) {
+                t.tried_at = self.now;
             }
-        }
-        match self.connect(node, Some(cid), &ex.set) {
-            Ok(uid) => {
-                ex.up = Some(uid);
-                ex.reused = false;
-                ex.up_progress = self.now;
-                (Phase::Exchange(ex), Step::Continue)
-            }
-            Err(ConnectError::Budget) => {
-                let (qsize, max_conns) = (ex.set.queue_size, ex.set.max_connections);
-                if !self.pools[node].wait(cid, qsize) {
-                    debug!("queue for pool {node} full: 503");
-                    self.counters.nodes[node].queue_timeouts += 1;
-                    self.bufs.give_back(ex.to_up);
-                    return self.answer(cid, 503, false);
+            if !fresh {
+                if let Some(uid) = self.checkout_idle(node) {
+                    let u = self.ups.get_mut(uid).expect("idle connection exists");
+                    u.state = UpState::Active;
+                    u.owner = Some(cid);
+                    u.deadline = 0;
+                    ex.up = Some(uid);
+                    ex.reused = true;
+                    ex.up_progress = self.now;
+                    self.counters.nodes[node].reuses += 1;
+                    return (Phase::Exchange(ex), Step::Continue);
                 }
-                self.counters.nodes[node].queued += 1;
-                self.budgets[node].add_waiter(self.id);
-                ex.queued_at = self.now;
-                if max_conns > 0 {
-                    // Another core may sit on idle connections to this node: ask for one.
-                    for (i, p) in self.process.peers.iter().enumerate() {
-                        if i != self.id {
-                            let _ = p.send(Control::ShedIdle {
-                                node,
-                                from: self.id,
-                            });
+            }
+            match self.connect(node, Some(cid), &ex.set) {
+                Ok(uid) => {
+                    ex.up = Some(uid);
+                    ex.reused = false;
+                    ex.up_progress = self.now;
+                    return (Phase::Exchange(ex), Step::Continue);
+                }
+                Err(ConnectError::Budget) => {
+                    let (qsize, max_conns) = (ex.set.queue_size, ex.set.max_connections);
+                    if !self.pools[node].wait(cid, qsize) {
+                        debug!("queue for pool {node} full: 503");
+                        self.counters.nodes[node].queue_timeouts += 1;
+                        self.bufs.give_back(ex.to_up);
+                        return self.answer(cid, 503, false);
+                    }
+                    self.counters.nodes[node].queued += 1;
+                    self.budgets[node].add_waiter(self.id);
+                    ex.queued_at = self.now;
+                    if max_conns > 0 {
+                        // Another core may sit on idle connections to this node: ask for one.
+                        for (i, p) in self.process.peers.iter().enumerate() {
+                            if i != self.id {
+                                let _ = p.send(Control::ShedIdle {
+                                    node,
+                                    from: self.id,
+                                });
+                            }
                         }
                     }
+                    return (Phase::Exchange(ex), Step::Wait);
                 }
-                (Phase::Exchange(ex), Step::Wait)
-            }
-            Err(ConnectError::Failed) => {
-                self.bufs.give_back(ex.to_up);
-                self.bufs.release(&mut ex.from_up);
-                let keep = matches!(ex.req, BodyIn::Done) && ex.req_keep_alive;
-                self.answer(cid, 502, keep)
+                Err(ConnectError::Failed) => {
+                    // `connect` counted the failure against the node.
+                    if self.next_try(cid, &mut ex) {
+                        fresh = false;
+                        continue;
+                    }
+                    self.bufs.give_back(ex.to_up);
+                    self.bufs.release(&mut ex.from_up);
+                    let keep = matches!(ex.req, BodyIn::Done) && ex.req_keep_alive;
+                    return self.answer(cid, 502, keep);
+                }
             }
         }
+    }
+
+    /// Whether requests may go to pool `pool` now. Active health checks take a node out until
+    /// they see it recover; passive health takes it out for
+    /// `fail_timeout` after `max_fails` failures; every pick asks here, and a pick falls back
+    /// to nodes that fail this only when no node passes it.
+    fn node_usable(&self, pool: PoolId) -> bool {
+        !self.down.get(pool).copied().unwrap_or(false)
+            && self.health.get(pool).is_none_or(|h| h.usable(self.now))
+    }
+
+    /// Counts a failure of pool `pool` for passive health, under the settings of the upstream
+    /// that governs the pool in the current generation.
+    fn node_failed(&mut self, pool: PoolId) {
+        let Some(info) = self.shared.pool(pool) else {
+            return; // no longer configured: nothing to protect
+        };
+        let passive = &self.shared.cfg.upstreams[info.upstream].passive;
+        let (max_fails, fail_ms) = (
+            passive.max_fails,
+            u64::try_from(passive.fail_timeout.as_millis()).unwrap_or(u64::MAX),
+        );
+        let Some(h) = self.health.get_mut(pool) else {
+            return;
+        };
+        self.counters.nodes[pool].failures += 1;
+        if h.fail(self.now, max_fails, fail_ms) {
+            self.counters.nodes[pool].marked_down += 1;
+            warn!(
+                "core {}: upstream node {} failed {max_fails} time(s) within fail_timeout; not used for {:.1} s",
+                self.id,
+                info.addr,
+                fail_ms as f64 / 1000.0
+            );
+        }
+    }
+
+    /// What the balancer may know of pool `pool`: requests in flight on this core (connections
+    /// attached or connecting, and requests queued for one) and its latency score. Read from
+    /// the pool's own books, so it cannot drift from them.
+    fn load(&self, pool: PoolId) -> Load {
+        let Some(p) = self.pools.get(pool) else {
+            return Load::default();
+        };
+        let busy = (p.open as usize).saturating_sub(p.idle_len()) + p.waiters_len();
+        Load {
+            active: u32::try_from(busy).unwrap_or(u32::MAX),
+            latency_ms: self.latency.get(pool).and_then(|l| l.score(self.now)),
+        }
+    }
+
+    /// Chooses a node of upstream `up` for a request's next try (`Balancer::choose`: untried
+    /// and usable first) and marks it in `tried`.
+    fn choose_node(&mut self, up: usize, hash: u64, tried: &mut Tried) -> Option<PoolId> {
+        // Out of its table for the pick, so the predicates can read the whole core. An empty
+        // balancer holds no heap memory: this moves a few words and allocates nothing.
+        let mut b = mem::take(self.balancers.get_mut(up)?);
+        let nodes = self.shared.up_nodes.get(up).map_or(&[][..], Vec::as_slice);
+        let pick = b.choose(
+            hash,
+            |i| nodes.get(i).map_or_else(Load::default, |&p| self.load(p)),
+            tried,
+            |i| nodes.get(i).is_some_and(|&p| self.node_usable(p)),
+        );
+        self.balancers[up] = b;
+        pick.and_then(|i| nodes.get(i).copied())
+    }
+
+    /// Whether a request that failed may go to another node: tries left, its upstream still the
+    /// same, the retry time not spent, no response byte seen, and the request still whole in
+    /// `to_up` and either never sent or safe to send again (the replay rules).
+    fn may_retry(&self, t: &Tries, ex: &Exchange) -> bool {
+        t.left > 0
+            && t.generation == self.generation
+            && (t.until == 0 || self.now < t.until)
+            && !ex.resp_started
+            && !ex.answered
+            && ex.intact
+            && (ex.sent == 0 || ex.replay_safe)
+    }
+
+    /// Moves a failed exchange to another node of its upstream for one more try; false when it
+    /// may not. The failed try's connection must already be gone (`ex.up` is None).
+    fn next_try(&mut self, cid: usize, ex: &mut Exchange) -> bool {
+        let Some(mut t) = self.tries.get(cid).copied() else {
+            return false;
+        };
+        if ex.up.is_some() || !self.may_retry(&t, ex) {
+            return false;
+        }
+        let node = self.choose_node(t.upstream, t.hash, &mut t.tried);
+        self.tries[cid] = t;
+        let Some(node) = node else {
+            return false;
+        };
+        let pass_node = matches!(
+            self.shared.cfg.upstreams[t.upstream].pass_host,
+            PassHost::Node
+        );
+        if pass_node && node != ex.node && !self.rehost(ex, node) {
+            return false;
+        }
+        debug!("retrying on pool {node} after pool {} failed", ex.node);
+        self.tries[cid].left -= 1;
+        ex.node = node;
+        ex.reused = false;
+        ex.sent = 0;
+        ex.up_eof = false;
+        ex.resp = Resp::Head;
+        self.bufs.release(&mut ex.from_up);
+        self.counters.nodes[node].requests += 1;
+        self.counters.nodes[node].retries += 1;
+        true
+    }
+
+    /// Points the Host line of a request in `to_up` at `node`, for a retry under
+    /// `pass_host = "node"`. `rewrite::request_head` puts Host first, right after the request
+    /// line. Rare enough that `out` may grow for it.
+    fn rehost(&mut self, ex: &mut Exchange, node: PoolId) -> bool {
+        let Some(host) = self.shared.pool(node).map(|p| p.host.as_bytes()) else {
+            return false;
+        };
+        let bytes = ex.to_up.filled();
+        let find = |hay: &[u8]| hay.windows(2).position(|w| w == b"\r\n");
+        let Some(line) = find(bytes) else {
+            return false;
+        };
+        let value = line + 2 + b"Host: ".len();
+        if !bytes[line + 2..].starts_with(b"Host: ") {
+            return false;
+        }
+        let Some(len) = find(&bytes[value..]) else {
+            return false;
+        };
+        self.out.clear();
+        self.out.extend_from_slice(&bytes[..value]);
+        self.out.extend_from_slice(host);
+        self.out.extend_from_slice(&bytes[value + len..]);
+        if self.out.len() > ex.to_up.capacity() {
+            return false;
+        }
+        ex.to_up.clear();
+        ex.to_up.push(&self.out);
+        true
     }
 
     fn checkout_idle(&mut self, node: usize) -> Option<usize> {
@@ -1236,6 +1452,14 @@ impl Core {
                 budget.connect_done(max_connecting);
                 budget.closed(max_connections);
                 self.counters.nodes[node].connect_failures += 1;
+                // Running out of descriptors or memory is ours, not the node's.
+                let ours = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                if !ours {
+                    self.node_failed(node);
+                }
                 return Err(ConnectError::Failed);
             }
         };
@@ -1533,6 +1757,14 @@ impl Core {
                         self.counters.nodes[ex.node]
                             .response
                             .record(self.now.saturating_sub(ex.started));
+                        // An answer is the node's success: its failure count starts over.
+                        if let Some(h) = self.health.get_mut(ex.node) {
+                            h.ok();
+                        }
+                        let tried_at = self.tries.get(cid).map_or(ex.started, |t| t.tried_at);
+                        if let Some(l) = self.latency.get_mut(ex.node) {
+                            l.observe(self.now, self.now.saturating_sub(tried_at));
+                        }
                         ex.hint = KeepAliveHint {
                             timeout_secs: h.ka_timeout,
                             max: h.ka_max,
@@ -1705,32 +1937,22 @@ impl Core {
                 debug!("replaying a request on a fresh connection to pool {node}");
                 self.start_exchange(cid, ex, true)
             }
-            Fault::UpstreamGone | Fault::UpstreamBad | Fault::ClientBad(_) => {
+            Fault::UpstreamGone | Fault::UpstreamBad if !ex.resp_started && !ex.answered => {
+                // Lost before any response byte. Only a fresh connection's loss says something
+                // about the node: a reused one may just have been closed as we sent on it.
                 if let Some(uid) = ex.up.take() {
                     self.close_up(uid, CloseReason::Error);
                 }
-                let answered = ex.answered;
-                let keep = matches!(f, Fault::UpstreamGone | Fault::UpstreamBad)
-                    && matches!(ex.req, BodyIn::Done)
-                    && ex.req_keep_alive;
-                if answered {
-                    // Cut mid-response: logged with the status that had gone out.
-                    self.log_end(cid, ex.status, ex.sent_body, Some((&ex, 0)));
+                if !ex.reused {
+                    self.node_failed(node);
                 }
-                self.bufs.give_back(ex.to_up);
-                self.bufs.release(&mut ex.from_up);
-                if answered {
-                    self.close_client(cid);
-                    return (Phase::Closing, Step::Closed);
+                if self.next_try(cid, &mut ex) {
+                    return self.start_exchange(cid, ex, false);
                 }
-                let status = match f {
-                    Fault::ClientBad(s) => s,
-                    _ => 502,
-                };
-                if let Some(c) = self.clients.get_mut(cid) {
-                    c.served += 1;
-                }
-                self.answer(cid, status, keep)
+                self.give_up(cid, ex, f)
+            }
+            Fault::UpstreamGone | Fault::UpstreamBad | Fault::ClientBad(_) => {
+                self.give_up(cid, ex, f)
             }
             Fault::ClientGone => {
                 // 499, as nginx logs a request whose client went away before the answer.
@@ -1745,6 +1967,36 @@ impl Core {
                 (Phase::Closing, Step::Closed)
             }
         }
+    }
+
+    /// Ends an exchange that failed with a 502 (or the client's error status), or cuts the
+    /// connection when a response had already begun.
+    fn give_up(&mut self, cid: usize, mut ex: Exchange, f: Fault) -> (Phase, Step) {
+        if let Some(uid) = ex.up.take() {
+            self.close_up(uid, CloseReason::Error);
+        }
+        let answered = ex.answered;
+        let keep = matches!(f, Fault::UpstreamGone | Fault::UpstreamBad)
+            && matches!(ex.req, BodyIn::Done)
+            && ex.req_keep_alive;
+        if answered {
+            // Cut mid-response: logged with the status that had gone out.
+            self.log_end(cid, ex.status, ex.sent_body, Some((&ex, 0)));
+        }
+        self.bufs.give_back(ex.to_up);
+        self.bufs.release(&mut ex.from_up);
+        if answered {
+            self.close_client(cid);
+            return (Phase::Closing, Step::Closed);
+        }
+        let status = match f {
+            Fault::ClientBad(s) => s,
+            _ => 502,
+        };
+        if let Some(c) = self.clients.get_mut(cid) {
+            c.served += 1;
+        }
+        self.answer(cid, status, keep)
     }
 
     fn step_tunnel(&mut self, cid: usize, mut t: Tunnel) -> (Phase, Step) {
@@ -1931,8 +2183,12 @@ impl Core {
                     self.counters.nodes[node].connect_failures += 1;
                     u.state = UpState::Broken;
                     match owner {
+                        // The exchange counts it against the node when it sees the break.
                         Some(cid) => self.drive(cid),
-                        None => self.close_up(uid, CloseReason::Error),
+                        None => {
+                            self.close_up(uid, CloseReason::Error);
+                            self.node_failed(node);
+                        }
                     }
                 }
             }
@@ -2373,7 +2629,9 @@ impl Core {
                             self.close_up(uid, why);
                         }
                         UpState::Connecting if u.owner.is_none() => {
-                            self.close_up(uid, CloseReason::Error)
+                            let node = u.node;
+                            self.close_up(uid, CloseReason::Error);
+                            self.node_failed(node);
                         }
                         _ => {}
                     }
@@ -2424,13 +2682,20 @@ impl Core {
                     {
                         self.fail(cid, ex, Fault::ClientBad(408))
                     }
-                    _ => {
+                    state => {
                         if let Some(uid) = ex.up.take() {
                             self.close_up(uid, CloseReason::Error);
                         }
-                        self.bufs.give_back(ex.to_up);
-                        self.bufs.release(&mut ex.from_up);
-                        self.answer(cid, 504, false)
+                        // A connect timeout or a read timeout: either counts against the node,
+                        // and a connect timeout moves the request on while tries are left.
+                        self.node_failed(node);
+                        if state == Some(UpState::Connecting) && self.next_try(cid, &mut ex) {
+                            self.start_exchange(cid, ex, false)
+                        } else {
+                            self.bufs.give_back(ex.to_up);
+                            self.bufs.release(&mut ex.from_up);
+                            self.answer(cid, 504, false)
+                        }
                     }
                 }
             }
@@ -2448,6 +2713,19 @@ impl Core {
         }
         self.drive(cid);
     }
+}
+
+/// One balancer per upstream of a generation, in upstream order.
+fn balancers_of(cfg: &Config) -> Vec<Balancer> {
+    cfg.upstreams
+        .iter()
+        .map(|u| {
+            Balancer::new(
+                &u.balance,
+                u.nodes.iter().map(|n| (n.host.as_str(), n.weight)),
+            )
+        })
+        .collect()
 }
 
 enum ConnectError {
