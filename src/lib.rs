@@ -13,6 +13,8 @@ pub mod balance;
 pub mod buf;
 pub mod cli;
 pub mod config;
+pub mod config_center;
+pub mod etcd;
 pub mod http;
 pub mod lru;
 pub mod metrics;
