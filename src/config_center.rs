@@ -429,7 +429,12 @@ impl Follower {
         let mut watch = match self.client.watch(self.watch_key.as_bytes(), from) {
             Ok(w) => w,
             Err(etcd::Error::Compacted { .. }) => return End::Compacted,
-            Err(e) => return End::Failed(e),
+            Err(e) => {
+                if e.is_bad_token() {
+                    self.client.forget_token();
+                }
+                return End::Failed(e);
+            }
         };
         loop {
             if !matches!(self.stop.try_recv(), Err(TryRecvError::Empty)) {
@@ -453,7 +458,12 @@ impl Follower {
                 Ok(Some(WatchMsg::Canceled { reason })) => {
                     return End::Failed(etcd::Error::Broken(reason))
                 }
-                Err(e) => return End::Failed(e),
+                Err(e) => {
+                    if e.is_bad_token() {
+                        self.client.forget_token();
+                    }
+                    return End::Failed(e);
+                }
             }
         }
     }

@@ -156,6 +156,17 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl Error {
+    /// Whether etcd refused the auth token (gRPC Unauthenticated: it expired, or the member
+    /// restarted and forgot its simple tokens), which a fresh token fixes.
+    pub fn is_bad_token(&self) -> bool {
+        matches!(
+            self,
+            Error::Etcd { code: 16, .. } | Error::Etcd { status: 401, .. }
+        )
+    }
+}
+
 /// One key as read by a range or carried by a watch event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
@@ -226,6 +237,12 @@ impl Client {
             current: 0,
             token: None,
         }
+    }
+
+    /// Drops the auth token so the next call fetches a new one; for when a watch stream says
+    /// the token is no longer valid.
+    pub fn forget_token(&mut self) {
+        self.token = None;
     }
 
     /// The configured endpoints as URLs, for messages.
@@ -324,7 +341,7 @@ impl Client {
             Ok(opened) => opened,
             Err(e) => {
                 // The next attempt fetches a fresh token.
-                if is_bad_token(&e) {
+                if e.is_bad_token() {
                     self.token = None;
                 }
                 return Err(e);
@@ -332,7 +349,16 @@ impl Client {
         };
         let mut decoder = WatchDecoder::new(head.chunked);
         let mut pending = std::collections::VecDeque::new();
-        pending.extend(decoder.feed(&head.rest)?);
+        // etcd may have cancelled the watch in the very bytes that came with the head.
+        match decoder.feed(&head.rest) {
+            Ok(msgs) => pending.extend(msgs),
+            Err(e) => {
+                if e.is_bad_token() {
+                    self.token = None;
+                }
+                return Err(e);
+            }
+        }
         // The stream is idle whenever nothing changes: short reads let the caller check for a
         // stop request, and TCP keep-alive notices a peer that vanished without a FIN.
         stream
@@ -375,7 +401,7 @@ impl Client {
                 return Ok(answer);
             }
             let err = etcd_error(status, &answer);
-            if is_bad_token(&err) && self.credentials.is_some() && !reauthenticated {
+            if err.is_bad_token() && self.credentials.is_some() && !reauthenticated {
                 self.token = None;
                 reauthenticated = true;
                 continue;
@@ -1042,6 +1068,16 @@ impl WatchEnvelope {
                 compact_revision: r.compact_revision,
             });
         }
+        // A watch opened with an expired or unknown token is answered 200 and cancelled at
+        // once, the gRPC status only in the reason: surface it as the auth error it is, so the
+        // caller fetches a new token instead of retrying the dead one.
+        if r.canceled && r.cancel_reason.contains("invalid auth token") {
+            return Err(Error::Etcd {
+                status: 401,
+                code: 16,
+                message: r.cancel_reason,
+            });
+        }
         if r.canceled {
             let reason = if r.cancel_reason.is_empty() {
                 "etcd cancelled the watch".to_owned()
@@ -1109,15 +1145,6 @@ fn etcd_error(status: u16, body: &[u8]) -> Error {
         code: e.code,
         message,
     }
-}
-
-/// Whether etcd refused the auth token (gRPC Unauthenticated: expired, or the member restarted
-/// and forgot its simple tokens), which a fresh token fixes.
-fn is_bad_token(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Etcd { code: 16, .. } | Error::Etcd { status: 401, .. }
-    )
 }
 
 #[cfg(test)]
@@ -1333,6 +1360,11 @@ mod tests {
         let e = d.feed(br#"{"error":{"grpc_code":16,"http_code":401,"message":"etcdserver: invalid auth token","http_status":"Unauthorized"}}"#);
         assert!(matches!(e, Err(Error::Etcd { status: 401, .. })), "{e:?}");
 
+        // Captured from etcd 3.4 with a token it does not know.
+        let mut d = WatchDecoder::new(false);
+        let e = d.feed(br#"{"result":{"header":{"revision":"1"},"watch_id":"-1","created":true,"canceled":true,"cancel_reason":"rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"}}"#);
+        assert!(e.as_ref().is_err_and(Error::is_bad_token), "{e:?}");
+
         let mut d = WatchDecoder::new(false);
         assert!(matches!(
             d.feed(b"{\"result\":{}} nonsense"),
@@ -1393,10 +1425,10 @@ mod tests {
             Error::Compacted { .. }
         ));
         let token = br#"{"error":"etcdserver: invalid auth token","message":"etcdserver: invalid auth token","code":16}"#;
-        assert!(is_bad_token(&etcd_error(401, token)));
+        assert!(etcd_error(401, token).is_bad_token());
         let denied = br#"{"error":"etcdserver: permission denied","code":7}"#;
         let e = etcd_error(403, denied);
-        assert!(!is_bad_token(&e));
+        assert!(!e.is_bad_token());
         assert!(e.to_string().contains("permission denied"), "{e}");
         assert!(etcd_error(404, b"Not Found\n")
             .to_string()

@@ -377,7 +377,11 @@ fn etcdctl_put_from_the_issue_is_seen_verbatim() {
 
 #[test]
 fn credentials_get_a_token_and_are_required_when_auth_is_on() {
-    let Some(etcd) = Etcd::start() else { return };
+    const TOKEN_TTL: Duration = Duration::from_secs(1);
+    let Some(etcd) = Etcd::start_with(&["--auth-token-ttl", "1"]) else {
+        return;
+    };
+    let relay = Relay::start(etcd.addr());
     for args in [
         "user add root:rootpw",
         "auth enable",
@@ -403,12 +407,27 @@ fn credentials_get_a_token_and_are_required_when_auth_is_on() {
             user: "root".into(),
             password: "rootpw".into(),
         }),
-        ..settings(vec![etcd.endpoint()])
+        ..settings(vec![relay.endpoint()])
     };
     let (w, rec) = start(&with_auth);
+    let connected = w.connected();
     assert!(rec.route("1").is_some());
     let mut writer = Writer::new(&with_auth);
     writer.put(Kind::Route, "2", b"{}").unwrap();
     assert!(rec.wait(WITHIN, |r| r.routes.contains_key("2")));
+
+    // Tokens live one second here. Once the watcher's has expired, a broken watch must come back
+    // with a new token (etcd answers a watch opened with a dead one by cancelling it) rather than
+    // retry the dead one forever; the writer's expired token must be renewed too.
+    relay.cut();
+    assert!(wait_until(EVENTUALLY, || !connected.load(Ordering::Relaxed)));
+    std::thread::sleep(TOKEN_TTL * 2);
+    relay.restore();
+    writer.put(Kind::Route, "3", b"{}").unwrap();
+    assert!(
+        rec.wait(EVENTUALLY, |r| r.routes.contains_key("3")),
+        "no change seen after the token expired"
+    );
+    assert!(wait_until(EVENTUALLY, || connected.load(Ordering::Relaxed)));
     w.stop();
 }

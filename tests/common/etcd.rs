@@ -31,6 +31,8 @@ pub struct Etcd {
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// Extra command-line flags, kept across restarts.
+    flags: Vec<String>,
 }
 
 /// Whether an `etcd` binary can be run.
@@ -47,6 +49,11 @@ impl Etcd {
     /// A fresh etcd, answering; `None` (after a loud message) only when etcd is not installed
     /// and `HEARTH_REQUIRE_ETCD` is unset.
     pub fn start() -> Option<Etcd> {
+        Etcd::start_with(&[])
+    }
+
+    /// Like [`Etcd::start`], with extra command-line flags.
+    pub fn start_with(flags: &[&str]) -> Option<Etcd> {
         if !installed() {
             assert!(
                 std::env::var_os(REQUIRE_ENV).is_none(),
@@ -86,6 +93,7 @@ impl Etcd {
             dir,
             client_port,
             peer_port,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         etcd.start_again();
         Some(etcd)
@@ -119,6 +127,7 @@ impl Etcd {
             ])
             .args(["--initial-cluster", &format!("hearth-test={peer}")])
             .args(["--logger", "zap", "--log-level", "warn"])
+            .args(&self.flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)
@@ -126,7 +135,13 @@ impl Etcd {
             .expect("start etcd");
         self.child = Some(child);
         let mut probe = Client::new(vec![self.endpoint()], None, Duration::from_millis(500));
-        let ready = super::wait_until(READY_DEADLINE, || probe.range_prefix(b"/probe").is_ok());
+        // Any answer of etcd's own counts: with auth on, the probe's refusal is an answer too.
+        let ready = super::wait_until(READY_DEADLINE, || {
+            matches!(
+                probe.range_prefix(b"/probe"),
+                Ok(_) | Err(hearth::etcd::Error::Etcd { .. })
+            )
+        });
         assert!(
             ready,
             "etcd did not answer within {READY_DEADLINE:?}; its log:\n{}",
