@@ -66,6 +66,24 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// One line per request, off unless configured.
     pub access_log: Option<AccessLogSettings>,
+    /// Routes and upstreams also followed from etcd, off unless configured.
+    pub config_center: Option<ConfigCenter>,
+}
+
+/// `[config_center]`: routes and upstreams also come from etcd, under APISIX's key layout
+/// (`{prefix}/routes/{id}`, `{prefix}/upstreams/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigCenter {
+    /// Tried in order; never empty.
+    pub endpoints: Vec<crate::etcd::Endpoint>,
+    /// Starts with `/` and has no trailing `/`; default `/apisix`.
+    pub prefix: String,
+    /// Both `user` and `password`, or neither.
+    pub credentials: Option<crate::etcd::Credentials>,
+    /// Bounds each connect, read and write to etcd; default 5 s.
+    pub timeout: Duration,
+    /// Where the last snapshot read from etcd is kept, for a start while etcd is down.
+    pub cache: Option<std::path::PathBuf>,
 }
 
 /// `access_log = { path = "...", format = "combined" | "json" }`; `access_log = false` is off.
@@ -557,6 +575,20 @@ struct RawConfig {
     routes: Option<Spanned<Vec<RawRoute>>>,
     admin: Option<RawAdmin>,
     access_log: Option<Spanned<RawAccessLog>>,
+    config_center: Option<Spanned<RawConfigCenter>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfigCenter {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    prefix: Option<Spanned<String>>,
+    user: Option<String>,
+    password: Option<String>,
+    timeout: Option<Spanned<RawDuration>>,
+    cache: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1056,6 +1088,10 @@ impl Builder<'_> {
                 }
             }
         };
+        let config_center = match raw.config_center {
+            None => None,
+            Some(c) => Some(self.config_center(c)?),
+        };
         Ok(Config {
             workers,
             pin_cores: raw.pin_cores.unwrap_or(false),
@@ -1067,6 +1103,96 @@ impl Builder<'_> {
             routes,
             admin,
             access_log,
+            config_center,
+        })
+    }
+
+    fn config_center(
+        &mut self,
+        raw: Spanned<RawConfigCenter>,
+    ) -> Result<ConfigCenter, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        match &raw.kind {
+            Some(k) if k.get_ref() == "etcd" => {}
+            Some(k) => {
+                return Err(self.locator.error(
+                    Some(k.span()),
+                    format!(
+                        "the only config center is \"etcd\", found {:?}",
+                        k.get_ref()
+                    ),
+                ))
+            }
+            None => {
+                return Err(self
+                    .locator
+                    .missing("config_center.type", "required: type = \"etcd\""))
+            }
+        }
+        let endpoints = match raw.endpoints {
+            Some(e) if !e.get_ref().is_empty() => e.into_inner(),
+            Some(e) => {
+                return Err(self
+                    .locator
+                    .error(Some(e.span()), "at least one endpoint is required"))
+            }
+            None => {
+                return Err(self.locator.missing(
+                    "config_center.endpoints",
+                    "required, e.g. endpoints = [\"http://127.0.0.1:2379\"]",
+                ))
+            }
+        };
+        let endpoints = endpoints
+            .into_iter()
+            .map(|e| {
+                crate::etcd::Endpoint::parse(e.get_ref())
+                    .map_err(|m| self.locator.error(Some(e.span()), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let prefix = match raw.prefix {
+            None => "/apisix".to_owned(),
+            Some(p) => {
+                let text = p.get_ref().trim_end_matches('/');
+                if !text.starts_with('/') {
+                    return Err(self.locator.error(
+                        Some(p.span()),
+                        format!("must start with '/' and name more than the root, e.g. \"/apisix\"; found {:?}", p.get_ref()),
+                    ));
+                }
+                text.to_owned()
+            }
+        };
+        let credentials = match (raw.user, raw.password) {
+            (None, None) => None,
+            (Some(user), Some(password)) if !user.is_empty() => {
+                Some(crate::etcd::Credentials { user, password })
+            }
+            _ => return Err(self.locator.error(
+                Some(span),
+                "user and password go together: give a non-empty user and its password, or neither",
+            )),
+        };
+        let timeout = self.duration(raw.timeout, Duration::from_secs(5))?;
+        if timeout.is_zero() {
+            return Err(self
+                .locator
+                .missing("config_center.timeout", "must be more than 0"));
+        }
+        let cache = match raw.cache {
+            None => None,
+            Some(c) if c.get_ref().is_empty() => {
+                return Err(self.locator.error(Some(c.span()), "path must not be empty"))
+            }
+            Some(c) => Some(c.into_inner().into()),
+        };
+        Ok(ConfigCenter {
+            endpoints,
+            prefix,
+            credentials,
+            timeout,
+            cache,
         })
     }
 
@@ -2497,5 +2623,95 @@ upstream = "zeta"
         path.push('.');
         push_key(&mut path, "");
         assert_eq!(path, "backend_2-x.\"127.0.0.1:9001\".\"\"");
+    }
+
+    #[test]
+    fn config_center_section() {
+        let with = |body: &str| format!("{MINIMAL}[config_center]\n{body}\n");
+        let (c, _) = parse(MINIMAL).unwrap();
+        assert_eq!(c.config_center, None);
+        let (c, _) = parse(&with(
+            "type = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]",
+        ))
+        .unwrap();
+        let cc = c.config_center.unwrap();
+        assert_eq!(
+            cc.endpoints,
+            [crate::etcd::Endpoint::parse("http://127.0.0.1:2379").unwrap()]
+        );
+        assert_eq!(cc.prefix, "/apisix");
+        assert_eq!(cc.credentials, None);
+        assert_eq!(cc.timeout, Duration::from_secs(5));
+        assert_eq!(cc.cache, None);
+        let (c, _) = parse(&with(
+            "type = \"etcd\"\nendpoints = [\"http://a:1\", \"http://b:2\"]\nprefix = \"/fleet/\"\n\
+             user = \"root\"\npassword = \"pw\"\ntimeout = \"500ms\"\ncache = \"/var/lib/hearth/etcd.json\"",
+        ))
+        .unwrap();
+        let cc = c.config_center.unwrap();
+        assert_eq!(cc.endpoints.len(), 2);
+        assert_eq!(cc.prefix, "/fleet");
+        assert_eq!(cc.credentials.map(|c| c.user), Some("root".to_owned()));
+        assert_eq!(cc.timeout, Duration::from_millis(500));
+        assert_eq!(cc.cache, Some("/var/lib/hearth/etcd.json".into()));
+
+        let ep = "endpoints = [\"http://127.0.0.1:2379\"]";
+        for (body, key, want) in [
+            (ep.to_owned(), "config_center.type", "required"),
+            (
+                format!("type = \"consul\"\n{ep}"),
+                "config_center.type",
+                "only config center",
+            ),
+            (
+                "type = \"etcd\"".to_owned(),
+                "config_center.endpoints",
+                "required",
+            ),
+            (
+                "type = \"etcd\"\nendpoints = []".to_owned(),
+                "config_center.endpoints",
+                "at least one",
+            ),
+            (
+                "type = \"etcd\"\nendpoints = [\"https://x:1\"]".to_owned(),
+                "config_center.endpoints[0]",
+                "https",
+            ),
+            (
+                format!("type = \"etcd\"\n{ep}\nprefix = \"apisix\""),
+                "config_center.prefix",
+                "start with '/'",
+            ),
+            (
+                format!("type = \"etcd\"\n{ep}\nprefix = \"/\""),
+                "config_center.prefix",
+                "start with '/'",
+            ),
+            (
+                format!("type = \"etcd\"\n{ep}\nuser = \"root\""),
+                "config_center",
+                "go together",
+            ),
+            (
+                format!("type = \"etcd\"\n{ep}\ntimeout = \"0s\""),
+                "config_center.timeout",
+                "more than 0",
+            ),
+            (
+                format!("type = \"etcd\"\n{ep}\ncache = \"\""),
+                "config_center.cache",
+                "empty",
+            ),
+            (
+                format!("type = \"etcd\"\n{ep}\nendpoint = 1"),
+                "config_center.endpoint",
+                "unknown field",
+            ),
+        ] {
+            let e = err(&with(&body));
+            assert_eq!(e.key(), Some(key), "{body}: {e}");
+            assert!(e.message().contains(want), "{body}: {e}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod etcd;
 pub mod fault;
 pub mod mock;
 pub mod wire;

@@ -1,0 +1,1468 @@
+//! A small blocking client for etcd v3's JSON gateway (`/v3/kv/*`, `/v3/watch`,
+//! `/v3/auth/authenticate`), spoken over HTTP/1.1 on a std `TcpStream`.
+//!
+//! It serves the config-center thread and the admin API, never a core: every call blocks, for at
+//! most the configured timeout per read, write or connect. Each unary call opens its own
+//! connection (`Connection: close`), so a client holds no socket between calls and a broken
+//! connection can never leak into the next call. Endpoints are tried in turn, starting from the
+//! last one that answered; an endpoint that cannot be reached, breaks the connection, answers 5xx
+//! or answers gibberish is skipped, while an error etcd itself states (4xx with a gRPC code) is the
+//! answer and is returned at once, since every member would say the same.
+//!
+//! The gateway's JSON carries keys and values in base64 and int64 fields as strings; both are
+//! decoded here, so callers see bytes and `i64`s. The sans-io parts (base64, chunked framing, the
+//! watch stream decoder) take bytes and return bytes, and are tested on arbitrary splits of input.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+/// Keys fetched per range request; a larger prefix is read in pages at one pinned revision.
+const RANGE_PAGE: usize = 1000;
+/// Longest response head accepted from the gateway (its heads are a few hundred bytes).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest response body accepted: well above a page of keys at etcd's 1.5 MiB value limit,
+/// small enough that a confused peer cannot exhaust memory.
+const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+/// Longest chunk-size or trailer line accepted in chunked framing.
+const MAX_LINE_BYTES: usize = 4096;
+/// How long one `Watch::poll` waits for bytes before returning `None`, so the caller can check
+/// whether it was asked to stop.
+const WATCH_POLL: Duration = Duration::from_millis(200);
+
+/// One etcd client URL, `http://host:port`. TLS endpoints are refused at configuration time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses `http://host:port` (a trailing `/` is allowed; the port defaults to 2379).
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let rest = match url.split_once("://") {
+            Some(("http", rest)) => rest,
+            Some(("https", _)) => {
+                return Err(format!(
+                    "{url:?}: https endpoints are not supported yet; use http://"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "{url:?}: expected a URL such as \"http://127.0.0.1:2379\""
+                ))
+            }
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "{url:?}: expected only a host and port after http://"
+            ));
+        }
+        // A bracketed IPv6 literal keeps its colons inside the brackets.
+        let (host, port) = match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => {
+                (&authority[..i], Some(&authority[i + 1..]))
+            }
+            _ => (authority, None),
+        };
+        let port = match port {
+            None => 2379,
+            Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{url:?}: the host is empty"));
+        }
+        Ok(Endpoint {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "http://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// etcd user name and password; the password never appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+pub enum Error {
+    /// No endpoint answered: one `(endpoint, cause)` per endpoint tried.
+    Unreachable(Vec<(String, String)>),
+    /// etcd answered with an error of its own (HTTP status, gRPC code, message).
+    Etcd {
+        status: u16,
+        code: i64,
+        message: String,
+    },
+    /// The revision asked for has been compacted away; only a full range can catch up.
+    Compacted { compact_revision: i64 },
+    /// A watch stream broke or carried something that is not a watch response.
+    Broken(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Unreachable(causes) => {
+                let names: Vec<&str> = causes.iter().map(|(e, _)| e.as_str()).collect();
+                write!(f, "etcd at {} unreachable: ", names.join(", "))?;
+                if let [(_, cause)] = causes.as_slice() {
+                    f.write_str(cause)
+                } else {
+                    let all: Vec<String> = causes.iter().map(|(e, c)| format!("{e}: {c}")).collect();
+                    f.write_str(&all.join("; "))
+                }
+            }
+            Error::Etcd {
+                status,
+                code,
+                message,
+            } => write!(f, "etcd refused the request (HTTP {status}, code {code}): {message}"),
+            Error::Compacted { compact_revision } => write!(
+                f,
+                "the revision asked for was compacted (etcd keeps revisions from {compact_revision})"
+            ),
+            Error::Broken(why) => write!(f, "etcd watch broke: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    /// Whether etcd refused the auth token (gRPC Unauthenticated: it expired, or the member
+    /// restarted and forgot its simple tokens), which a fresh token fixes.
+    pub fn is_bad_token(&self) -> bool {
+        matches!(
+            self,
+            Error::Etcd { code: 16, .. } | Error::Etcd { status: 401, .. }
+        )
+    }
+}
+
+/// One key as read by a range or carried by a watch event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+/// The keys under a prefix at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    /// The store's revision the keys were read at.
+    pub revision: i64,
+    pub kvs: Vec<KeyValue>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change seen by a watch. A delete carries an empty value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+}
+
+/// One message of a watch stream, as the config center needs to tell them apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchMsg {
+    /// The watch is registered; `revision` is the store's revision at that moment.
+    Created { revision: i64 },
+    /// Changes, in revision order.
+    Events { events: Vec<Event> },
+    /// Nothing changed (progress notification or an empty response).
+    Progress { revision: i64 },
+    /// The start revision was compacted: etcd cancelled the watch.
+    Compacted { compact_revision: i64 },
+    /// etcd cancelled the watch for another reason (permission, auth, shutdown).
+    Canceled { reason: String },
+}
+
+/// A blocking etcd client. It holds no connection between calls, only which endpoint answered
+/// last and, with credentials, the auth token.
+#[derive(Debug)]
+pub struct Client {
+    endpoints: Vec<Endpoint>,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+    /// The endpoint to try first: the last one that answered.
+    current: usize,
+    token: Option<String>,
+}
+
+impl Client {
+    /// `timeout` bounds each connect, read and write. `endpoints` must not be empty.
+    pub fn new(
+        endpoints: Vec<Endpoint>,
+        credentials: Option<Credentials>,
+        timeout: Duration,
+    ) -> Client {
+        Client {
+            endpoints,
+            credentials,
+            timeout,
+            current: 0,
+            token: None,
+        }
+    }
+
+    /// Drops the auth token so the next call fetches a new one; for when a watch stream says
+    /// the token is no longer valid.
+    pub fn forget_token(&mut self) {
+        self.token = None;
+    }
+
+    /// The configured endpoints as URLs, for messages.
+    pub fn endpoint_names(&self) -> String {
+        let names: Vec<String> = self.endpoints.iter().map(Endpoint::to_string).collect();
+        names.join(", ")
+    }
+
+    /// Every key starting with `prefix`, read at one revision (in pages when there are many).
+    pub fn range_prefix(&mut self, prefix: &[u8]) -> Result<Range, Error> {
+        self.range_prefix_at(prefix, 0)
+    }
+
+    /// Like [`Client::range_prefix`], at `revision` (0: the current one). Fails with
+    /// [`Error::Compacted`] when that revision is gone.
+    pub fn range_prefix_at(&mut self, prefix: &[u8], revision: i64) -> Result<Range, Error> {
+        let end = prefix_end(prefix);
+        let mut start = prefix.to_vec();
+        let mut pinned = revision;
+        let mut kvs = Vec::new();
+        loop {
+            let mut body = serde_json::json!({
+                "key": base64_encode(&start),
+                "range_end": base64_encode(&end),
+                "limit": RANGE_PAGE,
+            });
+            if pinned > 0 {
+                body["revision"] = pinned.into();
+            }
+            let answer = self.call("/v3/kv/range", &body)?;
+            let page: RangeResponse = parse_json(&answer)?;
+            // The first page fixes the revision, so later pages see the same snapshot.
+            if pinned == 0 {
+                pinned = page.header.revision;
+            }
+            for kv in page.kvs {
+                kvs.push(kv.decode()?);
+            }
+            match kvs.last() {
+                Some(last) if page.more => {
+                    start = last.key.clone();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(Range {
+            revision: pinned,
+            kvs,
+        })
+    }
+
+    /// Stores `value` at `key`; returns the new revision.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<i64, Error> {
+        let body = serde_json::json!({"key": base64_encode(key), "value": base64_encode(value)});
+        let answer = self.call("/v3/kv/put", &body)?;
+        let answer: HeaderOnly = parse_json(&answer)?;
+        Ok(answer.header.revision)
+    }
+
+    /// Removes `key`; returns the new revision and whether the key existed.
+    pub fn delete(&mut self, key: &[u8]) -> Result<(i64, bool), Error> {
+        let body = serde_json::json!({"key": base64_encode(key)});
+        let answer = self.call("/v3/kv/deleterange", &body)?;
+        let answer: DeleteResponse = parse_json(&answer)?;
+        Ok((answer.header.revision, answer.deleted > 0))
+    }
+
+    /// Discards history up to `revision` (what `etcdctl compaction` does).
+    pub fn compact(&mut self, revision: i64) -> Result<(), Error> {
+        let body = serde_json::json!({"revision": revision, "physical": true});
+        self.call("/v3/kv/compaction", &body).map(drop)
+    }
+
+    /// Opens a watch on every key under `prefix`, from `start_revision` on (0: from now).
+    pub fn watch(&mut self, prefix: &[u8], start_revision: i64) -> Result<Watch, Error> {
+        let body = serde_json::json!({"create_request": {
+            "key": base64_encode(prefix),
+            "range_end": base64_encode(&prefix_end(prefix)),
+            "start_revision": start_revision,
+        }});
+        let body = body.to_string();
+        let opened = self.with_endpoints("/v3/watch", body.as_bytes(), |s, r| {
+            let mut stream = r.send(s)?;
+            let head = read_head(&mut stream)?;
+            if head.status >= 500 {
+                return Err(Failure::Skip(format!("HTTP {}", head.status)));
+            }
+            if head.status != 200 {
+                let answer = read_body(&mut stream, &head)?;
+                return Err(Failure::Fatal(etcd_error(head.status, &answer)));
+            }
+            Ok((stream, head))
+        });
+        let (stream, head) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // The next attempt fetches a fresh token.
+                if e.is_bad_token() {
+                    self.token = None;
+                }
+                return Err(e);
+            }
+        };
+        let mut decoder = WatchDecoder::new(head.chunked);
+        let mut pending = std::collections::VecDeque::new();
+        // etcd may have cancelled the watch in the very bytes that came with the head.
+        match decoder.feed(&head.rest) {
+            Ok(msgs) => pending.extend(msgs),
+            Err(e) => {
+                if e.is_bad_token() {
+                    self.token = None;
+                }
+                return Err(e);
+            }
+        }
+        // The stream is idle whenever nothing changes: short reads let the caller check for a
+        // stop request, and TCP keep-alive notices a peer that vanished without a FIN.
+        stream
+            .set_read_timeout(Some(WATCH_POLL))
+            .map_err(|e| Error::Broken(e.to_string()))?;
+        let sock = socket2::SockRef::from(&stream);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(10))
+            .with_interval(Duration::from_secs(5));
+        // Best effort: without keep-alive a silent peer is only noticed on the next reconnect.
+        let _ = sock.set_tcp_keepalive(&keepalive);
+        Ok(Watch {
+            stream,
+            decoder,
+            pending,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// POSTs `body` to `path` on the first endpoint that answers and returns a 200 answer's body.
+    /// Re-authenticates once when etcd says the token is no longer valid.
+    fn call(&mut self, path: &str, body: &serde_json::Value) -> Result<Vec<u8>, Error> {
+        let body = body.to_string();
+        let mut reauthenticated = false;
+        loop {
+            let (status, answer) = self.with_endpoints(path, body.as_bytes(), |s, r| {
+                let mut stream = r.send(s)?;
+                let head = read_head(&mut stream)?;
+                let answer = read_body(&mut stream, &head)?;
+                if head.status >= 500 {
+                    return Err(Failure::Skip(format!(
+                        "HTTP {}: {}",
+                        head.status,
+                        String::from_utf8_lossy(&answer).trim()
+                    )));
+                }
+                Ok((head.status, answer))
+            })?;
+            if status == 200 {
+                return Ok(answer);
+            }
+            let err = etcd_error(status, &answer);
+            if err.is_bad_token() && self.credentials.is_some() && !reauthenticated {
+                self.token = None;
+                reauthenticated = true;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
+    /// Runs `exchange` against each endpoint in turn from the current one until one does not
+    /// fail with [`Failure::Skip`]; fetches an auth token first when credentials are set.
+    fn with_endpoints<T>(
+        &mut self,
+        path: &str,
+        body: &[u8],
+        mut exchange: impl FnMut(&Endpoint, Request<'_>) -> Result<T, Failure>,
+    ) -> Result<T, Error> {
+        let mut causes = Vec::new();
+        for i in 0..self.endpoints.len() {
+            let at = (self.current + i) % self.endpoints.len();
+            let endpoint = &self.endpoints[at];
+            if self.token.is_none() {
+                if let Some(c) = &self.credentials {
+                    match authenticate(endpoint, c, self.timeout) {
+                        Ok(token) => self.token = Some(token),
+                        Err(Failure::Skip(why)) => {
+                            causes.push((endpoint.to_string(), why));
+                            continue;
+                        }
+                        Err(Failure::Fatal(e)) => return Err(e),
+                    }
+                }
+            }
+            let request = Request {
+                path,
+                body,
+                token: self.token.as_deref(),
+                timeout: self.timeout,
+            };
+            match exchange(endpoint, request) {
+                Ok(t) => {
+                    self.current = at;
+                    return Ok(t);
+                }
+                Err(Failure::Skip(why)) => causes.push((endpoint.to_string(), why)),
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+        Err(Error::Unreachable(causes))
+    }
+}
+
+/// Why one endpoint did not serve a call: `Skip` tries the next one, `Fatal` is the answer.
+enum Failure {
+    Skip(String),
+    Fatal(Error),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Skip(match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timed out".to_owned(),
+            io::ErrorKind::UnexpectedEof => "the connection closed before the answer".to_owned(),
+            _ => e.to_string(),
+        })
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Skip(e.to_string())
+    }
+}
+
+/// One POST to send.
+struct Request<'a> {
+    path: &'a str,
+    body: &'a [u8],
+    token: Option<&'a str>,
+    timeout: Duration,
+}
+
+impl Request<'_> {
+    /// Connects to `endpoint` and writes the request.
+    fn send(&self, endpoint: &Endpoint) -> Result<TcpStream, Failure> {
+        let addrs = (endpoint.host.as_str(), endpoint.port)
+            .to_socket_addrs()
+            .map_err(|e| Failure::Skip(format!("cannot resolve {}: {e}", endpoint.host)))?;
+        let mut last = Failure::Skip(format!("{} resolves to no address", endpoint.host));
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, self.timeout) {
+                Ok(mut stream) => {
+                    stream.set_read_timeout(Some(self.timeout))?;
+                    stream.set_write_timeout(Some(self.timeout))?;
+                    stream.set_nodelay(true)?;
+                    let mut head = format!(
+                        "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n",
+                        self.path,
+                        endpoint.host,
+                        endpoint.port,
+                        self.body.len()
+                    );
+                    if let Some(token) = self.token {
+                        head.push_str("Authorization: ");
+                        head.push_str(token);
+                        head.push_str("\r\n");
+                    }
+                    head.push_str("\r\n");
+                    stream.write_all(head.as_bytes())?;
+                    stream.write_all(self.body)?;
+                    return Ok(stream);
+                }
+                Err(e) => last = Failure::from(e),
+            }
+        }
+        Err(last)
+    }
+}
+
+fn authenticate(
+    endpoint: &Endpoint,
+    c: &Credentials,
+    timeout: Duration,
+) -> Result<String, Failure> {
+    let body = serde_json::json!({"name": c.user, "password": c.password}).to_string();
+    let request = Request {
+        path: "/v3/auth/authenticate",
+        body: body.as_bytes(),
+        token: None,
+        timeout,
+    };
+    let mut stream = request.send(endpoint)?;
+    let head = read_head(&mut stream)?;
+    let answer = read_body(&mut stream, &head)?;
+    if head.status >= 500 {
+        return Err(Failure::Skip(format!(
+            "authentication: HTTP {}",
+            head.status
+        )));
+    }
+    if head.status != 200 {
+        return Err(Failure::Fatal(etcd_error(head.status, &answer)));
+    }
+    #[derive(Deserialize)]
+    struct Auth {
+        #[serde(default)]
+        token: String,
+    }
+    let auth: Auth = parse_json(&answer)?;
+    if auth.token.is_empty() {
+        return Err(Failure::Fatal(Error::Etcd {
+            status: 200,
+            code: 0,
+            message: "authentication returned no token (is auth enabled in etcd?)".to_owned(),
+        }));
+    }
+    Ok(auth.token)
+}
+
+/// A response head: status, framing, and the bytes read past it.
+struct Head {
+    status: u16,
+    chunked: bool,
+    content_length: Option<usize>,
+    rest: Vec<u8>,
+}
+
+fn read_head(stream: &mut impl Read) -> Result<Head, Failure> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(Failure::Skip(
+                "the connection closed before a response".to_owned(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(head) = parse_head(&buf)? {
+            return Ok(head);
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Err(Failure::Skip("response head too large".to_owned()));
+        }
+    }
+}
+
+/// Parses a complete response head at the start of `buf`, or `None` when more bytes are needed
+/// (RFC 9112 §6.3: chunked wins over Content-Length; neither means the body runs to EOF).
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(Failure::Skip(format!("bad response head: {e}"))),
+    };
+    let status = response.code.unwrap_or(0);
+    let mut chunked = false;
+    let mut content_length = None;
+    for h in response.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = std::str::from_utf8(h.value).is_ok_and(|v| {
+                v.rsplit(',')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+            });
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+            content_length = Some(v.ok_or_else(|| Failure::Skip("bad Content-Length".to_owned()))?);
+        }
+    }
+    Ok(Some(Head {
+        status,
+        chunked,
+        content_length,
+        rest: buf[len..].to_vec(),
+    }))
+}
+
+fn read_body(stream: &mut impl Read, head: &Head) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    if head.chunked {
+        let mut decoder = ChunkDecoder::default();
+        decoder.feed(&head.rest, &mut body).map_err(Failure::Skip)?;
+        while !decoder.is_done() {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(Failure::Skip(
+                    "the connection closed inside a chunked body".to_owned(),
+                ));
+            }
+            decoder
+                .feed(&chunk[..n], &mut body)
+                .map_err(Failure::Skip)?;
+            if body.len() > MAX_BODY_BYTES {
+                return Err(Failure::Skip("response body too large".to_owned()));
+            }
+        }
+        return Ok(body);
+    }
+    body.extend_from_slice(&head.rest);
+    match head.content_length {
+        Some(len) if len > MAX_BODY_BYTES => {
+            Err(Failure::Skip("response body too large".to_owned()))
+        }
+        Some(len) => {
+            while body.len() < len {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    return Err(Failure::Skip(
+                        "the connection closed inside the body".to_owned(),
+                    ));
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+            body.truncate(len);
+            Ok(body)
+        }
+        None => {
+            loop {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+                if body.len() > MAX_BODY_BYTES {
+                    return Err(Failure::Skip("response body too large".to_owned()));
+                }
+            }
+            Ok(body)
+        }
+    }
+}
+
+/// An open watch stream.
+pub struct Watch {
+    stream: TcpStream,
+    decoder: WatchDecoder,
+    pending: std::collections::VecDeque<WatchMsg>,
+    buf: Vec<u8>,
+}
+
+impl Watch {
+    /// The next message, or `None` when none arrived within a short poll interval. Any error
+    /// means the stream is finished; open a new one.
+    pub fn poll(&mut self) -> Result<Option<WatchMsg>, Error> {
+        loop {
+            if let Some(msg) = self.pending.pop_front() {
+                return Ok(Some(msg));
+            }
+            let n = match self.stream.read(&mut self.buf) {
+                Ok(0) => return Err(Error::Broken("etcd closed the stream".to_owned())),
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Broken(e.to_string())),
+            };
+            let msgs = self.decoder.feed(&self.buf[..n])?;
+            self.pending.extend(msgs);
+        }
+    }
+}
+
+/// Turns the bytes of a watch response body into messages, whatever the read boundaries: the
+/// gateway writes one JSON object per message (`{"result":{...}}` or `{"error":{...}}`), inside
+/// chunked framing.
+pub struct WatchDecoder {
+    chunks: Option<ChunkDecoder>,
+    body: Vec<u8>,
+}
+
+impl WatchDecoder {
+    /// `chunked`: whether the body is in chunked framing (otherwise it runs to EOF).
+    pub fn new(chunked: bool) -> WatchDecoder {
+        WatchDecoder {
+            chunks: chunked.then(ChunkDecoder::default),
+            body: Vec::new(),
+        }
+    }
+
+    /// Feeds bytes as read from the socket; returns the messages they complete.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<WatchMsg>, Error> {
+        match &mut self.chunks {
+            Some(c) => c.feed(bytes, &mut self.body).map_err(Error::Broken)?,
+            None => self.body.extend_from_slice(bytes),
+        }
+        let mut msgs = Vec::new();
+        let mut stream =
+            serde_json::Deserializer::from_slice(&self.body).into_iter::<WatchEnvelope>();
+        let mut used = 0;
+        loop {
+            match stream.next() {
+                None => {
+                    used = self.body.len();
+                    break;
+                }
+                Some(Ok(envelope)) => {
+                    used = stream.byte_offset();
+                    msgs.push(envelope.into_msg()?);
+                }
+                Some(Err(e)) if e.is_eof() => break,
+                Some(Err(e)) => return Err(Error::Broken(format!("bad watch message: {e}"))),
+            }
+        }
+        self.body.drain(..used);
+        if self.body.len() > MAX_BODY_BYTES {
+            return Err(Error::Broken("watch message too large".to_owned()));
+        }
+        if self.chunks.as_ref().is_some_and(ChunkDecoder::is_done) {
+            // The gateway ends the stream when the watch ends; say so once the messages before
+            // the end have been handed out.
+            msgs.push(WatchMsg::Canceled {
+                reason: "etcd ended the watch stream".to_owned(),
+            });
+        }
+        Ok(msgs)
+    }
+}
+
+/// Chunked transfer coding (RFC 9112 §7.1), decoded incrementally. Chunk extensions and trailer
+/// fields are read and ignored; a bare LF is accepted as a line end.
+#[derive(Debug, Default)]
+pub struct ChunkDecoder {
+    state: ChunkState,
+    line: Vec<u8>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading a chunk-size line.
+    #[default]
+    Size,
+    /// Reading chunk data; `left` bytes remain.
+    Data {
+        left: usize,
+    },
+    /// Reading the CRLF after chunk data.
+    DataEnd,
+    /// Reading trailer lines after the last chunk, until an empty one.
+    Trailer,
+    Done,
+}
+
+impl ChunkDecoder {
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Appends the data carried by `input` to `out`; bytes after the end are ignored.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        while !input.is_empty() {
+            match self.state {
+                ChunkState::Done => return Ok(()),
+                ChunkState::Data { left } => {
+                    let n = left.min(input.len());
+                    out.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    self.state = if n == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data { left: left - n }
+                    };
+                }
+                ChunkState::Size | ChunkState::DataEnd | ChunkState::Trailer => {
+                    let Some(nl) = input.iter().position(|&b| b == b'\n') else {
+                        self.line.extend_from_slice(input);
+                        if self.line.len() > MAX_LINE_BYTES {
+                            return Err("chunked framing: line too long".to_owned());
+                        }
+                        return Ok(());
+                    };
+                    self.line.extend_from_slice(&input[..nl]);
+                    input = &input[nl + 1..];
+                    let line = std::mem::take(&mut self.line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    self.state = self.after_line(line)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn after_line(&self, line: &[u8]) -> Result<ChunkState, String> {
+        Ok(match self.state {
+            ChunkState::Size => {
+                let size = line.split(|&b| b == b';').next().unwrap_or_default();
+                let size = std::str::from_utf8(size)
+                    .ok()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty() && s.len() <= 15)
+                    .and_then(|s| usize::from_str_radix(s, 16).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "chunked framing: bad chunk size {:?}",
+                            String::from_utf8_lossy(line)
+                        )
+                    })?;
+                if size == 0 {
+                    ChunkState::Trailer
+                } else {
+                    ChunkState::Data { left: size }
+                }
+            }
+            ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
+            ChunkState::DataEnd => {
+                return Err("chunked framing: data longer than its chunk size".to_owned())
+            }
+            ChunkState::Trailer if line.is_empty() => ChunkState::Done,
+            other => other,
+        })
+    }
+}
+
+/// The key just past every key that starts with `prefix`: the prefix with its last byte below
+/// 0xff incremented and what follows dropped. A prefix of only 0xff bytes (or none) has no such
+/// key; etcd reads `range_end = "\0"` as "to the end of the keyspace".
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 (RFC 4648 §4) with padding, as the gateway writes bytes fields.
+pub fn base64_encode(input: &[u8]) -> String {
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for group in input.chunks(3) {
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(BASE64[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64; padding is optional, anything outside the alphabet is an error.
+pub fn base64_decode(input: &str) -> Result<Vec<u8>, String> {
+    let text = input.trim_end_matches('=');
+    let padding = input.len() - text.len();
+    if padding > 2 || (padding > 0 && input.len() % 4 != 0) || text.len() % 4 == 1 {
+        return Err(format!("bad base64 length or padding in {input:?}"));
+    }
+    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => {
+                return Err(format!(
+                    "bad base64 character {:?} in {input:?}",
+                    char::from(c)
+                ))
+            }
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+// The gateway's JSON. int64 fields arrive as strings ("revision":"12"); fields at their zero
+// value are left out, hence `default` everywhere.
+
+fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Int {
+        Text(String),
+        Number(i64),
+    }
+    match Int::deserialize(d)? {
+        Int::Number(n) => Ok(n),
+        Int::Text(s) => s
+            .parse()
+            .map_err(|_| de::Error::custom(format!("expected an integer, found {s:?}"))),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ResponseHeader {
+    #[serde(default, deserialize_with = "int64")]
+    revision: i64,
+}
+
+#[derive(Deserialize)]
+struct HeaderOnly {
+    #[serde(default)]
+    header: ResponseHeader,
+}
+
+#[derive(Deserialize)]
+struct DeleteResponse {
+    #[serde(default)]
+    header: ResponseHeader,
+    #[serde(default, deserialize_with = "int64")]
+    deleted: i64,
+}
+
+#[derive(Deserialize)]
+struct RangeResponse {
+    #[serde(default)]
+    header: ResponseHeader,
+    #[serde(default)]
+    kvs: Vec<RawKv>,
+    #[serde(default)]
+    more: bool,
+}
+
+#[derive(Deserialize)]
+struct RawKv {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default, deserialize_with = "int64")]
+    mod_revision: i64,
+}
+
+impl RawKv {
+    fn decode(self) -> Result<KeyValue, Error> {
+        let bad = |e: String| Error::Broken(format!("etcd sent a bad key or value: {e}"));
+        Ok(KeyValue {
+            key: base64_decode(&self.key).map_err(bad)?,
+            value: base64_decode(&self.value).map_err(bad)?,
+            mod_revision: self.mod_revision,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct WatchEnvelope {
+    result: Option<WatchResult>,
+    error: Option<ErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct WatchResult {
+    #[serde(default)]
+    header: ResponseHeader,
+    #[serde(default)]
+    created: bool,
+    #[serde(default)]
+    canceled: bool,
+    #[serde(default, deserialize_with = "int64")]
+    compact_revision: i64,
+    #[serde(default)]
+    cancel_reason: String,
+    #[serde(default)]
+    events: Vec<RawEvent>,
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    kv: RawKv,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    code: i64,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    http_code: u16,
+}
+
+impl WatchEnvelope {
+    fn into_msg(self) -> Result<WatchMsg, Error> {
+        let Some(r) = self.result else {
+            let e = self.error.unwrap_or_default();
+            let message = if e.message.is_empty() {
+                e.error
+            } else {
+                e.message
+            };
+            return Err(Error::Etcd {
+                status: e.http_code,
+                code: e.code,
+                message,
+            });
+        };
+        if r.compact_revision > 0 {
+            return Ok(WatchMsg::Compacted {
+                compact_revision: r.compact_revision,
+            });
+        }
+        // A watch opened with an expired or unknown token is answered 200 and cancelled at
+        // once, the gRPC status only in the reason: surface it as the auth error it is, so the
+        // caller fetches a new token instead of retrying the dead one.
+        if r.canceled && r.cancel_reason.contains("invalid auth token") {
+            return Err(Error::Etcd {
+                status: 401,
+                code: 16,
+                message: r.cancel_reason,
+            });
+        }
+        if r.canceled {
+            let reason = if r.cancel_reason.is_empty() {
+                "etcd cancelled the watch".to_owned()
+            } else {
+                r.cancel_reason
+            };
+            return Ok(WatchMsg::Canceled { reason });
+        }
+        if r.created {
+            return Ok(WatchMsg::Created {
+                revision: r.header.revision,
+            });
+        }
+        if r.events.is_empty() {
+            return Ok(WatchMsg::Progress {
+                revision: r.header.revision,
+            });
+        }
+        let mut events = Vec::with_capacity(r.events.len());
+        for e in r.events {
+            let kind = match e.kind.as_deref() {
+                None | Some("PUT") => EventKind::Put,
+                Some("DELETE") => EventKind::Delete,
+                Some(other) => {
+                    return Err(Error::Broken(format!("unknown watch event type {other:?}")))
+                }
+            };
+            events.push(Event {
+                kind,
+                kv: e.kv.decode()?,
+            });
+        }
+        Ok(WatchMsg::Events { events })
+    }
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        Error::Broken(format!(
+            "etcd's answer is not what was expected ({e}): {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ))
+    })
+}
+
+/// The error a non-200 answer states: `{"error":..,"message":..,"code":N}` from the gateway.
+fn etcd_error(status: u16, body: &[u8]) -> Error {
+    let e: ErrorBody = serde_json::from_slice(body).unwrap_or_else(|_| ErrorBody {
+        message: String::from_utf8_lossy(body).trim().to_owned(),
+        ..ErrorBody::default()
+    });
+    let message = if e.message.is_empty() {
+        e.error
+    } else {
+        e.message
+    };
+    // gRPC OutOfRange is how a read at a compacted revision is refused.
+    if e.code == 11 && message.contains("compacted") {
+        return Error::Compacted {
+            compact_revision: 0,
+        };
+    }
+    Error::Etcd {
+        status,
+        code: e.code,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_and_matches_rfc4648_vectors() {
+        // RFC 4648 §10.
+        let table = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("/apisix/routes/1", "L2FwaXNpeC9yb3V0ZXMvMQ=="),
+        ];
+        for (plain, encoded) in table {
+            assert_eq!(base64_encode(plain.as_bytes()), encoded, "{plain:?}");
+            assert_eq!(
+                base64_decode(encoded).unwrap(),
+                plain.as_bytes(),
+                "{encoded:?}"
+            );
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        for len in 0..all.len() {
+            let encoded = base64_encode(&all[..len]);
+            assert_eq!(base64_decode(&encoded).unwrap(), &all[..len]);
+            // Unpadded input decodes the same.
+            assert_eq!(
+                base64_decode(encoded.trim_end_matches('=')).unwrap(),
+                &all[..len]
+            );
+        }
+    }
+
+    #[test]
+    fn base64_refuses_what_is_not_base64() {
+        for bad in ["Zg=", "Z", "Zg===", "Zm9v!", "Zm 9v", "Z===", "=Zm9"] {
+            assert!(base64_decode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        let table: [(&[u8], &[u8]); 5] = [
+            (b"/apisix/", b"/apisix0"),
+            (b"a", b"b"),
+            (b"a\xff", b"b"),
+            (b"\xff\xff", b"\0"),
+            (b"", b"\0"),
+        ];
+        for (prefix, end) in table {
+            assert_eq!(prefix_end(prefix), end, "{prefix:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints_parse_from_urls() {
+        let ok = [
+            ("http://127.0.0.1:2379", "127.0.0.1", 2379),
+            ("http://etcd.local:2379/", "etcd.local", 2379),
+            ("http://etcd", "etcd", 2379),
+            ("http://[::1]:23790", "::1", 23790),
+        ];
+        for (url, host, port) in ok {
+            let e = Endpoint::parse(url).unwrap();
+            assert_eq!((e.host.as_str(), e.port), (host, port), "{url}");
+        }
+        assert_eq!(
+            Endpoint::parse("http://[::1]:1").unwrap().to_string(),
+            "http://[::1]:1"
+        );
+        for (url, why) in [
+            ("127.0.0.1:2379", "expected a URL"),
+            ("https://127.0.0.1:2379", "https"),
+            ("http://127.0.0.1:x", "bad port"),
+            ("http://127.0.0.1:2379/v3", "only a host and port"),
+            ("http://", "only a host and port"),
+            ("http://:2379", "host is empty"),
+        ] {
+            let e = Endpoint::parse(url).unwrap_err();
+            assert!(e.contains(why), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn credentials_keep_the_password_out_of_debug() {
+        let c = Credentials {
+            user: "root".into(),
+            password: "s3cret".into(),
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("root") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_split() {
+        let wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n1\n!\n0\r\nTrailer: x\r\n\r\nignored";
+        for split in 0..wire.len() {
+            let mut d = ChunkDecoder::default();
+            let mut out = Vec::new();
+            d.feed(&wire[..split], &mut out).unwrap();
+            d.feed(&wire[split..], &mut out).unwrap();
+            assert!(d.is_done(), "split {split}");
+            assert_eq!(out, b"hello, world!", "split {split}");
+        }
+        // One byte at a time.
+        let mut d = ChunkDecoder::default();
+        let mut out = Vec::new();
+        for b in wire {
+            d.feed(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        assert_eq!(out, b"hello, world!");
+    }
+
+    #[test]
+    fn chunked_framing_errors_are_errors() {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"3\r\nabcd\r\n",
+            b"\r\n",
+            b"fffffffffffffffff\r\n",
+        ] {
+            let mut d = ChunkDecoder::default();
+            assert!(
+                d.feed(bad, &mut Vec::new()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut d = ChunkDecoder::default();
+        assert!(d
+            .feed(&[b'1'; MAX_LINE_BYTES + 1], &mut Vec::new())
+            .is_err());
+    }
+
+    /// A watch stream as etcd 3.4's gateway sends it (captured with curl --raw), chunked.
+    fn watch_wire() -> Vec<u8> {
+        let messages = [
+            r#"{"result":{"header":{"cluster_id":"1","member_id":"2","revision":"6","raft_term":"2"},"created":true}}"#,
+            r#"{"result":{"header":{"revision":"7"},"events":[{"kv":{"key":"L2FwaXNpeC9yb3V0ZXMvMQ==","create_revision":"7","mod_revision":"7","version":"1","value":"e30="}}]}}"#,
+            r#"{"result":{"header":{"revision":"8"},"events":[{"type":"DELETE","kv":{"key":"L2FwaXNpeC9yb3V0ZXMvMQ==","mod_revision":"8"}}]}}"#,
+            r#"{"result":{"header":{"revision":"8"}}}"#,
+            r#"{"result":{"header":{"raft_term":"2"},"canceled":true,"compact_revision":"5"}}"#,
+        ];
+        let mut wire = Vec::new();
+        for m in messages {
+            let line = format!("{m}\n");
+            wire.extend_from_slice(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes());
+        }
+        wire
+    }
+
+    fn expected_watch() -> Vec<WatchMsg> {
+        let key = b"/apisix/routes/1".to_vec();
+        vec![
+            WatchMsg::Created { revision: 6 },
+            WatchMsg::Events {
+                events: vec![Event {
+                    kind: EventKind::Put,
+                    kv: KeyValue {
+                        key: key.clone(),
+                        value: b"{}".to_vec(),
+                        mod_revision: 7,
+                    },
+                }],
+            },
+            WatchMsg::Events {
+                events: vec![Event {
+                    kind: EventKind::Delete,
+                    kv: KeyValue {
+                        key,
+                        value: Vec::new(),
+                        mod_revision: 8,
+                    },
+                }],
+            },
+            WatchMsg::Progress { revision: 8 },
+            WatchMsg::Compacted {
+                compact_revision: 5,
+            },
+        ]
+    }
+
+    #[test]
+    fn watch_streams_decode_whatever_the_split() {
+        let wire = watch_wire();
+        for split in 0..wire.len() {
+            let mut d = WatchDecoder::new(true);
+            let mut msgs = d.feed(&wire[..split]).unwrap();
+            msgs.extend(d.feed(&wire[split..]).unwrap());
+            assert_eq!(msgs, expected_watch(), "split {split}");
+        }
+    }
+
+    #[test]
+    fn watch_stream_end_and_errors_are_reported() {
+        let mut d = WatchDecoder::new(true);
+        let msgs = d.feed(b"0\r\n\r\n").unwrap();
+        assert!(
+            matches!(msgs.as_slice(), [WatchMsg::Canceled { .. }]),
+            "{msgs:?}"
+        );
+
+        let mut d = WatchDecoder::new(false);
+        let e = d.feed(br#"{"error":{"grpc_code":16,"http_code":401,"message":"etcdserver: invalid auth token","http_status":"Unauthorized"}}"#);
+        assert!(matches!(e, Err(Error::Etcd { status: 401, .. })), "{e:?}");
+
+        // Captured from etcd 3.4 with a token it does not know.
+        let mut d = WatchDecoder::new(false);
+        let e = d.feed(br#"{"result":{"header":{"revision":"1"},"watch_id":"-1","created":true,"canceled":true,"cancel_reason":"rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"}}"#);
+        assert!(e.as_ref().is_err_and(Error::is_bad_token), "{e:?}");
+
+        let mut d = WatchDecoder::new(false);
+        assert!(matches!(
+            d.feed(b"{\"result\":{}} nonsense"),
+            Err(Error::Broken(_))
+        ));
+
+        let mut d = WatchDecoder::new(false);
+        let e = d.feed(br#"{"result":{"events":[{"type":"WEIRD","kv":{}}]}}"#);
+        assert!(matches!(e, Err(Error::Broken(_))), "{e:?}");
+    }
+
+    #[test]
+    fn response_heads_give_status_and_framing() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n8a\r\n";
+        let Ok(Some(h)) = parse_head(head) else {
+            panic!("head not parsed")
+        };
+        assert_eq!((h.status, h.chunked, h.content_length), (200, true, None));
+        assert_eq!(h.rest, b"8a\r\n");
+
+        let Ok(Some(h)) = parse_head(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 12\r\n\r\n")
+        else {
+            panic!("head not parsed")
+        };
+        assert_eq!(
+            (h.status, h.chunked, h.content_length),
+            (400, false, Some(12))
+        );
+
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-"),
+            Ok(None)
+        ));
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn bodies_are_read_by_their_framing() {
+        let cases: [(&[u8], &[u8]); 3] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, extra", b"hello"),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n", b"hello"),
+            (b"HTTP/1.1 200 OK\r\n\r\nhello", b"hello"),
+        ];
+        for (wire, body) in cases {
+            let mut reader = io::Cursor::new(wire.to_vec());
+            let head = read_head(&mut reader).unwrap_or_else(|_| panic!("head"));
+            let got = read_body(&mut reader, &head).unwrap_or_else(|_| panic!("body"));
+            assert_eq!(got, body);
+        }
+    }
+
+    #[test]
+    fn etcd_errors_are_classified() {
+        let compacted = br#"{"error":"etcdserver: mvcc: required revision has been compacted","message":"etcdserver: mvcc: required revision has been compacted","code":11}"#;
+        assert!(matches!(
+            etcd_error(400, compacted),
+            Error::Compacted { .. }
+        ));
+        let token = br#"{"error":"etcdserver: invalid auth token","message":"etcdserver: invalid auth token","code":16}"#;
+        assert!(etcd_error(401, token).is_bad_token());
+        let denied = br#"{"error":"etcdserver: permission denied","code":7}"#;
+        let e = etcd_error(403, denied);
+        assert!(!e.is_bad_token());
+        assert!(e.to_string().contains("permission denied"), "{e}");
+        assert!(etcd_error(404, b"Not Found\n")
+            .to_string()
+            .contains("Not Found"));
+    }
+
+    #[test]
+    fn unreachable_names_every_endpoint() {
+        let one = Error::Unreachable(vec![(
+            "http://127.0.0.1:2379".into(),
+            "Connection refused".into(),
+        )]);
+        assert_eq!(
+            one.to_string(),
+            "etcd at http://127.0.0.1:2379 unreachable: Connection refused"
+        );
+        let two = Error::Unreachable(vec![
+            ("http://a:1".into(), "x".into()),
+            ("http://b:2".into(), "y".into()),
+        ]);
+        assert_eq!(
+            two.to_string(),
+            "etcd at http://a:1, http://b:2 unreachable: http://a:1: x; http://b:2: y"
+        );
+    }
+
+    #[test]
+    fn int64_fields_accept_strings_and_numbers() {
+        let r: RangeResponse = serde_json::from_str(
+            r#"{"header":{"revision":"42"},"kvs":[{"key":"eA==","mod_revision":7}],"count":"1"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.header.revision, 42);
+        assert_eq!(r.kvs[0].mod_revision, 7);
+        assert!(serde_json::from_str::<RangeResponse>(r#"{"header":{"revision":"x"}}"#).is_err());
+    }
+}
