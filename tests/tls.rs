@@ -331,3 +331,45 @@ fn reloaded_certificates_serve_new_connections_while_open_ones_keep_working() {
     assert_eq!(fresh.get("site.test", "/2").0, 200);
     assert_eq!(open.get("site.test", "/3").0, 200, "the open connection");
 }
+
+// Megabytes each way through TLS on both sides: records split across reads, buffers that fill,
+// and rustls holding plaintext while the socket has nothing more (the readiness rule for TLS).
+#[test]
+fn large_bodies_cross_tls_on_both_sides() {
+    let pki = Pki::new("bulk");
+    let (site_cert, site_key) = pki.issue("site", &["site.test"]);
+    let (up_cert, up_key) = pki.issue("up", &["127.0.0.1"]);
+    let up = TlsUpstream::start(&up_cert, &up_key, None);
+    let toml = with_listener_tls(
+        &https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path()))).toml(),
+        (&site_cert, &site_key),
+        &[],
+    );
+    let h = Hearth::start(&toml);
+    let mut c = TlsClient::connect(h.addr(), Some("site.test"));
+    for n in [1, 16_383, 16_385, 100_000, 3 << 20] {
+        let (status, _, body) = c.get("site.test", &format!("/big/{n}"));
+        assert_eq!((status, body.len()), (200, n));
+        let want: Vec<u8> = payload(n, 7).iter().map(|b| b'a' + b % 26).collect();
+        assert!(body == want, "body of {n} bytes differs");
+    }
+    // A large request body from a TLS client to a plain upstream.
+    let mock = MockUpstream::start(|r: &Recorded, _| Reply::ok(format!("{}", checksum(&r.body))));
+    let toml = with_listener_tls(&conf(&[mock.addr()]).toml(), (&site_cert, &site_key), &[]);
+    let h = Hearth::start(&toml);
+    let mut c = TlsClient::connect(h.addr(), Some("site.test"));
+    let body = payload(2 << 20, 9);
+    let req = request(
+        "POST",
+        "/up",
+        &[("Content-Length", &body.len().to_string())],
+        &body,
+    );
+    std::io::Write::write_all(&mut c.stream, &req).expect("sending a large body");
+    let (status, _, answer) = tlskit::read_response(&mut c.stream).expect("response");
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        checksum(&body).to_string()
+    );
+}

@@ -400,7 +400,15 @@ fn serve(
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             buf.drain(..end + 4);
             let target = head.split(' ').nth(1).unwrap_or("").to_owned();
-            let body = format!("conn={id} target={target}");
+            // `/big/N` asks for N bytes, to push records through hearth's back-pressure.
+            let body = match target.strip_prefix("/big/").and_then(|n| n.parse().ok()) {
+                Some(n) => crate::common::payload(n, 7)
+                    .iter()
+                    .map(|b| b'a' + b % 26)
+                    .map(char::from)
+                    .collect(),
+                None => format!("conn={id} target={target}"),
+            };
             let resp = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
