@@ -634,6 +634,9 @@ pub struct Core {
     next_warm: u64,
     /// By pool id: evictions since the last "pool too small" warning, and when that was.
     evictions: Vec<(u64, u64)>,
+    /// By pool id: when a failed upstream TLS handshake was last logged as a warning (at most
+    /// one a minute per pool and core; the counter has them all).
+    tls_warned: Vec<u64>,
     /// The access log, when configured; its entries in progress by client id (kept out of
     /// `Client` so idle connections stay small).
     access: Option<AccessLog>,
@@ -685,6 +688,7 @@ impl Core {
             shutdown_at: None,
             next_warm: 0,
             evictions: Vec::new(),
+            tls_warned: Vec::new(),
             access: match &cfg.access_log {
                 Some(a) => Some(AccessLog::open(&a.path, a.format)?),
                 None => None,
@@ -2208,10 +2212,20 @@ impl Core {
                                 .and_then(|p| p.tls.as_ref())
                                 .map(|t| t.name.to_str().into_owned())
                                 .unwrap_or_default();
-                            warn!(
+                            if self.tls_warned.len() <= u.node {
+                                self.tls_warned.resize(u.node + 1, 0);
+                            }
+                            let last = &mut self.tls_warned[u.node];
+                            let line = format!(
                                 "TLS handshake with upstream {} (SNI {sni}) failed: {why}",
                                 u.addr
                             );
+                            if *last == 0 || self.now >= *last + 60_000 {
+                                *last = self.now.max(1);
+                                warn!("{line}");
+                            } else {
+                                debug!("{line}");
+                            }
                             ok = false;
                         }
                     }
