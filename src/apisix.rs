@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use crate::balance::parse_balance;
 use crate::config::{
     route_host, uri_pattern, ActiveChecks, Balance, Node, PassHost, PassiveHealth, PoolSettings,
-    QueueSettings, Route, Scheme, Upstream, UpstreamTimeouts, MAX_DURATION,
+    QueueSettings, Route, Scheme, Upstream, UpstreamTimeouts, UpstreamTls, MAX_DURATION,
 };
 use crate::route::{parse_cond, Operand};
 
@@ -54,7 +54,6 @@ const UPSTREAM_UNSUPPORTED: &[&str] = &[
     "service_name",
     "discovery_type",
     "discovery_args",
-    "tls",
     "upstream_type",
 ];
 const METHODS: &[&str] = &[
@@ -310,8 +309,8 @@ pub fn parse_upstream(name: &str, v: &Value, at: &str) -> Result<Upstream, Apisi
     for k in m.keys() {
         match k.as_str() {
             "nodes" | "type" | "hash_on" | "key" | "pass_host" | "upstream_host" | "scheme"
-            | "timeout" | "keepalive_pool" | "retries" | "retry_timeout" | "checks" | "id"
-            | "name" | "desc" | "labels" | "create_time" | "update_time" => {}
+            | "timeout" | "keepalive_pool" | "retries" | "retry_timeout" | "checks" | "tls"
+            | "id" | "name" | "desc" | "labels" | "create_time" | "update_time" => {}
             k if UPSTREAM_UNSUPPORTED.contains(&k) => {
                 return fail(join(at, k), "not supported by hearth")
             }
@@ -375,23 +374,20 @@ pub fn parse_upstream(name: &str, v: &Value, at: &str) -> Result<Upstream, Apisi
     }
     let balance: Balance =
         parse_balance(kind, hash_on, key).or_else(|e| fail(join(at, "key"), e))?;
-    let scheme =
-        match m.get("scheme") {
-            None => Scheme::Http,
-            Some(s) => match string(s, &join(at, "scheme"))? {
-                "http" => Scheme::Http,
-                "https" => return fail(
+    let scheme = match m.get("scheme") {
+        None => Scheme::Http,
+        Some(s) => match string(s, &join(at, "scheme"))? {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            other => {
+                return fail(
                     join(at, "scheme"),
-                    "\"https\" upstreams come with TLS (issue 6); only \"http\" is supported now",
-                ),
-                other => {
-                    return fail(
-                        join(at, "scheme"),
-                        format!("expected \"http\", found {other:?}"),
-                    )
-                }
-            },
-        };
+                    format!("expected \"http\" or \"https\", found {other:?}"),
+                )
+            }
+        },
+    };
+    let tls = upstream_tls(m.get("tls"), scheme, &join(at, "tls"))?;
     let pass_host = pass_host(m, at)?;
     let d = UpstreamTimeouts::default();
     let timeout = match m.get("timeout") {
@@ -468,6 +464,7 @@ pub fn parse_upstream(name: &str, v: &Value, at: &str) -> Result<Upstream, Apisi
         retry_timeout,
         passive: PassiveHealth::default(),
         checks,
+        tls,
     })
 }
 
@@ -771,6 +768,48 @@ fn checks(v: &Value, at: &str) -> Result<Option<ActiveChecks>, ApisixError> {
         }
     }
     Ok(Some(checks))
+}
+
+/// `tls` of an https upstream: `verify` (APISIX's field; hearth verifies unless told not to, as
+/// in its TOML) and `sni` (hearth's; by default the Host that `pass_host` sends). APISIX's
+/// `client_cert` / `client_key` carry PEM text; mutual TLS to an upstream is configured in the
+/// TOML file, which names certificate files, so they are refused here rather than ignored.
+fn upstream_tls(
+    v: Option<&Value>,
+    scheme: Scheme,
+    path: &str,
+) -> Result<Option<UpstreamTls>, ApisixError> {
+    if scheme != Scheme::Https {
+        return match v {
+            Some(_) => fail(path, "tls needs scheme \"https\""),
+            None => Ok(None),
+        };
+    }
+    let mut tls = UpstreamTls::default();
+    let Some(v) = v else { return Ok(Some(tls)) };
+    let m = object(v, path)?;
+    for k in ["client_cert", "client_key", "client_cert_id"] {
+        if m.contains_key(k) {
+            return fail(
+                join(path, k),
+                "mutual TLS to an upstream is configured in the TOML file (tls.client_cert)",
+            );
+        }
+    }
+    only(m, path, &["verify", "sni"])?;
+    if let Some(b) = m.get("verify") {
+        tls.verify = b.as_bool().ok_or_else(|| ApisixError {
+            path: join(path, "verify"),
+            message: "expected true or false".into(),
+        })?;
+    }
+    if let Some(s) = m.get("sni") {
+        let p = join(path, "sni");
+        let name = string(s, &p)?;
+        crate::tls::server_name(name).or_else(|e| fail(&p, e))?;
+        tls.sni = Some(name.to_owned());
+    }
+    Ok(Some(tls))
 }
 
 fn count(v: &Value, path: &str) -> Result<u32, ApisixError> {
@@ -1099,6 +1138,31 @@ mod tests {
     }
 
     #[test]
+    fn https_upstreams_verify_unless_told_not_to() {
+        let u = parse_upstream(
+            "upstreams/s",
+            &json!({"nodes": {"127.0.0.1:443": 1}, "scheme": "https"}),
+            "",
+        )
+        .unwrap();
+        assert_eq!(u.scheme, Scheme::Https);
+        assert_eq!(u.tls, Some(UpstreamTls::default()));
+        assert!(u.tls.unwrap().verify);
+        let u = parse_upstream(
+            "upstreams/s",
+            &json!({"nodes": {"127.0.0.1:443": 1}, "scheme": "https",
+                    "tls": {"verify": false, "sni": "api.example.com"}}),
+            "",
+        )
+        .unwrap();
+        let tls = u.tls.unwrap();
+        assert_eq!(
+            (tls.verify, tls.sni.as_deref()),
+            (false, Some("api.example.com"))
+        );
+    }
+
+    #[test]
     fn defaults_when_fields_are_omitted() {
         let u = parse_upstream("upstreams/x", &json!({"nodes": {"127.0.0.1:1": 1}}), "").unwrap();
         assert_eq!(u.balance, Balance::RoundRobin);
@@ -1246,7 +1310,12 @@ mod tests {
             (json!({"uris": ["/"]}), "", "needs \"upstream\""),
             (json!([1]), "", "expected an object"),
             (with_up(json!({"foo": 1})), "upstream.foo", "unknown field"),
-            (with_up(json!({"tls": {}})), "upstream.tls", "not supported"),
+            (with_up(json!({"tls": {}})), "upstream.tls", "needs scheme"),
+            (
+                with_up(json!({"scheme": "https", "tls": {"client_cert": "PEM"}})),
+                "upstream.tls.client_cert",
+                "TOML",
+            ),
             (
                 with_up(json!({"nodes": {}})),
                 "upstream.nodes",
@@ -1320,14 +1389,9 @@ mod tests {
                 "expected \"vars\"",
             ),
             (
-                with_up(json!({"scheme": "https"})),
-                "upstream.scheme",
-                "issue 6",
-            ),
-            (
                 with_up(json!({"scheme": "grpc"})),
                 "upstream.scheme",
-                "expected \"http\"",
+                "expected \"http\" or \"https\"",
             ),
             (
                 with_up(json!({"pass_host": "rewrite"})),

@@ -105,6 +105,47 @@ pub struct Admin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
     pub addr: SocketAddr,
+    /// TLS on this listener (`tls` and/or `certs`); None: plain HTTP.
+    pub tls: Option<ListenTls>,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// A TLS listener's certificates. The first is the default (`tls`, or else the first of
+/// `certs`); the others are chosen by the SNI names in their subjectAltName.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenTls {
+    pub certs: Vec<CertFiles>,
+}
+
+/// `tls = { ... }` of an https upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// None: the Host that `pass_host` sends, without its port (see `tls::sni_for`).
+    pub sni: Option<String>,
+    /// Check the certificate chain and name; off logs a warning.
+    pub verify: bool,
+    /// Trusted CAs (PEM); None: the webpki roots.
+    pub ca: Option<std::path::PathBuf>,
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            sni: None,
+            verify: true,
+            ca: None,
+            client_cert: None,
+            client_key: None,
+        }
+    }
 }
 
 /// Limits applied to each client (downstream) connection.
@@ -147,6 +188,8 @@ pub struct Upstream {
     /// Never empty; in order of appearance in the file.
     pub nodes: Vec<Node>,
     pub scheme: Scheme,
+    /// Set exactly when `scheme` is `Https`.
+    pub tls: Option<UpstreamTls>,
     pub pass_host: PassHost,
     pub timeout: UpstreamTimeouts,
     pub keepalive_pool: PoolSettings,
@@ -261,6 +304,7 @@ pub struct Node {
 pub enum Scheme {
     #[default]
     Http,
+    Https,
 }
 
 /// Which Host header the upstream request carries.
@@ -616,6 +660,25 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     addr: Spanned<String>,
+    tls: Option<Spanned<RawCertFiles>>,
+    certs: Option<Spanned<Vec<RawCertFiles>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertFiles {
+    cert: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamTls {
+    sni: Option<String>,
+    verify: Option<bool>,
+    ca: Option<String>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -635,6 +698,7 @@ struct RawClient {
 struct RawUpstream {
     nodes: Spanned<BTreeMap<Spanned<String>, Spanned<Count<u32>>>>,
     scheme: Option<Spanned<String>>,
+    tls: Option<Spanned<RawUpstreamTls>>,
     pass_host: Option<Spanned<String>>,
     upstream_host: Option<Spanned<String>>,
     timeout: Option<RawTimeouts>,
@@ -1220,9 +1284,54 @@ impl Builder<'_> {
                     .locator
                     .error(Some(l.addr.span()), format!("{addr} is listed twice")));
             }
-            listen.push(Listen { addr });
+            let tls = self.listen_tls(l.tls, l.certs)?;
+            listen.push(Listen { addr, tls });
         }
         Ok(listen)
+    }
+
+    /// A path from the file, relative to the configuration file's directory.
+    fn path(&self, p: &str) -> std::path::PathBuf {
+        let p = std::path::Path::new(p);
+        match std::path::Path::new(self.locator.file).parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
+    /// `tls` and `certs` of a `[[listen]]`; the files are loaded here so that a bad certificate
+    /// fails `--check` and a reload rather than the first handshake.
+    fn listen_tls(
+        &self,
+        tls: Option<Spanned<RawCertFiles>>,
+        certs: Option<Spanned<Vec<RawCertFiles>>>,
+    ) -> Result<Option<ListenTls>, ConfigError> {
+        let span = match (&tls, &certs) {
+            (None, None) => return Ok(None),
+            (Some(t), _) => t.span(),
+            (None, Some(c)) => c.span(),
+        };
+        let files = |r: RawCertFiles| CertFiles {
+            cert: self.path(&r.cert),
+            key: self.path(&r.key),
+        };
+        let mut list: Vec<CertFiles> = tls.map(|t| files(t.into_inner())).into_iter().collect();
+        list.extend(
+            certs
+                .map(Spanned::into_inner)
+                .unwrap_or_default()
+                .into_iter()
+                .map(files),
+        );
+        if list.is_empty() {
+            return Err(self.locator.error(
+                Some(span),
+                "certs is empty and no tls certificate is given".to_owned(),
+            ));
+        }
+        let out = ListenTls { certs: list };
+        crate::tls::server_config(&out).map_err(|e| self.locator.error(Some(span), e))?;
+        Ok(Some(out))
     }
 
     fn client(&mut self, raw: RawClient) -> Result<ClientSettings, ConfigError> {
@@ -1251,6 +1360,50 @@ impl Builder<'_> {
             max_head_bytes,
             max_body_bytes: raw.max_body_bytes.map_or(d.max_body_bytes, |s| s.0),
         })
+    }
+
+    /// The `tls` block of an upstream: only with `scheme = "https"`, files loaded and every
+    /// node's SNI checked here, so that a reload with a bad file changes nothing.
+    fn upstream_tls(
+        &mut self,
+        name: &str,
+        scheme: Scheme,
+        raw: Option<Spanned<RawUpstreamTls>>,
+        pass_host: &PassHost,
+        nodes: &[Node],
+    ) -> Result<Option<UpstreamTls>, ConfigError> {
+        let span = raw.as_ref().map(Spanned::span);
+        if scheme == Scheme::Http {
+            return match span {
+                Some(s) => Err(self
+                    .locator
+                    .error(Some(s), "tls needs scheme = \"https\"".to_owned())),
+                None => Ok(None),
+            };
+        }
+        let tls = match raw.map(Spanned::into_inner) {
+            None => UpstreamTls::default(),
+            Some(r) => UpstreamTls {
+                sni: r.sni,
+                verify: r.verify.unwrap_or(true),
+                ca: r.ca.map(|p| self.path(&p)),
+                client_cert: r.client_cert.map(|p| self.path(&p)),
+                client_key: r.client_key.map(|p| self.path(&p)),
+            },
+        };
+        for n in nodes {
+            let sni = crate::tls::sni_for(&tls, pass_host, &n.host);
+            crate::tls::load_client(&tls, sni)
+                .and_then(|m| crate::tls::client_config(&m, 1))
+                .map_err(|e| self.locator.error(span.clone(), e))?;
+        }
+        if !tls.verify {
+            let at = self.prefix(span, &format!("upstreams.{name}.tls.verify"));
+            self.warnings.push(Warning(format!(
+                "{at}: false: the certificates of this upstream's nodes are not checked"
+            )));
+        }
+        Ok(Some(tls))
     }
 
     fn upstream(&mut self, name: String, raw: RawUpstream) -> Result<Upstream, ConfigError> {
@@ -1284,21 +1437,17 @@ impl Builder<'_> {
             None => Scheme::Http,
             Some(s) => match s.get_ref().as_str() {
                 "http" => Scheme::Http,
-                "https" => {
-                    return Err(self.locator.error(
-                        Some(s.span()),
-                        "\"https\" upstreams are not supported yet; only \"http\" is",
-                    ))
-                }
+                "https" => Scheme::Https,
                 other => {
                     return Err(self.locator.error(
                         Some(s.span()),
-                        format!("expected \"http\", found {other:?}"),
+                        format!("expected \"http\" or \"https\", found {other:?}"),
                     ))
                 }
             },
         };
         let pass_host = self.pass_host(raw.pass_host, raw.upstream_host)?;
+        let tls = self.upstream_tls(&name, scheme, raw.tls, &pass_host, &nodes)?;
         let t = UpstreamTimeouts::default();
         let timeout = match raw.timeout {
             None => t,
@@ -1360,6 +1509,7 @@ impl Builder<'_> {
             name,
             nodes,
             scheme,
+            tls,
             pass_host,
             timeout,
             keepalive_pool,
@@ -1804,7 +1954,8 @@ upstream = "u"
         assert_eq!(
             config.listen,
             vec![Listen {
-                addr: "127.0.0.1:0".parse().unwrap()
+                addr: "127.0.0.1:0".parse().unwrap(),
+                tls: None,
             }]
         );
         assert_eq!(config.client, ClientSettings::default());
@@ -2291,8 +2442,11 @@ upstream = "zeta"
             ),
             ("[upstreams.v]\nscheme = \"http\"\n", 11, "upstreams.v", "missing field `nodes`"),
             // Scheme and Host handling.
-            ("[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nscheme = \"https\"\n", 13, "upstreams.v.scheme", "not supported yet"),
-            ("[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nscheme = \"ftp\"\n", 13, "upstreams.v.scheme", "expected \"http\""),
+            ("[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\ntls = { verify = false }\n", 13, "upstreams.v.tls", "needs scheme"),
+            ("[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nscheme = \"https\"\ntls = { client_cert = \"/nonexistent.pem\" }\n", 14, "upstreams.v.tls", "go together"),
+            ("[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nscheme = \"https\"\ntls = { ca = \"/nonexistent/ca.pem\" }\n", 14, "upstreams.v.tls", "cannot read certificates"),
+            ("[[listen]]\naddr = \"127.0.0.1:0\"\ntls = { cert = \"/nonexistent.pem\", key = \"/nonexistent.key\" }\n", 13, "listen[1].tls", "cannot read certificates"),
+            ("[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nscheme = \"ftp\"\n", 13, "upstreams.v.scheme", "expected \"http\" or \"https\""),
             ("[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\npass_host = \"keep\"\n", 13, "upstreams.v.pass_host", "expected \"pass\""),
             (
                 "[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\npass_host = \"rewrite\"\n",

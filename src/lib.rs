@@ -26,6 +26,7 @@ pub mod runtime;
 pub mod slab;
 pub mod sys;
 pub mod timer;
+pub mod tls;
 pub mod upstream;
 
 #[cfg(test)]

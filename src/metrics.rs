@@ -94,6 +94,10 @@ pub struct NodeCounters {
     pub response: Histogram,
     /// Final responses from the node by class: 1xx (101) to 5xx.
     pub responses: [u64; 5],
+    /// TLS handshakes to an https node: full, resumed from a session, failed.
+    pub tls_full_handshakes: u64,
+    pub tls_resumed_handshakes: u64,
+    pub tls_handshake_failures: u64,
     /// Gauges, filled in when a snapshot is taken.
     pub idle_now: u64,
     pub open_now: u64,
@@ -117,6 +121,9 @@ impl NodeCounters {
         self.retries += o.retries;
         self.failures += o.failures;
         self.marked_down += o.marked_down;
+        self.tls_full_handshakes += o.tls_full_handshakes;
+        self.tls_resumed_handshakes += o.tls_resumed_handshakes;
+        self.tls_handshake_failures += o.tls_handshake_failures;
         for (a, b) in self.closes.iter_mut().zip(o.closes.iter()) {
             *a += b;
         }
@@ -208,7 +215,7 @@ impl Counters {
         for (code, n) in ANSWER_CODES.iter().zip(self.answers.iter()) {
             let _ = writeln!(s, "hearth_answers_total{{code=\"{code}\"}} {n}");
         }
-        let series: [Series; 15] = [
+        let series: [Series; 18] = [
             ("requests_total", "counter", |n| n.requests),
             ("connects_total", "counter", |n| n.connects),
             ("connect_failures_total", "counter", |n| n.connect_failures),
@@ -220,6 +227,15 @@ impl Counters {
             ("retries_total", "counter", |n| n.retries),
             ("failures_total", "counter", |n| n.failures),
             ("marked_down_total", "counter", |n| n.marked_down),
+            ("tls_full_handshakes_total", "counter", |n| {
+                n.tls_full_handshakes
+            }),
+            ("tls_resumed_handshakes_total", "counter", |n| {
+                n.tls_resumed_handshakes
+            }),
+            ("tls_handshake_failures_total", "counter", |n| {
+                n.tls_handshake_failures
+            }),
             ("idle_connections", "gauge", |n| n.idle_now),
             ("open_connections", "gauge", |n| n.open_now),
             ("active_connections", "gauge", |n| {

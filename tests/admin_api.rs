@@ -184,8 +184,8 @@ fn invalid_objects_are_refused_naming_the_field_and_change_nothing() {
             "vars[0]: unknown operator",
         ),
         (
-            format!("{{\"uris\":[\"/a\"],\"upstream\":{up},\"scheme\":\"https\"}}}}"),
-            "upstream.scheme: \"https\" upstreams come with TLS (issue 6)",
+            format!("{{\"uris\":[\"/a\"],\"upstream\":{up},\"scheme\":\"grpc\"}}}}"),
+            "upstream.scheme: expected \"http\" or \"https\"",
         ),
         (
             r#"{"uris":["/a"],"upstream_id":"nope"}"#.to_string(),

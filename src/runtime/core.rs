@@ -11,7 +11,15 @@
 //! - Timers are lazy: a connection stores its deadline and the wheel holds at most a few entries
 //!   per connection; an entry that fires early re-arms at the stored deadline.
 //! - An upstream connection is in exactly one of: connecting, attached to one client, idle in its
-//!   node's LRU list.
+//!   node's LRU list. An https connection stays connecting until its TLS handshake is done, so
+//!   the connect timeout covers TCP and TLS.
+//! - TLS (both sides) is a boxed rustls `Connection` beside the socket, driven by the same
+//!   readiness flags (`End`): reads go socket -> `read_tls` -> `process_new_packets` ->
+//!   `reader()`, writes `writer()` -> `write_tls` -> socket. For a TLS connection `readable`
+//!   means "the socket or rustls may have bytes"; it is cleared only when both are drained.
+//!   Whatever rustls queues (handshake, alerts, tickets) is written in the same pass, and at
+//!   most one record's worth of plaintext waits inside rustls, so back-pressure stays with our
+//!   buffers. A plain connection carries only a null `Option<Box<_>>` for all this.
 
 use std::io::{self, Read, Write};
 use std::mem;
@@ -25,6 +33,7 @@ use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use rustls::{ClientConnection, Connection, HandshakeKind, ServerConnection};
 
 use crate::accesslog::{AccessLog, Outcome, Pending, Start};
 use crate::balance::{self, Balancer, Latency, Load, Passive, Tried};
@@ -38,7 +47,7 @@ use crate::lru::Handle;
 use crate::metrics::Counters;
 use crate::route::Request;
 use crate::runtime::control::{Control, Handover};
-use crate::runtime::generation::{host_override, PoolId, Process, Shared, UpSettings};
+use crate::runtime::generation::{host_override, ListenTls, PoolId, Process, Shared, UpSettings};
 use crate::slab::Slab;
 use crate::timer::TimerWheel;
 use crate::upstream::pool::{self, CloseReason, KeepAliveHint, NodeBudget, NodePool};
@@ -61,6 +70,9 @@ const ACCEPT_PAUSE_MS: u64 = 100;
 const CAP_RECHECK_MS: u64 = 50;
 /// How often a core tops up `keepalive_pool.min_idle` after losses.
 const WARM_EVERY_MS: u64 = 1_000;
+/// Plaintext handed to rustls per write: one TLS record, so at most that much waits inside
+/// rustls when the socket stops taking bytes.
+const TLS_CHUNK: usize = 16_384;
 
 fn client_token(i: usize) -> Token {
     Token(CONN_BASE + 2 * i)
@@ -205,6 +217,8 @@ enum Phase {
 
 struct Client {
     sock: TcpStream,
+    /// The TLS session of a client that came in on a TLS listener.
+    tls: Option<Box<Connection>>,
     ip: IpAddr,
     readable: bool,
     writable: bool,
@@ -235,6 +249,10 @@ enum UpState {
 
 struct Upstream {
     sock: TcpStream,
+    /// The TLS session of an https connection; kept while the connection is pooled.
+    tls: Option<Box<Connection>>,
+    /// TCP is up and the TLS handshake runs (the state is still `Connecting`).
+    handshaking: bool,
     node: PoolId,
     addr: SocketAddr,
     /// The node's process-wide budget, and the caps it was opened under.
@@ -327,29 +345,203 @@ fn write_from(sock: &mut TcpStream, data: &[u8], ready: &mut bool) -> Result<usi
     Ok(done)
 }
 
+/// One side of a connection as the I/O paths see it: the socket, its TLS session if any, and
+/// its user-space readiness. Built from a `Client` or `Upstream` with `end!`, which borrows the
+/// fields one by one so the connection's buffers stay free to borrow beside it.
+struct End<'a> {
+    sock: &'a mut TcpStream,
+    tls: Option<&'a mut Connection>,
+    readable: &'a mut bool,
+    writable: &'a mut bool,
+    hup: bool,
+}
+
+macro_rules! end {
+    ($c:expr) => {
+        End {
+            sock: &mut $c.sock,
+            tls: $c.tls.as_deref_mut(),
+            readable: &mut $c.readable,
+            writable: &mut $c.writable,
+            hup: $c.hup,
+        }
+    };
+}
+
+/// The socket as rustls reads it, noting whether the last read came up short (the socket is
+/// drained, so readiness may be cleared as for a plain read).
+struct ShortRead<'a> {
+    sock: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for ShortRead<'_> {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(b)?;
+        self.short = n < b.len();
+        Ok(n)
+    }
+}
+
+/// Writes what rustls has queued. Ok(progress), or Err when the peer is gone.
+fn tls_flush(sock: &mut TcpStream, tls: &mut Connection, writable: &mut bool) -> Result<bool, ()> {
+    let mut progress = false;
+    while tls.wants_write() && *writable {
+        match tls.write_tls(sock) {
+            Ok(0) => return Err(()),
+            Ok(_) => progress = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(progress)
+}
+
+/// What one `tls_feed` brought.
+enum Fed {
+    /// Nothing to read now; readiness was cleared.
+    Blocked,
+    /// Records were read and processed.
+    Records,
+    /// The socket is at EOF (rustls knows; its reader reports it).
+    Eof,
+    /// A TLS or socket error, after the alert rustls queued was sent.
+    Error(String),
+}
+
+/// Feeds rustls one read from the socket, processes it, and sends what that queued.
+fn tls_feed(
+    sock: &mut TcpStream,
+    tls: &mut Connection,
+    readable: &mut bool,
+    writable: &mut bool,
+    hup: bool,
+) -> Fed {
+    let eof = loop {
+        let mut src = ShortRead { sock, short: false };
+        match tls.read_tls(&mut src) {
+            Ok(0) => break true,
+            Ok(_) => {
+                if src.short && !hup {
+                    *readable = false;
+                }
+                break false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *readable = false;
+                return Fed::Blocked;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Fed::Error(e.to_string()),
+        }
+    };
+    let processed = tls.process_new_packets();
+    // Handshake replies, alerts and key updates go out in the same pass.
+    let flushed = tls_flush(sock, tls, writable);
+    match (processed, flushed) {
+        (Err(e), _) => Fed::Error(e.to_string()),
+        (Ok(_), Err(())) => Fed::Error("connection reset".into()),
+        (Ok(_), Ok(_)) if eof => Fed::Eof,
+        (Ok(_), Ok(_)) => Fed::Records,
+    }
+}
+
+impl End<'_> {
+    /// Reads once into `buf` (plaintext, through TLS when the connection has it).
+    fn read_into(&mut self, buf: &mut Buf) -> ReadOutcome {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return read_into(self.sock, buf, self.readable, self.hup);
+        };
+        loop {
+            let spare = buf.spare_mut();
+            let want = spare.len();
+            if want == 0 {
+                return ReadOutcome::Blocked;
+            }
+            match tls.reader().read(spare) {
+                Ok(0) => return ReadOutcome::Eof, // close_notify
+                Ok(n) => {
+                    buf.fill(n);
+                    // Filling the buffer may leave plaintext in rustls: stay readable then.
+                    if n == want {
+                        *self.readable = true;
+                    }
+                    return ReadOutcome::Data;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // TCP closed without close_notify: an EOF as for plain HTTP, whose framing
+                // tells a truncated message from a whole one.
+                Err(_) => return ReadOutcome::Eof,
+            }
+            if !*self.readable {
+                return ReadOutcome::Blocked;
+            }
+            match tls_feed(self.sock, tls, self.readable, self.writable, self.hup) {
+                Fed::Blocked => return ReadOutcome::Blocked,
+                // The reader reports the EOF (clean or not) at the top of the loop.
+                Fed::Records | Fed::Eof => {}
+                Fed::Error(e) => {
+                    debug!("TLS: {e}");
+                    return ReadOutcome::Failed;
+                }
+            }
+        }
+    }
+
+    /// Writes `data`; returns bytes taken, or Err when the peer is gone.
+    fn write_from(&mut self, data: &[u8]) -> Result<usize, ()> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return write_from(self.sock, data, self.writable);
+        };
+        tls_flush(self.sock, tls, self.writable)?;
+        let mut done = 0;
+        while done < data.len() && *self.writable && !tls.wants_write() {
+            let end = data.len().min(done + TLS_CHUNK);
+            match tls.writer().write(&data[done..end]) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(_) => return Err(()),
+            }
+            tls_flush(self.sock, tls, self.writable)?;
+        }
+        Ok(done)
+    }
+
+    /// Writes what rustls holds (handshake, alerts, the last record). Ok(progress).
+    fn flush_tls(&mut self) -> Result<bool, ()> {
+        match self.tls.as_deref_mut() {
+            Some(tls) => tls_flush(self.sock, tls, self.writable),
+            None => Ok(false),
+        }
+    }
+
+    /// Bytes still queued inside rustls.
+    fn tls_pending(&self) -> bool {
+        self.tls.as_deref().is_some_and(|t| t.wants_write())
+    }
+}
+
 /// Moves bytes one way through a tunnel: writes what `slot` holds to `to`, then refills it from
 /// `from`. Err when either side has finished or failed.
 fn pump(
-    from: &mut TcpStream,
-    from_ready: &mut bool,
-    from_hup: bool,
+    from: &mut End,
     slot: &mut Option<Buf>,
-    to: &mut TcpStream,
-    to_ready: &mut bool,
+    to: &mut End,
     bufs: &mut BufPool,
 ) -> Result<bool, ()> {
-    let mut progress = false;
+    let mut progress = to.flush_tls()?;
     if let Some(b) = slot.as_mut().filter(|b| !b.is_empty()) {
-        let n = write_from(to, b.filled(), to_ready)?;
+        let n = to.write_from(b.filled())?;
         b.consume(n);
         progress |= n > 0;
     }
-    if slot.as_ref().is_none_or(Buf::is_empty) && *from_ready {
+    if slot.as_ref().is_none_or(Buf::is_empty) && *from.readable {
         if slot.is_none() {
             *slot = bufs.checkout();
         }
         if let Some(b) = slot.as_mut() {
-            match read_into(from, b, from_ready, from_hup) {
+            match from.read_into(b) {
                 ReadOutcome::Data => progress = true,
                 ReadOutcome::Blocked => {}
                 ReadOutcome::Eof | ReadOutcome::Failed => return Err(()),
@@ -357,6 +549,79 @@ fn pump(
         }
     }
     Ok(progress)
+}
+
+/// How far an https connection's handshake got.
+enum Handshake {
+    Pending,
+    Done,
+    Failed(String),
+}
+
+/// Drives the TLS handshake of an upstream connection whose TCP connect finished.
+fn handshake(u: &mut Upstream) -> Handshake {
+    let Some(tls) = u.tls.as_deref_mut() else {
+        return Handshake::Done;
+    };
+    loop {
+        if tls_flush(&mut u.sock, tls, &mut u.writable).is_err() {
+            return Handshake::Failed("connection reset during the handshake".into());
+        }
+        if !tls.is_handshaking() {
+            return Handshake::Done;
+        }
+        if !u.readable {
+            return Handshake::Pending;
+        }
+        match tls_feed(&mut u.sock, tls, &mut u.readable, &mut u.writable, u.hup) {
+            Fed::Blocked | Fed::Records => {}
+            Fed::Eof => {
+                return Handshake::Failed(
+                    "the upstream closed the connection during the handshake".into(),
+                )
+            }
+            Fed::Error(e) => return Handshake::Failed(e),
+        }
+    }
+}
+
+/// Whether a connection about to be pooled, or pooled, is still quiet. A plain one is quiet
+/// unless it turned readable (EOF or stray bytes). A TLS one may turn readable for session
+/// tickets or key updates, which are read and kept; plaintext, close_notify, EOF or an error
+/// mean the upstream is done with it.
+fn up_quiet(u: &mut Upstream) -> bool {
+    let Some(tls) = u.tls.as_deref_mut() else {
+        return !u.readable;
+    };
+    loop {
+        match tls.process_new_packets() {
+            Ok(st) if st.plaintext_bytes_to_read() == 0 && !st.peer_has_closed() => {}
+            _ => return false,
+        }
+        if !u.readable {
+            return true;
+        }
+        let mut src = ShortRead {
+            sock: &mut u.sock,
+            short: false,
+        };
+        match tls.read_tls(&mut src) {
+            Ok(0) => return false,
+            Ok(_) => {
+                if src.short && !u.hup {
+                    u.readable = false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+        if tls.process_new_packets().is_err()
+            || tls_flush(&mut u.sock, tls, &mut u.writable).is_err()
+        {
+            return false;
+        }
+    }
 }
 
 pub struct Core {
@@ -400,6 +665,9 @@ pub struct Core {
     next_warm: u64,
     /// By pool id: evictions since the last "pool too small" warning, and when that was.
     evictions: Vec<(u64, u64)>,
+    /// By pool id: when a failed upstream TLS handshake was last logged as a warning (at most
+    /// one a minute per pool and core; the counter has them all).
+    tls_warned: Vec<u64>,
     /// The access log, when configured; its entries in progress by client id (kept out of
     /// `Client` so idle connections stay small).
     access: Option<AccessLog>,
@@ -452,6 +720,7 @@ impl Core {
             shutdown_at: None,
             next_warm: 0,
             evictions: Vec::new(),
+            tls_warned: Vec::new(),
             access: match &cfg.access_log {
                 Some(a) => Some(AccessLog::open(&a.path, a.format)?),
                 None => None,
@@ -597,7 +866,9 @@ impl Core {
                     let _ = reply.send(self.snapshot());
                 }
                 Control::ShedIdle { node, from } => {
-                    if node < self.pools.len() {
+                    // TLS connections stay on their core (see `hand_over`).
+                    let https = self.shared.pool(node).is_some_and(|p| p.https);
+                    if node < self.pools.len() && !https {
                         if let Some(uid) = self.checkout_idle(node) {
                             self.hand_over(uid, from);
                         }
@@ -801,6 +1072,30 @@ impl Core {
             match accepted {
                 Ok((mut sock, peer)) => {
                     let _ = sock.set_nodelay(true);
+                    let tls = match self.shared.listen_tls.get(li) {
+                        None | Some(ListenTls::Plain) => None,
+                        // One Arc clone per connection (not per request) for the session.
+                        Some(ListenTls::Tls(cfg)) => match ServerConnection::new(cfg.clone()) {
+                            Ok(conn) => Some(Box::new(Connection::Server(conn))),
+                            Err(e) => {
+                                warn!("starting a TLS session failed: {e}");
+                                None
+                            }
+                        },
+                        Some(ListenTls::Broken) => None,
+                    };
+                    if tls.is_none()
+                        && !matches!(
+                            self.shared.listen_tls.get(li),
+                            None | Some(ListenTls::Plain)
+                        )
+                    {
+                        // A TLS listener must never answer in plain text.
+                        if cap > 0 {
+                            self.process.clients_open.fetch_sub(1, Ordering::AcqRel);
+                        }
+                        continue;
+                    }
                     let cid = self.clients.vacant_key();
                     if let Err(e) = self.poll.registry().register(
                         &mut sock,
@@ -817,6 +1112,7 @@ impl Core {
                     let now = self.now;
                     self.clients.insert(Client {
                         sock,
+                        tls,
                         ip: peer.ip(),
                         readable: false,
                         writable: false,
@@ -900,19 +1196,25 @@ impl Core {
     fn flush_client(&mut self, cid: usize) -> Result<bool, ()> {
         let now = self.now;
         let c = &mut self.clients.get_mut(cid).ok_or(())?;
-        let Some(w) = c.wbuf.as_mut() else {
-            return Ok(false);
-        };
-        if w.is_empty() || !c.writable {
-            return Ok(false);
+        let mut end = end!(c);
+        // What rustls holds goes first (handshake, alerts, the last record), even with no wbuf.
+        let flushed = end.flush_tls()?;
+        if flushed {
+            c.last_write = now;
         }
-        let n = write_from(&mut c.sock, w.filled(), &mut c.writable)?;
+        let Some(w) = c.wbuf.as_mut() else {
+            return Ok(flushed);
+        };
+        if w.is_empty() || !*end.writable {
+            return Ok(flushed);
+        }
+        let n = end.write_from(w.filled())?;
         w.consume(n);
         if n > 0 {
             c.last_write = now;
         }
         self.bufs.release_if_empty(&mut c.wbuf);
-        Ok(n > 0)
+        Ok(n > 0 || flushed)
     }
 
     /// Queues a canned answer and moves to closing (or back to reading heads when `keep`).
@@ -1010,7 +1312,7 @@ impl Core {
             }
         }
         let buf = c.rbuf.as_mut().expect("checked out above");
-        match read_into(&mut c.sock, buf, &mut c.readable, c.hup) {
+        match end!(c).read_into(buf) {
             ReadOutcome::Data => {
                 if c.head_started.is_none() {
                     c.head_started = Some(self.now);
@@ -1140,7 +1442,7 @@ impl Core {
         };
         let fwd = Forward {
             client_ip: c.ip,
-            proto: "http",
+            proto: if c.tls.is_some() { "https" } else { "http" },
             // An HTTP/1.0 request may come without Host; the upstream gets HTTP/1.1, which
             // requires one (RFC 9112 §3.2), so it gets the node's address.
             host: host_override(&up_cfg.pass_host, pool)
@@ -1410,7 +1712,7 @@ impl Core {
     fn checkout_idle(&mut self, node: usize) -> Option<usize> {
         while let Some(uid) = self.pools[node].take_idle() {
             let u = self.ups.get_mut(uid)?;
-            if u.readable {
+            if !up_quiet(u) {
                 // EOF or stray bytes arrived while it sat idle: the upstream is done with it.
                 u.state = UpState::Active;
                 self.upstream_closed_idle(uid);
@@ -1436,9 +1738,27 @@ impl Core {
         owner: Option<usize>,
         set: &UpSettings,
     ) -> Result<usize, ConnectError> {
-        let Some(addr) = self.shared.pool(node).map(|p| p.addr) else {
+        let Some(pool) = self.shared.pool(node) else {
             // The node left the configuration while the request waited.
             return Err(ConnectError::Failed);
+        };
+        let addr = pool.addr;
+        let tls = match &pool.tls {
+            // Per connection, not per request: an Arc clone and the session's allocations.
+            Some(t) => match ClientConnection::new(t.config.clone(), t.name.clone()) {
+                Ok(conn) => Some(Box::new(Connection::Client(conn))),
+                Err(e) => {
+                    warn!("TLS to {addr}: {e}");
+                    self.counters.nodes[node].connect_failures += 1;
+                    return Err(ConnectError::Failed);
+                }
+            },
+            None if pool.https => {
+                // Its certificate files failed to load (logged when the generation was made).
+                self.counters.nodes[node].connect_failures += 1;
+                return Err(ConnectError::Failed);
+            }
+            None => None,
         };
         let budget = self.budgets[node].clone();
         let (max_connections, max_connecting) = (set.max_connections, set.max_connecting);
@@ -1478,6 +1798,8 @@ impl Core {
         let deadline = self.now + set.connect_ms;
         self.ups.insert(Upstream {
             sock,
+            tls,
+            handshaking: false,
             node,
             addr,
             budget,
@@ -1591,12 +1913,7 @@ impl Core {
                 if c.rbuf.is_none() {
                     c.rbuf = Some(self.bufs.checkout().ok_or(Fault::ClientBad(503))?);
                 }
-                match read_into(
-                    &mut c.sock,
-                    c.rbuf.as_mut().expect("present"),
-                    &mut c.readable,
-                    c.hup,
-                ) {
+                match end!(c).read_into(c.rbuf.as_mut().expect("present")) {
                     ReadOutcome::Data => {
                         c.last_active = self.now;
                         progress = true;
@@ -1657,7 +1974,8 @@ impl Core {
         if ex.sent >= ex.to_up.len() || !u.writable {
             return Ok(false);
         }
-        let n = write_from(&mut u.sock, &ex.to_up.filled()[ex.sent..], &mut u.writable)
+        let n = end!(u)
+            .write_from(&ex.to_up.filled()[ex.sent..])
             .map_err(|()| Fault::UpstreamGone)?;
         ex.sent += n;
         if n > 0 {
@@ -1675,7 +1993,7 @@ impl Core {
             ex.from_up = Some(self.bufs.checkout().ok_or(Fault::UpstreamGone)?);
         }
         let buf = ex.from_up.as_mut().expect("present");
-        match read_into(&mut u.sock, buf, &mut u.readable, u.hup) {
+        match end!(u).read_into(buf) {
             ReadOutcome::Data => {
                 ex.up_progress = self.now;
                 if !ex.resp_started {
@@ -2010,24 +2328,8 @@ impl Core {
         let Some(u) = self.ups.get_mut(t.up) else {
             return self.end_tunnel(cid, t);
         };
-        let up = pump(
-            &mut c.sock,
-            &mut c.readable,
-            c.hup,
-            &mut c.rbuf,
-            &mut u.sock,
-            &mut u.writable,
-            &mut self.bufs,
-        );
-        let down = pump(
-            &mut u.sock,
-            &mut u.readable,
-            u.hup,
-            &mut t.from_up,
-            &mut c.sock,
-            &mut c.writable,
-            &mut self.bufs,
-        );
+        let up = pump(&mut end!(c), &mut c.rbuf, &mut end!(u), &mut self.bufs);
+        let down = pump(&mut end!(u), &mut t.from_up, &mut end!(c), &mut self.bufs);
         match (up, down) {
             (Ok(a), Ok(b)) => progress |= a || b,
             _ => return self.end_tunnel(cid, t),
@@ -2044,7 +2346,9 @@ impl Core {
     fn end_tunnel(&mut self, cid: usize, mut t: Tunnel) -> (Phase, Step) {
         // Deliver what the upstream already sent before closing.
         if let (Some(c), Some(fb)) = (self.clients.get_mut(cid), t.from_up.as_mut()) {
-            let _ = write_from(&mut c.sock, fb.filled(), &mut c.writable);
+            let mut end = end!(c);
+            let _ = end.write_from(fb.filled());
+            let _ = end.flush_tls();
         }
         self.bufs.release(&mut t.from_up);
         self.close_up(t.up, CloseReason::NotReusable);
@@ -2067,6 +2371,19 @@ impl Core {
             // The client already closed its side: nothing to linger for.
             self.close_client(cid);
             return (Phase::Closing, Step::Closed);
+        }
+        if let Some(tls) = c.tls.as_deref_mut() {
+            // Say we are done at the TLS level too (rustls sends it once however often asked),
+            // and wait until it is out before shutting the write side.
+            tls.send_close_notify();
+            let mut end = end!(c);
+            if end.flush_tls().is_err() {
+                self.close_client(cid);
+                return (Phase::Closing, Step::Closed);
+            }
+            if end.tls_pending() {
+                return (Phase::Closing, Step::Wait);
+            }
         }
         let _ = c.sock.shutdown(Shutdown::Write);
         c.last_write = self.now;
@@ -2154,15 +2471,60 @@ impl Core {
                 if !u.writable && !u.readable {
                     return;
                 }
-                let ok = match u.sock.take_error() {
-                    Ok(None) => match u.sock.peer_addr() {
-                        Ok(_) => Some(true),
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
-                        Err(_) => Some(false),
-                    },
-                    _ => Some(false),
+                let ok = if u.handshaking {
+                    Some(true)
+                } else {
+                    match u.sock.take_error() {
+                        Ok(None) => match u.sock.peer_addr() {
+                            Ok(_) => Some(true),
+                            Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
+                            Err(_) => Some(false),
+                        },
+                        _ => Some(false),
+                    }
                 };
-                let Some(ok) = ok else { return };
+                let Some(mut ok) = ok else { return };
+                if ok && u.tls.is_some() {
+                    // TCP is up: the TLS handshake runs while the connection stays Connecting.
+                    u.handshaking = true;
+                    let node = &mut self.counters.nodes[u.node];
+                    match handshake(u) {
+                        Handshake::Pending => return,
+                        Handshake::Done => {
+                            u.handshaking = false;
+                            let kind = u.tls.as_deref().and_then(|t| t.handshake_kind());
+                            if kind == Some(HandshakeKind::Resumed) {
+                                node.tls_resumed_handshakes += 1;
+                            } else {
+                                node.tls_full_handshakes += 1;
+                            }
+                        }
+                        Handshake::Failed(why) => {
+                            node.tls_handshake_failures += 1;
+                            let sni = self
+                                .shared
+                                .pool(u.node)
+                                .and_then(|p| p.tls.as_ref())
+                                .map(|t| t.name.to_str().into_owned())
+                                .unwrap_or_default();
+                            if self.tls_warned.len() <= u.node {
+                                self.tls_warned.resize(u.node + 1, 0);
+                            }
+                            let last = &mut self.tls_warned[u.node];
+                            let line = format!(
+                                "TLS handshake with upstream {} (SNI {sni}) failed: {why}",
+                                u.addr
+                            );
+                            if *last == 0 || self.now >= *last + 60_000 {
+                                *last = self.now.max(1);
+                                warn!("{line}");
+                            } else {
+                                debug!("{line}");
+                            }
+                            ok = false;
+                        }
+                    }
+                }
                 let node = u.node;
                 let owner = u.owner;
                 u.budget.connect_done(u.max_connecting);
@@ -2198,7 +2560,7 @@ impl Core {
                 }
             }
             UpState::Idle(_) => {
-                if u.readable {
+                if !up_quiet(u) {
                     self.upstream_closed_idle(uid);
                 }
             }
@@ -2237,11 +2599,12 @@ impl Core {
             self.close_up(uid, why);
             return;
         }
-        if u.readable {
+        if !up_quiet(u) {
             self.close_up(uid, CloseReason::Stale);
             return;
         }
-        let (opened_at, capped) = (u.opened_at, u.max_connections > 0);
+        // A TLS session cannot move with its socket (`Handover` carries none).
+        let (opened_at, capped) = (u.opened_at, u.max_connections > 0 && u.tls.is_none());
         // Hand it straight to a waiter if there is one.
         if let Some(cid) = self.next_waiter(node) {
             self.attach(uid, cid, true);
@@ -2454,6 +2817,9 @@ impl Core {
         }
         self.ups.insert(Upstream {
             sock,
+            // Only plain connections are handed over (see `hand_over`).
+            tls: None,
+            handshaking: false,
             node,
             addr,
             budget,
@@ -2511,9 +2877,14 @@ impl Core {
     }
 
     fn close_up(&mut self, uid: usize, why: CloseReason) {
-        let Some(u) = self.ups.remove(uid) else {
+        let Some(mut u) = self.ups.remove(uid) else {
             return;
         };
+        if let (Some(tls), false) = (u.tls.as_deref_mut(), u.state == UpState::Connecting) {
+            // Best effort, one write: a clean TLS close, so the session stays resumable.
+            tls.send_close_notify();
+            let _ = tls_flush(&mut u.sock, tls, &mut u.writable);
+        }
         let node = u.node;
         if let UpState::Idle(h) = u.state {
             self.pools[node].remove_idle(h);

@@ -5,20 +5,31 @@
 //! a new one and sends it to every core, which swaps it in. Requests already in flight are not
 //! affected because an exchange copies its upstream's `UpSettings` when it starts.
 //!
-//! Pools outlive generations. A pool is identified by its `PoolKey` (address and scheme: what
-//! makes two upstream connections interchangeable) and the `Registry` gives each key a `PoolId`
-//! once, for the life of the process. Cores index their idle lists, waiters and counters by that
+//! Pools outlive generations. A pool is identified by its `PoolKey` (address, scheme and TLS
+//! identity: what makes two upstream connections interchangeable) and the `Registry` gives each
+//! key a `PoolId` once, for the life of the process. Cores index their idle lists, waiters and counters by that
 //! id, so a node that stays in the new configuration keeps its pooled connections, whatever else
 //! changed. The registry's lock is taken only when a generation is built, never per request.
+//!
+//! TLS: an https pool's rustls `ClientConfig` is made once, when its key is first registered,
+//! and kept with the key, so its session cache survives reloads that keep the key (a changed CA
+//! or client certificate is a new key, hence a new pool and a new cache). Listener
+//! `ServerConfig`s are made anew with each generation, so certificates reload with the
+//! configuration; connections already open keep the config they were accepted with.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
+use log::{error, warn};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ServerConfig};
+
 use crate::config::{Config, PassHost, PoolSettings, Scheme};
 use crate::route::Router;
 use crate::runtime::control::Peer;
+use crate::tls::{self, ClientIdentity};
 use crate::upstream::pool::NodeBudget;
 
 /// A pool's identity for the life of the process (an index into per-core pool tables).
@@ -29,12 +40,17 @@ pub type PoolId = usize;
 pub struct PoolKey {
     pub addr: SocketAddr,
     pub scheme: Scheme,
+    /// For https: SNI, verification, CA and client certificate. None for http, and for an
+    /// https node whose files could not be read (such a pool never connects).
+    pub tls: Option<ClientIdentity>,
 }
 
 #[derive(Debug)]
 struct Entry {
     label: String,
     budget: Arc<NodeBudget>,
+    /// The rustls configuration of an https pool, made once for the key.
+    tls: Option<Arc<ClientConfig>>,
 }
 
 /// Every pool key ever configured, with its id, metric label and process-wide budget.
@@ -42,6 +58,9 @@ struct Entry {
 pub struct Registry {
     ids: HashMap<PoolKey, PoolId>,
     entries: Vec<Entry>,
+    /// By listener index: the last TLS configuration made, kept for a reload whose
+    /// certificate files vanished between validation and use.
+    listen_tls: Vec<Option<Arc<ServerConfig>>>,
 }
 
 /// What lives for the whole process, across generations.
@@ -81,13 +100,27 @@ impl Process {
         for (ui, u) in cfg.upstreams.iter().enumerate() {
             let mut ids = Vec::with_capacity(u.nodes.len());
             for n in &u.nodes {
+                // Files were checked when the configuration was validated; one that changed
+                // since is logged and leaves the pool unable to connect (502), never half-keyed.
+                let material = u.tls.as_ref().and_then(|t| {
+                    let sni = tls::sni_for(t, &u.pass_host, &n.host);
+                    tls::load_client(t, sni)
+                        .map_err(|e| error!("upstream {} node {}: {e}", u.name, n.host))
+                        .ok()
+                });
                 let key = PoolKey {
                     addr: n.addr,
                     scheme: u.scheme,
+                    tls: material.as_ref().map(|m| m.identity.clone()),
                 };
                 let next = reg.entries.len();
                 let id = *reg.ids.entry(key).or_insert(next);
                 if id == next {
+                    let tls = material.as_ref().and_then(|m| {
+                        tls::client_config(m, u.nodes.len())
+                            .map_err(|e| error!("upstream {} node {}: {e}", u.name, n.host))
+                            .ok()
+                    });
                     reg.entries.push(Entry {
                         label: format!(
                             "upstream=\"{}\",node=\"{}\"",
@@ -95,6 +128,7 @@ impl Process {
                             label_value(&n.host)
                         ),
                         budget: Arc::new(NodeBudget::new(self.peers.len())),
+                        tls,
                     });
                 }
                 if pools.len() <= id {
@@ -102,10 +136,21 @@ impl Process {
                 }
                 // A node listed by several upstreams is one pool; the first listing names it.
                 if pools[id].is_none() {
+                    let tls = match (&material, &reg.entries[id].tls) {
+                        (Some(m), Some(config)) => {
+                            tls::server_name(&m.identity.sni).ok().map(|name| UpTls {
+                                config: config.clone(),
+                                name,
+                            })
+                        }
+                        _ => None,
+                    };
                     pools[id] = Some(PoolInfo {
                         addr: n.addr,
                         host: n.host.clone(),
                         upstream: ui,
+                        https: u.scheme == Scheme::Https,
+                        tls,
                     });
                 }
                 ids.push(id);
@@ -114,14 +159,65 @@ impl Process {
         }
         pools.resize_with(reg.entries.len(), || None);
         let up_settings = cfg.upstreams.iter().map(UpSettings::of).collect();
+        let listen_tls = listener_tls(&cfg, &mut reg.listen_tls);
         Shared {
             router: Router::new(&cfg.routes),
             up_settings,
             up_nodes,
             pools,
+            listen_tls,
             cfg,
         }
     }
+}
+
+/// Makes each TLS listener's configuration. A failure (a file changed after validation) keeps
+/// the previous one, or, at start, leaves a listener whose handshakes fail.
+fn listener_tls(cfg: &Config, last: &mut Vec<Option<Arc<ServerConfig>>>) -> Vec<ListenTls> {
+    last.resize(cfg.listen.len().max(last.len()), None);
+    let mut out = Vec::with_capacity(cfg.listen.len());
+    for (i, l) in cfg.listen.iter().enumerate() {
+        let Some(t) = &l.tls else {
+            out.push(ListenTls::Plain);
+            continue;
+        };
+        match tls::server_config(t) {
+            Ok(c) => {
+                last[i] = Some(c.clone());
+                out.push(ListenTls::Tls(c));
+            }
+            Err(e) => match &last[i] {
+                Some(old) => {
+                    warn!(
+                        "listener {}: {e}; keeping its previous certificates",
+                        l.addr
+                    );
+                    out.push(ListenTls::Tls(old.clone()));
+                }
+                None => {
+                    error!("listener {}: {e}; its TLS handshakes will fail", l.addr);
+                    out.push(ListenTls::Broken);
+                }
+            },
+        }
+    }
+    out
+}
+
+/// What a listener speaks, in this generation.
+#[derive(Debug, Clone)]
+pub enum ListenTls {
+    Plain,
+    Tls(Arc<ServerConfig>),
+    /// Configured for TLS but without usable certificates: connections are closed at accept.
+    Broken,
+}
+
+/// An https pool's TLS client side: its configuration and the name it sends and verifies.
+#[derive(Debug, Clone)]
+pub struct UpTls {
+    pub config: Arc<ClientConfig>,
+    pub name: ServerName<'static>,
 }
 
 /// Escapes a Prometheus label value (exposition format: backslash, quote and newline).
@@ -147,6 +243,10 @@ pub struct PoolInfo {
     /// The first upstream listing this node, whose settings govern connections made for
     /// waiters and warm-up.
     pub upstream: usize,
+    /// The upstream asked for https.
+    pub https: bool,
+    /// For https: how to connect (None when its files could not be loaded: connects fail).
+    pub tls: Option<UpTls>,
 }
 
 /// One configuration generation.
@@ -160,6 +260,8 @@ pub struct Shared {
     pub up_nodes: Vec<Vec<PoolId>>,
     /// By pool id: None for pools no upstream of this generation lists.
     pub pools: Vec<Option<PoolInfo>>,
+    /// By listener index (the order of `[[listen]]`).
+    pub listen_tls: Vec<ListenTls>,
 }
 
 impl Shared {

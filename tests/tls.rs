@@ -1,0 +1,375 @@
+//! TLS on both sides: certificates chosen by SNI on hearth's listeners, https upstreams with
+//! verification, client certificates and a pool key that keeps identities apart, pooled and
+//! resumed upstream sessions, the handshake bounded by `client.header_timeout`, and
+//! certificates that reload with the configuration. Certificates are made at test time (rcgen).
+
+mod common;
+#[path = "common/tls.rs"]
+mod tlskit;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tlskit::{cert_der, Pki, TlsClient, TlsUpstream};
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// `conf`'s TOML with TLS on its (first) listener: `tls` plus `certs`.
+fn with_listener_tls(toml: &str, default: (&Path, &Path), certs: &[(&Path, &Path)]) -> String {
+    let mut tls = format!(
+        "addr = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        p(default.0),
+        p(default.1)
+    );
+    if !certs.is_empty() {
+        let list: Vec<String> = certs
+            .iter()
+            .map(|(c, k)| format!("{{ cert = \"{}\", key = \"{}\" }}", p(c), p(k)))
+            .collect();
+        tls.push_str(&format!("certs = [{}]\n", list.join(", ")));
+    }
+    toml.replacen("addr = \"127.0.0.1:0\"\n", &tls, 1)
+}
+
+fn series(name: &str, node: std::net::SocketAddr) -> String {
+    format!("hearth_upstream_{name}{{upstream=\"backend\",node=\"{node}\"}}")
+}
+
+#[test]
+fn listener_serves_the_certificate_sni_picks_and_forwards_proto_https() {
+    let pki = Pki::new("sni");
+    let default = pki.issue("default", &["default.test"]);
+    let a = pki.issue("a", &["a.test"]);
+    let wild = pki.issue("wild", &["*.w.test"]);
+    let mock = MockUpstream::echo_target();
+    let toml = with_listener_tls(
+        &conf(&[mock.addr()]).toml(),
+        (&default.0, &default.1),
+        &[(&a.0, &a.1), (&wild.0, &wild.1)],
+    );
+    let h = Hearth::start(&toml);
+    let cases: [(Option<&str>, &Path); 5] = [
+        (Some("a.test"), &a.0),
+        (Some("x.w.test"), &wild.0),
+        (Some("deeper.x.w.test"), &default.0),
+        (Some("other.test"), &default.0),
+        (None, &default.0),
+    ];
+    for (sni, want) in cases {
+        let mut c = TlsClient::connect(h.addr(), sni);
+        assert_eq!(
+            c.served_cert(),
+            cert_der(want),
+            "certificate for SNI {sni:?}"
+        );
+        assert_eq!(c.alpn().as_deref(), Some(&b"http/1.1"[..]), "ALPN");
+        let (status, _, body) = c.get("a.test", "/sni");
+        assert_eq!((status, body.as_slice()), (200, &b"/sni"[..]), "{sni:?}");
+    }
+    let seen = mock.requests();
+    assert_eq!(seen.len(), cases.len());
+    for r in &seen {
+        assert_eq!(
+            r.header("x-forwarded-proto"),
+            Some("https"),
+            "{}",
+            r.head_text
+        );
+    }
+    // A plain-HTTP listener still says http.
+    let plain = conf(&[mock.addr()]).start();
+    assert_eq!(plain.client().get("/plain").status, 200);
+    let last = mock.requests_to("/plain");
+    assert_eq!(last[0].header("x-forwarded-proto"), Some("http"));
+}
+
+/// An https upstream at `127.0.0.1:PORT` whose certificate names 127.0.0.1 and `up.test`.
+fn https_conf(up: &TlsUpstream, tls: &str) -> Conf {
+    conf(&[up.addr()])
+        .upstream("scheme = \"https\"")
+        .upstream(&format!("tls = {{ {tls} }}"))
+        .admin()
+}
+
+#[test]
+fn upstream_https_is_verified_against_the_configured_ca() {
+    let pki = Pki::new("verify");
+    let (cert, key) = pki.issue("up", &["127.0.0.1", "up.test"]);
+    let up = TlsUpstream::start(&cert, &key, None);
+    let ca = p(&pki.ca_path());
+    // SNI defaults to the node's host (an IP address here); then an explicit name.
+    for tls in [
+        format!("ca = \"{ca}\""),
+        format!("ca = \"{ca}\", sni = \"up.test\""),
+    ] {
+        let h = https_conf(&up, &tls).start();
+        let r = h.client().get("/v");
+        assert_eq!(r.status, 200, "{tls}: {}", h.logs_text());
+        assert!(r.text().ends_with("target=/v"), "{}", r.text());
+        let m = h.metrics();
+        assert_eq!(
+            metric(&m, &series("tls_full_handshakes_total", up.addr())),
+            1.0
+        );
+        assert_eq!(
+            metric(&m, &series("tls_handshake_failures_total", up.addr())),
+            0.0
+        );
+    }
+}
+
+#[test]
+fn upstream_https_fails_with_502_and_a_reason_for_a_wrong_name_or_an_unknown_ca() {
+    let pki = Pki::new("fail");
+    let stranger = Pki::new("stranger");
+    let (cert, key) = pki.issue("up", &["other.test"]);
+    let up = TlsUpstream::start(&cert, &key, None);
+    let cases = [
+        (
+            format!("ca = \"{}\", sni = \"up.test\"", p(&pki.ca_path())),
+            "not valid for name",
+        ),
+        (
+            format!("ca = \"{}\", sni = \"other.test\"", p(&stranger.ca_path())),
+            "UnknownIssuer",
+        ),
+    ];
+    for (tls, reason) in cases {
+        let h = https_conf(&up, &tls).start();
+        let r = h.client().get("/f");
+        assert_eq!(r.status, 502, "{tls}");
+        assert!(
+            h.wait_log(
+                &["TLS handshake with upstream", reason],
+                Duration::from_secs(5)
+            ),
+            "no log line naming {reason:?}:\n{}",
+            h.logs_text()
+        );
+        if let Some(line) = h.logs().iter().find(|l| l.contains("TLS handshake with")) {
+            eprintln!("{line}");
+        }
+        let m = h.metrics();
+        assert_eq!(
+            metric(&m, &series("tls_handshake_failures_total", up.addr())),
+            1.0
+        );
+    }
+    // verify = false accepts the same certificate, and says so at start.
+    let h = https_conf(&up, "verify = false, sni = \"up.test\"").start();
+    assert_eq!(h.client().get("/nv").status, 200);
+    assert!(h.logs_text().contains("tls.verify"), "{}", h.logs_text());
+}
+
+#[test]
+fn client_certificates_reach_the_upstream_and_separate_pools() {
+    let pki = Pki::new("mtls");
+    let (cert, key) = pki.issue("up", &["127.0.0.1"]);
+    let up = TlsUpstream::start(&cert, &key, Some(&pki));
+    let ca = p(&pki.ca_path());
+    let ca_line = format!("ca = \"{ca}\"");
+    let (ca_cert, ca_key) = pki.issue("client-a", &["client-a.test"]);
+    let (cb_cert, cb_key) = pki.issue("client-b", &["client-b.test"]);
+    // Without a client certificate the upstream refuses the handshake.
+    let h = https_conf(&up, &ca_line).start();
+    assert_eq!(h.client().get("/none").status, 502);
+    drop(h);
+    // Two upstreams, one address, two client certificates.
+    let node = up.addr();
+    let toml = format!(
+        "workers = 1\n[[listen]]\naddr = \"127.0.0.1:0\"\n\
+         [upstreams.a]\nnodes = {{ \"{node}\" = 1 }}\nscheme = \"https\"\n\
+         tls = {{ {ca_line}, client_cert = \"{}\", client_key = \"{}\" }}\n\
+         [upstreams.b]\nnodes = {{ \"{node}\" = 1 }}\nscheme = \"https\"\n\
+         tls = {{ {ca_line}, client_cert = \"{}\", client_key = \"{}\" }}\n\
+         [[routes]]\nuris = [\"/a/*\"]\nupstream = \"a\"\n\
+         [[routes]]\nuris = [\"/b/*\"]\nupstream = \"b\"\n",
+        p(&ca_cert),
+        p(&ca_key),
+        p(&cb_cert),
+        p(&cb_key)
+    );
+    let h = Hearth::start(&toml);
+    let mut c = h.client();
+    for i in 0..20 {
+        let path = if i % 2 == 0 { "/a/x" } else { "/b/x" };
+        assert_eq!(c.get(path).status, 200, "{path}: {}", h.logs_text());
+    }
+    let (a_der, b_der) = (cert_der(&ca_cert), cert_der(&cb_cert));
+    let conns: Vec<_> = up
+        .conns()
+        .into_iter()
+        .filter(|c| c.kind.is_some())
+        .collect();
+    assert_eq!(
+        conns.len(),
+        2,
+        "one pooled connection per identity: {conns:?}"
+    );
+    for conn in &conns {
+        let who = conn.client_cert.as_ref().expect("a client certificate");
+        let want = if *who == a_der {
+            "/a/x"
+        } else {
+            assert_eq!(*who, b_der, "an unknown client certificate");
+            "/b/x"
+        };
+        assert_eq!(conn.targets.len(), 10, "{conn:?}");
+        assert!(
+            conn.targets.iter().all(|t| t == want),
+            "a connection made for one identity served another: {conn:?}"
+        );
+    }
+}
+
+#[test]
+fn a_thousand_requests_cost_one_handshake_and_the_next_connection_resumes() {
+    let pki = Pki::new("resume");
+    let (cert, key) = pki.issue("up", &["127.0.0.1"]);
+    let up = TlsUpstream::start(&cert, &key, None);
+    let h = https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path())))
+        // The request cap is raised so that idleness, not the 1000th request, closes it.
+        .upstream("keepalive_pool = { idle_timeout = \"1s\", requests = 5000 }")
+        .client("max_requests = 2000")
+        .start();
+    let mut c = h.client();
+    for i in 0..1000 {
+        let r = c.get("/r");
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    assert_eq!(up.handshakes(), (1, 0), "{:?}", up.conns());
+    assert_eq!(up.conns()[0].targets.len(), 1000);
+    // hearth's idle timeout closes the pooled connection; the next one resumes the session.
+    assert!(
+        wait_until(Duration::from_secs(10), || up.conns()[0].closed),
+        "the pooled connection was never closed for idleness"
+    );
+    let m = h.metrics();
+    let idle_closes = format!(
+        "hearth_upstream_closes_total{{upstream=\"backend\",node=\"{}\",reason=\"idle_timeout\"}}",
+        up.addr()
+    );
+    assert_eq!(metric(&m, &idle_closes), 1.0, "{m}");
+    assert_eq!(c.get("/after").status, 200);
+    assert_eq!(up.handshakes(), (1, 1), "{:?}", up.handshake_errors());
+    let m = h.metrics();
+    assert_eq!(
+        metric(&m, &series("tls_full_handshakes_total", up.addr())),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, &series("tls_resumed_handshakes_total", up.addr())),
+        1.0
+    );
+}
+
+#[test]
+fn a_stalled_client_handshake_is_closed_at_header_timeout() {
+    let pki = Pki::new("stall");
+    let (cert, key) = pki.issue("site", &["site.test"]);
+    let mock = MockUpstream::echo_target();
+    let toml = with_listener_tls(
+        &conf(&[mock.addr()])
+            .client("header_timeout = \"1s\"")
+            .toml(),
+        (&cert, &key),
+        &[],
+    );
+    let h = Hearth::start(&toml);
+    // Half a ClientHello record header, then silence.
+    let mut c = Client::connect(h.addr());
+    c.send(&[0x16, 0x03, 0x01]);
+    let started = Instant::now();
+    assert!(c.is_closed(Duration::from_secs(10)), "still open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before header_timeout: {:?}",
+        started.elapsed()
+    );
+    // A plain-HTTP request on the TLS port gets no plain-text answer.
+    let mut c = Client::connect(h.addr());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let got = c.read_until_close(Duration::from_secs(10));
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn reloaded_certificates_serve_new_connections_while_open_ones_keep_working() {
+    let pki = Pki::new("reload");
+    let (cert, key) = pki.issue("site", &["site.test"]);
+    let old = cert_der(&cert);
+    let mock = MockUpstream::echo_target();
+    let toml = with_listener_tls(&conf(&[mock.addr()]).toml(), (&cert, &key), &[]);
+    let h = Hearth::start(&toml);
+    let mut open = TlsClient::connect(h.addr(), Some("site.test"));
+    assert_eq!(open.get("site.test", "/1").0, 200);
+    assert_eq!(open.served_cert(), old);
+    // New files at the same paths, as a renewal leaves them.
+    let renewed = pki.issue("site", &["site.test"]);
+    assert_eq!(renewed.0, cert);
+    let new = cert_der(&cert);
+    assert_ne!(new, old);
+    h.reload_with(&toml);
+    assert!(
+        h.wait_log(&["configuration reloaded"], Duration::from_secs(5)),
+        "{}",
+        h.logs_text()
+    );
+    let mut fresh = TlsClient::connect(h.addr(), Some("site.test"));
+    assert_eq!(
+        fresh.served_cert(),
+        new,
+        "a new connection after the reload"
+    );
+    assert_eq!(fresh.get("site.test", "/2").0, 200);
+    assert_eq!(open.get("site.test", "/3").0, 200, "the open connection");
+}
+
+// Megabytes each way through TLS on both sides: records split across reads, buffers that fill,
+// and rustls holding plaintext while the socket has nothing more (the readiness rule for TLS).
+#[test]
+fn large_bodies_cross_tls_on_both_sides() {
+    let pki = Pki::new("bulk");
+    let (site_cert, site_key) = pki.issue("site", &["site.test"]);
+    let (up_cert, up_key) = pki.issue("up", &["127.0.0.1"]);
+    let up = TlsUpstream::start(&up_cert, &up_key, None);
+    let toml = with_listener_tls(
+        &https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path()))).toml(),
+        (&site_cert, &site_key),
+        &[],
+    );
+    let h = Hearth::start(&toml);
+    let mut c = TlsClient::connect(h.addr(), Some("site.test"));
+    for n in [1, 16_383, 16_385, 100_000, 3 << 20] {
+        let (status, _, body) = c.get("site.test", &format!("/big/{n}"));
+        assert_eq!((status, body.len()), (200, n));
+        let want: Vec<u8> = payload(n, 7).iter().map(|b| b'a' + b % 26).collect();
+        assert!(body == want, "body of {n} bytes differs");
+    }
+    // A large request body from a TLS client to a plain upstream.
+    let mock = MockUpstream::start(|r: &Recorded, _| Reply::ok(format!("{}", checksum(&r.body))));
+    let toml = with_listener_tls(&conf(&[mock.addr()]).toml(), (&site_cert, &site_key), &[]);
+    let h = Hearth::start(&toml);
+    let mut c = TlsClient::connect(h.addr(), Some("site.test"));
+    let body = payload(2 << 20, 9);
+    let req = request(
+        "POST",
+        "/up",
+        &[("Content-Length", &body.len().to_string())],
+        &body,
+    );
+    std::io::Write::write_all(&mut c.stream, &req).expect("sending a large body");
+    let (status, _, answer) = tlskit::read_response(&mut c.stream).expect("response");
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        checksum(&body).to_string()
+    );
+}
