@@ -1012,7 +1012,15 @@ impl Core {
                 a.discard(old);
             }
         }
-        let Some(m) = shared.router.find(host, h.target.of(src)) else {
+        let route_req = crate::route::Request {
+            method: h.method_span.of(src),
+            target: h.target.of(src),
+            host,
+            remote: c.ip,
+            headers: &self.headers,
+            src,
+        };
+        let Some(m) = shared.router.find(&route_req) else {
             let keep = h.body == ReqBody::None && h.keep_alive;
             c.rbuf.as_mut().expect("present").consume(h.head_len);
             return self.answer(cid, 404, keep);
