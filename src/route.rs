@@ -19,6 +19,7 @@
 //! buffers on the stack), with one exception documented on [`Op::Regex`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write as _;
 
 use crate::config::{HostPattern, Route, UriPattern};
@@ -463,9 +464,9 @@ pub struct Router {
     /// By route index; disabled routes are here too but in no bucket.
     routes: Vec<Entry>,
     /// Lowercased host name to the routes naming it.
-    exact_hosts: HashMap<Box<[u8]>, Bucket>,
+    exact_hosts: KeyMap<Bucket>,
     /// Wildcard suffix (`.example.com`) to the routes naming it.
-    wild_hosts: HashMap<Box<[u8]>, Bucket>,
+    wild_hosts: KeyMap<Bucket>,
     /// Routes without hosts.
     any_host: Bucket,
 }
@@ -490,11 +491,55 @@ struct Bucket {
 #[derive(Debug, Clone)]
 struct Level {
     /// Exact path to its candidates.
-    exact: HashMap<Box<[u8]>, Cands>,
+    exact: KeyMap<Cands>,
     /// Byte trie of the prefixes; node 0 is the root (the empty prefix).
     trie: Vec<TrieNode>,
     /// Route indices; each `Cands` is a run of it, in route order.
     cands: Vec<usize>,
+}
+
+/// The router's hash maps: byte keys from the configuration, looked up with request bytes.
+type KeyMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<KeyHasher>>;
+
+/// A multiply-rotate hasher (the FxHash construction) for the router's keys, several times
+/// faster than SipHash on short keys. SipHash's keyed resistance to flooding is not needed here:
+/// only the configuration inserts keys, and a crafted Host or path can at worst probe a group
+/// of configured keys, never grow one.
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(Self::K).rotate_left(26);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut word = [0; 8];
+            word.copy_from_slice(w);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut word = [0; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // One more multiply so the low bits, which pick the slot, depend on every input bit.
+        self.0.wrapping_mul(Self::K)
+    }
 }
 
 /// A run of `Level::cands`.
