@@ -7,6 +7,9 @@
 //! list). The requests each aim at a different route spread over the table, plus one that only
 //! the final catch-all serves, so a match walks the host buckets and falls through. Each
 //! iteration routes every request once; criterion's throughput figure is matches per second.
+//!
+//! On the shared 2-core dev machine (`cargo bench --bench route`, noisy): 10 routes about 117 ns
+//! per match (index) and 114 ns (scan); 10,000 routes about 277 ns (index) and 150 us (scan).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
