@@ -19,7 +19,7 @@
 //!   so adding or removing a node moves only the keys of the arcs it gains or loses (about 1/n).
 
 use crate::config::Balance;
-use crate::route::{parse_var, Request, Var};
+use crate::route::{parse_var, Var};
 
 /// Parses APISIX's `type`, `hash_on` and `key` into a [`Balance`].
 pub fn parse_balance(
@@ -378,135 +378,6 @@ fn mix(mut z: u64) -> u64 {
 /// other: every request without it lands on the same node.
 pub fn hash_key(key: &[u8]) -> u64 {
     mix(fnv1a(FNV_OFFSET, key))
-}
-
-/// Reads variable `var` of a request, as routing conditions and hashing see it: a missing
-/// variable reads as empty. Values that need rewriting (the lowercased host, the client address
-/// as text) are written into `scratch`; a host longer than it is hashed as sent.
-pub fn read_var<'a>(req: &Request<'a>, var: &Var, scratch: &'a mut [u8; 64]) -> &'a [u8] {
-    match var {
-        Var::Uri => path_of(req.target),
-        Var::Method => req.method,
-        Var::Host => {
-            let host = strip_port(req.host.unwrap_or_default());
-            if host.len() > scratch.len() || !host.iter().any(u8::is_ascii_uppercase) {
-                return host;
-            }
-            let out = &mut scratch[..host.len()];
-            out.copy_from_slice(host);
-            out.make_ascii_lowercase();
-            out
-        }
-        Var::RemoteAddr => {
-            use std::io::Write as _;
-            let mut rest = &mut scratch[..];
-            // An address is at most 45 characters (IPv4-mapped IPv6), so this cannot fail.
-            let _ = write!(rest, "{}", req.remote);
-            let len = 64 - rest.len();
-            &scratch[..len]
-        }
-        Var::Arg(name) => {
-            let query = match req.target.iter().position(|&b| b == b'?') {
-                Some(q) => &req.target[q + 1..],
-                None => return b"",
-            };
-            let query = query.split(|&b| b == b'#').next().unwrap_or_default();
-            query
-                .split(|&b| b == b'&')
-                .find_map(|pair| {
-                    let (k, v) = split_once(pair, b'=');
-                    (k == name.as_bytes()).then_some(v)
-                })
-                .unwrap_or_default()
-        }
-        Var::Cookie(name) => req
-            .headers
-            .iter()
-            .filter(|h| h.name.of(req.src).eq_ignore_ascii_case(b"cookie"))
-            .flat_map(|h| h.value.of(req.src).split(|&b| b == b';'))
-            .find_map(|pair| {
-                let (k, v) = split_once(trim(pair), b'=');
-                (k == name.as_bytes()).then_some(v)
-            })
-            .unwrap_or_default(),
-        Var::Header(name) => req
-            .headers
-            .iter()
-            .find(|h| header_name_is(h.name.of(req.src), name.as_bytes()))
-            .map_or(&b""[..], |h| h.value.of(req.src)),
-    }
-}
-
-/// Header names compare ignoring ASCII case, with `-` and `_` equal (`want` is stored lowercase
-/// with `-`).
-fn header_name_is(name: &[u8], want: &[u8]) -> bool {
-    name.len() == want.len()
-        && name.iter().zip(want).all(|(&a, &b)| {
-            let a = if a == b'_' {
-                b'-'
-            } else {
-                a.to_ascii_lowercase()
-            };
-            a == b
-        })
-}
-
-fn split_once(s: &[u8], sep: u8) -> (&[u8], &[u8]) {
-    match s.iter().position(|&b| b == sep) {
-        Some(i) => (&s[..i], &s[i + 1..]),
-        None => (s, b""),
-    }
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |e| e + 1);
-    &s[start..end]
-}
-
-/// The path of a request target, without query or fragment (RFC 9112 §3.2: origin-form, or
-/// absolute-form with its scheme and authority cut off).
-fn path_of(target: &[u8]) -> &[u8] {
-    let mut rest = target;
-    for scheme in [&b"http://"[..], b"https://"] {
-        if rest.len() > scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            let after = &rest[scheme.len()..];
-            let end = after
-                .iter()
-                .position(|&b| b == b'/' || b == b'?')
-                .unwrap_or(after.len());
-            rest = &after[end..];
-            break;
-        }
-    }
-    let end = rest
-        .iter()
-        .position(|&b| b == b'?' || b == b'#')
-        .unwrap_or(rest.len());
-    if end == 0 {
-        b"/"
-    } else {
-        &rest[..end]
-    }
-}
-
-fn strip_port(host: &[u8]) -> &[u8] {
-    if host.first() == Some(&b'[') {
-        return match host.iter().position(|&b| b == b']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
-    }
-    match host.iter().rposition(|&b| b == b':') {
-        Some(i) => &host[..i],
-        None => host,
-    }
 }
 
 /// A node's recent response time: an exponentially weighted moving average whose memory is
@@ -877,7 +748,7 @@ mod tests {
     }
 
     #[test]
-    fn read_var_reads_what_apisix_reads() {
+    fn hash_keys_read_what_apisix_reads() {
         let raw = b"GET http://Example.COM:8080/a/b?x=1&id=42&e=&flag HTTP/1.1\r\n\
                     Host: ignored\r\nX_User-Id: u-7\r\nCookie: a=1; sid=abc \r\n\
                     Cookie: other=2\r\n\r\n";
@@ -885,7 +756,7 @@ mod tests {
         let h = crate::http::head::parse_request(raw, &Default::default(), &mut headers)
             .unwrap()
             .unwrap();
-        let req = Request {
+        let req = crate::route::Request {
             method: h.method_span.of(raw),
             target: h.target.of(raw),
             host: h.host.map(|s| s.of(raw)),
@@ -911,11 +782,9 @@ mod tests {
         ];
         for &(name, want) in table {
             let var = parse_var(name).unwrap();
-            let mut scratch = [0u8; 64];
-            let got = read_var(&req, &var, &mut scratch);
+            let mut vars = crate::route::Vars::new(&req);
+            let got = vars.get(&var);
             assert_eq!(std::str::from_utf8(got).unwrap(), want, "{name}");
         }
-        assert_eq!(path_of(b"/"), b"/");
-        assert_eq!(path_of(b"http://h?q"), b"/");
     }
 }

@@ -424,7 +424,8 @@ pub enum HostPattern {
 pub enum UriPattern {
     /// The path must equal this.
     Exact(String),
-    /// The path must start with this; it always ends in `/` (`"/api/*"` is `Prefix("/api/")`).
+    /// The path must start with this (`"/api/*"` is `Prefix("/api/")`, `"/api*"` is
+    /// `Prefix("/api")`).
     Prefix(String),
 }
 
@@ -745,9 +746,16 @@ struct RawQueue {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
+    id: Option<Spanned<String>>,
     uris: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    methods: Vec<Spanned<String>>,
+    priority: Option<i64>,
+    status: Option<Spanned<i64>>,
+    #[serde(default)]
+    vars: Vec<Spanned<Vec<Spanned<RawOperand>>>>,
     upstream: Spanned<String>,
 }
 
@@ -791,6 +799,50 @@ struct RawUnhealthy {
     tcp_failures: Option<Spanned<Count<u32>>>,
     timeouts: Option<Spanned<Count<u32>>>,
     http_statuses: Option<Spanned<Vec<Spanned<Count<u16>>>>>,
+}
+
+/// One element of a `vars` condition. TOML arrays may mix types, so `["arg_n", ">", 5]` and
+/// `["http_x", "IN", ["a", "b"]]` read as written in APISIX's JSON.
+struct RawOperand(crate::route::Operand);
+
+impl<'de> Deserialize<'de> for RawOperand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(OperandVisitor)
+    }
+}
+
+struct OperandVisitor;
+
+impl<'de> Visitor<'de> for OperandVisitor {
+    type Value = RawOperand;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, a number or a list of strings")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(RawOperand(crate::route::Operand::Str(v.to_owned())))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(RawOperand(crate::route::Operand::Num(v as f64)))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(RawOperand(crate::route::Operand::Num(v as f64)))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(RawOperand(crate::route::Operand::Num(v)))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<String>()? {
+            items.push(item);
+        }
+        Ok(RawOperand(crate::route::Operand::List(items)))
+    }
 }
 
 /// A non-negative integer that fits `T`, with errors phrased for people rather than for serde.
@@ -1645,6 +1697,60 @@ impl Builder<'_> {
                 .iter()
                 .map(|h| route_host(h.get_ref()).map_err(|m| self.locator.error(Some(h.span()), m)))
                 .collect::<Result<Vec<_>, _>>()?;
+            let methods = r
+                .methods
+                .iter()
+                .map(|m| {
+                    let upper = m.get_ref().to_ascii_uppercase();
+                    if crate::route::METHODS.contains(&upper.as_str()) {
+                        Ok(upper)
+                    } else {
+                        Err(self.locator.error(
+                            Some(m.span()),
+                            format!(
+                                "unknown method {:?}; expected one of {}",
+                                m.get_ref(),
+                                crate::route::METHODS.join(", ")
+                            ),
+                        ))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let enabled = match r.status.as_ref().map(|s| (*s.get_ref(), s.span())) {
+                None | Some((1, _)) => true,
+                Some((0, _)) => false,
+                Some((n, span)) => {
+                    return Err(self.locator.error(
+                        Some(span),
+                        format!("must be 1 (enabled) or 0 (disabled), found {n}"),
+                    ))
+                }
+            };
+            let vars = r
+                .vars
+                .into_iter()
+                .map(|c| self.cond(c))
+                .collect::<Result<Vec<_>, _>>()?;
+            // APISIX ids are free-form; the default is the position, which a later explicit id
+            // may collide with, so uniqueness is checked on the final ids.
+            let id = match &r.id {
+                None => (routes.len() + 1).to_string(),
+                Some(id) if id.get_ref().is_empty() => {
+                    return Err(self.locator.error(Some(id.span()), "must not be empty"))
+                }
+                Some(id) => id.get_ref().clone(),
+            };
+            if let Some(dup) = routes.iter().position(|r: &Route| r.id == id) {
+                let span = r.id.as_ref().map_or(r.uris.span(), |i| i.span());
+                return Err(self.locator.error(
+                    Some(span),
+                    format!(
+                        "route id {id:?} is already used by route {} (ids default to the \
+                         route's position)",
+                        dup + 1
+                    ),
+                ));
+            }
             let name = r.upstream.get_ref();
             let Some(upstream) = upstreams.iter().position(|u| &u.name == name) else {
                 let known: Vec<_> = upstreams.iter().map(|u| format!("{:?}", u.name)).collect();
@@ -1655,13 +1761,13 @@ impl Builder<'_> {
             };
             used[upstream] = true;
             routes.push(Route {
-                id: (routes.len() + 1).to_string(),
+                id,
                 uris,
                 hosts,
-                methods: Vec::new(),
-                priority: 0,
-                enabled: true,
-                vars: Vec::new(),
+                methods,
+                priority: r.priority.unwrap_or(0),
+                enabled,
+                vars,
                 upstream,
             });
         }
@@ -1673,6 +1779,48 @@ impl Builder<'_> {
             }
         }
         Ok(routes)
+    }
+
+    /// One `vars` entry, `[variable, operator, value]`, with errors pointing at the element
+    /// at fault.
+    fn cond(
+        &self,
+        raw: Spanned<Vec<Spanned<RawOperand>>>,
+    ) -> Result<crate::route::Cond, ConfigError> {
+        use crate::route::Operand;
+        let span = raw.span();
+        let mut items = raw.into_inner();
+        if items.len() != 3 {
+            return Err(self.locator.error(
+                Some(span),
+                format!(
+                    "expected [variable, operator, value], e.g. [\"http_x_tenant\", \"==\", \"a\"]; \
+                     found {} elements",
+                    items.len()
+                ),
+            ));
+        }
+        let value = items.pop().expect("three elements");
+        let op = items.pop().expect("three elements");
+        let var = items.pop().expect("three elements");
+        let text = |item: &Spanned<RawOperand>, what: &str| match &item.get_ref().0 {
+            Operand::Str(s) => Ok(s.clone()),
+            _ => Err(self
+                .locator
+                .error(Some(item.span()), format!("the {what} must be a string"))),
+        };
+        let var_name = text(&var, "variable")?;
+        let op_name = text(&op, "operator")?;
+        crate::route::parse_var(&var_name).map_err(|m| self.locator.error(Some(var.span()), m))?;
+        let value_span = value.span();
+        crate::route::parse_cond(&var_name, &op_name, value.into_inner().0).map_err(|m| {
+            let at = if m.starts_with("unknown operator") {
+                op.span()
+            } else {
+                value_span
+            };
+            self.locator.error(Some(at), m)
+        })
     }
 
     /// The chosen value or the default, warning when it looks like a unit mistake.
@@ -1869,7 +2017,8 @@ fn spelled_out(d: Duration) -> String {
     }
 }
 
-/// `"/x/*"` is every path under `/x/`; anything else must match exactly.
+/// A route uri as APISIX writes it: `"/x/*"` is every path under `/x/`, `"/x*"` every path
+/// starting with `/x` (so `"/*"` is every path), and anything else must match exactly.
 pub fn uri_pattern(uri: &str) -> Result<UriPattern, String> {
     if !uri.starts_with('/') {
         return Err(format!("must start with \"/\", found {uri:?}"));
@@ -1881,12 +2030,17 @@ pub fn uri_pattern(uri: &str) -> Result<UriPattern, String> {
             "{uri:?} contains a space or a non-ASCII character; percent-encode it"
         ));
     }
+    // APISIX's radixtree reads `/:name` as a parameter; matching it literally would silently
+    // route differently, so it is refused rather than misread.
+    if uri.contains("/:") {
+        return Err(format!(
+            "{uri:?}: path parameters (\"/:name\") are not supported; use a prefix such as \"/user/*\""
+        ));
+    }
     match uri.strip_suffix('*') {
-        Some(prefix) if prefix.ends_with('/') && !prefix.contains('*') => {
-            Ok(UriPattern::Prefix(prefix.to_owned()))
-        }
+        Some(prefix) if !prefix.contains('*') => Ok(UriPattern::Prefix(prefix.to_owned())),
         _ if uri.contains('*') => Err(format!(
-            "{uri:?}: '*' is only allowed as a final \"/*\", e.g. \"/api/*\""
+            "{uri:?}: '*' is only allowed at the end, e.g. \"/api/*\" or \"/api*\""
         )),
         _ => Ok(UriPattern::Exact(uri.to_owned())),
     }
@@ -1894,10 +2048,19 @@ pub fn uri_pattern(uri: &str) -> Result<UriPattern, String> {
 
 /// Hosts are compared to the request's Host without its port and ignoring case (RFC 9110
 /// section 4.2.3: the host is case-insensitive), so they are stored lowercased and portless.
+/// `*.example.com` is a wildcard for any name ending in `.example.com`.
 pub fn route_host(host: &str) -> Result<HostPattern, String> {
     if host.is_empty() || host.bytes().any(|b| !b.is_ascii_graphic() || b == b'/') {
         return Err(format!(
             "expected a host name such as \"example.com\", found {host:?}"
+        ));
+    }
+    // A longer name could never match: the router ignores Host values past this length.
+    if host.len() > crate::route::MAX_HOST_LEN {
+        return Err(format!(
+            "{} bytes is longer than any host name ({} at most)",
+            host.len(),
+            crate::route::MAX_HOST_LEN
         ));
     }
     let has_port = if host.starts_with('[') {
@@ -1911,10 +2074,15 @@ pub fn route_host(host: &str) -> Result<HostPattern, String> {
         ));
     }
     let host = host.to_ascii_lowercase();
-    Ok(match host.strip_prefix('*') {
-        Some(rest) if rest.starts_with('.') && rest.len() > 1 => HostPattern::Wildcard(rest.into()),
-        _ => HostPattern::Exact(host),
-    })
+    match host.strip_prefix('*') {
+        Some(rest) if rest.starts_with('.') && rest.len() > 1 && !rest.contains('*') => {
+            Ok(HostPattern::Wildcard(rest.into()))
+        }
+        _ if host.contains('*') => Err(format!(
+            "{host:?}: '*' is only allowed as a leading \"*.\", e.g. \"*.example.com\""
+        )),
+        _ => Ok(HostPattern::Exact(host)),
+    }
 }
 
 #[cfg(test)]
@@ -2279,6 +2447,85 @@ upstream = "zeta"
     }
 
     #[test]
+    fn route_keys() {
+        use crate::route::{Cond, Number, Op, Var};
+        let text = format!(
+            "{MINIMAL}{}",
+            r#"
+[[routes]]
+id = "00000000000000000956"
+uris = ["/pki/*", "/a*", "/x"]
+hosts = ["*.Example.com", "api.test"]
+methods = ["get", "POST"]
+priority = -3
+status = 0
+vars = [
+    ["http_X-SW-Authorization-TenantCode", "==", "tenant"],
+    ["http_x_sw_authorization_appcode", "IN", ["", "testapp"]],
+    ["arg_n", "!>", 5],
+    ["cookie_k", "~=", 1.5],
+]
+upstream = "u"
+
+[[routes]]
+uris = ["/*"]
+upstream = "u"
+"#
+        );
+        let (c, _) = parse(&text).unwrap();
+        let r = &c.routes[1];
+        assert_eq!(r.id, "00000000000000000956");
+        assert_eq!(
+            r.uris,
+            [
+                UriPattern::Prefix("/pki/".into()),
+                UriPattern::Prefix("/a".into()),
+                UriPattern::Exact("/x".into())
+            ]
+        );
+        assert_eq!(
+            r.hosts,
+            [
+                HostPattern::Wildcard(".example.com".into()),
+                HostPattern::Exact("api.test".into())
+            ]
+        );
+        assert_eq!(r.methods, ["GET", "POST"]);
+        assert_eq!((r.priority, r.enabled), (-3, false));
+        let tenant = Var::Header("x-sw-authorization-tenantcode".into());
+        assert_eq!(
+            r.vars,
+            [
+                Cond {
+                    var: tenant,
+                    negate: false,
+                    op: Op::Eq("tenant".into())
+                },
+                Cond {
+                    var: Var::Header("x-sw-authorization-appcode".into()),
+                    negate: false,
+                    op: Op::In(vec!["".into(), "testapp".into()])
+                },
+                Cond {
+                    var: Var::Arg("n".into()),
+                    negate: true,
+                    op: Op::Gt(Number("5".into()))
+                },
+                Cond {
+                    var: Var::Cookie("k".into()),
+                    negate: false,
+                    op: Op::Ne("1.5".into())
+                },
+            ]
+        );
+        // The defaults: the position as id, enabled, priority 0, any method, no conditions.
+        let d = &c.routes[2];
+        assert_eq!(d.id, "3");
+        assert!(d.enabled && d.priority == 0 && d.methods.is_empty() && d.vars.is_empty());
+        assert_eq!(d.uris, [UriPattern::Prefix("/".into())]);
+    }
+
+    #[test]
     fn durations() {
         let ok: &[(&str, Duration)] = &[
             ("0s", Duration::ZERO),
@@ -2480,7 +2727,22 @@ upstream = "zeta"
                 "no upstream named \"nope\"; defined: \"u\"",
             ),
             ("[[routes]]\nuris = [\"/\", \"x\"]\nupstream = \"u\"\n", 12, "routes[1].uris[1]", "must start with \"/\""),
-            ("[[routes]]\nuris = [\"/a*\"]\nupstream = \"u\"\n", 12, "routes[1].uris[0]", "only allowed as a final"),
+            ("[[routes]]\nuris = [\"/a*b\"]\nupstream = \"u\"\n", 12, "routes[1].uris[0]", "only allowed at the end"),
+            ("[[routes]]\nuris = [\"/user/:id\"]\nupstream = \"u\"\n", 12, "routes[1].uris[0]", "path parameters"),
+            ("[[routes]]\nuris = [\"/\"]\nhosts = [\"a.*.test\"]\nupstream = \"u\"\n", 13, "routes[1].hosts[0]", "leading \"*.\""),
+            ("[[routes]]\nuris = [\"/\"]\nhosts = [\"*\"]\nupstream = \"u\"\n", 13, "routes[1].hosts[0]", "leading \"*.\""),
+            ("[[routes]]\nuris = [\"/\"]\nmethods = [\"GET\", \"FETCH\"]\nupstream = \"u\"\n", 13, "routes[1].methods[1]", "unknown method \"FETCH\""),
+            ("[[routes]]\nuris = [\"/\"]\nstatus = 2\nupstream = \"u\"\n", 13, "routes[1].status", "1 (enabled) or 0"),
+            ("[[routes]]\nuris = [\"/\"]\npriority = \"high\"\nupstream = \"u\"\n", 13, "routes[1].priority", "invalid type"),
+            ("[[routes]]\nid = \"1\"\nuris = [\"/\"]\nupstream = \"u\"\n", 12, "routes[1].id", "already used by route 1"),
+            ("[[routes]]\nuris = [\"/\"]\nvars = [[\"nope\", \"==\", \"a\"]]\nupstream = \"u\"\n", 13, "routes[1].vars[0][0]", "unknown variable"),
+            ("[[routes]]\nuris = [\"/\"]\nvars = [[\"arg_a\", \"=\", \"a\"]]\nupstream = \"u\"\n", 13, "routes[1].vars[0][1]", "unknown operator"),
+            ("[[routes]]\nuris = [\"/\"]\nvars = [[\"arg_a\", \"IN\", \"a\"]]\nupstream = \"u\"\n", 13, "routes[1].vars[0][2]", "takes a list"),
+            ("[[routes]]\nuris = [\"/\"]\nvars = [[\"arg_a\", \">\", \"many\"]]\nupstream = \"u\"\n", 13, "routes[1].vars[0][2]", "finite number"),
+            ("[[routes]]\nuris = [\"/\"]\nvars = [[\"arg_a\", \"~~\", \"(\"]]\nupstream = \"u\"\n", 13, "routes[1].vars[0][2]", "invalid regex"),
+            ("[[routes]]\nuris = [\"/\"]\nvars = [[\"arg_a\", \"==\", true]]\nupstream = \"u\"\n", 13, "routes[1].vars[0][2]", "a string, a number or a list"),
+            ("[[routes]]\nuris = [\"/\"]\nvars = [[\"arg_a\", \"==\"]]\nupstream = \"u\"\n", 13, "routes[1].vars[0]", "found 2 elements"),
+            ("[[routes]]\nuris = [\"/\"]\nvars = [[1, \"==\", \"a\"]]\nupstream = \"u\"\n", 13, "routes[1].vars[0][0]", "variable must be a string"),
             ("[[routes]]\nuris = [\"/a b\"]\nupstream = \"u\"\n", 12, "routes[1].uris[0]", "space"),
             ("[[routes]]\nuris = []\nupstream = \"u\"\n", 12, "routes[1].uris", "at least one uri"),
             ("[[routes]]\nupstream = \"u\"\n", 11, "routes[1]", "missing field `uris`"),

@@ -45,7 +45,7 @@ use crate::http::head::{self, Header, Limits, ReqBody, RequestHead, RespBody, Ve
 use crate::http::rewrite::{self, ClientSide, Forward};
 use crate::lru::Handle;
 use crate::metrics::Counters;
-use crate::route::Request;
+use crate::route::{Request, Vars};
 use crate::runtime::control::{Control, Handover};
 use crate::runtime::generation::{host_override, ListenTls, PoolId, Process, Shared, UpSettings};
 use crate::slab::Slab;
@@ -1374,7 +1374,15 @@ impl Core {
                 a.discard(old);
             }
         }
-        let Some(m) = shared.router.find(host, h.target.of(src)) else {
+        let route_req = Request {
+            method: h.method_span.of(src),
+            target: h.target.of(src),
+            host,
+            remote: c.ip,
+            headers: &self.headers,
+            src,
+        };
+        let Some(m) = shared.router.find(&route_req) else {
             let keep = h.body == ReqBody::None && h.keep_alive;
             c.rbuf.as_mut().expect("present").consume(h.head_len);
             return self.answer(cid, 404, keep);
@@ -1389,18 +1397,7 @@ impl Core {
         let up_cfg = &cfg.upstreams[upstream];
         // The key is read only for chash, from the request as it arrived.
         let hash = match &up_cfg.balance {
-            Balance::Chash { key } => {
-                let req = Request {
-                    method: h.method_span.of(src),
-                    target: h.target.of(src),
-                    host,
-                    remote: c.ip,
-                    headers: &self.headers,
-                    src,
-                };
-                let mut scratch = [0u8; 64];
-                balance::hash_key(balance::read_var(&req, key, &mut scratch))
-            }
+            Balance::Chash { key } => balance::hash_key(Vars::new(&route_req).get(key)),
             _ => 0,
         };
         let nodes = up_cfg.nodes.len();
