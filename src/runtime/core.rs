@@ -45,7 +45,7 @@ use crate::http::head::{self, Header, Limits, ReqBody, RequestHead, RespBody, Ve
 use crate::http::rewrite::{self, ClientSide, Forward};
 use crate::lru::Handle;
 use crate::metrics::Counters;
-use crate::route::{Request, Vars};
+use crate::route::{Request, Router, Vars};
 use crate::runtime::control::{Control, Handover};
 use crate::runtime::generation::{host_override, ListenTls, PoolId, Process, Shared, UpSettings};
 use crate::slab::Slab;
@@ -650,6 +650,11 @@ pub struct Core {
     budgets: Vec<Arc<NodeBudget>>,
     /// By pool id: active health checks took the node out (`Control::NodeHealth`).
     down: Vec<bool>,
+    /// This core's own copy of the generation's router. A compiled regex keeps a scratch pool
+    /// that only its first user reaches without a lock; other threads go through a mutex. A
+    /// clone has its own pool, so each core matching `~~` / `~*` conditions on its copy never
+    /// contends with another core.
+    router: Router,
     limits: Limits,
     headers: Vec<Header>,
     out: Vec<u8>,
@@ -717,6 +722,7 @@ impl Core {
             now: 0,
             counters: Counters::with_nodes(budgets.len()),
             down: vec![false; budgets.len()],
+            router: shared.router.clone(),
             shutdown_at: None,
             next_warm: 0,
             evictions: Vec::new(),
@@ -894,6 +900,7 @@ impl Core {
         let n = self.budgets.len();
         self.pools.resize_with(n, NodePool::default);
         self.down.resize(n, false);
+        self.router = shared.router.clone();
         if self.counters.nodes.len() < n {
             self.counters.nodes.resize(n, Default::default());
         }
@@ -1382,7 +1389,7 @@ impl Core {
             headers: &self.headers,
             src,
         };
-        let Some(m) = shared.router.find(&route_req) else {
+        let Some(m) = self.router.find(&route_req) else {
             let keep = h.body == ReqBody::None && h.keep_alive;
             c.rbuf.as_mut().expect("present").consume(h.head_len);
             return self.answer(cid, 404, keep);
