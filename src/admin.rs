@@ -13,7 +13,10 @@
 //! Under `/apisix/admin` it serves the subset of APISIX's admin API (v3 response shapes) that
 //! hearth implements: `routes` and `upstreams`, each with PUT/GET/DELETE by id, GET of the
 //! collection and POST to it. Objects go to [`crate::dynamic`], which validates them whole
-//! before anything changes. With `[admin] key` set, every `/apisix/admin` request and
+//! before anything changes. With `[config_center]` (a [`Fleet`]) a write is validated the same
+//! way, then written to etcd instead of applied, and answered once this instance's watcher has
+//! applied it (waiting at most 1 s); reads stay local, and `/metrics` adds the config
+//! center's gauges. With `[admin] key` set, every `/apisix/admin` request and
 //! `POST /reload` must carry it in `X-API-KEY`; `/metrics` and the status page stay open, as
 //! they change nothing. Without a key the listener must be on a loopback address: the config
 //! refuses anything else, and [`start`] checks again.

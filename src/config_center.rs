@@ -12,7 +12,8 @@
 //! logs and skips it) exactly like a valid one.
 //!
 //! etcd being down never stops traffic: the sink keeps what it last applied, the thread retries,
-//! and [`Watcher::connected`] reads false (the `config_center_connected` gauge). With
+//! and [`Watcher::connected`] reads false (the `config_center_connected` gauge);
+//! [`Watcher::revision`] says how far the sink has been brought. With
 //! `cache = "path"` every snapshot is written there (to a temporary file, then renamed, so a
 //! crash leaves the old or the new copy, never half of one), and a start while etcd is down
 //! serves from it. A start with etcd down and no usable cache is an error.

@@ -1,5 +1,5 @@
-//! The dynamic configuration: routes and upstreams added at run time (admin API now, etcd later)
-//! on top of the configuration file, and how a change to either reaches the cores.
+//! The dynamic configuration: routes and upstreams added at run time (admin API, etcd) on top
+//! of the configuration file, and how a change to either reaches the cores.
 //!
 //! A [`Dynamic`] holds the file's path and last good [`Config`], and two stores keyed by id: the
 //! route objects and the upstream objects, each kept as the JSON it was given (plus APISIX's
@@ -23,6 +23,12 @@
 //! - Builds and applies happen under one lock, so generations reach the cores in the order the
 //!   changes were made. The lock is held by the admin thread, the SIGHUP handler or a watcher,
 //!   never by a core, and never across network I/O.
+//!
+//! With a config center, etcd is the source of truth: [`CenterSink`] feeds the store what the
+//! watcher reads (JSON is read there; an unreadable or invalid value is logged with its etcd key
+//! and skipped, and the last good value for that id stays), and the admin API only *checks* a
+//! change against the store (`check_put`, `check_create`, `check_delete`: same rules, nothing
+//! changes) before writing it to etcd, whose watch then applies it here like any other change.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
