@@ -146,7 +146,7 @@ fn main() -> ExitCode {
         break;
     }
     server.shutdown(grace);
-    // After the cores stop accepting: the watcher's stop waits for its etcd read to time out.
+    // Stopping the watcher can take up to one etcd timeout, so the cores stop accepting first.
     if let Some((w, _)) = watcher {
         w.stop();
     }
