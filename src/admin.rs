@@ -13,7 +13,10 @@
 //! Under `/apisix/admin` it serves the subset of APISIX's admin API (v3 response shapes) that
 //! hearth implements: `routes` and `upstreams`, each with PUT/GET/DELETE by id, GET of the
 //! collection and POST to it. Objects go to [`crate::dynamic`], which validates them whole
-//! before anything changes. With `[admin] key` set, every `/apisix/admin` request and
+//! before anything changes. With `[config_center]` (a [`Fleet`]) a write is validated the same
+//! way, then written to etcd instead of applied, and answered once this instance's watcher has
+//! applied it (waiting at most 1 s); reads stay local, and `/metrics` adds the config
+//! center's gauges. With `[admin] key` set, every `/apisix/admin` request and
 //! `POST /reload` must carry it in `X-API-KEY`; `/metrics` and the status page stay open, as
 //! they change nothing. Without a key the listener must be on a loopback address: the config
 //! refuses anything else, and [`start`] checks again.
@@ -21,6 +24,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,7 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use log::{debug, info, warn};
 use serde_json::{json, Value};
 
-use crate::dynamic::{ChangeError, Dynamic, Kind};
+use crate::config_center::Writer;
+use crate::dynamic::{json_error, CenterCounts, ChangeError, Dynamic, Kind};
 use crate::metrics::{Counters, NodeCounters, ANSWER_CODES};
 use crate::runtime::server::Handle;
 use crate::upstream::pool::CloseReason;
@@ -43,12 +48,109 @@ const MAX_REQUEST_BYTES: usize = 8_192;
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const ADMIN_PREFIX: &str = "/apisix/admin/";
+/// Longest an admin write in etcd mode waits for this instance to apply it before answering.
+const APPLY_WAIT: Duration = Duration::from_secs(1);
+const APPLY_POLL: Duration = Duration::from_millis(2);
 
-/// Binds `addr` and serves it on a new thread for the life of the process.
+/// What the admin listener needs when routes and upstreams live in etcd (`[config_center]`):
+/// writes are checked against the local store, then go to etcd, and are answered once this
+/// instance's watcher has applied them, so a PUT followed by a GET sees the object. Every other
+/// instance applies them through its own watcher.
+pub struct Fleet {
+    pub writer: Writer,
+    /// The config center's prefix: answers name objects by their etcd keys.
+    pub prefix: String,
+    /// The watcher's flag and revision ([`crate::config_center::Watcher`]).
+    pub connected: Arc<AtomicBool>,
+    pub revision: Arc<AtomicI64>,
+    /// What the watcher's sink has applied and skipped.
+    pub counts: Arc<CenterCounts>,
+}
+
+/// An answer: status line and JSON body.
+type Answer = (&'static str, Value);
+
+impl Fleet {
+    /// The config center's series for `/metrics`.
+    fn metrics(&self) -> String {
+        let mut s = String::with_capacity(512);
+        let connected = u8::from(self.connected.load(Ordering::Relaxed));
+        let revision = self.revision.load(Ordering::Acquire);
+        let applied = self.counts.applied.load(Ordering::Relaxed);
+        let skipped = self.counts.skipped.load(Ordering::Relaxed);
+        let _ = writeln!(s, "# TYPE hearth_config_center_connected gauge");
+        let _ = writeln!(s, "hearth_config_center_connected {connected}");
+        let _ = writeln!(s, "# TYPE hearth_config_center_revision gauge");
+        let _ = writeln!(s, "hearth_config_center_revision {revision}");
+        let _ = writeln!(s, "# TYPE hearth_config_center_changes_total counter");
+        let _ = writeln!(
+            s,
+            "hearth_config_center_changes_total{{result=\"applied\"}} {applied}"
+        );
+        let _ = writeln!(
+            s,
+            "hearth_config_center_changes_total{{result=\"skipped\"}} {skipped}"
+        );
+        s
+    }
+
+    fn put(&mut self, kind: Kind, id: &str, value: &Value) -> Result<(), Answer> {
+        let rev = self
+            .writer
+            .put(kind, id, value.to_string().as_bytes())
+            .map_err(etcd_error)?;
+        self.wait_applied(kind, id, rev);
+        Ok(())
+    }
+
+    fn delete(&mut self, kind: Kind, id: &str) -> Result<(), Answer> {
+        let (rev, existed) = self.writer.delete_at(kind, id).map_err(etcd_error)?;
+        if !existed {
+            // This instance held it, etcd did not: someone deleted it a moment ago.
+            return Err((
+                "404 Not Found",
+                json!({ "error_msg": format!("{}/{}/{id} is not in etcd", self.prefix, kind.segment()) }),
+            ));
+        }
+        self.wait_applied(kind, id, rev);
+        Ok(())
+    }
+
+    /// Waits, up to [`APPLY_WAIT`], until the watcher has handed etcd revision `rev` to the
+    /// store. A write it does not see in time is in etcd all the same and arrives when the
+    /// watch catches up, so the answer is still a success; the log says why it was slow.
+    fn wait_applied(&self, kind: Kind, id: &str, rev: i64) {
+        let deadline = std::time::Instant::now() + APPLY_WAIT;
+        while self.revision.load(Ordering::Acquire) < rev {
+            if std::time::Instant::now() >= deadline {
+                warn!(
+                    "admin: {}/{}/{id} is in etcd at revision {rev}, not applied here within \
+                     {APPLY_WAIT:?} (the watch is at {}); it will be once the watch catches up",
+                    self.prefix,
+                    kind.segment(),
+                    self.revision.load(Ordering::Acquire)
+                );
+                return;
+            }
+            std::thread::sleep(APPLY_POLL);
+        }
+    }
+}
+
+fn etcd_error(e: crate::etcd::Error) -> Answer {
+    (
+        "503 Service Unavailable",
+        json!({ "error_msg": format!("etcd did not take the change: {e}") }),
+    )
+}
+
+/// Binds `addr` and serves it on a new thread for the life of the process. With `fleet`,
+/// admin API writes go to etcd (see [`Fleet`]).
 pub fn start(
     addr: SocketAddr,
     stats: Handle,
     dynamic: Arc<Dynamic>,
+    mut fleet: Option<Fleet>,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     if !addr.ip().is_loopback() && dynamic.admin_key().is_none() {
         // The config loader refuses this already; checked again because an open admin API on
@@ -72,7 +174,7 @@ pub fn start(
             for conn in listener.incoming() {
                 match conn {
                     Ok(s) => {
-                        if let Err(e) = serve(s, &stats, &dynamic) {
+                        if let Err(e) = serve(s, &stats, &dynamic, fleet.as_mut()) {
                             debug!("admin connection: {e}");
                         }
                     }
@@ -178,7 +280,12 @@ fn read_request(s: &mut TcpStream) -> Result<AdminRequest, ReadError> {
     Ok(req)
 }
 
-fn serve(mut s: TcpStream, stats: &Handle, dynamic: &Dynamic) -> io::Result<()> {
+fn serve(
+    mut s: TcpStream,
+    stats: &Handle,
+    dynamic: &Dynamic,
+    fleet: Option<&mut Fleet>,
+) -> io::Result<()> {
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
     let req = match read_request(&mut s) {
@@ -199,16 +306,17 @@ fn serve(mut s: TcpStream, stats: &Handle, dynamic: &Dynamic) -> io::Result<()> 
         );
     }
     if let Some(rest) = path.strip_prefix(ADMIN_PREFIX) {
-        let (status, body) = apisix_admin(dynamic, &req.method, rest, &req.body);
+        let (status, body) = apisix_admin(dynamic, fleet, &req.method, rest, &req.body);
         return respond_json(&mut s, status, &body);
     }
     match (req.method.as_str(), path) {
-        ("GET", "/metrics") => respond(
-            &mut s,
-            "200 OK",
-            "text/plain; version=0.0.4",
-            &stats.metrics_text(),
-        ),
+        ("GET", "/metrics") => {
+            let mut text = stats.metrics_text();
+            if let Some(f) = &fleet {
+                text.push_str(&f.metrics());
+            }
+            respond(&mut s, "200 OK", "text/plain; version=0.0.4", &text)
+        }
         ("GET", "/status") => respond(&mut s, "200 OK", "text/html; charset=utf-8", STATUS_PAGE),
         ("GET", "/status.json") => respond(
             &mut s,
@@ -245,8 +353,16 @@ fn key_matches(want: Option<&str>, got: Option<&[u8]>) -> bool {
     want.len() == got.len() && want.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-/// Serves `/apisix/admin/{rest}`: the status line and JSON body to answer with.
-fn apisix_admin(dynamic: &Dynamic, method: &str, rest: &str, body: &[u8]) -> (&'static str, Value) {
+/// Serves `/apisix/admin/{rest}`: the status line and JSON body to answer with. Reads come from
+/// the local store; writes are applied to it, or with `fleet` checked against it and written to
+/// etcd.
+fn apisix_admin(
+    dynamic: &Dynamic,
+    mut fleet: Option<&mut Fleet>,
+    method: &str,
+    rest: &str,
+    body: &[u8],
+) -> Answer {
     let error = |status, message: String| (status, json!({ "error_msg": message }));
     let rest = rest.trim_end_matches('/');
     let (collection, id) = match rest.split_once('/') {
@@ -265,12 +381,11 @@ fn apisix_admin(dynamic: &Dynamic, method: &str, rest: &str, body: &[u8]) -> (&'
             )
         }
     };
-    let key = |id: &str| format!("/apisix/{}/{id}", kind.collection());
-    let change_error = |e: ChangeError| match e {
-        ChangeError::Invalid(m) => error("400 Bad Request", m),
-        ChangeError::NotFound(m) => error("404 Not Found", m),
-    };
-    let parse = || -> Result<Value, (&'static str, Value)> {
+    let prefix = fleet
+        .as_ref()
+        .map_or_else(|| "/apisix".to_owned(), |f| f.prefix.clone());
+    let key = |id: &str| format!("{prefix}/{}/{id}", kind.segment());
+    let parse = || -> Result<Value, Answer> {
         serde_json::from_slice(body).map_err(|e| error("400 Bad Request", json_error(&e)))
     };
     match (method, id) {
@@ -282,13 +397,23 @@ fn apisix_admin(dynamic: &Dynamic, method: &str, rest: &str, body: &[u8]) -> (&'
                 .collect();
             ("200 OK", json!({ "total": list.len(), "list": list }))
         }
-        ("POST", None) => match parse() {
-            Err(answer) => answer,
-            Ok(v) => match dynamic.create(kind, v) {
+        ("POST", None) => {
+            let v = match parse() {
+                Ok(v) => v,
+                Err(answer) => return answer,
+            };
+            let made = match fleet.as_deref_mut() {
+                None => dynamic.create(kind, v).map_err(change_answer),
+                Some(f) => dynamic
+                    .check_create(kind, v)
+                    .map_err(change_answer)
+                    .and_then(|(id, value)| f.put(kind, &id, &value).map(|()| (id, value))),
+            };
+            match made {
                 Ok((id, value)) => ("201 Created", json!({ "key": key(&id), "value": value })),
-                Err(e) => change_error(e),
-            },
-        },
+                Err(answer) => answer,
+            }
+        }
         // APISIX also takes the id from the body of a PUT to the collection.
         ("PUT", None) => match parse() {
             Err(answer) => answer,
@@ -300,61 +425,76 @@ fn apisix_admin(dynamic: &Dynamic, method: &str, rest: &str, body: &[u8]) -> (&'
                     "400 Bad Request",
                     format!(
                         "id: give it in the path, PUT /apisix/admin/{}/ID",
-                        kind.collection()
+                        kind.segment()
                     ),
                 ),
-                Some(id) => put(dynamic, kind, &id, v),
+                Some(id) => put(dynamic, fleet, kind, &id, v, &key(&id)),
             },
         },
         ("GET", Some(id)) => match dynamic.get(kind, id) {
             Some(value) => ("200 OK", json!({ "key": key(id), "value": value })),
             None => error(
                 "404 Not Found",
-                format!("{} {id} not found", kind.collection()),
+                format!("{} {id} not found", kind.segment()),
             ),
         },
         ("PUT", Some(id)) => match parse() {
             Err(answer) => answer,
-            Ok(v) => put(dynamic, kind, id, v),
+            Ok(v) => put(dynamic, fleet, kind, id, v, &key(id)),
         },
-        ("DELETE", Some(id)) => match dynamic.delete(kind, id) {
-            Ok(()) => ("200 OK", json!({ "deleted": "1", "key": key(id) })),
-            Err(e) => change_error(e),
-        },
+        ("DELETE", Some(id)) => {
+            let deleted = match fleet {
+                None => dynamic.delete(kind, id).map_err(change_answer),
+                Some(f) => dynamic
+                    .check_delete(kind, id)
+                    .map_err(change_answer)
+                    .and_then(|()| f.delete(kind, id)),
+            };
+            match deleted {
+                Ok(()) => ("200 OK", json!({ "deleted": "1", "key": key(id) })),
+                Err(answer) => answer,
+            }
+        }
         (m, _) => error(
             "405 Method Not Allowed",
             format!(
                 "{m} is not supported here; use GET or POST on /apisix/admin/{c}, and PUT, GET \
                  or DELETE on /apisix/admin/{c}/ID",
-                c = kind.collection()
+                c = kind.segment()
             ),
         ),
     }
 }
 
-fn put(dynamic: &Dynamic, kind: Kind, id: &str, v: Value) -> (&'static str, Value) {
-    match dynamic.put(kind, id, v) {
+fn put(
+    dynamic: &Dynamic,
+    fleet: Option<&mut Fleet>,
+    kind: Kind,
+    id: &str,
+    v: Value,
+    key: &str,
+) -> Answer {
+    let done = match fleet {
+        None => dynamic.put(kind, id, v).map_err(change_answer),
+        Some(f) => dynamic
+            .check_put(kind, id, v)
+            .map_err(change_answer)
+            .and_then(|(value, created)| f.put(kind, id, &value).map(|()| (value, created))),
+    };
+    match done {
         Ok((value, created)) => (
             if created { "201 Created" } else { "200 OK" },
-            json!({ "key": format!("/apisix/{}/{id}", kind.collection()), "value": value }),
+            json!({ "key": key, "value": value }),
         ),
-        Err(ChangeError::Invalid(m)) => ("400 Bad Request", json!({ "error_msg": m })),
-        Err(ChangeError::NotFound(m)) => ("404 Not Found", json!({ "error_msg": m })),
+        Err(answer) => answer,
     }
 }
 
-/// `invalid JSON at line L, column C: what`, from serde_json's error (whose own text ends in
-/// the position).
-fn json_error(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    let what = text
-        .rsplit_once(" at line ")
-        .map_or(text.as_str(), |(what, _)| what);
-    format!(
-        "invalid JSON at line {}, column {}: {what}",
-        e.line(),
-        e.column()
-    )
+fn change_answer(e: ChangeError) -> Answer {
+    match e {
+        ChangeError::Invalid(m) => ("400 Bad Request", json!({ "error_msg": m })),
+        ChangeError::NotFound(m) => ("404 Not Found", json!({ "error_msg": m })),
+    }
 }
 
 fn respond_json(s: &mut TcpStream, status: &str, body: &Value) -> io::Result<()> {
@@ -514,15 +654,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn json_errors_give_line_and_column() {
-        let e = serde_json::from_str::<Value>("{\"a\": 1,\n \"b\": }").unwrap_err();
-        assert_eq!(
-            json_error(&e),
-            "invalid JSON at line 2, column 7: expected value"
-        );
-    }
-
     /// The admin paths and methods, against a store whose changes go nowhere.
     #[test]
     fn admin_paths_and_methods() {
@@ -599,7 +730,7 @@ mod tests {
             ),
         ];
         for (method, rest, body, status, want) in cases {
-            let (got_status, got) = apisix_admin(&d, method, rest, body);
+            let (got_status, got) = apisix_admin(&d, None, method, rest, body);
             let got = got.to_string();
             assert_eq!(got_status, *status, "{method} {rest}: {got}");
             assert!(got.contains(want), "{method} {rest}: {got}");

@@ -1149,20 +1149,30 @@ impl Builder<'_> {
             Some(c) => self.client(c)?,
             None => ClientSettings::default(),
         };
-        let Some(raw_upstreams) = raw.upstreams.filter(|u| !u.get_ref().is_empty()) else {
+        // With a config center, routes and upstreams may all come from etcd: the file may
+        // define none.
+        let from_center = raw.config_center.is_some();
+        let raw_upstreams = raw.upstreams.filter(|u| !u.get_ref().is_empty());
+        if raw_upstreams.is_none() && !from_center {
             return Err(self.locator.missing(
                 "upstreams",
                 "at least one upstream is required, e.g. [upstreams.backend]",
             ));
-        };
+        }
         // Order of appearance is the upstream id; the map itself is sorted by name.
-        let mut entries: Vec<_> = raw_upstreams.into_inner().into_iter().collect();
+        let mut entries: Vec<_> = raw_upstreams
+            .map(|u| u.into_inner().into_iter().collect())
+            .unwrap_or_default();
         entries.sort_by_key(|(name, _)| name.span().start);
         let mut upstreams = Vec::with_capacity(entries.len());
         for (name, raw) in entries {
             upstreams.push(self.upstream(name.into_inner(), raw.into_inner())?);
         }
-        let routes = self.routes(raw.routes, &upstreams)?;
+        let routes = if from_center && raw.routes.as_ref().is_none_or(|r| r.get_ref().is_empty()) {
+            Vec::new()
+        } else {
+            self.routes(raw.routes, &upstreams)?
+        };
         let admin = match raw.admin {
             None => None,
             Some(a) => {
@@ -3129,5 +3139,20 @@ upstream = "u"
             assert_eq!(e.key(), Some(key), "{body}: {e}");
             assert!(e.message().contains(want), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn with_a_config_center_the_file_may_define_no_routes_or_upstreams() {
+        let listen = "[[listen]]\naddr = \"127.0.0.1:0\"\n";
+        let center = "[config_center]\ntype = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n";
+        let up = "[upstreams.u]\nnodes = { \"127.0.0.1:9001\" = 1 }\n";
+        let (c, _) = parse(&format!("{listen}{center}")).unwrap();
+        assert!(c.routes.is_empty() && c.upstreams.is_empty());
+        let (c, w) = parse(&format!("{listen}{center}{up}")).unwrap();
+        assert_eq!((c.routes.len(), c.upstreams.len()), (0, 1));
+        assert!(w.is_empty(), "{w:?}");
+        // Without one, both stay required.
+        assert_eq!(err(listen).key(), Some("upstreams"));
+        assert_eq!(err(&format!("{listen}{up}")).key(), Some("routes"));
     }
 }

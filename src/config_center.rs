@@ -12,7 +12,8 @@
 //! logs and skips it) exactly like a valid one.
 //!
 //! etcd being down never stops traffic: the sink keeps what it last applied, the thread retries,
-//! and [`Watcher::connected`] reads false (the `config_center_connected` gauge). With
+//! and [`Watcher::connected`] reads false (the `config_center_connected` gauge);
+//! [`Watcher::revision`] says how far the sink has been brought. With
 //! `cache = "path"` every snapshot is written there (to a temporary file, then renamed, so a
 //! crash leaves the old or the new copy, never half of one), and a start while etcd is down
 //! serves from it. A start with etcd down and no usable cache is an error.
@@ -23,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -219,6 +220,7 @@ pub struct Watcher {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
     connected: Arc<AtomicBool>,
+    revision: Arc<AtomicI64>,
 }
 
 impl Watcher {
@@ -266,6 +268,7 @@ impl Watcher {
         }
         snapshot.hand_over(sink.as_mut());
         let connected = Arc::new(AtomicBool::new(live));
+        let revision = Arc::new(AtomicI64::new(snapshot.revision));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let follower = Follower {
             client,
@@ -275,6 +278,7 @@ impl Watcher {
             snapshot,
             cache: settings.cache.clone(),
             connected: Arc::clone(&connected),
+            revision: Arc::clone(&revision),
             stop: stop_rx,
             backoff: BACKOFF_MIN,
         };
@@ -289,6 +293,7 @@ impl Watcher {
             stop: Some(stop_tx),
             thread: Some(thread),
             connected,
+            revision,
         })
     }
 
@@ -296,6 +301,12 @@ impl Watcher {
     /// configuration is being served. For the `config_center_connected` gauge.
     pub fn connected(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.connected)
+    }
+
+    /// The etcd revision of everything handed to the sink so far: a change written at revision
+    /// R has been applied here once this reads R or more (the admin API waits on it).
+    pub fn revision(&self) -> Arc<AtomicI64> {
+        Arc::clone(&self.revision)
     }
 
     /// Stops the thread and waits for it (at most one etcd timeout).
@@ -367,6 +378,8 @@ struct Follower {
     snapshot: Snapshot,
     cache: Option<PathBuf>,
     connected: Arc<AtomicBool>,
+    /// The snapshot's revision, published after the sink has it.
+    revision: Arc<AtomicI64>,
     stop: Receiver<()>,
     backoff: Duration,
 }
@@ -392,6 +405,8 @@ impl Follower {
                         );
                         self.snapshot = snapshot;
                         self.snapshot.hand_over(self.sink.as_mut());
+                        self.revision
+                            .store(self.snapshot.revision, Ordering::Release);
                         self.save_cache();
                         need_load = false;
                     }
@@ -452,6 +467,8 @@ impl Follower {
                     for e in events {
                         self.apply(e);
                     }
+                    self.revision
+                        .store(self.snapshot.revision, Ordering::Release);
                     self.save_cache();
                 }
                 Ok(Some(WatchMsg::Compacted { .. })) => return End::Compacted,
@@ -557,10 +574,13 @@ impl Writer {
 
     /// Removes the key; returns whether it existed.
     pub fn delete(&mut self, kind: Kind, id: &str) -> Result<bool, etcd::Error> {
+        self.delete_at(kind, id).map(|(_, existed)| existed)
+    }
+
+    /// As [`Writer::delete`], with etcd's revision after the delete.
+    pub fn delete_at(&mut self, kind: Kind, id: &str) -> Result<(i64, bool), etcd::Error> {
         let key = self.key(kind, id)?;
-        self.client
-            .delete(key.as_bytes())
-            .map(|(_, existed)| existed)
+        self.client.delete(key.as_bytes())
     }
 }
 

@@ -1,5 +1,5 @@
-//! The dynamic configuration: routes and upstreams added at run time (admin API now, etcd later)
-//! on top of the configuration file, and how a change to either reaches the cores.
+//! The dynamic configuration: routes and upstreams added at run time (admin API, etcd) on top
+//! of the configuration file, and how a change to either reaches the cores.
 //!
 //! A [`Dynamic`] holds the file's path and last good [`Config`], and two stores keyed by id: the
 //! route objects and the upstream objects, each kept as the JSON it was given (plus APISIX's
@@ -23,11 +23,18 @@
 //! - Builds and applies happen under one lock, so generations reach the cores in the order the
 //!   changes were made. The lock is held by the admin thread, the SIGHUP handler or a watcher,
 //!   never by a core, and never across network I/O.
+//!
+//! With a config center, etcd is the source of truth: [`CenterSink`] feeds the store what the
+//! watcher reads (JSON is read there; an unreadable or invalid value is logged with its etcd key
+//! and skipped, and the last good value for that id stays), and the admin API only *checks* a
+//! change against the store (`check_put`, `check_create`, `check_delete`: same rules, nothing
+//! changes) before writing it to etcd, whose watch then applies it here like any other change.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{error, info, warn};
@@ -35,27 +42,17 @@ use serde_json::Value;
 
 use crate::apisix::{check_id, parse_route, parse_upstream, RouteSpec, RouteUpstream};
 use crate::config::{Config, Upstream, MAX_DURATION};
+use crate::config_center::Sink;
 use crate::runtime::server::Handle;
 
-/// Which store an operation is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Route,
-    Upstream,
-}
+/// Which store an operation is about; the same two kinds the config center follows, and
+/// `Kind::segment` names the collection in admin paths and etcd keys.
+pub use crate::config_center::Kind;
 
-impl Kind {
-    /// The collection's name in admin paths and etcd keys: `routes`, `upstreams`.
-    pub fn collection(self) -> &'static str {
-        match self {
-            Kind::Route => "routes",
-            Kind::Upstream => "upstreams",
-        }
-    }
-
-    fn key(self, id: &str) -> String {
-        format!("{}/{id}", self.collection())
-    }
+/// `routes/ID` or `upstreams/ID`: how messages name an entry, and the name of a stored
+/// upstream in the built configuration.
+fn key(kind: Kind, id: &str) -> String {
+    format!("{}/{id}", kind.segment())
 }
 
 /// Why a change was refused; nothing changed.
@@ -104,6 +101,15 @@ struct State {
     skipped: BTreeMap<String, String>,
     /// The last id made up for a POST, so two in the same microsecond still differ.
     last_made_id: u64,
+    /// Put before `routes/ID` in log lines: empty, or a config center's `{prefix}/`.
+    key_prefix: String,
+}
+
+/// Whether a change is applied, or only checked (the admin API in etcd mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Apply,
+    Check,
 }
 
 /// A value translated by [`crate::apisix`], before it is stored.
@@ -130,6 +136,7 @@ impl Dynamic {
                 upstreams: BTreeMap::new(),
                 skipped: BTreeMap::new(),
                 last_made_id: 0,
+                key_prefix: String::new(),
             }),
             apply,
         }
@@ -184,11 +191,28 @@ impl Dynamic {
 
     /// Creates or replaces object `id` (admin PUT) and applies the result. Returns the stored
     /// value and whether it was created.
-    pub fn put(
+    pub fn put(&self, kind: Kind, id: &str, value: Value) -> Result<(Value, bool), ChangeError> {
+        self.put_as(kind, id, value, Mode::Apply)
+    }
+
+    /// As [`Dynamic::put`], but only checks: neither the stores nor the cores change. For the
+    /// admin API in etcd mode, which writes the returned value to etcd and lets the watcher
+    /// apply it.
+    pub fn check_put(
+        &self,
+        kind: Kind,
+        id: &str,
+        value: Value,
+    ) -> Result<(Value, bool), ChangeError> {
+        self.put_as(kind, id, value, Mode::Check)
+    }
+
+    fn put_as(
         &self,
         kind: Kind,
         id: &str,
         mut value: Value,
+        mode: Mode,
     ) -> Result<(Value, bool), ChangeError> {
         check_id(id).map_err(|e| ChangeError::Invalid(format!("id: {e}")))?;
         // Translated before the id and timestamps are filled in, so an `id` in the body that
@@ -197,7 +221,7 @@ impl Dynamic {
         let parsed = match kind {
             Kind::Route => Parsed::Route(parse_route(id, &value).map_err(|e| invalid(&e))?),
             Kind::Upstream => Parsed::Upstream(Box::new(
-                parse_upstream(&kind.key(id), &value, "").map_err(|e| invalid(&e))?,
+                parse_upstream(&key(kind, id), &value, "").map_err(|e| invalid(&e))?,
             )),
         };
         let mut st = self.lock();
@@ -230,10 +254,11 @@ impl Dynamic {
                     },
                 );
                 let created = old.is_none();
-                if let Err(e) = self.apply_strict(&mut st) {
+                let result = self.commit(&mut st, mode);
+                if result.is_err() || mode == Mode::Check {
                     restore(&mut st.routes, id, old);
-                    return Err(e);
                 }
+                result?;
                 created
             }
             Parsed::Upstream(parsed) => {
@@ -245,27 +270,45 @@ impl Dynamic {
                     },
                 );
                 let created = old.is_none();
-                if let Err(e) = self.apply_strict(&mut st) {
+                let result = self.commit(&mut st, mode);
+                if result.is_err() || mode == Mode::Check {
                     restore(&mut st.upstreams, id, old);
-                    return Err(e);
                 }
+                result?;
                 created
             }
         };
-        info!(
-            "admin: {} {}",
-            if created { "created" } else { "updated" },
-            kind.key(id)
-        );
+        if mode == Mode::Apply {
+            info!(
+                "admin: {} {}",
+                if created { "created" } else { "updated" },
+                key(kind, id)
+            );
+        }
         Ok((value, created))
     }
 
     /// Stores `value` under a new id (admin POST on the collection); returns the id and value.
     pub fn create(&self, kind: Kind, value: Value) -> Result<(String, Value), ChangeError> {
+        self.create_as(kind, value, Mode::Apply)
+    }
+
+    /// As [`Dynamic::create`], but only checks (see [`Dynamic::check_put`]); the id is made up
+    /// all the same.
+    pub fn check_create(&self, kind: Kind, value: Value) -> Result<(String, Value), ChangeError> {
+        self.create_as(kind, value, Mode::Check)
+    }
+
+    fn create_as(
+        &self,
+        kind: Kind,
+        value: Value,
+        mode: Mode,
+    ) -> Result<(String, Value), ChangeError> {
         if value.get("id").is_some() {
             return Err(ChangeError::Invalid(
                 "id: POST makes up the id; to choose it, PUT to /apisix/admin/{collection}/ID"
-                    .replace("{collection}", kind.collection()),
+                    .replace("{collection}", kind.segment()),
             ));
         }
         let id = {
@@ -280,22 +323,32 @@ impl Dynamic {
             st.last_made_id = n;
             format!("{n:020}")
         };
-        let (value, _) = self.put(kind, &id, value)?;
+        let (value, _) = self.put_as(kind, &id, value, mode)?;
         Ok((id, value))
     }
 
     /// Deletes object `id` (admin DELETE) and applies the result. An upstream that a route still
     /// uses is not deleted.
     pub fn delete(&self, kind: Kind, id: &str) -> Result<(), ChangeError> {
+        self.delete_as(kind, id, Mode::Apply)
+    }
+
+    /// As [`Dynamic::delete`], but only checks (see [`Dynamic::check_put`]).
+    pub fn check_delete(&self, kind: Kind, id: &str) -> Result<(), ChangeError> {
+        self.delete_as(kind, id, Mode::Check)
+    }
+
+    fn delete_as(&self, kind: Kind, id: &str, mode: Mode) -> Result<(), ChangeError> {
         let mut st = self.lock();
-        let not_found = || ChangeError::NotFound(format!("{} not found", kind.key(id)));
+        let not_found = || ChangeError::NotFound(format!("{} not found", key(kind, id)));
         match kind {
             Kind::Route => {
                 let old = st.routes.remove(id).ok_or_else(not_found)?;
-                if let Err(e) = self.apply_strict(&mut st) {
+                let result = self.commit(&mut st, mode);
+                if result.is_err() || mode == Mode::Check {
                     st.routes.insert(id.to_owned(), old);
-                    return Err(e);
                 }
+                result?;
             }
             Kind::Upstream => {
                 if !st.upstreams.contains_key(id) {
@@ -315,13 +368,16 @@ impl Dynamic {
                     )));
                 }
                 let old = st.upstreams.remove(id).ok_or_else(not_found)?;
-                if let Err(e) = self.apply_strict(&mut st) {
+                let result = self.commit(&mut st, mode);
+                if result.is_err() || mode == Mode::Check {
                     st.upstreams.insert(id.to_owned(), old);
-                    return Err(e);
                 }
+                result?;
             }
         }
-        info!("admin: deleted {}", kind.key(id));
+        if mode == Mode::Apply {
+            info!("admin: deleted {}", key(kind, id));
+        }
         Ok(())
     }
 
@@ -339,6 +395,9 @@ impl Dynamic {
                 if cfg.admin.as_ref().map(|a| a.addr) != st.file.admin.as_ref().map(|a| a.addr) {
                     warn!("reload: [admin] addr changes take effect only after a restart");
                 }
+                if cfg.config_center != st.file.config_center {
+                    warn!("reload: [config_center] changes take effect only after a restart");
+                }
                 let old = std::mem::replace(&mut st.file, cfg);
                 match self.apply_strict(&mut st) {
                     Ok(()) => Ok(()),
@@ -355,19 +414,28 @@ impl Dynamic {
         result
     }
 
+    /// Names entries in log lines as the config center's keys, `{prefix}/routes/ID`, so an
+    /// operator can find the value that was skipped.
+    pub fn name_keys_under(&self, prefix: &str) {
+        self.lock().key_prefix = format!("{prefix}/");
+    }
+
     /// Sets or (None) deletes one route as a config center reports it. An invalid value is
     /// logged with its key and skipped; the previous value, if any, stays.
     pub fn set_route(&self, id: &str, value: Option<Value>) {
-        self.set(Kind::Route, id, value);
+        self.set(Kind::Route, id, value.map(Ok));
     }
 
     /// As [`Dynamic::set_route`], for an upstream. Routes using a deleted upstream are skipped
     /// (and logged) until it comes back.
     pub fn set_upstream(&self, id: &str, value: Option<Value>) {
-        self.set(Kind::Upstream, id, value);
+        self.set(Kind::Upstream, id, value.map(Ok));
     }
 
-    fn set(&self, kind: Kind, id: &str, value: Option<Value>) {
+    /// One change as a config center reports it: `Some(Ok(value))` puts, `Some(Err(why))` is a
+    /// value that could not even be read (bad JSON), `None` deletes. Returns false when the
+    /// value was invalid and skipped (logged with its key; the previous value stays).
+    pub fn set(&self, kind: Kind, id: &str, value: Option<Result<Value, String>>) -> bool {
         let mut st = self.lock();
         match value {
             None => {
@@ -376,82 +444,70 @@ impl Dynamic {
                     Kind::Upstream => st.upstreams.remove(id).is_some(),
                 };
                 if !removed {
-                    return;
+                    return true;
                 }
             }
-            Some(v) => match kind {
-                Kind::Route => match parse_stored_route(id, &v) {
-                    Ok(parsed) => {
-                        st.routes.insert(id.to_owned(), Entry { value: v, parsed });
-                    }
-                    Err(e) => return skip_invalid(kind, id, &e),
-                },
-                Kind::Upstream => match parse_stored_upstream(id, &v) {
-                    Ok(parsed) => {
-                        st.upstreams
-                            .insert(id.to_owned(), Entry { value: v, parsed });
-                    }
-                    Err(e) => return skip_invalid(kind, id, &e),
-                },
-            },
+            Some(v) => {
+                if let Err(e) = st.store(kind, id, v) {
+                    st.skip_invalid(kind, id, &e);
+                    return false;
+                }
+            }
         }
         self.apply_lenient(&mut st);
+        true
     }
 
     /// Replaces both stores at once (a config center's initial load, or a reload after its
-    /// history was compacted). Invalid values are logged and skipped; for an id whose new value
-    /// is invalid the value held so far stays, so a bad write never takes a route down.
-    pub fn replace_all(&self, routes: Vec<(String, Value)>, upstreams: Vec<(String, Value)>) {
+    /// history was compacted); values as in [`Dynamic::set`]. Invalid values are logged and
+    /// skipped; for an id whose new value is invalid the value held so far stays, so a bad
+    /// write never takes a route down. Returns how many values were skipped as invalid.
+    pub fn replace_all(
+        &self,
+        routes: Vec<(String, Result<Value, String>)>,
+        upstreams: Vec<(String, Result<Value, String>)>,
+    ) -> usize {
         let mut st = self.lock();
-        let mut new_routes = BTreeMap::new();
-        for (id, v) in routes {
-            match parse_stored_route(&id, &v) {
-                Ok(parsed) => {
-                    new_routes.insert(id, Entry { value: v, parsed });
-                }
-                Err(e) => {
-                    skip_invalid(Kind::Route, &id, &e);
-                    if let Some(old) = st.routes.get(&id) {
-                        new_routes.insert(id, old.clone());
+        let old_routes = std::mem::take(&mut st.routes);
+        let old_upstreams = std::mem::take(&mut st.upstreams);
+        let mut skipped = 0;
+        for (kind, list) in [(Kind::Route, routes), (Kind::Upstream, upstreams)] {
+            for (id, v) in list {
+                if let Err(e) = st.store(kind, &id, v) {
+                    st.skip_invalid(kind, &id, &e);
+                    skipped += 1;
+                    match kind {
+                        Kind::Route => {
+                            if let Some(old) = old_routes.get(&id) {
+                                st.routes.insert(id, old.clone());
+                            }
+                        }
+                        Kind::Upstream => {
+                            if let Some(old) = old_upstreams.get(&id) {
+                                st.upstreams.insert(id, old.clone());
+                            }
+                        }
                     }
                 }
             }
         }
-        let mut new_upstreams = BTreeMap::new();
-        for (id, v) in upstreams {
-            match parse_stored_upstream(&id, &v) {
-                Ok(parsed) => {
-                    new_upstreams.insert(id, Entry { value: v, parsed });
-                }
-                Err(e) => {
-                    skip_invalid(Kind::Upstream, &id, &e);
-                    if let Some(old) = st.upstreams.get(&id) {
-                        new_upstreams.insert(id, old.clone());
-                    }
-                }
-            }
-        }
-        st.routes = new_routes;
-        st.upstreams = new_upstreams;
         self.apply_lenient(&mut st);
+        skipped
+    }
+
+    /// Applies (or, in `Mode::Check`, only checks) the stores as they are now.
+    fn commit(&self, st: &mut State, mode: Mode) -> Result<(), ChangeError> {
+        let built = build_strict(st)?;
+        if mode == Mode::Apply {
+            (self.apply)(built.cfg);
+            st.skipped = built.skipped;
+        }
+        Ok(())
     }
 
     /// Builds, and applies unless the build leaves out an entry the running one did not.
     fn apply_strict(&self, st: &mut State) -> Result<(), ChangeError> {
-        let built = build(st);
-        let newly: Vec<String> = built
-            .skipped
-            .iter()
-            .filter(|(k, _)| !st.skipped.contains_key(*k))
-            .map(|(k, why)| format!("{k}: {why}"))
-            .collect();
-        if !newly.is_empty() {
-            return Err(ChangeError::Invalid(newly.join("; ")));
-        }
-        check(&built.cfg).map_err(ChangeError::Invalid)?;
-        (self.apply)(built.cfg);
-        st.skipped = built.skipped;
-        Ok(())
+        self.commit(st, Mode::Apply)
     }
 
     /// Builds and applies whatever validates, logging entries left out for the first time.
@@ -459,7 +515,7 @@ impl Dynamic {
         let built = build(st);
         for (k, why) in &built.skipped {
             if !st.skipped.contains_key(k) {
-                warn!("{k}: skipped: {why}");
+                warn!("{}{k}: {why}; skipped", st.key_prefix);
             }
         }
         if let Err(e) = check(&built.cfg) {
@@ -471,6 +527,48 @@ impl Dynamic {
         (self.apply)(built.cfg);
         st.skipped = built.skipped;
     }
+}
+
+impl State {
+    /// Translates and stores one value a config center reported; Err (nothing stored) when it
+    /// is invalid.
+    fn store(&mut self, kind: Kind, id: &str, value: Result<Value, String>) -> Result<(), String> {
+        let v = value?;
+        match kind {
+            Kind::Route => {
+                let parsed = parse_stored_route(id, &v)?;
+                self.routes
+                    .insert(id.to_owned(), Entry { value: v, parsed });
+            }
+            Kind::Upstream => {
+                let parsed = parse_stored_upstream(id, &v)?;
+                self.upstreams
+                    .insert(id.to_owned(), Entry { value: v, parsed });
+            }
+        }
+        Ok(())
+    }
+
+    fn skip_invalid(&self, kind: Kind, id: &str, why: &str) {
+        warn!("{}{}: {why}; skipped", self.key_prefix, key(kind, id));
+    }
+}
+
+/// Builds, refusing a build that leaves out an entry the running one did not (the admin API's
+/// rule: a change never drops another entry silently).
+fn build_strict(st: &State) -> Result<Built, ChangeError> {
+    let built = build(st);
+    let newly: Vec<String> = built
+        .skipped
+        .iter()
+        .filter(|(k, _)| !st.skipped.contains_key(*k))
+        .map(|(k, why)| format!("{k}: {why}"))
+        .collect();
+    if !newly.is_empty() {
+        return Err(ChangeError::Invalid(newly.join("; ")));
+    }
+    check(&built.cfg).map_err(ChangeError::Invalid)?;
+    Ok(built)
 }
 
 fn invalid(e: &crate::apisix::ApisixError) -> ChangeError {
@@ -495,11 +593,7 @@ fn parse_stored_route(id: &str, v: &Value) -> Result<RouteSpec, String> {
 
 fn parse_stored_upstream(id: &str, v: &Value) -> Result<Upstream, String> {
     check_id(id)?;
-    parse_upstream(&Kind::Upstream.key(id), v, "").map_err(|e| e.to_string())
-}
-
-fn skip_invalid(kind: Kind, id: &str, why: &str) {
-    warn!("{}: skipped, invalid: {why}", kind.key(id));
+    parse_upstream(&key(Kind::Upstream, id), v, "").map_err(|e| e.to_string())
 }
 
 /// The file's configuration with every placeable stored object on top. Stored upstreams come
@@ -512,7 +606,7 @@ fn build(st: &State) -> Built {
     let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(st.upstreams.len());
     cfg.upstreams.reserve(st.upstreams.len() + st.routes.len());
     for (id, e) in &st.upstreams {
-        let key = Kind::Upstream.key(id);
+        let key = key(Kind::Upstream, id);
         if file_upstreams.contains(&key) {
             skipped.insert(
                 key.clone(),
@@ -525,7 +619,7 @@ fn build(st: &State) -> Built {
     }
     cfg.routes.reserve(st.routes.len());
     for (id, e) in &st.routes {
-        let key = Kind::Route.key(id);
+        let key = key(Kind::Route, id);
         if file_routes.contains(id) {
             skipped.insert(
                 key,
@@ -567,10 +661,10 @@ fn build(st: &State) -> Built {
 
 /// Checks the invariants the runtime relies on, over the whole merged configuration: the file
 /// loader and `apisix` each keep them for their part, and this makes sure the parts fit.
+///
+/// No route at all is fine: with a config center the file may define none and etcd may hold
+/// none yet (every request then gets 404); without one the file loader requires a route.
 fn check(cfg: &Config) -> Result<(), String> {
-    if cfg.routes.is_empty() || cfg.upstreams.is_empty() {
-        return Err("at least one route and one upstream are required".into());
-    }
     let mut names = HashSet::with_capacity(cfg.upstreams.len());
     for u in &cfg.upstreams {
         if !names.insert(u.name.as_str()) {
@@ -614,6 +708,87 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `invalid JSON at line L, column C: what`, from serde_json's error (whose own text ends in
+/// the position); how the admin API and the config center describe unreadable JSON.
+pub fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(what, _)| what);
+    format!(
+        "invalid JSON at line {}, column {}: {what}",
+        e.line(),
+        e.column()
+    )
+}
+
+/// What a config center has handed the store so far, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct CenterCounts {
+    /// Puts and deletes taken into the store (a value of the initial load counts as a put).
+    pub applied: AtomicU64,
+    /// Values skipped as invalid: unreadable JSON or an object hearth refuses.
+    pub skipped: AtomicU64,
+}
+
+/// Feeds what a [`crate::config_center::Watcher`] reads into a [`Dynamic`]: each value is read
+/// as JSON here and validated whole by the store; anything invalid is logged with its full key
+/// (`/apisix/routes/42: ...; skipped`) and changes nothing.
+pub struct CenterSink {
+    dynamic: Arc<Dynamic>,
+    prefix: String,
+    counts: Arc<CenterCounts>,
+}
+
+impl CenterSink {
+    /// Also makes `dynamic` name entries by their etcd keys under `prefix` in its logs.
+    pub fn new(dynamic: Arc<Dynamic>, prefix: &str, counts: Arc<CenterCounts>) -> CenterSink {
+        dynamic.name_keys_under(prefix);
+        CenterSink {
+            dynamic,
+            prefix: prefix.to_owned(),
+            counts,
+        }
+    }
+}
+
+fn read_json(bytes: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(bytes).map_err(|e| json_error(&e))
+}
+
+impl Sink for CenterSink {
+    fn replace_all(&mut self, routes: Vec<(String, Vec<u8>)>, upstreams: Vec<(String, Vec<u8>)>) {
+        let read = |list: Vec<(String, Vec<u8>)>| -> Vec<(String, Result<Value, String>)> {
+            list.into_iter()
+                .map(|(id, v)| {
+                    let v = read_json(&v);
+                    (id, v)
+                })
+                .collect()
+        };
+        let total = routes.len() + upstreams.len();
+        let skipped = self.dynamic.replace_all(read(routes), read(upstreams));
+        let add = |c: &AtomicU64, n: usize| c.fetch_add(n as u64, Ordering::Relaxed);
+        add(&self.counts.applied, total - skipped);
+        add(&self.counts.skipped, skipped);
+    }
+
+    fn set(&mut self, kind: Kind, id: &str, value: Option<&[u8]>) {
+        let taken = self.dynamic.set(kind, id, value.map(read_json));
+        if taken {
+            self.counts.applied.fetch_add(1, Ordering::Relaxed);
+            info!(
+                "config center: {} {}/{}",
+                if value.is_some() { "put" } else { "deleted" },
+                self.prefix,
+                key(kind, id)
+            );
+        } else {
+            self.counts.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Loads the file at `path` for [`Dynamic::new`]; warnings are logged.
 pub fn load_file(path: &Path) -> Result<Config, String> {
     let (cfg, warnings) = Config::load(path).map_err(|e| e.to_string())?;
@@ -627,7 +802,6 @@ pub fn load_file(path: &Path) -> Result<Config, String> {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::sync::Arc;
 
     const FILE: &str = r#"
 [[listen]]
@@ -860,8 +1034,8 @@ upstream = "file"
         assert_eq!(last(&applied).routes.len(), 1);
         d.replace_all(
             vec![
-                ("r2".into(), json!({"uri": "/y", "upstream": up(9003)})),
-                ("r3".into(), json!({"uri": 5})),
+                ("r2".into(), Ok(json!({"uri": "/y", "upstream": up(9003)}))),
+                ("r3".into(), Ok(json!({"uri": 5}))),
             ],
             vec![],
         );
@@ -869,5 +1043,144 @@ upstream = "file"
         let ids: Vec<_> = c.routes.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["1", "r2"]);
         assert!(d.get(Kind::Route, "r1").is_none());
+    }
+
+    #[test]
+    fn checks_change_neither_the_stores_nor_the_cores() {
+        let (d, applied, _tmp) = dynamic(FILE);
+        d.put(Kind::Upstream, "u1", up(9002)).unwrap();
+        d.put(Kind::Route, "r1", route_to("u1")).unwrap();
+        let n = applied.lock().unwrap().len();
+        let before = (d.list(Kind::Route), d.list(Kind::Upstream));
+
+        let (v, created) = d.check_put(Kind::Route, "r2", route_to("u1")).unwrap();
+        assert!(created);
+        assert_eq!(v["id"], "r2");
+        assert!(v["create_time"].is_u64(), "filled in as a put would: {v}");
+        let (_, created) = d.check_put(Kind::Route, "r1", route_to("u1")).unwrap();
+        assert!(!created);
+        let (id, v) = d.check_create(Kind::Upstream, up(9004)).unwrap();
+        assert_eq!(v["id"], id.as_str());
+        d.check_delete(Kind::Route, "r1").unwrap();
+        // The same refusals as the real thing.
+        assert!(d.check_put(Kind::Route, "r3", route_to("nope")).is_err());
+        assert!(d.check_delete(Kind::Upstream, "u1").is_err(), "r1 uses it");
+        assert!(matches!(
+            d.check_delete(Kind::Route, "zz"),
+            Err(ChangeError::NotFound(_))
+        ));
+
+        assert_eq!(applied.lock().unwrap().len(), n, "nothing applied");
+        assert_eq!((d.list(Kind::Route), d.list(Kind::Upstream)), before);
+    }
+
+    /// A store fed by a sink, as the binary wires them, with what it applied and counted.
+    struct Center {
+        d: Arc<Dynamic>,
+        sink: CenterSink,
+        counts: Arc<CenterCounts>,
+        applied: Arc<Mutex<Vec<Config>>>,
+        _tmp: TempPath,
+    }
+
+    fn center(file: &str) -> Center {
+        let (d, applied, tmp) = dynamic(file);
+        let d = Arc::new(d);
+        let counts = Arc::new(CenterCounts::default());
+        let sink = CenterSink::new(d.clone(), "/apisix", counts.clone());
+        Center {
+            d,
+            sink,
+            counts,
+            applied,
+            _tmp: tmp,
+        }
+    }
+
+    fn counted(c: &CenterCounts) -> (u64, u64) {
+        (
+            c.applied.load(Ordering::Relaxed),
+            c.skipped.load(Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn the_center_sink_reads_json_and_skips_what_is_invalid() {
+        let Center {
+            d,
+            mut sink,
+            counts,
+            applied,
+            _tmp,
+        } = center(FILE);
+        let route = br#"{"uri": "/a", "upstream": {"nodes": {"127.0.0.1:9002": 1}}}"#;
+        sink.replace_all(
+            vec![
+                ("r1".into(), route.to_vec()),
+                ("bad".into(), b"{not json".to_vec()),
+            ],
+            vec![("u1".into(), b"\xff".to_vec())],
+        );
+        assert_eq!(counted(&counts), (1, 2));
+        assert_eq!(last(&applied).routes.len(), 2);
+        assert!(d.get(Kind::Route, "bad").is_none());
+
+        // A bad value for an id keeps the last good one, and applies nothing.
+        let n = applied.lock().unwrap().len();
+        sink.set(Kind::Route, "r1", Some(b"[1,"));
+        sink.set(
+            Kind::Route,
+            "r1",
+            Some(br#"{"uri": "/a", "plugins": {"p": {}}}"#),
+        );
+        assert_eq!(counted(&counts), (1, 4));
+        assert_eq!(applied.lock().unwrap().len(), n);
+        assert_eq!(d.get(Kind::Route, "r1").unwrap()["uri"], "/a");
+        // A compaction reload with the bad value still there keeps it too.
+        sink.replace_all(vec![("r1".into(), b"[1,".to_vec())], vec![]);
+        assert_eq!(d.get(Kind::Route, "r1").unwrap()["uri"], "/a");
+
+        sink.set(Kind::Route, "r1", None);
+        assert_eq!(counted(&counts), (2, 5));
+        assert_eq!(last(&applied).routes.len(), 1, "only the file's route");
+    }
+
+    #[test]
+    fn with_a_config_center_no_route_at_all_is_a_configuration() {
+        let file = "[[listen]]\naddr = \"127.0.0.1:0\"\n[config_center]\ntype = \"etcd\"\n\
+                    endpoints = [\"http://127.0.0.1:2379\"]\n";
+        let Center {
+            mut sink,
+            counts,
+            applied,
+            ..
+        } = center(file);
+        sink.replace_all(vec![], vec![]);
+        let c = last(&applied);
+        assert!(c.routes.is_empty() && c.upstreams.is_empty());
+        sink.set(
+            Kind::Upstream,
+            "u",
+            Some(br#"{"nodes": {"127.0.0.1:9002": 1}}"#),
+        );
+        sink.set(
+            Kind::Route,
+            "r",
+            Some(br#"{"uri": "/", "upstream_id": "u"}"#),
+        );
+        assert_eq!(last(&applied).routes.len(), 1);
+        sink.set(Kind::Route, "r", None);
+        sink.set(Kind::Upstream, "u", None);
+        assert!(last(&applied).upstreams.is_empty());
+        assert_eq!(counted(&counts), (4, 0));
+    }
+
+    #[test]
+    fn json_errors_give_line_and_column() {
+        let e = serde_json::from_str::<Value>("{\"a\": 1,\n \"b\": }").unwrap_err();
+        assert_eq!(
+            json_error(&e),
+            "invalid JSON at line 2, column 7: expected value"
+        );
     }
 }
