@@ -71,25 +71,26 @@ pub struct Fleet {
 type Answer = (&'static str, Value);
 
 impl Fleet {
-    /// The config center's series for `/metrics`.
+    /// The config center's series for `/metrics`. They keep the name the fleet requirement gives
+    /// (`config_center_connected`) rather than taking the `hearth_` prefix.
     fn metrics(&self) -> String {
         let mut s = String::with_capacity(512);
         let connected = u8::from(self.connected.load(Ordering::Relaxed));
         let revision = self.revision.load(Ordering::Acquire);
         let applied = self.counts.applied.load(Ordering::Relaxed);
         let skipped = self.counts.skipped.load(Ordering::Relaxed);
-        let _ = writeln!(s, "# TYPE hearth_config_center_connected gauge");
-        let _ = writeln!(s, "hearth_config_center_connected {connected}");
-        let _ = writeln!(s, "# TYPE hearth_config_center_revision gauge");
-        let _ = writeln!(s, "hearth_config_center_revision {revision}");
-        let _ = writeln!(s, "# TYPE hearth_config_center_changes_total counter");
+        let _ = writeln!(s, "# TYPE config_center_connected gauge");
+        let _ = writeln!(s, "config_center_connected {connected}");
+        let _ = writeln!(s, "# TYPE config_center_revision gauge");
+        let _ = writeln!(s, "config_center_revision {revision}");
+        let _ = writeln!(s, "# TYPE config_center_changes_total counter");
         let _ = writeln!(
             s,
-            "hearth_config_center_changes_total{{result=\"applied\"}} {applied}"
+            "config_center_changes_total{{result=\"applied\"}} {applied}"
         );
         let _ = writeln!(
             s,
-            "hearth_config_center_changes_total{{result=\"skipped\"}} {skipped}"
+            "config_center_changes_total{{result=\"skipped\"}} {skipped}"
         );
         s
     }

@@ -87,7 +87,7 @@ fn admin(h: &Hearth, method: &str, path: &str, body: &str) -> (u16, Value) {
 }
 
 fn connected(h: &Hearth) -> f64 {
-    metric(&h.metrics(), "hearth_config_center_connected")
+    metric(&h.metrics(), "config_center_connected")
 }
 
 /// Polls every instance until `seen` holds on it; the delay from `since` to each, or a panic
@@ -182,15 +182,15 @@ fn initial_load_then_puts_and_deletes_reach_both_instances_within_a_second() {
     assert_within("upstream delete", &upstream_delete);
     for h in fleet {
         let m = h.metrics();
-        assert_eq!(metric(&m, "hearth_config_center_connected"), 1.0);
-        assert!(metric(&m, "hearth_config_center_revision") >= 7.0, "{m}");
+        assert_eq!(metric(&m, "config_center_connected"), 1.0);
+        assert!(metric(&m, "config_center_revision") >= 7.0, "{m}");
         assert_eq!(
-            metric(&m, "hearth_config_center_changes_total{result=\"skipped\"}"),
+            metric(&m, "config_center_changes_total{result=\"skipped\"}"),
             0.0
         );
         // 2 at the initial load, then 5 by watch.
         assert_eq!(
-            metric(&m, "hearth_config_center_changes_total{result=\"applied\"}"),
+            metric(&m, "config_center_changes_total{result=\"applied\"}"),
             7.0
         );
     }
@@ -319,12 +319,12 @@ fn invalid_values_are_logged_with_their_key_and_skipped_while_others_apply() {
     assert_eq!(fetch(&h, "/changed").0, 404);
     let m = h.metrics();
     assert_eq!(
-        metric(&m, "hearth_config_center_changes_total{result=\"skipped\"}"),
+        metric(&m, "config_center_changes_total{result=\"skipped\"}"),
         4.0,
         "41, 42, 44 and the bad 43"
     );
     assert_eq!(
-        metric(&m, "hearth_config_center_changes_total{result=\"applied\"}"),
+        metric(&m, "config_center_changes_total{result=\"applied\"}"),
         2.0,
         "ok and the good 43"
     );
