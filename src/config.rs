@@ -390,8 +390,9 @@ impl Default for QueueSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// `id` in the file or the admin API; in the file it defaults to the route's 1-based
-    /// position ("1", "2", ...). Unique within a configuration.
+    /// `id` in the file or the admin API; in the file it defaults to `file-N`, N the route's
+    /// 1-based position, so file routes do not take the short ids ("1", "2") that APISIX users
+    /// give the routes they PUT through the admin API or etcd. Unique within a configuration.
     pub id: String,
     /// Never empty.
     pub uris: Vec<UriPattern>,
@@ -1741,10 +1742,10 @@ impl Builder<'_> {
                 .into_iter()
                 .map(|c| self.cond(c))
                 .collect::<Result<Vec<_>, _>>()?;
-            // APISIX ids are free-form; the default is the position, which a later explicit id
-            // may collide with, so uniqueness is checked on the final ids.
+            // APISIX ids are free-form; the default names the position, which a later explicit
+            // id may collide with, so uniqueness is checked on the final ids.
             let id = match &r.id {
-                None => (routes.len() + 1).to_string(),
+                None => format!("file-{}", routes.len() + 1),
                 Some(id) if id.get_ref().is_empty() => {
                     return Err(self.locator.error(Some(id.span()), "must not be empty"))
                 }
@@ -1755,8 +1756,8 @@ impl Builder<'_> {
                 return Err(self.locator.error(
                     Some(span),
                     format!(
-                        "route id {id:?} is already used by route {} (ids default to the \
-                         route's position)",
+                        "route id {id:?} is already used by route {} (ids default to \
+                         \"file-\" and the route's position)",
                         dup + 1
                     ),
                 ));
@@ -2170,7 +2171,7 @@ upstream = "u"
         assert_eq!(
             config.routes,
             vec![Route {
-                id: "1".into(),
+                id: "file-1".into(),
                 uris: vec![UriPattern::Prefix("/".into())],
                 hosts: vec![],
                 methods: vec![],
@@ -2332,7 +2333,7 @@ upstream = "zeta"
         assert_eq!(
             c.routes[0],
             Route {
-                id: "1".into(),
+                id: "file-1".into(),
                 uris: vec![
                     UriPattern::Prefix("/api/".into()),
                     UriPattern::Exact("/health".into())
@@ -2530,7 +2531,7 @@ upstream = "u"
         );
         // The defaults: the position as id, enabled, priority 0, any method, no conditions.
         let d = &c.routes[2];
-        assert_eq!(d.id, "3");
+        assert_eq!(d.id, "file-3");
         assert!(d.enabled && d.priority == 0 && d.methods.is_empty() && d.vars.is_empty());
         assert_eq!(d.uris, [UriPattern::Prefix("/".into())]);
     }
@@ -2744,7 +2745,7 @@ upstream = "u"
             ("[[routes]]\nuris = [\"/\"]\nmethods = [\"GET\", \"FETCH\"]\nupstream = \"u\"\n", 13, "routes[1].methods[1]", "unknown method \"FETCH\""),
             ("[[routes]]\nuris = [\"/\"]\nstatus = 2\nupstream = \"u\"\n", 13, "routes[1].status", "1 (enabled) or 0"),
             ("[[routes]]\nuris = [\"/\"]\npriority = \"high\"\nupstream = \"u\"\n", 13, "routes[1].priority", "invalid type"),
-            ("[[routes]]\nid = \"1\"\nuris = [\"/\"]\nupstream = \"u\"\n", 12, "routes[1].id", "already used by route 1"),
+            ("[[routes]]\nid = \"file-1\"\nuris = [\"/\"]\nupstream = \"u\"\n", 12, "routes[1].id", "already used by route 1"),
             ("[[routes]]\nuris = [\"/\"]\nvars = [[\"nope\", \"==\", \"a\"]]\nupstream = \"u\"\n", 13, "routes[1].vars[0][0]", "unknown variable"),
             ("[[routes]]\nuris = [\"/\"]\nvars = [[\"arg_a\", \"=\", \"a\"]]\nupstream = \"u\"\n", 13, "routes[1].vars[0][1]", "unknown operator"),
             ("[[routes]]\nuris = [\"/\"]\nvars = [[\"arg_a\", \"IN\", \"a\"]]\nupstream = \"u\"\n", 13, "routes[1].vars[0][2]", "takes a list"),

@@ -942,13 +942,17 @@ upstream = "file"
             )
             .unwrap_err();
         assert_eq!(e.to_string(), "plugins.x: plugins are not supported");
-        // The file's route is "1".
+        // The file's route is "file-1".
         let e = d
-            .put(Kind::Route, "1", json!({"uri": "/a", "upstream": up(9002)}))
+            .put(
+                Kind::Route,
+                "file-1",
+                json!({"uri": "/a", "upstream": up(9002)}),
+            )
             .unwrap_err();
         assert!(
             e.to_string()
-                .contains("configuration file has the id \"1\""),
+                .contains("configuration file has the id \"file-1\""),
             "{e}"
         );
         let e = d
@@ -1006,10 +1010,14 @@ upstream = "file"
         // Neither does a file that would push a dynamic route out.
         let two = format!("{FILE}[[routes]]\nuris = [\"/b\"]\nupstream = \"file\"\n");
         std::fs::write(tmp.path(), &two).unwrap();
-        d.put(Kind::Route, "2", json!({"uri": "/c", "upstream": up(9002)}))
-            .unwrap();
+        d.put(
+            Kind::Route,
+            "file-2",
+            json!({"uri": "/c", "upstream": up(9002)}),
+        )
+        .unwrap();
         let e = d.reload_file().unwrap_err();
-        assert!(e.contains("routes/2"), "{e}");
+        assert!(e.contains("routes/file-2"), "{e}");
         assert_eq!(last(&applied).upstreams[0].nodes[0].addr.port(), 9009);
     }
 
@@ -1041,7 +1049,7 @@ upstream = "file"
         );
         let c = last(&applied);
         let ids: Vec<_> = c.routes.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["1", "r2"]);
+        assert_eq!(ids, ["file-1", "r2"]);
         assert!(d.get(Kind::Route, "r1").is_none());
     }
 
