@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use common::load::Load;
 use common::*;
 
 const KEY: &str = "edd1c9f034335f136f87ad84b625c8f1";
@@ -373,27 +371,9 @@ fn route_edits_under_load_open_no_upstream_connection() {
         .0,
         201
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let addr = h.addr();
-    let load: Vec<_> = (0..3)
-        .map(|t| {
-            let (stop, done) = (stop.clone(), done.clone());
-            thread::spawn(move || {
-                let mut c = Client::connect(addr);
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let path = format!("/load/{t}");
-                    let r = c.get(&path);
-                    assert_eq!((r.status, r.text()), (200, path), "request during edits");
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(h.addr(), 3, Duration::from_secs(30), "edits");
     assert!(
-        wait_until(Duration::from_secs(10), || done.load(Ordering::Relaxed)
-            > 300),
+        load.advances(0, 300, Duration::from_secs(10)),
         "load did not start"
     );
     let before = mock.connections();
@@ -403,21 +383,15 @@ fn route_edits_under_load_open_no_upstream_connection() {
         all.extend(uris.iter().map(String::as_str));
         let (status, answer) = admin(&h, "PUT", "/apisix/admin/routes/load", &route(i, &all));
         assert_eq!(status, 200, "{answer}");
-        let at = done.load(Ordering::Relaxed);
         assert!(
-            wait_until(Duration::from_secs(10), || done.load(Ordering::Relaxed)
-                > at + 200),
+            load.advances(load.done(), 200, Duration::from_secs(10)),
             "load stalled after edit {i}"
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().expect("a load thread saw a failed request");
-    }
+    let done = load.finish();
     eprintln!(
-        "5 route edits under load: {} requests, upstream connections {before} before the \
+        "5 route edits under load: {done} requests, upstream connections {before} before the \
          edits and {} after",
-        done.load(Ordering::Relaxed),
         mock.connections()
     );
     assert_eq!(

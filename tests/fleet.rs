@@ -8,14 +8,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use common::etcd::Etcd;
+use common::load::Load;
 use common::{
     dead_addr, metric, request, run_hearth, wait_until, Client, ConfigFile, Hearth, MockUpstream,
     Reply, Response,
@@ -419,28 +417,8 @@ fn a_route_edit_through_etcd_under_keep_alive_load_opens_no_upstream_connection(
         &route(0, &["/load/*".to_owned()]),
     );
     let h = start_hearth(&etcd);
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let addr = h.addr();
-    let load: Vec<_> = (0..2)
-        .map(|t| {
-            let (stop, done) = (stop.clone(), done.clone());
-            thread::spawn(move || {
-                let mut c = Client::connect(addr);
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let path = format!("/load/{t}");
-                    let r = c.get(&path);
-                    assert_eq!((r.status, r.text()), (200, path), "request during edits");
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    assert!(
-        wait_until(EVENTUALLY, || done.load(Ordering::Relaxed) > 200),
-        "load did not start"
-    );
+    let load = Load::start(h.addr(), 2, Duration::from_secs(30), "edits");
+    assert!(load.advances(0, 200, EVENTUALLY), "load did not start");
     let before = node.connections();
     for i in 1..=3i64 {
         let mut uris = vec!["/load/*".to_owned()];
@@ -456,20 +434,15 @@ fn a_route_edit_through_etcd_under_keep_alive_load_opens_no_upstream_connection(
         )
         .1["value"]["priority"]
             == i));
-        let at = done.load(Ordering::Relaxed);
         assert!(
-            wait_until(EVENTUALLY, || done.load(Ordering::Relaxed) > at + 100),
+            load.advances(load.done(), 100, EVENTUALLY),
             "load stalled after edit {i}"
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().expect("a load thread saw a failed request");
-    }
+    let done = load.finish();
     eprintln!(
-        "3 route edits through etcd under load: {} requests, upstream connections {before} \
+        "3 route edits through etcd under load: {done} requests, upstream connections {before} \
          before the edits and {} after",
-        done.load(Ordering::Relaxed),
         node.connections()
     );
     assert_eq!(

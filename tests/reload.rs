@@ -2,11 +2,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::load::Load;
 use common::*;
 
 // A route edit under load opens no new upstream connection to a node that stays, and no
@@ -16,27 +14,9 @@ fn reload_under_load_keeps_pooled_connections_to_unchanged_nodes() {
     let mock = MockUpstream::echo_target();
     let base = conf(&[mock.addr()]);
     let h = base.start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let addr = h.addr();
-    let load: Vec<_> = (0..2)
-        .map(|t| {
-            let (stop, done) = (stop.clone(), done.clone());
-            thread::spawn(move || {
-                let mut c = Client::connect(addr);
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let path = format!("/load/{t}");
-                    let r = c.get(&path);
-                    assert_eq!((r.status, r.text()), (200, path), "request during reload");
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(h.addr(), 2, Duration::from_secs(20), "reload");
     assert!(
-        wait_until(Duration::from_secs(5), || done.load(Ordering::Relaxed)
-            > 200),
+        load.advances(0, 200, Duration::from_secs(5)),
         "load did not start"
     );
     let before = mock.connections();
@@ -53,16 +33,11 @@ fn reload_under_load_keeps_pooled_connections_to_unchanged_nodes() {
             .contains("configuration reloaded")),
         "hearth never reloaded"
     );
-    let at_reload = done.load(Ordering::Relaxed);
     assert!(
-        wait_until(Duration::from_secs(5), || done.load(Ordering::Relaxed)
-            > at_reload + 200),
+        load.advances(load.done(), 200, Duration::from_secs(5)),
         "load stalled after the reload"
     );
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().expect("a load thread failed");
-    }
+    load.finish();
     assert_eq!(
         mock.connections(),
         before,
