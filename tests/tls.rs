@@ -373,3 +373,49 @@ fn large_bodies_cross_tls_on_both_sides() {
         checksum(&body).to_string()
     );
 }
+
+/// Under `max_connections`, a core with waiting requests is handed another core's idle https
+/// connection together with its TLS session, so the single connection serves both cores without
+/// a new handshake.
+#[test]
+fn https_connections_move_between_cores_with_their_session() {
+    let pki = Pki::new("handover");
+    let (cert, key) = pki.issue("up", &["127.0.0.1"]);
+    let up = TlsUpstream::start(&cert, &key, None);
+    let h = https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path())))
+        .workers(2)
+        .upstream("max_connections = 1")
+        .upstream("queue = { size = 256, timeout = \"10s\" }")
+        .upstream("keepalive_pool = { requests = 100000 }")
+        .start();
+    let addr = h.addr();
+    // Enough client connections that SO_REUSEPORT gives both cores some; each sends a few
+    // requests so the one upstream connection is released while the other core waits.
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for j in 0..20 {
+                    let r = c.get(&format!("/c{i}/{j}"));
+                    assert_eq!(r.status, 200, "client {i} request {j}");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("a client saw a failed request");
+    }
+    let m = h.metrics();
+    let handed = metric(&m, &series("handed_over_total", up.addr()));
+    assert!(
+        handed >= 1.0,
+        "no hand-over between the cores (both cores may not have had clients): {m}"
+    );
+    assert_eq!(
+        up.handshakes(),
+        (1, 0),
+        "the connection moved rather than being reopened: {:?}",
+        up.handshake_errors()
+    );
+    assert_eq!(up.conns()[0].targets.len(), 320);
+}

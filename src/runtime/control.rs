@@ -45,6 +45,8 @@ pub struct Handover {
     pub budget: Arc<NodeBudget>,
     pub max_connections: u32,
     pub max_connecting: u32,
+    /// The TLS session of an https connection, which moves with its socket.
+    pub tls: Option<Box<rustls::Connection>>,
 }
 
 /// The sending half of a core's control path.

@@ -872,9 +872,7 @@ impl Core {
                     let _ = reply.send(self.snapshot());
                 }
                 Control::ShedIdle { node, from } => {
-                    // TLS connections stay on their core (see `hand_over`).
-                    let https = self.shared.pool(node).is_some_and(|p| p.https);
-                    if node < self.pools.len() && !https {
+                    if node < self.pools.len() {
                         if let Some(uid) = self.checkout_idle(node) {
                             self.hand_over(uid, from);
                         }
@@ -2607,8 +2605,7 @@ impl Core {
             self.close_up(uid, CloseReason::Stale);
             return;
         }
-        // A TLS session cannot move with its socket (`Handover` carries none).
-        let (opened_at, capped) = (u.opened_at, u.max_connections > 0 && u.tls.is_none());
+        let (opened_at, capped) = (u.opened_at, u.max_connections > 0);
         // Hand it straight to a waiter if there is one.
         if let Some(cid) = self.next_waiter(node) {
             self.attach(uid, cid, true);
@@ -2782,6 +2779,7 @@ impl Core {
             budget: u.budget,
             max_connections: u.max_connections,
             max_connecting: u.max_connecting,
+            tls: u.tls,
         }));
         if self.process.peers[to].send(msg).is_err() {
             // The message, and the socket with it, is gone: the connection is closed.
@@ -2802,6 +2800,7 @@ impl Core {
             budget,
             max_connections,
             max_connecting,
+            tls,
         } = h;
         let uid = self.ups.vacant_key();
         if node >= self.pools.len() {
@@ -2821,8 +2820,8 @@ impl Core {
         }
         self.ups.insert(Upstream {
             sock,
-            // Only plain connections are handed over (see `hand_over`).
-            tls: None,
+            // A pooled https connection finished its handshake on the core that opened it.
+            tls,
             handshaking: false,
             node,
             addr,
