@@ -194,6 +194,10 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// An Idempotency-Key field is present.
     pub idempotency_key: bool,
+    /// Connection lists some name other than close, keep-alive and upgrade: a field the rewriter
+    /// must then look for among the others and drop (RFC 9110 §7.6.1). Found here, where the
+    /// tokens are read anyway, so the common message costs the rewriter no second scan.
+    pub connection_lists_fields: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +222,8 @@ pub struct ResponseHead {
     /// From "Keep-Alive: timeout=N, max=M", when present and a valid u32.
     pub ka_timeout: Option<u32>,
     pub ka_max: Option<u32>,
+    /// As for [`RequestHead::connection_lists_fields`].
+    pub connection_lists_fields: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -508,9 +514,35 @@ impl CodingScan {
 /// Host = uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2). Bytes outside reg-name,
 /// IP-literal and port are refused, which keeps spaces, '/', '@' and '#' out of routing.
 fn valid_host(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+    // Every request's Host comes through here: one table load per byte.
+    value.iter().all(|&b| HOST_BYTES[usize::from(b)])
+}
+
+/// The bytes `valid_host` allows: letters, digits and `-._~%!$&'()*+,;=:[]`.
+static HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~%!$&'()*+,;=:[]";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Which of close, keep-alive and upgrade a Connection token is.
+fn connection_token(token: &[u8]) -> (bool, bool, bool) {
+    match token.len() {
+        5 => (is(token, b"close"), false, false),
+        7 => (false, false, is(token, b"upgrade")),
+        10 => (false, is(token, b"keep-alive"), false),
+        _ => (false, false, false),
+    }
 }
 
 /// The authority of an absolute-form target (RFC 9112 §3.2.2), or None when the target is not an
@@ -615,6 +647,7 @@ pub fn parse_request(
     let mut te_lines = 0u32;
     let mut codings = CodingScan::default();
     let (mut close, mut keep_alive_token, mut upgrade_token) = (false, false, false);
+    let mut lists_fields = false;
     let mut upgrade = None;
     let mut expect_continue = false;
     let mut idempotency_key = false;
@@ -644,9 +677,11 @@ pub fn parse_request(
             }
             FieldName::Connection => {
                 for token in list_elements(h.value) {
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-                    upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+                    let (c, k, u) = connection_token(token);
+                    close |= c;
+                    keep_alive_token |= k;
+                    upgrade_token |= u;
+                    lists_fields |= !(c || k || u || token.is_empty());
                 }
             }
             FieldName::Other if framing_alias(h.name.as_bytes()) => {
@@ -734,6 +769,7 @@ pub fn parse_request(
         upgrade,
         expect_continue: expect_continue && http11,
         idempotency_key,
+        connection_lists_fields: lists_fields,
     }))
 }
 
@@ -803,6 +839,7 @@ pub fn parse_response(
     let mut te_lines = 0u32;
     let mut codings = CodingScan::default();
     let (mut close, mut keep_alive_token) = (false, false);
+    let mut lists_fields = false;
     let (mut ka_timeout, mut ka_max) = (None, None);
     for h in resp.headers.iter() {
         headers.push(Header {
@@ -817,8 +854,10 @@ pub fn parse_response(
             }
             FieldName::Connection => {
                 for token in list_elements(h.value) {
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                    let (c, k, u) = connection_token(token);
+                    close |= c;
+                    keep_alive_token |= k;
+                    lists_fields |= !(c || k || u || token.is_empty());
                 }
             }
             FieldName::KeepAlive => {
@@ -882,6 +921,7 @@ pub fn parse_response(
         keep_alive,
         ka_timeout,
         ka_max,
+        connection_lists_fields: lists_fields,
     }))
 }
 
