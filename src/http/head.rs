@@ -298,17 +298,47 @@ pub(crate) fn field_name(name: &[u8]) -> FieldName {
 /// Whether `name` is `lower` (lowercase letters and `-`) in any case. Letters of `lower` have bit
 /// 0x40 set, so `(lower & 0x40) >> 1` is 0x20 at letters and 0 at `-`: OR-ing that into a name
 /// byte folds exactly its upper case onto its lower case at letters and changes nothing at `-`,
-/// so the comparison is exact, with no branch per byte.
+/// so the comparison is exact. It runs a word at a time (the last word overlapping the one
+/// before), so a known name costs two or three compares.
 #[inline(always)]
 fn is<const N: usize>(name: &[u8], lower: &[u8; N]) -> bool {
     let Ok(name) = <&[u8; N]>::try_from(name) else {
         return false;
     };
-    let mut diff = 0u8;
-    for i in 0..N {
-        diff |= (name[i] | ((lower[i] & 0x40) >> 1)) ^ lower[i];
+    let folds = |name: u64, lower: u64, letters: u64| (name | ((lower & letters) >> 1)) ^ lower;
+    if N >= 8 {
+        let word = |b: &[u8; N], at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let mut diff = 0;
+        let mut at = 0;
+        loop {
+            let from = if at + 8 > N { N - 8 } else { at };
+            diff |= folds(word(name, from), word(lower, from), 0x4040_4040_4040_4040);
+            if from + 8 == N {
+                return diff == 0;
+            }
+            at += 8;
+        }
+    } else if N >= 4 {
+        let word = |b: &[u8; N], at: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&b[at..at + 4]);
+            u64::from(u32::from_le_bytes(w))
+        };
+        let (a, b) = (0, N - 4);
+        folds(word(name, a), word(lower, a), 0x4040_4040)
+            | folds(word(name, b), word(lower, b), 0x4040_4040)
+            == 0
+    } else {
+        let mut diff = 0;
+        for i in 0..N {
+            diff |= folds(u64::from(name[i]), u64::from(lower[i]), 0x40);
+        }
+        diff == 0
     }
-    diff == 0
 }
 
 /// The field `name` stands for when each `_` in it is read as `-`, as CGI-style upstreams read it;
