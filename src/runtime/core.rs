@@ -641,6 +641,10 @@ pub struct Core {
     /// By pool id, kept across reloads like the pools: passive health and recent latency.
     health: Vec<Passive>,
     latency: Vec<Latency>,
+    /// Some upstream of the current generation balances by latency (ewma); without one nobody
+    /// reads `latency`, and responses skip the average (an `exp` each). A switch to ewma starts
+    /// from no history, as a new node does.
+    ewma: bool,
     /// Reloads seen, so a request can tell whether its upstream index still means the same.
     generation: u64,
     /// By client id: the tries of the request in progress.
@@ -707,6 +711,7 @@ impl Core {
             balancers: balancers_of(&cfg),
             health: vec![Passive::default(); budgets.len()],
             latency: vec![Latency::default(); budgets.len()],
+            ewma: uses_ewma(&cfg),
             generation: 0,
             tries: Vec::new(),
             timers: TimerWheel::new(0),
@@ -908,6 +913,7 @@ impl Core {
         self.health.resize(n, Passive::default());
         self.latency.resize(n, Latency::default());
         self.balancers = balancers_of(&shared.cfg);
+        self.ewma = uses_ewma(&shared.cfg);
         self.generation += 1;
         if shared.cfg.access_log != self.shared.cfg.access_log {
             if let Some(a) = self.access.as_mut() {
@@ -2103,9 +2109,11 @@ impl Core {
                         if let Some(h) = self.health.get_mut(ex.node) {
                             h.ok();
                         }
-                        let tried_at = self.tries.get(cid).map_or(ex.started, |t| t.tried_at);
-                        if let Some(l) = self.latency.get_mut(ex.node) {
-                            l.observe(self.now, self.now.saturating_sub(tried_at));
+                        if self.ewma {
+                            let tried_at = self.tries.get(cid).map_or(ex.started, |t| t.tried_at);
+                            if let Some(l) = self.latency.get_mut(ex.node) {
+                                l.observe(self.now, self.now.saturating_sub(tried_at));
+                            }
                         }
                         ex.hint = KeepAliveHint {
                             timeout_secs: h.ka_timeout,
@@ -3123,6 +3131,12 @@ impl Core {
 }
 
 /// One balancer per upstream of a generation, in upstream order.
+fn uses_ewma(cfg: &Config) -> bool {
+    cfg.upstreams
+        .iter()
+        .any(|u| matches!(u.balance, Balance::Ewma))
+}
+
 fn balancers_of(cfg: &Config) -> Vec<Balancer> {
     cfg.upstreams
         .iter()
