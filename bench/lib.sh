@@ -10,6 +10,10 @@
 # nginx and haproxy live in sbin, which a non-login shell may not have on its PATH.
 PATH="$PATH:/usr/sbin:/sbin"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The hearth binary under test, and for the `hearthb` row a second build to compare it with in
+# the same run (e.g. one of an older commit, built in a worktree of its own).
+HEARTH_BIN=${HEARTH_BIN:-$ROOT/target/release/hearth}
+HEARTH_BASE_BIN=${HEARTH_BASE_BIN:-}
 
 say() { printf '%s\n' "$*" >&2; }
 die() {
@@ -161,6 +165,7 @@ cpu_ticks() {
 # The origin and the proxies. Per row name: PORT, PID and LABEL.
 declare -A PORT=() PID=() ADMIN=() LABEL=(
 	[direct]="direct (no proxy)" [hearth]="hearth" [hearth2]="hearth, 2 workers"
+	[hearthb]="hearth, base build"
 	[nginx32]="nginx keepalive 32" [nginx64]="nginx keepalive 64" [haproxy]="HAProxy"
 	[tls_hearth]="hearth, https pool" [tls_hearth0]="hearth, https size 0"
 	[tls_nginx32]="nginx 32, ssl reuse"
@@ -292,7 +297,7 @@ keepalive_pool = { size = $size, requests = 1000000, idle_timeout = "300s" }
 uris = ["/*"]
 upstream = "u"
 EOF
-	local binary=$ROOT/target/release/hearth
+	local binary=$HEARTH_BIN
 	[[ -x $binary ]] || return 1
 	start "$dir/hearth.log" env RUST_LOG=warn "$binary" -c "$dir/hearth.toml"
 	PID[$name]=$LAST_PID
@@ -357,7 +362,8 @@ keepalive_pool = { size = 1024, requests = 1000000, idle_timeout = "300s" }
 uris = ["/*"]
 upstream = "u"
 EOF
-	local binary=$ROOT/target/release/hearth
+	local binary=$HEARTH_BIN
+	[[ $name != hearthb ]] || binary=$HEARTH_BASE_BIN
 	[[ -x $binary ]] || return 1
 	start "$dir/hearth.log" env RUST_LOG=warn "$binary" -c "$dir/hearth.toml"
 	PID[$name]=$LAST_PID
@@ -440,6 +446,7 @@ start_row() {
 	case $1 in
 	hearth) start_hearth hearth "$2" 1 "${3:-}" ;;
 	hearth2) start_hearth hearth2 "$2" 2 ;;
+	hearthb) start_hearth hearthb "$2" 1 ;;
 	nginx32) start_nginx_proxy nginx32 32 "$2" ;;
 	nginx64) start_nginx_proxy nginx64 64 "$2" ;;
 	haproxy) start_haproxy haproxy "$2" ;;

@@ -13,9 +13,10 @@ from this one run, never figures from elsewhere.
 import statistics
 import sys
 
-ORDER = ["direct", "hearth", "hearth2", "nginx32", "nginx64", "haproxy",
+ORDER = ["direct", "hearth", "hearth2", "hearthb", "nginx32", "nginx64", "haproxy",
          "tls_hearth", "tls_hearth0", "tls_nginx32"]
 LABEL = {"direct": "direct (no proxy)", "hearth": "hearth", "hearth2": "hearth, 2 workers",
+         "hearthb": "hearth, base build",
          "nginx32": "nginx keepalive 32", "nginx64": "nginx keepalive 64", "haproxy": "HAProxy",
          "tls_hearth": "hearth, https pool", "tls_hearth0": "hearth, https size 0",
          "tls_nginx32": "nginx 32, ssl reuse"}
@@ -123,6 +124,12 @@ def main():
                 r = ratio(med, "hearth2", "hearth", i)
                 parts.append(f"{what} {r:.2f}x" if r is not None else f"{what} n/a")
             print("- hearth 2 workers / 1 worker: " + ", ".join(parts))
+        if "hearthb" in med:
+            parts = []
+            for i, what, _ in RATIOS:
+                r = ratio(med, "hearth", "hearthb", i)
+                parts.append(f"{what} {r:.2f}x" if r is not None else f"{what} n/a")
+            print("- hearth / base build: " + ", ".join(parts))
         print()
 
     idle, idle_per = {}, {}

@@ -20,8 +20,11 @@
 #                 /big, 16 KiB answers, 50 conns), https (GET /, 50 conns, proxies talk TLS to
 #                 the origin: hearth with its pool, hearth with size 0, nginx keepalive 32 with
 #                 proxy_ssl_session_reuse on)                    (default "small c500 body https")
-#   PROXIES       any of: hearth hearth2 nginx32 nginx64 haproxy        (default all five);
-#                 hearth2 (two workers) runs in the small shape only, to compare with hearth
+#   PROXIES       any of: hearth hearth2 hearthb nginx32 nginx64 haproxy (default all but
+#                 hearthb); hearth2 (two workers) runs in the small shape only, to compare with
+#                 hearth; hearthb is one worker of HEARTH_BASE_BIN, for A/B within one run
+#   HEARTH_BIN    the hearth binary under test (target/release/hearth, built first)
+#   HEARTH_BASE_BIN  the binary of the hearthb row (e.g. an older commit's release build)
 #   IDLE_CONNS    idle keep-alive connections for the RSS measure (10000; 0 skips it)
 #   IDLE_PROXIES  which proxies get that measure (default "hearth nginx64 haproxy")
 #   STRACE        seconds of load under `strace -c` for the breakdown (3; 0 skips it)
@@ -38,7 +41,7 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_PROXIES=${IDLE_PROXIES:-hearth nginx64 haproxy}
 STRACE=${STRACE:-3}
 OUT_ARG=${OUT:-bench/results.md}
-COMMAND="ROUNDS=$ROUNDS DURATION=$DURATION SIDE_DURATION=$SIDE_DURATION WARMUP=$WARMUP SHAPES=\"$SHAPES\" PROXIES=\"$PROXIES\" IDLE_CONNS=$IDLE_CONNS IDLE_PROXIES=\"$IDLE_PROXIES\" STRACE=$STRACE OUT=$OUT_ARG bench/run.sh"
+COMMAND="${HEARTH_BASE_BIN:+HEARTH_BASE_BIN=$HEARTH_BASE_BIN }ROUNDS=$ROUNDS DURATION=$DURATION SIDE_DURATION=$SIDE_DURATION WARMUP=$WARMUP SHAPES=\"$SHAPES\" PROXIES=\"$PROXIES\" IDLE_CONNS=$IDLE_CONNS IDLE_PROXIES=\"$IDLE_PROXIES\" STRACE=$STRACE OUT=$OUT_ARG bench/run.sh"
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -56,12 +59,15 @@ for shape in $SHAPES; do
 	case $shape in small | c500 | body | https) ;; *) die "unknown shape '$shape' (small, c500, body, https)" ;; esac
 done
 for proxy in $PROXIES; do
-	case $proxy in hearth | hearth2 | nginx32 | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy'" ;; esac
+	case $proxy in hearth | hearth2 | hearthb | nginx32 | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy'" ;; esac
 done
 for proxy in $IDLE_PROXIES; do
 	case $proxy in hearth | nginx32 | nginx64 | haproxy) ;; *) die "unknown idle proxy '$proxy'" ;; esac
 done
 in_list() { [[ " $2 " == *" $1 "* ]]; }
+if in_list hearthb "$PROXIES" && [[ ! -x $HEARTH_BASE_BIN ]]; then
+	die "PROXIES has hearthb but HEARTH_BASE_BIN ('$HEARTH_BASE_BIN') is not an executable"
+fi
 if ((IDLE_CONNS == 0)); then IDLE_PROXIES=; fi
 if ((STRACE > 0)) && ! in_list hearth "$PROXIES"; then STRACE=0; fi
 
@@ -106,26 +112,27 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
 # Start the origin and the proxies.
-# ports: the origin, one per row, and the 1-worker hearth's admin listener last.
-read -r -a ports < <(free_ports 11)
+# ports: the origin, one per row (1-6), the 1-worker hearth's admin listener (7), the origin's TLS
+# listener (8) and the https rows (9-11).
+read -r -a ports < <(free_ports 12)
 # The https shape's rows talk TLS to the origin's second listener.
 TLS_ROWS=
 if in_list https "$SHAPES"; then
-	UP_TLS_PORT=${ports[7]}
+	UP_TLS_PORT=${ports[8]}
 	TLS_ROWS="tls_hearth tls_hearth0 tls_nginx32"
 fi
 start_origin "${ports[0]}"
 ACTIVE=()
 i=1
 for proxy in $PROXIES; do
-	if start_row "$proxy" "${ports[$i]}" "${ports[6]}"; then
+	if start_row "$proxy" "${ports[$i]}" "${ports[7]}"; then
 		ACTIVE+=("$proxy")
 	else
 		explain_failure "$proxy"
 	fi
 	i=$((i + 1))
 done
-i=8
+i=9
 for proxy in $TLS_ROWS; do
 	if [[ $proxy == tls_nginx32 ]] || in_list hearth "$PROXIES"; then
 		if start_row "$proxy" "${ports[$i]}"; then

@@ -23,6 +23,15 @@ impl Buf {
         }
     }
 
+    /// A buffer of no bytes, which allocates nothing: a placeholder for one given back.
+    pub fn empty() -> Buf {
+        Buf {
+            bytes: Box::default(),
+            start: 0,
+            end: 0,
+        }
+    }
+
     /// The bytes held and not yet consumed.
     pub fn filled(&self) -> &[u8] {
         &self.bytes[self.start..self.end]

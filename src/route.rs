@@ -614,12 +614,26 @@ impl Router {
 
     /// The best route for `req` whose conditions all hold, by the ranking in the module docs.
     pub fn find(&self, req: &Request<'_>) -> Option<Matched> {
-        let mut vars = Vars::new(req);
         let method = method_bit(req.method);
+        if self.exact_hosts.is_empty() && self.wild_hosts.is_empty() {
+            // No route names a host, as in most configurations: then nothing needs the host
+            // lowercased, and `Vars` (a few hundred bytes to fill per request) is built only if
+            // a candidate route has conditions.
+            let path = split_target(req.target).1;
+            let mut vars = None;
+            return self.in_bucket(&self.any_host, path, method, &mut |conds| {
+                conds.is_empty() || {
+                    let vars = vars.get_or_insert_with(|| Vars::new(req));
+                    conds.iter().all(|c| c.holds(vars))
+                }
+            });
+        }
+        let mut vars = Vars::new(req);
         let path = vars.path();
+        let holds = |conds: &[Cond], vars: &mut Vars<'_>| conds.iter().all(|c| c.holds(vars));
         if !vars.host().is_empty() {
             if let Some(b) = self.exact_hosts.get(vars.host()) {
-                if let Some(m) = self.in_bucket(b, path, method, &mut vars) {
+                if let Some(m) = self.in_bucket(b, path, method, &mut |c| holds(c, &mut vars)) {
                     return Some(m);
                 }
             }
@@ -633,7 +647,9 @@ impl Router {
                 {
                     let at = from + dot;
                     if let Some(b) = self.wild_hosts.get(&vars.host()[at..]) {
-                        if let Some(m) = self.in_bucket(b, path, method, &mut vars) {
+                        if let Some(m) =
+                            self.in_bucket(b, path, method, &mut |c| holds(c, &mut vars))
+                        {
                             return Some(m);
                         }
                     }
@@ -641,21 +657,21 @@ impl Router {
                 }
             }
         }
-        self.in_bucket(&self.any_host, path, method, &mut vars)
+        self.in_bucket(&self.any_host, path, method, &mut |c| holds(c, &mut vars))
     }
 
+    /// The first route of `bucket` matching `path` and `method` whose conditions `conds_hold`.
     fn in_bucket(
         &self,
         bucket: &Bucket,
         path: &[u8],
         method: u16,
-        vars: &mut Vars<'_>,
+        conds_hold: &mut dyn FnMut(&[Cond]) -> bool,
     ) -> Option<Matched> {
         let mut accept = |run: Cands, cands: &[usize]| {
             cands[run.start..run.end].iter().find_map(|&i| {
                 let e = &self.routes[i];
-                let ok = e.methods.is_none_or(|bits| bits & method != 0)
-                    && e.conds.iter().all(|c| c.holds(vars));
+                let ok = e.methods.is_none_or(|bits| bits & method != 0) && conds_hold(&e.conds);
                 ok.then_some(Matched {
                     route: i,
                     upstream: e.upstream,

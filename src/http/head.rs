@@ -194,6 +194,10 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// An Idempotency-Key field is present.
     pub idempotency_key: bool,
+    /// Connection lists some name other than close, keep-alive and upgrade: a field the rewriter
+    /// must then look for among the others and drop (RFC 9110 §7.6.1). Found here, where the
+    /// tokens are read anyway, so the common message costs the rewriter no second scan.
+    pub connection_lists_fields: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +222,8 @@ pub struct ResponseHead {
     /// From "Keep-Alive: timeout=N, max=M", when present and a valid u32.
     pub ka_timeout: Option<u32>,
     pub ka_max: Option<u32>,
+    /// As for [`RequestHead::connection_lists_fields`].
+    pub connection_lists_fields: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,11 +271,74 @@ pub(crate) enum FieldName {
 }
 
 pub(crate) fn field_name(name: &[u8]) -> FieldName {
-    // Dispatch on length first so that most names cost one comparison or none.
-    candidates(name.len())
-        .iter()
-        .find(|(n, _)| name.eq_ignore_ascii_case(n))
-        .map_or(FieldName::Other, |&(_, f)| f)
+    use FieldName::*;
+    // Dispatch on length first so that most names cost one comparison or none. Every field of
+    // every message comes through here, some more than once, so each arm compares at a constant
+    // length, which the compiler unrolls into a few word-sized operations; the table it must
+    // agree with is `candidates` (see the test).
+    match name.len() {
+        2 if is(name, b"te") => Te,
+        4 if is(name, b"host") => Host,
+        6 if is(name, b"expect") => Expect,
+        7 if is(name, b"trailer") => Trailer,
+        7 if is(name, b"upgrade") => Upgrade,
+        10 if is(name, b"connection") => Connection,
+        10 if is(name, b"keep-alive") => KeepAlive,
+        14 if is(name, b"content-length") => ContentLength,
+        15 if is(name, b"idempotency-key") => IdempotencyKey,
+        15 if is(name, b"x-forwarded-for") => XForwardedFor,
+        16 if is(name, b"proxy-connection") => ProxyConnection,
+        16 if is(name, b"x-forwarded-host") => XForwardedHost,
+        17 if is(name, b"transfer-encoding") => TransferEncoding,
+        17 if is(name, b"x-forwarded-proto") => XForwardedProto,
+        _ => Other,
+    }
+}
+
+/// Whether `name` is `lower` (lowercase letters and `-`) in any case. Letters of `lower` have bit
+/// 0x40 set, so `(lower & 0x40) >> 1` is 0x20 at letters and 0 at `-`: OR-ing that into a name
+/// byte folds exactly its upper case onto its lower case at letters and changes nothing at `-`,
+/// so the comparison is exact. It runs a word at a time (the last word overlapping the one
+/// before), so a known name costs two or three compares.
+#[inline(always)]
+fn is<const N: usize>(name: &[u8], lower: &[u8; N]) -> bool {
+    let Ok(name) = <&[u8; N]>::try_from(name) else {
+        return false;
+    };
+    let folds = |name: u64, lower: u64, letters: u64| (name | ((lower & letters) >> 1)) ^ lower;
+    if N >= 8 {
+        let word = |b: &[u8; N], at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let mut diff = 0;
+        let mut at = 0;
+        loop {
+            let from = if at + 8 > N { N - 8 } else { at };
+            diff |= folds(word(name, from), word(lower, from), 0x4040_4040_4040_4040);
+            if from + 8 == N {
+                return diff == 0;
+            }
+            at += 8;
+        }
+    } else if N >= 4 {
+        let word = |b: &[u8; N], at: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&b[at..at + 4]);
+            u64::from(u32::from_le_bytes(w))
+        };
+        let (a, b) = (0, N - 4);
+        folds(word(name, a), word(lower, a), 0x4040_4040)
+            | folds(word(name, b), word(lower, b), 0x4040_4040)
+            == 0
+    } else {
+        let mut diff = 0;
+        for i in 0..N {
+            diff |= folds(u64::from(name[i]), u64::from(lower[i]), 0x40);
+        }
+        diff == 0
+    }
 }
 
 /// The field `name` stands for when each `_` in it is read as `-`, as CGI-style upstreams read it;
@@ -475,9 +544,35 @@ impl CodingScan {
 /// Host = uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2). Bytes outside reg-name,
 /// IP-literal and port are refused, which keeps spaces, '/', '@' and '#' out of routing.
 fn valid_host(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+    // Every request's Host comes through here: one table load per byte.
+    value.iter().all(|&b| HOST_BYTES[usize::from(b)])
+}
+
+/// The bytes `valid_host` allows: letters, digits and `-._~%!$&'()*+,;=:[]`.
+static HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~%!$&'()*+,;=:[]";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Which of close, keep-alive and upgrade a Connection token is.
+fn connection_token(token: &[u8]) -> (bool, bool, bool) {
+    match token.len() {
+        5 => (is(token, b"close"), false, false),
+        7 => (false, false, is(token, b"upgrade")),
+        10 => (false, is(token, b"keep-alive"), false),
+        _ => (false, false, false),
+    }
 }
 
 /// The authority of an absolute-form target (RFC 9112 §3.2.2), or None when the target is not an
@@ -582,6 +677,7 @@ pub fn parse_request(
     let mut te_lines = 0u32;
     let mut codings = CodingScan::default();
     let (mut close, mut keep_alive_token, mut upgrade_token) = (false, false, false);
+    let mut lists_fields = false;
     let mut upgrade = None;
     let mut expect_continue = false;
     let mut idempotency_key = false;
@@ -611,9 +707,11 @@ pub fn parse_request(
             }
             FieldName::Connection => {
                 for token in list_elements(h.value) {
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-                    upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+                    let (c, k, u) = connection_token(token);
+                    close |= c;
+                    keep_alive_token |= k;
+                    upgrade_token |= u;
+                    lists_fields |= !(c || k || u || token.is_empty());
                 }
             }
             FieldName::Other if framing_alias(h.name.as_bytes()) => {
@@ -701,6 +799,7 @@ pub fn parse_request(
         upgrade,
         expect_continue: expect_continue && http11,
         idempotency_key,
+        connection_lists_fields: lists_fields,
     }))
 }
 
@@ -770,6 +869,7 @@ pub fn parse_response(
     let mut te_lines = 0u32;
     let mut codings = CodingScan::default();
     let (mut close, mut keep_alive_token) = (false, false);
+    let mut lists_fields = false;
     let (mut ka_timeout, mut ka_max) = (None, None);
     for h in resp.headers.iter() {
         headers.push(Header {
@@ -784,8 +884,10 @@ pub fn parse_response(
             }
             FieldName::Connection => {
                 for token in list_elements(h.value) {
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                    let (c, k, u) = connection_token(token);
+                    close |= c;
+                    keep_alive_token |= k;
+                    lists_fields |= !(c || k || u || token.is_empty());
                 }
             }
             FieldName::KeepAlive => {
@@ -849,6 +951,7 @@ pub fn parse_response(
         keep_alive,
         ka_timeout,
         ka_max,
+        connection_lists_fields: lists_fields,
     }))
 }
 
@@ -1486,6 +1589,24 @@ mod tests {
         ];
         for (name, want) in table {
             assert_eq!(field_name(name), *want, "{}", String::from_utf8_lossy(name));
+        }
+        // field_name's unrolled comparisons agree with the table alias_of reads: every known
+        // name in every case, and no name one byte off (in particular `-` and the bytes that
+        // differ from it or from a letter only in bit 0x20).
+        for len in 0..64 {
+            for &(lower, field) in candidates(len) {
+                assert_eq!(field_name(lower), field);
+                assert_eq!(field_name(&lower.to_ascii_uppercase()), field);
+                for i in 0..lower.len() {
+                    for b in 0..=255u8 {
+                        let mut name = lower.to_vec();
+                        name[i] = b;
+                        let same = b.eq_ignore_ascii_case(&lower[i]);
+                        let got = field_name(&name);
+                        assert_eq!(got == field, same, "{:?}", String::from_utf8_lossy(&name));
+                    }
+                }
+            }
         }
     }
 

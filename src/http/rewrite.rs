@@ -49,7 +49,7 @@ pub fn request_head(
         field(out, b"Host", host);
     }
 
-    let named = ConnectionNames::new(src, headers);
+    let named = ConnectionNames::new(src, headers, head.connection_lists_fields);
     let upgrade = head.upgrade.is_some();
     let mut forwarded_for = false;
     for h in headers {
@@ -142,7 +142,7 @@ pub fn response_head(
 ) {
     // RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ].
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(u64::from(head.status), out);
+    push_status(head.status, out);
     out.push(b' ');
     out.extend_from_slice(head.reason.of(src));
     out.extend_from_slice(b"\r\n");
@@ -152,7 +152,7 @@ pub fn response_head(
     // RFC 9110 §8.6: Content-Length of a HEAD or 304 response describes the representation, so it
     // passes through; in a 1xx or 204 it is forbidden and dropped.
     let pass_length = head.body == RespBody::None && head.status >= 200 && head.status != 204;
-    let named = ConnectionNames::new(src, headers);
+    let named = ConnectionNames::new(src, headers, head.connection_lists_fields);
     let mut length_written = false;
     for h in headers {
         let name = h.name.of(src);
@@ -218,13 +218,8 @@ struct ConnectionNames<'a> {
 }
 
 impl<'a> ConnectionNames<'a> {
-    fn new(src: &'a [u8], headers: &'a [Header]) -> Self {
-        let any = Self::listed(src, headers).any(|token| {
-            !(token.is_empty()
-                || token.eq_ignore_ascii_case(b"close")
-                || token.eq_ignore_ascii_case(b"keep-alive")
-                || token.eq_ignore_ascii_case(b"upgrade"))
-        });
+    /// `any`: the parser's `connection_lists_fields` for the message.
+    fn new(src: &'a [u8], headers: &'a [Header], any: bool) -> Self {
         ConnectionNames { src, headers, any }
     }
 
@@ -275,11 +270,36 @@ pub(crate) fn push_ip(out: &mut Vec<u8>, ip: &std::net::IpAddr) {
 }
 
 pub(crate) fn push_ipv4(out: &mut Vec<u8>, ip: &std::net::Ipv4Addr) {
-    let [a, b, c, d] = ip.octets();
-    push_decimal(u64::from(a), out);
-    for octet in [b, c, d] {
-        out.push(b'.');
-        push_decimal(u64::from(octet), out);
+    // Every request's X-Forwarded-For: formatted on the stack and appended once.
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    out.extend_from_slice(&text[..len]);
+}
+
+/// Appends a status code, which the parser checked is three digits.
+fn push_status(status: u16, out: &mut Vec<u8>) {
+    match u8::try_from(status / 100) {
+        Ok(h @ 1..=9) => {
+            let rest = status % 100;
+            out.extend_from_slice(&[b'0' + h, b'0' + (rest / 10) as u8, b'0' + (rest % 10) as u8]);
+        }
+        _ => push_decimal(u64::from(status), out),
     }
 }
 

@@ -64,6 +64,8 @@ const MAX_BUFFERS: usize = 65_536;
 /// flight hold buffers; 32 KiB lets a 16 KiB response and its head pass in one read and one
 /// write, where 16 KiB took two of each.
 const BUF_BYTES: usize = 32_768;
+/// Finished exchanges' boxes a core keeps for reuse.
+const MAX_SPARE_EXCHANGES: usize = 1024;
 /// After EMFILE/ENFILE, accepting pauses this long instead of spinning.
 const ACCEPT_PAUSE_MS: u64 = 100;
 /// At `max_client_connections`, how often a paused core looks whether it may accept again.
@@ -199,14 +201,15 @@ struct Tunnel {
     idle_ms: u64,
 }
 
-// The exchange lives inline rather than boxed: a box would be an allocation per request, and an
-// idle client with this layout still takes under 512 bytes (see the test at the bottom).
-#[allow(clippy::large_enum_variant)]
+// The exchange is boxed so that a step moves a pointer, not the few hundred bytes of the
+// exchange (each step takes the phase out of the client and puts one back, and the step
+// functions pass the exchange by value: inline, that was some 20 memcpy calls a request). The
+// boxes come from the core's free list (`Core::spare`), so a request allocates nothing.
 #[derive(Debug)]
 enum Phase {
     /// Waiting for (the rest of) a request head; the keep-alive idle state between requests.
     Head,
-    Exchange(Exchange),
+    Exchange(Box<Exchange>),
     Tunnel(Tunnel),
     /// Writing what is left in `wbuf`, then closing.
     Closing,
@@ -638,6 +641,10 @@ pub struct Core {
     /// By pool id, kept across reloads like the pools: passive health and recent latency.
     health: Vec<Passive>,
     latency: Vec<Latency>,
+    /// Some upstream of the current generation balances by latency (ewma); without one nobody
+    /// reads `latency`, and responses skip the average (an `exp` each). A switch to ewma starts
+    /// from no history, as a new node does.
+    ewma: bool,
     /// Reloads seen, so a request can tell whether its upstream index still means the same.
     generation: u64,
     /// By client id: the tries of the request in progress.
@@ -659,6 +666,10 @@ pub struct Core {
     headers: Vec<Header>,
     out: Vec<u8>,
     fired: Vec<(TimerKey, u64)>,
+    /// Boxes of finished exchanges, for the next requests (see `Phase`). Boxes, not values:
+    /// the point is to hand out the allocation itself.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Exchange>>,
     pending: Vec<usize>,
     /// Clients that used up their steps and resume on the next loop turn.
     deferred: Vec<usize>,
@@ -705,6 +716,7 @@ impl Core {
             balancers: balancers_of(&cfg),
             health: vec![Passive::default(); budgets.len()],
             latency: vec![Latency::default(); budgets.len()],
+            ewma: uses_ewma(&cfg),
             generation: 0,
             tries: Vec::new(),
             timers: TimerWheel::new(0),
@@ -716,6 +728,7 @@ impl Core {
             headers: Vec::with_capacity(head::MAX_HEADERS),
             out: Vec::with_capacity(cfg.client.max_head_bytes + 1024),
             fired: Vec::new(),
+            spare: Vec::new(),
             pending: Vec::new(),
             deferred: Vec::new(),
             start: Instant::now(),
@@ -905,6 +918,7 @@ impl Core {
         self.health.resize(n, Passive::default());
         self.latency.resize(n, Latency::default());
         self.balancers = balancers_of(&shared.cfg);
+        self.ewma = uses_ewma(&shared.cfg);
         self.generation += 1;
         if shared.cfg.access_log != self.shared.cfg.access_log {
             if let Some(a) = self.access.as_mut() {
@@ -1464,7 +1478,7 @@ impl Core {
             ReqBody::Length(n) => BodyIn::Length(n),
             ReqBody::Chunked => BodyIn::Chunked(ChunkedDecoder::from_limits(&self.limits)),
         };
-        let ex = Exchange {
+        let fresh = Exchange {
             node,
             set,
             up: None,
@@ -1495,13 +1509,21 @@ impl Core {
             sent_body: 0,
             up_progress: self.now,
         };
+        let ex = match self.spare.pop() {
+            Some(mut ex) => {
+                *ex = fresh;
+                ex
+            }
+            // Only while the core's concurrency grows past what it had before.
+            None => Box::new(fresh),
+        };
         self.start_exchange(cid, ex, false)
     }
 
     /// Finds a connection for the exchange: an idle one (unless `fresh`), a new one, or a place in
     /// the node's queue. A connect that fails at once moves the request to the next node while
     /// tries are left.
-    fn start_exchange(&mut self, cid: usize, mut ex: Exchange, fresh: bool) -> (Phase, Step) {
+    fn start_exchange(&mut self, cid: usize, mut ex: Box<Exchange>, fresh: bool) -> (Phase, Step) {
         let mut fresh = fresh;
         loop {
             let node = ex.node;
@@ -1533,7 +1555,7 @@ impl Core {
                     if !self.pools[node].wait(cid, qsize) {
                         debug!("queue for pool {node} full: 503");
                         self.counters.nodes[node].queue_timeouts += 1;
-                        self.bufs.give_back(ex.to_up);
+                        self.retire(ex);
                         return self.answer(cid, 503, false);
                     }
                     self.counters.nodes[node].queued += 1;
@@ -1558,9 +1580,8 @@ impl Core {
                         fresh = false;
                         continue;
                     }
-                    self.bufs.give_back(ex.to_up);
-                    self.bufs.release(&mut ex.from_up);
                     let keep = matches!(ex.req, BodyIn::Done) && ex.req_keep_alive;
+                    self.retire(ex);
                     return self.answer(cid, 502, keep);
                 }
             }
@@ -1619,6 +1640,18 @@ impl Core {
     /// Chooses a node of upstream `up` for a request's next try (`Balancer::choose`: untried
     /// and usable first) and marks it in `tried`.
     fn choose_node(&mut self, up: usize, hash: u64, tried: &mut Tried) -> Option<PoolId> {
+        if let [only] = self.shared.up_nodes.get(up).map_or(&[][..], Vec::as_slice) {
+            if self.balancers.get(up).is_some_and(|b| b.len() == 1) {
+                // What `choose` answers for every balancing type when there is one node (it
+                // falls back to an unusable node when no node is usable), without taking the
+                // balancer out of its table and asking for the node's load and health.
+                if tried.covers(1) {
+                    *tried = Tried::default();
+                }
+                tried.add(0);
+                return Some(*only);
+            }
+        }
         // Out of its table for the pick, so the predicates can read the whole core. An empty
         // balancer holds no heap memory: this moves a few words and allocates nothing.
         let mut b = mem::take(self.balancers.get_mut(up)?);
@@ -1828,7 +1861,7 @@ impl Core {
         Ok(uid)
     }
 
-    fn step_exchange(&mut self, cid: usize, mut ex: Exchange) -> (Phase, Step) {
+    fn step_exchange(&mut self, cid: usize, mut ex: Box<Exchange>) -> (Phase, Step) {
         let mut progress = match self.flush_client(cid) {
             Ok(p) => p,
             Err(()) => return self.fail(cid, ex, Fault::ClientGone),
@@ -1865,7 +1898,7 @@ impl Core {
         match self.relay_response(cid, &mut ex) {
             Ok(Some(tunnel)) => {
                 self.log_end(cid, 101, 0, Some((&ex, 0)));
-                self.bufs.give_back(ex.to_up);
+                self.retire(ex);
                 return (Phase::Tunnel(tunnel), Step::Continue);
             }
             Ok(None) => {}
@@ -2081,9 +2114,11 @@ impl Core {
                         if let Some(h) = self.health.get_mut(ex.node) {
                             h.ok();
                         }
-                        let tried_at = self.tries.get(cid).map_or(ex.started, |t| t.tried_at);
-                        if let Some(l) = self.latency.get_mut(ex.node) {
-                            l.observe(self.now, self.now.saturating_sub(tried_at));
+                        if self.ewma {
+                            let tried_at = self.tries.get(cid).map_or(ex.started, |t| t.tried_at);
+                            if let Some(l) = self.latency.get_mut(ex.node) {
+                                l.observe(self.now, self.now.saturating_sub(tried_at));
+                            }
                         }
                         ex.hint = KeepAliveHint {
                             timeout_secs: h.ka_timeout,
@@ -2198,7 +2233,12 @@ impl Core {
 
     /// Ends an exchange whose response is complete: the upstream connection goes back to the
     /// pool (or to a waiter) if it may, and the client reads its next request or closes.
-    fn finish_exchange(&mut self, cid: usize, mut ex: Exchange, req_done: bool) -> (Phase, Step) {
+    fn finish_exchange(
+        &mut self,
+        cid: usize,
+        mut ex: Box<Exchange>,
+        req_done: bool,
+    ) -> (Phase, Step) {
         let uid = ex.up.take().expect("finished exchange had an upstream");
         let connect_ms = if ex.reused {
             0
@@ -2218,14 +2258,14 @@ impl Core {
             };
             self.close_up(uid, why);
         }
-        self.bufs.give_back(ex.to_up);
-        self.bufs.release(&mut ex.from_up);
+        let keep = ex.keep_client && req_done;
+        self.retire(ex);
         let Some(c) = self.clients.get_mut(cid) else {
             return (Phase::Closing, Step::Closed);
         };
         c.served += 1;
         c.last_active = self.now;
-        if ex.keep_client && req_done {
+        if keep {
             (Phase::Head, Step::Continue)
         } else {
             (Phase::Closing, Step::Continue)
@@ -2233,7 +2273,7 @@ impl Core {
     }
 
     /// Handles a failed exchange: replay, a canned answer, or cutting the connection.
-    fn fail(&mut self, cid: usize, mut ex: Exchange, f: Fault) -> (Phase, Step) {
+    fn fail(&mut self, cid: usize, mut ex: Box<Exchange>, f: Fault) -> (Phase, Step) {
         let node = ex.node;
         if ex.up.is_none() {
             // Queued: forget the waiter.
@@ -2281,8 +2321,7 @@ impl Core {
                 if let Some(uid) = ex.up.take() {
                     self.close_up(uid, CloseReason::NotReusable);
                 }
-                self.bufs.give_back(ex.to_up);
-                self.bufs.release(&mut ex.from_up);
+                self.retire(ex);
                 self.close_client(cid);
                 (Phase::Closing, Step::Closed)
             }
@@ -2291,7 +2330,7 @@ impl Core {
 
     /// Ends an exchange that failed with a 502 (or the client's error status), or cuts the
     /// connection when a response had already begun.
-    fn give_up(&mut self, cid: usize, mut ex: Exchange, f: Fault) -> (Phase, Step) {
+    fn give_up(&mut self, cid: usize, mut ex: Box<Exchange>, f: Fault) -> (Phase, Step) {
         if let Some(uid) = ex.up.take() {
             self.close_up(uid, CloseReason::Error);
         }
@@ -2303,8 +2342,7 @@ impl Core {
             // Cut mid-response: logged with the status that had gone out.
             self.log_end(cid, ex.status, ex.sent_body, Some((&ex, 0)));
         }
-        self.bufs.give_back(ex.to_up);
-        self.bufs.release(&mut ex.from_up);
+        self.retire(ex);
         if answered {
             self.close_client(cid);
             return (Phase::Closing, Step::Closed);
@@ -2433,6 +2471,18 @@ impl Core {
         cap == 0 || self.process.clients_open.load(Ordering::Acquire) < cap - cap / 10
     }
 
+    /// Ends an exchange's life: its buffers go back to the pool and its box to the free list,
+    /// where the next request's exchange comes from.
+    fn retire(&mut self, mut ex: Box<Exchange>) {
+        self.bufs
+            .give_back(mem::replace(&mut ex.to_up, Buf::empty()));
+        self.bufs.release(&mut ex.from_up);
+        // Bounded like the buffer pool's reserve: a burst does not pin its peak forever.
+        if self.spare.len() < MAX_SPARE_EXCHANGES {
+            self.spare.push(ex);
+        }
+    }
+
     fn close_client(&mut self, cid: usize) {
         self.log_end(cid, 499, 0, None);
         let Some(mut c) = self.clients.remove(cid) else {
@@ -2450,8 +2500,7 @@ impl Core {
                 } else {
                     self.forget_waiter(ex.node, cid);
                 }
-                self.bufs.give_back(ex.to_up);
-                self.bufs.release(&mut ex.from_up);
+                self.retire(ex);
             }
             Phase::Tunnel(mut t) => {
                 self.bufs.release(&mut t.from_up);
@@ -2726,9 +2775,8 @@ impl Core {
         let Some(c) = self.clients.get_mut(cid) else {
             return;
         };
-        if let Phase::Exchange(mut ex) = mem::replace(&mut c.phase, Phase::Closing) {
-            self.bufs.give_back(ex.to_up);
-            self.bufs.release(&mut ex.from_up);
+        if let Phase::Exchange(ex) = mem::replace(&mut c.phase, Phase::Closing) {
+            self.retire(ex);
             let (phase, step) = self.answer(cid, status, false);
             if step != Step::Closed {
                 if let Some(c) = self.clients.get_mut(cid) {
@@ -3042,7 +3090,7 @@ impl Core {
                         debug!("queue timeout for pool {node}: 503");
                         self.counters.nodes[node].queue_timeouts += 1;
                         self.forget_waiter(node, cid);
-                        self.bufs.give_back(ex.to_up);
+                        self.retire(ex);
                         self.answer(cid, 503, false)
                     }
                     _ if send_stuck || ex.answered => {
@@ -3066,8 +3114,7 @@ impl Core {
                         if state == Some(UpState::Connecting) && self.next_try(cid, &mut ex) {
                             self.start_exchange(cid, ex, false)
                         } else {
-                            self.bufs.give_back(ex.to_up);
-                            self.bufs.release(&mut ex.from_up);
+                            self.retire(ex);
                             self.answer(cid, 504, false)
                         }
                     }
@@ -3090,6 +3137,12 @@ impl Core {
 }
 
 /// One balancer per upstream of a generation, in upstream order.
+fn uses_ewma(cfg: &Config) -> bool {
+    cfg.upstreams
+        .iter()
+        .any(|u| matches!(u.balance, Balance::Ewma))
+}
+
 fn balancers_of(cfg: &Config) -> Vec<Balancer> {
     cfg.upstreams
         .iter()
