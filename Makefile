@@ -4,7 +4,7 @@ CARGO ?= cargo
 CONFIG ?= examples/hearth.toml
 SECS ?= 600
 
-.PHONY: help build run test lint bench bench-micro profile fuzz-smoke soak clean
+.PHONY: help build run test lint bench bench-micro profile callgrind fuzz-smoke soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,9 @@ bench: ## end-to-end load vs nginx and HAProxy (installs them), idle-connection 
 
 profile: ## perf record -e cpu-clock -g on a loaded 1-worker hearth -> bench/profile.txt
 	bash bench/profile.sh
+
+callgrind: ## instructions per request under valgrind callgrind, repeatable A/B of builds (BINS="a b")
+	bash bench/callgrind.sh
 
 bench-micro: ## criterion benches: LRU, timer wheel, head parsing
 	$(CARGO) bench --bench lru --bench timer --bench head
