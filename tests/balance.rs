@@ -105,10 +105,10 @@ fn least_conn_follows_weights_and_avoids_a_slow_node() {
         .weighted(&[(a.addr(), 3), (b.addr(), 1)])
         .upstream("type = \"least_conn\"")
         .start();
-    let counts = tally(&load(h.addr(), 1, 2_000, plain));
+    let counts = tally(&load(h.addr(), 1, 10_000, plain));
     assert_eq!(
         (counts["a"], counts["b"]),
-        (1_500, 500),
+        (7_500, 2_500),
         "one request at a time: every pick is a tie"
     );
     drop(h);
@@ -208,6 +208,37 @@ fn chash_on_a_header_is_stable_and_moves_about_one_nth_on_a_reload() {
         moved.iter().all(|&k| after[k] == "d"),
         "a key moved between old nodes"
     );
+}
+
+// chash over 10,000 requests with distinct keys and weights 5:3:2: each node's share of the
+// keys within 5% of its weight.
+#[test]
+fn chash_shares_follow_the_weights() {
+    let (a, b, c) = (
+        named("a", Duration::ZERO),
+        named("b", Duration::ZERO),
+        named("c", Duration::ZERO),
+    );
+    let h = base(&[])
+        .weighted(&[(a.addr(), 5), (b.addr(), 3), (c.addr(), 2)])
+        .workers(2)
+        .upstream("type = \"chash\"")
+        .upstream("hash_on = \"header\"")
+        .upstream("key = \"X-User\"")
+        .start();
+    let counts = tally(&load(h.addr(), 4, 2_500, |t, i| {
+        let user = format!("user-{}", t * 2_500 + i);
+        request("GET", "/h", &[("X-User", &user)], b"")
+    }));
+    eprintln!("chash 5:3:2 over 10000 distinct keys: {counts:?}");
+    for (name, weight) in [("a", 5.0), ("b", 3.0), ("c", 2.0)] {
+        let want = 10_000.0 * weight / 10.0;
+        let got = counts.get(name).copied().unwrap_or(0) as f64;
+        assert!(
+            (got - want).abs() <= want * 0.05,
+            "{name}: {got} of 10000, weight says {want}; {counts:?}"
+        );
+    }
 }
 
 // chash on a cookie and on a query argument (hash_on = "vars"): same key, same node.
