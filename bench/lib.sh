@@ -281,13 +281,10 @@ make_origin_cert() {
 start_hearth_tls() {
 	local name=$1 port=$2 size=$3 dir=$TMP/$1
 	mkdir -p "$dir"
-	cat >"$dir/hearth.toml" <<EOF
-workers = 1
-[[listen]]
-addr = "127.0.0.1:$port"
-[client]
-idle_timeout = "300s"
-max_requests = 1000000
+	{
+		echo "workers = 1"
+		hearth_front "$port"
+		cat <<EOF
 [upstreams.u]
 nodes = { "127.0.0.1:$UP_TLS_PORT" = 1 }
 scheme = "https"
@@ -297,12 +294,8 @@ keepalive_pool = { size = $size, requests = 1000000, idle_timeout = "300s" }
 uris = ["/*"]
 upstream = "u"
 EOF
-	local binary=$HEARTH_BIN
-	[[ -x $binary ]] || return 1
-	start "$dir/hearth.log" env RUST_LOG=warn "$binary" -c "$dir/hearth.toml"
-	PID[$name]=$LAST_PID
-	PORT[$name]=$port
-	wait_port "$port" "$LAST_PID"
+	} >"$dir/hearth.toml"
+	launch_hearth "$name" "$port" "$dir" "$HEARTH_BIN"
 }
 
 # nginx with the usual https-upstream tuning: keepalive 32 and proxy_ssl_session_reuse on.
@@ -340,19 +333,37 @@ EOF
 	wait_port "$port" "$LAST_PID"
 }
 
+# The listener and client limits every hearth row shares: keep-alive clients are never cut.
+hearth_front() {
+	cat <<EOF
+[[listen]]
+addr = "127.0.0.1:$1"
+[client]
+idle_timeout = "300s"
+max_requests = 1000000
+EOF
+}
+
+# Starts hearth `$1` on port `$2` with `$3/hearth.toml`, using binary `$4`.
+launch_hearth() {
+	local name=$1 port=$2 dir=$3 binary=$4
+	[[ -x $binary ]] || return 1
+	start "$dir/hearth.log" env RUST_LOG=warn "$binary" -c "$dir/hearth.toml"
+	PID[$name]=$LAST_PID
+	PORT[$name]=$port
+	# hearth logs `listening on ADDR` once bound, but RUST_LOG=warn may hide it, so the port
+	# accepting is what counts.
+	wait_port "$port" "$LAST_PID"
+}
+
 start_hearth() {
 	local name=$1 port=$2 workers=$3 admin=${4:-} dir=$TMP/$1
 	mkdir -p "$dir"
 	{
 		echo "workers = $workers"
 		[[ -z $admin ]] || printf '[admin]\naddr = "127.0.0.1:%s"\n' "$admin"
-	} >"$dir/hearth.toml"
-	cat >>"$dir/hearth.toml" <<EOF
-[[listen]]
-addr = "127.0.0.1:$port"
-[client]
-idle_timeout = "300s"
-max_requests = 1000000
+		hearth_front "$port"
+		cat <<EOF
 [upstreams.u]
 nodes = { "127.0.0.1:$UP_PORT" = 1 }
 # size covers the c500 shape's concurrency, as the zero-connects target assumes (with 320, hearth
@@ -362,16 +373,11 @@ keepalive_pool = { size = 1024, requests = 1000000, idle_timeout = "300s" }
 uris = ["/*"]
 upstream = "u"
 EOF
+	} >"$dir/hearth.toml"
 	local binary=$HEARTH_BIN
 	[[ $name != hearthb ]] || binary=$HEARTH_BASE_BIN
-	[[ -x $binary ]] || return 1
-	start "$dir/hearth.log" env RUST_LOG=warn "$binary" -c "$dir/hearth.toml"
-	PID[$name]=$LAST_PID
-	PORT[$name]=$port
 	ADMIN[$name]=$admin
-	# hearth logs `listening on ADDR` once bound, but RUST_LOG=warn may hide it, so the port
-	# accepting is what counts.
-	wait_port "$port" "$LAST_PID"
+	launch_hearth "$name" "$port" "$dir" "$binary"
 }
 
 # start_nginx_proxy NAME KEEPALIVE PORT: nginx, one worker, with an upstream pool of KEEPALIVE.
