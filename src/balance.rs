@@ -104,10 +104,10 @@ impl RoundRobin {
 
 /// Virtual points per unit of weight on a hash ring. A node with n points holds a share of the
 /// keys about 1/sqrt(n) off its weight: nginx's `hash ... consistent` uses 160 per weight (some
-/// 8% off); 1,024 keeps shares within a few percent. The count must not depend on how many nodes
+/// 8% off); 2,048 keeps shares within about 2%. The count must not depend on how many nodes
 /// there are, or adding one would move keys between the others. 16 KiB per unit of weight per
 /// chash upstream per core, built once per generation.
-const POINTS_PER_UNIT: usize = 1024;
+const POINTS_PER_UNIT: usize = 2048;
 /// Most points one ring holds, so a large weight cannot build a large ring; weights are scaled
 /// down to fit, every node keeping at least one point.
 const MAX_POINTS: usize = 1 << 16;
@@ -300,7 +300,8 @@ fn ewma_pick(
 /// A consistent-hash ring: points sorted by hash, each naming its node.
 #[derive(Debug, Clone, Default)]
 struct Ring {
-    points: Vec<(u64, u32)>,
+    /// (high 32 bits of the point's hash, node index): 8 bytes a point.
+    points: Vec<(u32, u32)>,
 }
 
 impl Ring {
@@ -324,7 +325,7 @@ impl Ring {
                     fnv1a(FNV_OFFSET, name.as_bytes()),
                     &(j as u32).to_le_bytes(),
                 );
-                points.push((mix(h), i as u32));
+                points.push(((mix(h) >> 32) as u32, i as u32));
             }
         }
         // Equal hashes (two nodes' points colliding) are ordered by node index, so the ring does
@@ -336,6 +337,7 @@ impl Ring {
     /// The node of the first point at or after `hash` whose node is usable, going round once.
     fn pick(&self, hash: u64, usable: impl Fn(usize) -> bool) -> Option<usize> {
         let n = self.points.len();
+        let hash = (hash >> 32) as u32;
         let start = self.points.partition_point(|p| p.0 < hash);
         let mut last = u32::MAX;
         for k in 0..n {

@@ -223,22 +223,53 @@ fn chash_on_a_header_is_stable_and_moves_about_one_nth_on_a_reload() {
     );
 }
 
-// chash over 10,000 requests with distinct keys and weights 5:3:2: each node's share of the
-// keys within 5% of its weight.
+// chash over 10,000 requests with distinct keys and weights 5:3:2: every request reaches the
+// node the ring assigns its key (the ring built from the same node addresses by the library), and
+// the shares follow the weights. The ring's own shares are checked to 5% in balance.rs, with fixed
+// node names; here the names carry ports the kernel picks, and 10,000 random keys alone put a
+// node's count some 1.5-2% (one standard deviation) off its share, so this bound is 10%.
 #[test]
-fn chash_shares_follow_the_weights() {
-    let (_nodes, conf) = weighted_5_3_2();
+fn chash_sends_each_key_where_the_ring_says_and_shares_follow_the_weights() {
+    let (nodes, conf) = weighted_5_3_2();
     let h = conf
         .upstream("type = \"chash\"")
         .upstream("hash_on = \"header\"")
         .upstream("key = \"X-User\"")
         .start();
-    let counts = tally(&load(h.addr(), 4, 2_500, |t, i| {
+    let answers = load(h.addr(), 4, 2_500, |t, i| {
         let user = format!("user-{}", t * 2_500 + i);
         request("GET", "/h", &[("X-User", &user)], b"")
-    }));
+    });
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+    let mut ring = hearth::balance::Balancer::new(
+        &hearth::config::Balance::Chash {
+            key: hearth::route::Var::Header("x-user".into()),
+        },
+        addrs.iter().map(String::as_str).zip([5, 3, 2]),
+    );
+    for (t, per_thread) in answers.iter().enumerate() {
+        for (i, got) in per_thread.iter().enumerate() {
+            let key = format!("user-{}", t * 2_500 + i);
+            let want = ring
+                .pick(
+                    hearth::balance::hash_key(key.as_bytes()),
+                    |_| Default::default(),
+                    |_| true,
+                )
+                .map(|n| ["a", "b", "c"][n]);
+            assert_eq!(Some(got.as_str()), want, "{key}");
+        }
+    }
+    let counts = tally(&answers);
     eprintln!("chash 5:3:2 over 10000 distinct keys: {counts:?}");
-    assert_shares_follow_5_3_2(&counts);
+    for (name, weight) in [("a", 5.0), ("b", 3.0), ("c", 2.0)] {
+        let want = 10_000.0 * weight / 10.0;
+        let got = counts.get(name).copied().unwrap_or(0) as f64;
+        assert!(
+            (got - want).abs() <= want * 0.10,
+            "{name}: {got} of 10000, weight says {want}; {counts:?}"
+        );
+    }
 }
 
 // chash on a cookie and on a query argument (hash_on = "vars"): same key, same node.
