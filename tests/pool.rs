@@ -411,7 +411,7 @@ fn pool_size_limits_kept_connections() {
         "connections closed by hearth after the wave (size = 2)"
     );
     assert!(
-        h.logs_text().contains("keepalive_pool.size (2)"),
+        h.wait_log(&["keepalive_pool.size (2)"], SHORT),
         "evictions should be reported with the setting to raise"
     );
     concurrent_gets(h.addr(), 4, "wave2");
