@@ -25,9 +25,10 @@ run: build ## start the demo upstream and hearth in front of it (examples/hearth
 test: ## every unit, integration and doc test
 	$(CARGO) test --all-targets --no-fail-fast
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: ## rustfmt and clippy, warnings are errors; the fuzz targets must still compile
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) check --manifest-path fuzz/Cargo.toml
 
 bench: ## end-to-end load vs nginx and HAProxy (installs them), idle-connection RSS, strace breakdown -> bench/results.md; then criterion
 	bash bench/run.sh

@@ -17,6 +17,7 @@ pub mod client_codec;
 pub mod request_head;
 pub mod response;
 
+use hearth::http::body::{MAX_EXT_BYTES, MAX_TRAILER_BYTES};
 use hearth::http::head::{Header, Limits, Span, MAX_HEADERS_CEILING, MAX_HEAD_BYTES};
 
 /// A target's check: panics when an invariant breaks.
@@ -100,31 +101,43 @@ pub(crate) const LIMITS: [Limits; 6] = [
         max_head_bytes: MAX_HEAD_BYTES,
         max_headers: 100,
         max_uri_bytes: 8_192,
+        max_ext_bytes: MAX_EXT_BYTES,
+        max_trailer_bytes: MAX_TRAILER_BYTES,
     },
     Limits {
         max_head_bytes: 64,
         max_headers: 3,
         max_uri_bytes: 8,
+        max_ext_bytes: 4,
+        max_trailer_bytes: 16,
     },
     Limits {
         max_head_bytes: usize::MAX,
         max_headers: usize::MAX,
         max_uri_bytes: usize::MAX,
+        max_ext_bytes: usize::MAX,
+        max_trailer_bytes: usize::MAX,
     },
     Limits {
         max_head_bytes: 0,
         max_headers: 0,
         max_uri_bytes: 0,
+        max_ext_bytes: 0,
+        max_trailer_bytes: 0,
     },
     Limits {
         max_head_bytes: 40,
         max_headers: 100,
         max_uri_bytes: 8_192,
+        max_ext_bytes: MAX_EXT_BYTES,
+        max_trailer_bytes: MAX_TRAILER_BYTES,
     },
     Limits {
         max_head_bytes: MAX_HEAD_BYTES,
         max_headers: 1,
         max_uri_bytes: 1,
+        max_ext_bytes: 1,
+        max_trailer_bytes: 1,
     },
 ];
 
@@ -133,6 +146,8 @@ pub(crate) const LOOSE: Limits = Limits {
     max_head_bytes: usize::MAX,
     max_headers: MAX_HEADERS_CEILING,
     max_uri_bytes: usize::MAX,
+    max_ext_bytes: usize::MAX,
+    max_trailer_bytes: usize::MAX,
 };
 
 pub(crate) fn assert_span_within(span: Span, head_len: usize, what: &str) {
