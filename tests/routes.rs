@@ -8,9 +8,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
 
+use common::held::Held;
 use common::{request, Client, Hearth, MockUpstream, Reply};
 use hearth::config::{route_host, uri_pattern, Route};
-use hearth::http::head::{Header, Span};
 use hearth::route::{parse_cond, Operand, Request, Router};
 
 /// Counts heap allocations per thread, so the hearth processes and mock threads of the other
@@ -219,51 +219,6 @@ upstream = "pki"
     assert_eq!(up.request_count(), 1);
 }
 
-/// A request held in one buffer, as the core holds it.
-struct Held {
-    src: Vec<u8>,
-    spans: Vec<Span>,
-    headers: Vec<Header>,
-}
-
-impl Held {
-    fn new(method: &str, target: &str, headers: &[(&str, &str)]) -> Held {
-        let mut src = Vec::new();
-        let mut push = |s: &str| {
-            let start = src.len() as u32;
-            src.extend_from_slice(s.as_bytes());
-            Span {
-                start,
-                end: src.len() as u32,
-            }
-        };
-        let spans = vec![push(method), push(target)];
-        let headers = headers
-            .iter()
-            .map(|(n, v)| Header {
-                name: push(n),
-                value: push(v),
-            })
-            .collect();
-        Held {
-            src,
-            spans,
-            headers,
-        }
-    }
-
-    fn view(&self) -> Request<'_> {
-        Request {
-            method: self.spans[0].of(&self.src),
-            target: self.spans[1].of(&self.src),
-            host: self.headers.first().map(|h| h.value.of(&self.src)),
-            remote: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
-            headers: &self.headers,
-            src: &self.src,
-        }
-    }
-}
-
 #[test]
 fn matching_does_not_allocate() {
     let cond = |v: &str, op: &str, x: Operand| parse_cond(v, op, x).unwrap();
@@ -320,7 +275,10 @@ fn matching_does_not_allocate() {
         Held::new("GET", "http://q.test/zz", &[("Host", "y.test")]),
         Held::new("POST", "/a/b", &[("Host", "y.test")]),
     ];
-    let views: Vec<Request<'_>> = reqs.iter().map(Held::view).collect();
+    let views: Vec<Request<'_>> = reqs
+        .iter()
+        .map(|r| r.view(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))))
+        .collect();
     let mut hits = vec![0; routes.len()];
     // Warm up: the regex crate creates its per-thread search scratch on first use.
     for v in &views {

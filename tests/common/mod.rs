@@ -13,6 +13,7 @@
 pub mod client;
 pub mod etcd;
 pub mod fault;
+pub mod held;
 pub mod load;
 pub mod mock;
 pub mod wire;
