@@ -129,6 +129,23 @@ impl<T> Lru<T> {
         self.nodes[self.nodes[HEAD].next].value.as_ref()
     }
 
+    /// Removes and returns the most recently used entry that `pred` accepts, looking at no more
+    /// than `limit` entries from the front. O(1) when the front entry matches, which is the
+    /// common case; the limit bounds the walk when most entries belong to someone else.
+    pub fn pop_front_where(&mut self, limit: usize, mut pred: impl FnMut(&T) -> bool) -> Option<T> {
+        let mut index = self.nodes[HEAD].next;
+        for _ in 0..limit {
+            if index == TAIL {
+                return None;
+            }
+            if self.nodes[index].value.as_ref().is_some_and(&mut pred) {
+                return self.remove_at(index);
+            }
+            index = self.nodes[index].next;
+        }
+        None
+    }
+
     /// The least recently used entry. When empty this reads `HEAD`, whose value is always `None`.
     pub fn back(&self) -> Option<&T> {
         self.nodes[self.nodes[TAIL].prev].value.as_ref()
@@ -302,6 +319,39 @@ mod tests {
         assert_eq!(lru.pop_front(), None);
         assert_eq!(lru.pop_back(), None);
         assert_eq!(lru.iter().next(), None);
+    }
+
+    #[test]
+    fn pop_front_where_takes_the_most_recent_match_within_the_limit() {
+        // Front to back: 5 4 3 2 1.
+        type Case = (
+            &'static str,
+            usize,
+            fn(&u32) -> bool,
+            Option<u32>,
+            &'static [u32],
+        );
+        let cases: &[Case] = &[
+            ("front matches", 8, |_| true, Some(5), &[4, 3, 2, 1]),
+            ("first even", 8, |v| v % 2 == 0, Some(4), &[5, 3, 2, 1]),
+            ("deep match", 8, |v| *v == 1, Some(1), &[5, 4, 3, 2]),
+            ("beyond the limit", 2, |v| *v == 3, None, &[5, 4, 3, 2, 1]),
+            ("at the limit", 3, |v| *v == 3, Some(3), &[5, 4, 2, 1]),
+            ("no match", 8, |_| false, None, &[5, 4, 3, 2, 1]),
+            ("zero limit", 0, |_| true, None, &[5, 4, 3, 2, 1]),
+        ];
+        for (name, limit, pred, want, left) in cases {
+            let mut lru = Lru::new();
+            let handles: Vec<Handle> = (1..=5u32).map(|v| lru.push_front(v)).collect();
+            assert_eq!(lru.pop_front_where(*limit, pred), *want, "{name}");
+            assert_eq!(lru.iter().copied().collect::<Vec<_>>(), *left, "{name}");
+            assert_eq!(lru.len(), left.len(), "{name}");
+            if let Some(w) = want {
+                // The taken entry's handle is stale; the others still work.
+                assert!(!lru.contains(handles[*w as usize - 1]), "{name}");
+            }
+            assert_eq!(lru.pop_back(), Some(left[left.len() - 1]), "{name}");
+        }
     }
 
     #[test]

@@ -166,6 +166,18 @@ pub fn retire_reason(
     None
 }
 
+/// How many idle connections a checkout looks at for one made for its SNI name before it
+/// opens a new one instead; bounds the walk when a pool holds many names.
+pub const IDLE_SCAN: usize = 16;
+
+/// What `NodePool::take_waiter` does with a queued waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Take,
+    Skip,
+    Drop,
+}
+
 /// Per-core state of one node: idle connections (by the runtime's connection id), counts and
 /// waiters (by the runtime's client id).
 #[derive(Debug, Default)]
@@ -182,6 +194,13 @@ impl NodePool {
     /// The most recently used idle connection.
     pub fn take_idle(&mut self) -> Option<usize> {
         self.idle.pop_front()
+    }
+
+    /// The most recently used idle connection that `fits` (one made for the request's SNI
+    /// name), looking at no more than `IDLE_SCAN` of them: where every connection fits (plain
+    /// http, fixed SNI) this is `take_idle`. Past the limit the caller opens a connection.
+    pub fn take_idle_where(&mut self, fits: impl FnMut(&usize) -> bool) -> Option<usize> {
+        self.idle.pop_front_where(IDLE_SCAN, fits)
     }
 
     /// Files `conn` as the most recently used idle connection. Returns its handle and, when that
@@ -229,6 +248,28 @@ impl NodePool {
 
     pub fn next_waiter(&mut self) -> Option<usize> {
         self.waiters.pop_front()
+    }
+
+    /// The first queued waiter `judge` takes, in queue order. Waiters it drops (gone, or no
+    /// longer waiting) leave the queue; waiters it skips (waiting for a connection made for
+    /// another name) keep their place. Returns the waiter and how many left the queue.
+    pub fn take_waiter(&mut self, mut judge: impl FnMut(usize) -> Verdict) -> (Option<usize>, u32) {
+        let mut left = 0;
+        let mut i = 0;
+        while let Some(&cid) = self.waiters.get(i) {
+            match judge(cid) {
+                Verdict::Take => {
+                    self.waiters.remove(i);
+                    return (Some(cid), left + 1);
+                }
+                Verdict::Drop => {
+                    self.waiters.remove(i);
+                    left += 1;
+                }
+                Verdict::Skip => i += 1,
+            }
+        }
+        (None, left)
     }
 
     pub fn waiters_len(&self) -> usize {
@@ -469,6 +510,59 @@ mod tests {
         p.forget_waiter(7);
         assert_eq!(p.next_waiter(), Some(8));
         assert_eq!(p.next_waiter(), None);
+    }
+
+    #[test]
+    fn waiters_are_taken_by_name_in_queue_order() {
+        // Waiters 1..=5; odd ones wait for name A, even ones for B, 3 has gone away.
+        let judge = |want_odd: bool| {
+            move |cid: usize| match cid {
+                3 => Verdict::Drop,
+                c if (c % 2 == 1) == want_odd => Verdict::Take,
+                _ => Verdict::Skip,
+            }
+        };
+        let mut p = NodePool::default();
+        for c in 1..=5 {
+            assert!(p.wait(c, 8));
+        }
+        assert_eq!(p.take_waiter(judge(false)), (Some(2), 1), "first B");
+        assert_eq!(p.take_waiter(judge(true)), (Some(1), 1), "first A");
+        assert_eq!(
+            p.take_waiter(judge(true)),
+            (Some(5), 2),
+            "3 dropped on the way"
+        );
+        assert_eq!(p.waiters_len(), 1, "4 kept its place");
+        assert_eq!(p.take_waiter(judge(true)), (None, 0), "no A left");
+        assert_eq!(p.next_waiter(), Some(4));
+    }
+
+    #[test]
+    fn idle_checkout_takes_the_most_recent_fitting_connection() {
+        let mut p = NodePool::default();
+        for c in 1..=3 {
+            p.put_idle(c, 8);
+        }
+        assert_eq!(
+            p.take_idle_where(|&c| c == 1),
+            Some(1),
+            "the older fitting one"
+        );
+        assert_eq!(p.take_idle_where(|&c| c == 9), None);
+        assert_eq!(p.take_idle_where(|_| true), Some(3), "most recent");
+        assert_eq!(p.idle_len(), 1);
+        // Only IDLE_SCAN connections are looked at.
+        let mut p = NodePool::default();
+        for c in 0..=IDLE_SCAN {
+            p.put_idle(c, IDLE_SCAN + 1);
+        }
+        assert_eq!(p.take_idle_where(|&c| c == 0), None, "beyond the scan");
+        assert_eq!(
+            p.take_idle_where(|&c| c == 1),
+            Some(1),
+            "last one looked at"
+        );
     }
 
     #[test]
