@@ -13,11 +13,14 @@
 //! - An upstream's `ClientIdentity` holds everything that makes two upstream TLS connections
 //!   interchangeable (SNI, verification, the CA and client certificates themselves, not their
 //!   paths); it is part of the pool key, so a connection made for one identity is never handed
-//!   to another.
+//!   to another. An https upstream with `pass_host = "pass"` and no `tls.sni` takes its SNI
+//!   from each request's Host: its identity's SNI reads "from the request" (`None`), and the
+//!   runtime keeps connections apart by name with the tag `request_sni` computes.
 //! - Each `ClientConfig` carries its own session cache (a mutex inside rustls). It is taken once
 //!   per handshake, when a ticket is stored or taken, and never per request.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,6 +34,9 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::config::{CertFiles, ListenTls, PassHost, UpstreamTls};
+
+/// Server names whose sessions an https pool with per-request SNI remembers for resumption.
+const REQUEST_SNI_SESSIONS: usize = 256;
 
 /// The only protocol hearth speaks over TLS, offered by ALPN on both sides.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
@@ -150,8 +156,9 @@ pub fn server_config(tls: &ListenTls) -> Result<Arc<ServerConfig>, String> {
 /// What makes upstream TLS connections interchangeable (part of the pool key).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ClientIdentity {
-    /// The name sent as SNI and checked against the certificate.
-    pub sni: String,
+    /// The name sent as SNI and checked against the certificate; None: each request's Host
+    /// (see `sni_from_request`), so the pool's connections carry several names.
+    pub sni: Option<String>,
     pub verify: bool,
     /// DER of each trusted CA certificate; empty: the webpki roots.
     pub ca: Vec<Vec<u8>>,
@@ -188,9 +195,15 @@ pub fn host_without_port(host: &str) -> &str {
     }
 }
 
+/// Whether an upstream's SNI is each request's Host: `pass_host = "pass"` without `tls.sni`.
+pub fn sni_from_request(tls: &UpstreamTls, pass: &PassHost) -> bool {
+    tls.sni.is_none() && matches!(pass, PassHost::Pass)
+}
+
 /// The SNI an upstream node's connections carry: `tls.sni` if set, else the Host that
-/// `pass_host` sends (the fixed `upstream_host` for `rewrite`; the node's host for `node`, and
-/// also for `pass`, whose Host is per request while a pooled connection's SNI is fixed).
+/// `pass_host` sends (the fixed `upstream_host` for `rewrite`; the node's host for `node`). For
+/// `pass` (see `sni_from_request`) this is the name of connections made without a request
+/// (`min_idle` warm-up) and of requests without a usable Host.
 pub fn sni_for(tls: &UpstreamTls, pass: &PassHost, node_host: &str) -> String {
     if let Some(s) = &tls.sni {
         return s.clone();
@@ -199,6 +212,33 @@ pub fn sni_for(tls: &UpstreamTls, pass: &PassHost, node_host: &str) -> String {
         PassHost::Rewrite(h) => host_without_port(h).to_owned(),
         PassHost::Node | PassHost::Pass => host_without_port(node_host).to_owned(),
     }
+}
+
+/// The tag of an SNI name: a hash of its lowercase form under the process-wide `key`, never 0
+/// (0 marks connections of pools whose SNI is fixed). Keyed so that a client cannot craft a
+/// Host whose tag collides with another name's.
+pub fn sni_tag(key: &RandomState, name: &str) -> u64 {
+    let mut h = key.build_hasher();
+    for b in name.bytes() {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    h.finish().max(1)
+}
+
+/// The SNI name a request's Host asks for, for an upstream whose SNI comes from the request:
+/// the Host without its port, lowercase, written to `out` (whose capacity is reused, so this
+/// does not allocate once `out` has grown), and its tag. None when the Host is not a name
+/// rustls can send or verify (not UTF-8, empty, not a DNS name or IP address); an IP address
+/// is used as rustls uses one: verified against the certificate, not sent as SNI.
+pub fn request_sni(key: &RandomState, host: &[u8], out: &mut String) -> Option<u64> {
+    let host = std::str::from_utf8(host).ok()?;
+    let name = host_without_port(host.trim());
+    // Borrowing parse: validates without allocating.
+    ServerName::try_from(name).ok()?;
+    out.clear();
+    out.push_str(name);
+    out.make_ascii_lowercase();
+    Some(sni_tag(key, out))
 }
 
 pub fn server_name(sni: &str) -> Result<ServerName<'static>, String> {
@@ -221,7 +261,7 @@ pub fn load_client(tls: &UpstreamTls, sni: String) -> Result<ClientMaterial, Str
     };
     Ok(ClientMaterial {
         identity: ClientIdentity {
-            sni,
+            sni: Some(sni),
             verify: tls.verify,
             ca,
             client_chain,
@@ -320,7 +360,12 @@ pub fn client_config(m: &ClientMaterial, sessions: usize) -> Result<Arc<ClientCo
         }
         None => builder.with_no_client_auth(),
     };
-    cfg.resumption = Resumption::in_memory_sessions(sessions.max(1));
+    // Names come from requests when the identity has no fixed one: remember that many.
+    let sessions = match m.identity.sni {
+        Some(_) => sessions.max(1),
+        None => sessions.max(REQUEST_SNI_SESSIONS),
+    };
+    cfg.resumption = Resumption::in_memory_sessions(sessions);
     cfg.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -464,6 +509,54 @@ mod tests {
         ] {
             assert_eq!(host_without_port(input), want, "{input}");
         }
+    }
+
+    #[test]
+    fn request_sni_table() {
+        let key = RandomState::new();
+        let mut out = String::new();
+        for (host, want) in [
+            (&b"a.test"[..], Some("a.test")),
+            (b"A.Test:8443", Some("a.test")),
+            (b" b.test ", Some("b.test")),
+            (b"127.0.0.1:443", Some("127.0.0.1")),
+            (b"[::1]:443", Some("::1")),
+            (b"", None),
+            (b":443", None),
+            (b"bad host", None),
+            (b"a..test", None),
+            (b"\xff.test", None),
+        ] {
+            let tag = request_sni(&key, host, &mut out);
+            let label = String::from_utf8_lossy(host);
+            match want {
+                Some(name) => {
+                    assert_eq!(out, name, "{label}");
+                    assert_eq!(tag, Some(sni_tag(&key, name)), "{label}");
+                    assert_ne!(tag, Some(0), "{label}");
+                }
+                None => assert_eq!(tag, None, "{label}"),
+            }
+        }
+        // Case does not matter; names do.
+        assert_eq!(sni_tag(&key, "A.TEST"), sni_tag(&key, "a.test"));
+        assert_ne!(sni_tag(&key, "a.test"), sni_tag(&key, "b.test"));
+    }
+
+    #[test]
+    fn sni_from_request_only_for_pass_without_sni() {
+        let fixed = UpstreamTls {
+            sni: Some("x.test".into()),
+            ..UpstreamTls::default()
+        };
+        let open = UpstreamTls::default();
+        assert!(sni_from_request(&open, &PassHost::Pass));
+        assert!(!sni_from_request(&fixed, &PassHost::Pass));
+        assert!(!sni_from_request(&open, &PassHost::Node));
+        assert!(!sni_from_request(
+            &open,
+            &PassHost::Rewrite("h.test".into())
+        ));
     }
 
     #[test]

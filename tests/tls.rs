@@ -97,10 +97,10 @@ fn https_conf(up: &TlsUpstream, tls: &str) -> Conf {
 #[test]
 fn upstream_https_is_verified_against_the_configured_ca() {
     let pki = Pki::new("verify");
-    let (cert, key) = pki.issue("up", &["127.0.0.1", "up.test"]);
+    let (cert, key) = pki.issue("up", &["127.0.0.1", "up.test", HOST]);
     let up = TlsUpstream::start(&cert, &key, None);
     let ca = p(&pki.ca_path());
-    // SNI defaults to the node's host (an IP address here); then an explicit name.
+    // SNI defaults to the Host the request carries (pass_host = "pass"); then an explicit name.
     for tls in [
         format!("ca = \"{ca}\""),
         format!("ca = \"{ca}\", sni = \"up.test\""),
@@ -167,7 +167,7 @@ fn upstream_https_fails_with_502_and_a_reason_for_a_wrong_name_or_an_unknown_ca(
 #[test]
 fn client_certificates_reach_the_upstream_and_separate_pools() {
     let pki = Pki::new("mtls");
-    let (cert, key) = pki.issue("up", &["127.0.0.1"]);
+    let (cert, key) = pki.issue("up", &["127.0.0.1", HOST]);
     let up = TlsUpstream::start(&cert, &key, Some(&pki));
     let ca = p(&pki.ca_path());
     let ca_line = format!("ca = \"{ca}\"");
@@ -228,7 +228,7 @@ fn client_certificates_reach_the_upstream_and_separate_pools() {
 #[test]
 fn a_thousand_requests_cost_one_handshake_and_the_next_connection_resumes() {
     let pki = Pki::new("resume");
-    let (cert, key) = pki.issue("up", &["127.0.0.1"]);
+    let (cert, key) = pki.issue("up", &["127.0.0.1", HOST]);
     let up = TlsUpstream::start(&cert, &key, None);
     let h = https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path())))
         // The request cap is raised so that idleness, not the 1000th request, closes it.
@@ -338,7 +338,7 @@ fn reloaded_certificates_serve_new_connections_while_open_ones_keep_working() {
 fn large_bodies_cross_tls_on_both_sides() {
     let pki = Pki::new("bulk");
     let (site_cert, site_key) = pki.issue("site", &["site.test"]);
-    let (up_cert, up_key) = pki.issue("up", &["127.0.0.1"]);
+    let (up_cert, up_key) = pki.issue("up", &["127.0.0.1", HOST, "site.test"]);
     let up = TlsUpstream::start(&up_cert, &up_key, None);
     let toml = with_listener_tls(
         &https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path()))).toml(),
@@ -380,7 +380,7 @@ fn large_bodies_cross_tls_on_both_sides() {
 #[test]
 fn https_connections_move_between_cores_with_their_session() {
     let pki = Pki::new("handover");
-    let (cert, key) = pki.issue("up", &["127.0.0.1"]);
+    let (cert, key) = pki.issue("up", &["127.0.0.1", HOST]);
     let up = TlsUpstream::start(&cert, &key, None);
     let h = https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path())))
         .workers(2)
@@ -418,4 +418,127 @@ fn https_connections_move_between_cores_with_their_session() {
         up.handshake_errors()
     );
     assert_eq!(up.conns()[0].targets.len(), 320);
+}
+
+/// `GET path` with Host `host`.
+fn get_as(host: &str, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn pass_host_upstreams_send_each_request_host_as_sni_and_pool_per_name() {
+    let pki = Pki::new("sni");
+    let (cert, key) = pki.issue("up", &["a.test", "b.test"]);
+    let up = TlsUpstream::start(&cert, &key, None);
+    let h = https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path())))
+        .upstream("keepalive_pool = { idle_timeout = \"1s\", requests = 5000 }")
+        .client("max_requests = 2000")
+        .start();
+    let mut c = h.client();
+    // Alternating names on one client connection: one upstream connection per name.
+    for i in 0..100 {
+        let host = if i % 2 == 0 { "a.test:8443" } else { "B.test" };
+        let r = c.exchange(&get_as(host, "/s")).expect("answer");
+        assert_eq!(r.status, 200, "request {i} ({host}): {}", h.logs_text());
+    }
+    let conns = up.conns();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    let mut snis: Vec<&str> = conns.iter().filter_map(|c| c.sni.as_deref()).collect();
+    snis.sort_unstable();
+    assert_eq!(snis, ["a.test", "b.test"], "{conns:?}");
+    for conn in &conns {
+        let sni = conn.sni.as_deref().unwrap_or("");
+        assert_eq!(conn.hosts.len(), 50, "{conn:?}");
+        // Never crossed: every request on a connection is for the name it was made for.
+        for host in &conn.hosts {
+            assert_eq!(tlskit_host(host), sni, "{conn:?}");
+        }
+    }
+    assert_eq!(up.handshakes(), (2, 0));
+    // After hearth's idle timeout closes both, the next connection for a.test resumes.
+    assert!(
+        wait_until(Duration::from_secs(10), || up
+            .conns()
+            .iter()
+            .all(|c| c.closed)),
+        "the pooled connections were never closed for idleness"
+    );
+    let r = c.exchange(&get_as("a.test", "/again")).expect("answer");
+    assert_eq!(r.status, 200, "{}", h.logs_text());
+    let conns = up.conns();
+    assert_eq!(conns.len(), 3, "{conns:?}");
+    assert_eq!(conns[2].sni.as_deref(), Some("a.test"));
+    assert_eq!(up.handshakes(), (2, 1), "{:?}", up.handshake_errors());
+    let m = h.metrics();
+    assert_eq!(
+        metric(&m, &series("tls_resumed_handshakes_total", up.addr())),
+        1.0
+    );
+}
+
+/// The name part of a Host value, lowercase.
+fn tlskit_host(host: &str) -> String {
+    host.split(':').next().unwrap_or("").to_ascii_lowercase()
+}
+
+#[test]
+fn a_host_the_upstream_certificate_does_not_cover_gets_502_and_a_log_line() {
+    let pki = Pki::new("sni-miss");
+    let (cert, key) = pki.issue("up", &["a.test"]);
+    let up = TlsUpstream::start(&cert, &key, None);
+    let h = https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path()))).start();
+    let mut c = h.client();
+    let r = c.exchange(&get_as("c.test", "/miss")).expect("answer");
+    assert_eq!(r.status, 502);
+    assert!(
+        h.wait_log(
+            &[
+                "TLS handshake with upstream",
+                "SNI c.test",
+                "not valid for name"
+            ],
+            Duration::from_secs(5)
+        ),
+        "no log line naming the name and reason:\n{}",
+        h.logs_text()
+    );
+    // The covered name still works, on a connection of its own.
+    let mut c = h.client();
+    let r = c.exchange(&get_as("a.test", "/hit")).expect("answer");
+    assert_eq!(r.status, 200, "{}", h.logs_text());
+    let conns = up.conns();
+    assert_eq!(conns.last().and_then(|c| c.sni.as_deref()), Some("a.test"));
+}
+
+#[test]
+fn a_fixed_sni_and_per_request_sni_on_one_address_are_separate_pools() {
+    let pki = Pki::new("sni-key");
+    let (cert, key) = pki.issue("up", &["a.test", "fixed.test"]);
+    let up = TlsUpstream::start(&cert, &key, None);
+    let ca = p(&pki.ca_path());
+    let h = https_conf(&up, &format!("ca = \"{ca}\""))
+        .routes(&format!(
+            "[[routes]]\nuris = [\"/f/*\"]\nupstream = \"fixed\"\n\n\
+             [[routes]]\nuris = [\"/p/*\"]\nupstream = \"backend\"\n\n\
+             [upstreams.fixed]\nscheme = \"https\"\nnodes = {{ \"{}\" = 1 }}\n\
+             tls = {{ ca = \"{ca}\", sni = \"fixed.test\" }}\n",
+            up.addr()
+        ))
+        .start();
+    let mut c = h.client();
+    for path in ["/p/1", "/f/1", "/p/2", "/f/2"] {
+        let r = c.exchange(&get_as("a.test", path)).expect("answer");
+        assert_eq!(r.status, 200, "{path}: {}", h.logs_text());
+    }
+    // Host a.test under pass, fixed.test under the fixed name: two connections, each reused.
+    let conns = up.conns();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    for conn in &conns {
+        let want = match conn.sni.as_deref() {
+            Some("a.test") => ["/p/1", "/p/2"],
+            Some("fixed.test") => ["/f/1", "/f/2"],
+            other => panic!("unexpected SNI {other:?}"),
+        };
+        assert_eq!(conn.targets, want, "{conn:?}");
+    }
 }

@@ -47,6 +47,9 @@ pub struct Handover {
     pub max_connecting: u32,
     /// The TLS session of an https connection, which moves with its socket.
     pub tls: Option<Box<rustls::Connection>>,
+    /// The tag of the SNI name it was made for (0 for pools with one name): the adopting core
+    /// gives it only to a request for that name.
+    pub sni: u64,
 }
 
 /// The sending half of a core's control path.

@@ -33,6 +33,7 @@ use log::{debug, info, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, HandshakeKind, ServerConnection};
 
 use crate::accesslog::{AccessLog, Outcome, Pending, Start};
@@ -50,7 +51,8 @@ use crate::runtime::control::{Control, Handover};
 use crate::runtime::generation::{host_override, ListenTls, PoolId, Process, Shared, UpSettings};
 use crate::slab::Slab;
 use crate::timer::TimerWheel;
-use crate::upstream::pool::{self, CloseReason, KeepAliveHint, NodeBudget, NodePool};
+use crate::tls;
+use crate::upstream::pool::{self, CloseReason, KeepAliveHint, NodeBudget, NodePool, Verdict};
 
 const WAKER: Token = Token(usize::MAX);
 const CONN_BASE: usize = 1 << 16;
@@ -131,6 +133,9 @@ enum Resp {
 #[derive(Debug)]
 struct Exchange {
     node: PoolId,
+    /// The tag of the SNI name its upstream connection must have been made for (see
+    /// `Core::sni_names`); 0 where every connection of the pool fits.
+    sni: u64,
     /// The upstream's settings as they were when the request arrived; a reload does not change
     /// a request in flight.
     set: UpSettings,
@@ -278,6 +283,8 @@ struct Upstream {
     idle_since: u64,
     /// How long its connect took, for the access log.
     connect_ms: u64,
+    /// The tag of the SNI name it was made for (`tls::sni_tag`); 0 for pools with one name.
+    sni: u64,
 }
 
 enum Fault {
@@ -649,6 +656,10 @@ pub struct Core {
     generation: u64,
     /// By client id: the tries of the request in progress.
     tries: Vec<Tries>,
+    /// By client id: the SNI name of the request in progress, for an upstream whose SNI comes
+    /// from the Host (its tag is `Exchange::sni`); read when a connection is opened for it.
+    /// Each string keeps its capacity, so writing the name does not allocate.
+    sni_names: Vec<String>,
     timers: TimerWheel<(TimerKey, u64)>,
     bufs: BufPool,
     shared: Arc<Shared>,
@@ -719,6 +730,7 @@ impl Core {
             ewma: uses_ewma(&cfg),
             generation: 0,
             tries: Vec::new(),
+            sni_names: Vec::new(),
             timers: TimerWheel::new(0),
             bufs: BufPool::new(cfg.client.max_head_bytes.max(BUF_BYTES), MAX_BUFFERS),
             limits: Limits {
@@ -886,7 +898,9 @@ impl Core {
                 }
                 Control::ShedIdle { node, from } => {
                     if node < self.pools.len() {
-                        if let Some(uid) = self.checkout_idle(node) {
+                        // Any name: the other core's release matches it to a waiter or, for
+                        // another name, frees its budget (`release_up`).
+                        if let Some(uid) = self.checkout_idle(node, None) {
                             self.hand_over(uid, from);
                         }
                     }
@@ -952,7 +966,7 @@ impl Core {
                 }
                 self.close_up(uid, CloseReason::Removed);
             }
-            while let Some(cid) = self.next_waiter(pid) {
+            while let Some(cid) = self.next_waiter(pid, None) {
                 self.fail_waiter(cid, 502);
             }
         }
@@ -1006,8 +1020,13 @@ impl Core {
                     continue; // health checks took it out: it would only be closed again
                 }
                 let have = self.pools[node].idle_len() + self.pools[node].connecting as usize;
+                // Warm connections carry the node's name (and tag).
+                let tag = shared
+                    .pool(node)
+                    .and_then(|p| p.tls.as_ref())
+                    .map_or(0, |t| t.node_tag);
                 for _ in have..want {
-                    if self.connect(node, None, &set).is_err() {
+                    if self.connect(node, None, &set, tag).is_err() {
                         break;
                     }
                 }
@@ -1471,6 +1490,27 @@ impl Core {
             return self.answer(cid, 431, false);
         }
         to_up.push(&self.out);
+        // The SNI follows the Host sent upstream when the pool takes it from the request; a
+        // Host rustls cannot use as a name gets the node's name, as warm connections do.
+        let sni = match pool.tls.as_ref().filter(|t| t.from_request) {
+            None => 0,
+            Some(t) => {
+                if self.sni_names.len() <= cid {
+                    // Grows with the highest client id, as the slab does; not per request.
+                    self.sni_names.resize_with(cid + 1, String::new);
+                }
+                let out = &mut self.sni_names[cid];
+                let sent = h.host.map_or(pool.host.as_bytes(), |s| s.of(src));
+                match tls::request_sni(&self.process.sni_key, sent, out) {
+                    Some(tag) => tag,
+                    None => {
+                        out.clear();
+                        out.push_str(&t.name.to_str());
+                        t.node_tag
+                    }
+                }
+            }
+        };
         c.rbuf.as_mut().expect("present").consume(h.head_len);
         self.counters.nodes[node].requests += 1;
         let req = match h.body {
@@ -1480,6 +1520,7 @@ impl Core {
         };
         let fresh = Exchange {
             node,
+            sni,
             set,
             up: None,
             reused: false,
@@ -1531,7 +1572,7 @@ impl Core {
                 t.tried_at = self.now;
             }
             if !fresh {
-                if let Some(uid) = self.checkout_idle(node) {
+                if let Some(uid) = self.checkout_idle(node, Some(ex.sni)) {
                     let u = self.ups.get_mut(uid).expect("idle connection exists");
                     u.state = UpState::Active;
                     u.owner = Some(cid);
@@ -1543,7 +1584,23 @@ impl Core {
                     return (Phase::Exchange(ex), Step::Continue);
                 }
             }
-            match self.connect(node, Some(cid), &ex.set) {
+            let mut opened = self.connect(node, Some(cid), &ex.set, ex.sni);
+            if matches!(opened, Err(ConnectError::Budget))
+                && ex.sni != 0
+                && self.pools[node].idle_len() > 0
+            {
+                // The budget is held by idle connections made for other names (none fit this
+                // request): the least recently used gives way, then this request tries again,
+                // behind any waiter the freed budget serves first.
+                if let Some(old) = self.pools[node].oldest_idle() {
+                    if let Some(o) = self.ups.get_mut(old) {
+                        o.state = UpState::Active; // out of the idle list already
+                    }
+                    self.close_up(old, CloseReason::Evicted);
+                    opened = self.connect(node, Some(cid), &ex.set, ex.sni);
+                }
+            }
+            match opened {
                 Ok(uid) => {
                     ex.up = Some(uid);
                     ex.reused = false;
@@ -1744,8 +1801,13 @@ impl Core {
         true
     }
 
-    fn checkout_idle(&mut self, node: usize) -> Option<usize> {
-        while let Some(uid) = self.pools[node].take_idle() {
+    /// The most recently used idle connection of pool `node` made for the SNI tag `want` (any
+    /// with None), closing on the way those the upstream closed or that outlived their time.
+    fn checkout_idle(&mut self, node: usize, want: Option<u64>) -> Option<usize> {
+        loop {
+            let ups = &self.ups;
+            let fits = |uid: &usize| want.is_none_or(|w| ups.get(*uid).is_some_and(|u| u.sni == w));
+            let uid = self.pools[node].take_idle_where(fits)?;
             let u = self.ups.get_mut(uid)?;
             if !up_quiet(u) {
                 // EOF or stray bytes arrived while it sat idle: the upstream is done with it.
@@ -1763,24 +1825,34 @@ impl Core {
             self.counters.nodes[node].reuse_idle_age.record(age);
             return Some(uid);
         }
-        None
     }
 
-    /// Opens a connection to pool `node` under `set`'s caps and connect timeout.
+    /// Opens a connection to pool `node` under `set`'s caps and connect timeout, for the SNI
+    /// tag `sni`: where the pool takes SNI from the request, the name is the owner's
+    /// (`sni_names`), or the node's for a connection opened without a request.
     fn connect(
         &mut self,
         node: PoolId,
         owner: Option<usize>,
         set: &UpSettings,
+        sni: u64,
     ) -> Result<usize, ConnectError> {
         let Some(pool) = self.shared.pool(node) else {
             // The node left the configuration while the request waited.
             return Err(ConnectError::Failed);
         };
         let addr = pool.addr;
+        let per_request = pool.tls.as_ref().is_some_and(|t| t.from_request);
+        let sni = if per_request { sni } else { 0 };
         let tls = match &pool.tls {
             // Per connection, not per request: an Arc clone and the session's allocations.
-            Some(t) => match ClientConnection::new(t.config.clone(), t.name.clone()) {
+            Some(t) => match ClientConnection::new(t.config.clone(), {
+                let asked = owner
+                    .filter(|_| sni != 0 && sni != t.node_tag)
+                    .and_then(|cid| self.sni_names.get(cid))
+                    .and_then(|n| ServerName::try_from(n.as_str()).ok());
+                asked.map_or_else(|| t.name.clone(), |n| n.to_owned())
+            }) {
                 Ok(conn) => Some(Box::new(Connection::Client(conn))),
                 Err(e) => {
                     warn!("TLS to {addr}: {e}");
@@ -1853,6 +1925,7 @@ impl Core {
             hint: KeepAliveHint::default(),
             idle_since: 0,
             connect_ms: 0,
+            sni,
         });
         self.pools[node].open += 1;
         self.pools[node].connecting += 1;
@@ -2552,12 +2625,17 @@ impl Core {
                         }
                         Handshake::Failed(why) => {
                             node.tls_handshake_failures += 1;
-                            let sni = self
-                                .shared
-                                .pool(u.node)
-                                .and_then(|p| p.tls.as_ref())
-                                .map(|t| t.name.to_str().into_owned())
-                                .unwrap_or_default();
+                            let pool_tls = self.shared.pool(u.node).and_then(|p| p.tls.as_ref());
+                            let asked = u
+                                .owner
+                                .filter(|_| pool_tls.is_some_and(|t| u.sni != t.node_tag))
+                                .and_then(|cid| self.sni_names.get(cid))
+                                .map(String::as_str);
+                            let sni = match (asked, pool_tls) {
+                                (Some(n), _) => n.to_owned(),
+                                (None, Some(t)) => t.name.to_str().into_owned(),
+                                (None, None) => String::new(),
+                            };
                             if self.tls_warned.len() <= u.node {
                                 self.tls_warned.resize(u.node + 1, 0);
                             }
@@ -2654,10 +2732,16 @@ impl Core {
             self.close_up(uid, CloseReason::Stale);
             return;
         }
-        let (opened_at, capped) = (u.opened_at, u.max_connections > 0);
-        // Hand it straight to a waiter if there is one.
-        if let Some(cid) = self.next_waiter(node) {
+        let (opened_at, capped, sni) = (u.opened_at, u.max_connections > 0, u.sni);
+        // Hand it straight to a waiter for its name if there is one.
+        if let Some(cid) = self.next_waiter(node, Some(sni)) {
             self.attach(uid, cid, true);
+            return;
+        }
+        if capped && self.pools[node].has_waiters() {
+            // Requests wait for connections made for other names while this one holds budget
+            // they need: close it, so the freed budget opens one for them (`budget_freed`).
+            self.close_up(uid, CloseReason::Evicted);
             return;
         }
         if capped {
@@ -2736,28 +2820,37 @@ impl Core {
         self.pending.push(cid);
     }
 
-    /// Pops the next client still waiting for this node.
-    fn next_waiter(&mut self, node: PoolId) -> Option<usize> {
-        while let Some(cid) = self.pools[node].next_waiter() {
-            self.budgets[node].remove_waiter(self.id);
-            if let Some(Phase::Exchange(ex)) = self.clients.get(cid).map(|c| &c.phase) {
-                if ex.up.is_none() && ex.node == node {
-                    return Some(cid);
+    /// Pops the first client still waiting for this node whose request needs a connection
+    /// made for the SNI tag `want` (any with None). Clients waiting for other names keep their
+    /// place; clients no longer waiting leave the queue.
+    fn next_waiter(&mut self, node: PoolId, want: Option<u64>) -> Option<usize> {
+        let clients = &self.clients;
+        let (cid, left) =
+            self.pools[node].take_waiter(|cid| match clients.get(cid).map(|c| &c.phase) {
+                Some(Phase::Exchange(ex)) if ex.up.is_none() && ex.node == node => {
+                    if want.is_none_or(|w| ex.sni == w) {
+                        Verdict::Take
+                    } else {
+                        Verdict::Skip
+                    }
                 }
-            }
+                _ => Verdict::Drop,
+            });
+        for _ in 0..left {
+            self.budgets[node].remove_waiter(self.id);
         }
-        None
+        cid
     }
 
     /// Budget was freed for `node`: connect for waiting requests while the caps allow. Each
     /// connection is made under its waiter's own settings.
     fn serve_waiters(&mut self, node: PoolId) {
-        while let Some(cid) = self.next_waiter(node) {
+        while let Some(cid) = self.next_waiter(node, None) {
             let Some(Phase::Exchange(ex)) = self.clients.get(cid).map(|c| &c.phase) else {
                 continue;
             };
-            let set = ex.set;
-            match self.connect(node, Some(cid), &set) {
+            let (set, sni) = (ex.set, ex.sni);
+            match self.connect(node, Some(cid), &set, sni) {
                 Ok(uid) => self.attach(uid, cid, false),
                 Err(ConnectError::Budget) => {
                     // Still no room: back to the head of the queue.
@@ -2828,6 +2921,7 @@ impl Core {
             max_connections: u.max_connections,
             max_connecting: u.max_connecting,
             tls: u.tls,
+            sni: u.sni,
         }));
         if self.process.peers[to].send(msg).is_err() {
             // The message, and the socket with it, is gone: the connection is closed.
@@ -2849,6 +2943,7 @@ impl Core {
             max_connections,
             max_connecting,
             tls,
+            sni,
         } = h;
         let uid = self.ups.vacant_key();
         if node >= self.pools.len() {
@@ -2889,6 +2984,7 @@ impl Core {
             hint,
             idle_since: 0,
             connect_ms: 0,
+            sni,
         });
         self.pools[node].open += 1;
         match self.shared.settings_of_pool(node) {

@@ -18,6 +18,7 @@
 //! configuration; connections already open keep the config they were accepted with.
 
 use std::collections::HashMap;
+use std::hash::RandomState;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,9 @@ pub struct Process {
     /// Client connections open, for `max_client_connections` (touched per connection).
     pub clients_open: AtomicUsize,
     registry: Mutex<Registry>,
+    /// Keys the tags of upstream SNI names (`tls::sni_tag`); one per process, because
+    /// connections move between cores and pools outlive generations.
+    pub sni_key: RandomState,
 }
 
 impl Process {
@@ -77,6 +81,7 @@ impl Process {
             peers,
             clients_open: AtomicUsize::new(0),
             registry: Mutex::new(Registry::default()),
+            sni_key: RandomState::new(),
         }
     }
 
@@ -102,12 +107,23 @@ impl Process {
             for n in &u.nodes {
                 // Files were checked when the configuration was validated; one that changed
                 // since is logged and leaves the pool unable to connect (502), never half-keyed.
-                let material = u.tls.as_ref().and_then(|t| {
+                let mut material = u.tls.as_ref().and_then(|t| {
                     let sni = tls::sni_for(t, &u.pass_host, &n.host);
                     tls::load_client(t, sni)
                         .map_err(|e| error!("upstream {} node {}: {e}", u.name, n.host))
                         .ok()
                 });
+                let from_request = u
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| tls::sni_from_request(t, &u.pass_host));
+                // The node's own name, for connections made without a request.
+                let node_sni = material.as_ref().and_then(|m| m.identity.sni.clone());
+                if let (true, Some(m)) = (from_request, material.as_mut()) {
+                    // Per-request names share a pool (connections are told apart by tag), but
+                    // not with a fixed name on the same address.
+                    m.identity.sni = None;
+                }
                 let key = PoolKey {
                     addr: n.addr,
                     scheme: u.scheme,
@@ -137,12 +153,19 @@ impl Process {
                 // A node listed by several upstreams is one pool; the first listing names it.
                 if pools[id].is_none() {
                     let tls = match (&material, &reg.entries[id].tls) {
-                        (Some(m), Some(config)) => {
-                            tls::server_name(&m.identity.sni).ok().map(|name| UpTls {
+                        (Some(_), Some(config)) => node_sni
+                            .as_deref()
+                            .and_then(|sni| tls::server_name(sni).ok().map(|name| (sni, name)))
+                            .map(|(sni, name)| UpTls {
                                 config: config.clone(),
                                 name,
-                            })
-                        }
+                                from_request,
+                                node_tag: if from_request {
+                                    tls::sni_tag(&self.sni_key, sni)
+                                } else {
+                                    0
+                                },
+                            }),
                         _ => None,
                     };
                     pools[id] = Some(PoolInfo {
@@ -217,7 +240,13 @@ pub enum ListenTls {
 #[derive(Debug, Clone)]
 pub struct UpTls {
     pub config: Arc<ClientConfig>,
+    /// The name of every connection, or with `from_request` of those made without a request.
     pub name: ServerName<'static>,
+    /// The SNI is each request's Host (`pass_host = "pass"`, no `tls.sni`): connections are
+    /// made per name and carry the name's tag (`tls::request_sni`).
+    pub from_request: bool,
+    /// With `from_request`, the tag of `name`; 0 otherwise (every connection fits).
+    pub node_tag: u64,
 }
 
 /// Escapes a Prometheus label value (exposition format: backslash, quote and newline).

@@ -235,6 +235,10 @@ pub struct TlsConnInfo {
     pub client_cert: Option<Vec<u8>>,
     /// Request targets, in order.
     pub targets: Vec<String>,
+    /// The SNI the client sent, if any.
+    pub sni: Option<String>,
+    /// The Host header of each request, in order (empty when absent).
+    pub hosts: Vec<String>,
     pub closed: bool,
 }
 
@@ -381,6 +385,7 @@ fn serve(
     {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         st.conns[id].kind = s.conn.handshake_kind();
+        st.conns[id].sni = s.conn.server_name().map(str::to_owned);
         st.conns[id].client_cert = s
             .conn
             .peer_certificates()
@@ -400,6 +405,11 @@ fn serve(
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             buf.drain(..end + 4);
             let target = head.split(' ').nth(1).unwrap_or("").to_owned();
+            let host = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(n, _)| n.trim().eq_ignore_ascii_case("host"))
+                .map_or(String::new(), |(_, v)| v.trim().to_owned());
             // `/big/N` asks for N bytes, to push records through hearth's back-pressure.
             let body = match target.strip_prefix("/big/").and_then(|n| n.parse().ok()) {
                 Some(n) => crate::common::payload(n, 7)
@@ -413,9 +423,11 @@ fn serve(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             );
-            state.lock().unwrap_or_else(|e| e.into_inner()).conns[id]
-                .targets
-                .push(target);
+            {
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                st.conns[id].targets.push(target);
+                st.conns[id].hosts.push(host);
+            }
             if s.write_all(resp.as_bytes())
                 .and_then(|()| s.flush())
                 .is_err()
