@@ -38,6 +38,17 @@ fn series(name: &str, node: std::net::SocketAddr) -> String {
     format!("hearth_upstream_{name}{{upstream=\"backend\",node=\"{node}\"}}")
 }
 
+/// hearth's TLS handshake counters for `node`: (full, resumed, failed).
+fn handshakes(h: &Hearth, node: std::net::SocketAddr) -> (f64, f64, f64) {
+    let m = h.metrics();
+    let count = |name| metric(&m, &series(name, node));
+    (
+        count("tls_full_handshakes_total"),
+        count("tls_resumed_handshakes_total"),
+        count("tls_handshake_failures_total"),
+    )
+}
+
 #[test]
 fn listener_serves_the_certificate_sni_picks_and_forwards_proto_https() {
     let pki = Pki::new("sni");
@@ -109,15 +120,7 @@ fn upstream_https_is_verified_against_the_configured_ca() {
         let r = h.client().get("/v");
         assert_eq!(r.status, 200, "{tls}: {}", h.logs_text());
         assert!(r.text().ends_with("target=/v"), "{}", r.text());
-        let m = h.metrics();
-        assert_eq!(
-            metric(&m, &series("tls_full_handshakes_total", up.addr())),
-            1.0
-        );
-        assert_eq!(
-            metric(&m, &series("tls_handshake_failures_total", up.addr())),
-            0.0
-        );
+        assert_eq!(handshakes(&h, up.addr()), (1.0, 0.0, 0.0), "{tls}");
     }
 }
 
@@ -255,15 +258,7 @@ fn a_thousand_requests_cost_one_handshake_and_the_next_connection_resumes() {
     assert_eq!(metric(&m, &idle_closes), 1.0, "{m}");
     assert_eq!(c.get("/after").status, 200);
     assert_eq!(up.handshakes(), (1, 1), "{:?}", up.handshake_errors());
-    let m = h.metrics();
-    assert_eq!(
-        metric(&m, &series("tls_full_handshakes_total", up.addr())),
-        1.0
-    );
-    assert_eq!(
-        metric(&m, &series("tls_resumed_handshakes_total", up.addr())),
-        1.0
-    );
+    assert_eq!(handshakes(&h, up.addr()), (1.0, 1.0, 0.0));
 }
 
 #[test]
