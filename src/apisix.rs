@@ -1034,15 +1034,7 @@ mod tests {
     use serde_json::json;
 
     /// The route of issue 5, verbatim apart from its node.
-    pub(crate) const ISSUE_ROUTE: &str = r#"{"upstream":{"timeout":{"connect":180,"read":180,"send":180},
- "keepalive_pool":{"idle_timeout":60,"requests":1000,"size":320},
- "nodes":{"127.0.0.1:20001":100},"pass_host":"node","type":"roundrobin","scheme":"http",
- "hash_on":"vars"},
- "status":1,"priority":0,
- "vars":[["http_X-SW-Authorization-TenantCode","==","tenant"],
-         ["http_X-SW-Authorization-AppCode","IN",["","testapp"]]],
- "name":"tenant_加解密服务_tenant_业务","plugins":{},"uris":["/pki/*"],
- "id":"00000000000000000956","create_time":1729748682,"update_time":1729818639}"#;
+    pub(crate) const ISSUE_ROUTE: &str = include_str!("../tests/data/issue5_route.json");
 
     fn route(v: Value) -> Result<RouteSpec, ApisixError> {
         parse_route("r1", &v)

@@ -14,15 +14,7 @@ use common::*;
 const KEY: &str = "edd1c9f034335f136f87ad84b625c8f1";
 
 /// The route of issue 5 as an APISIX user writes it; only the node is pointed elsewhere.
-const ISSUE_ROUTE: &str = r#"{"upstream":{"timeout":{"connect":180,"read":180,"send":180},
- "keepalive_pool":{"idle_timeout":60,"requests":1000,"size":320},
- "nodes":{"127.0.0.1:20001":100},"pass_host":"node","type":"roundrobin","scheme":"http",
- "hash_on":"vars"},
- "status":1,"priority":0,
- "vars":[["http_X-SW-Authorization-TenantCode","==","tenant"],
-         ["http_X-SW-Authorization-AppCode","IN",["","testapp"]]],
- "name":"tenant_加解密服务_tenant_业务","plugins":{},"uris":["/pki/*"],
- "id":"00000000000000000956","create_time":1729748682,"update_time":1729818639}"#;
+const ISSUE_ROUTE: &str = include_str!("data/issue5_route.json");
 
 /// A config whose file routes only `/file/*` to `file_node`, with the admin API keyed.
 fn keyed(base: Conf) -> String {
