@@ -298,41 +298,6 @@ EOF
 	launch_hearth "$name" "$port" "$dir" "$HEARTH_BIN"
 }
 
-# nginx with the usual https-upstream tuning: keepalive 32 and proxy_ssl_session_reuse on.
-start_nginx_tls() {
-	local name=$1 port=$2 dir=$TMP/$1
-	mkdir -p "$dir"
-	{
-		nginx_common "$dir"
-		cat <<EOF
-http {
-$(nginx_http_common "$dir")
-    upstream u {
-        server 127.0.0.1:$UP_TLS_PORT;
-        keepalive 32;
-        keepalive_requests 1000000;
-        keepalive_timeout 300s;
-    }
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            proxy_pass https://u;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_ssl_session_reuse on;
-            proxy_ssl_server_name on;
-            proxy_ssl_name localhost;
-        }
-    }
-}
-EOF
-	} >"$dir/nginx.conf"
-	start "$dir/out.log" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
-	PID[$name]=$LAST_PID
-	PORT[$name]=$port
-	wait_port "$port" "$LAST_PID"
-}
-
 # The listener and client limits every hearth row shares: keep-alive clients are never cut.
 hearth_front() {
 	cat <<EOF
@@ -380,9 +345,19 @@ EOF
 	launch_hearth "$name" "$port" "$dir" "$binary"
 }
 
-# start_nginx_proxy NAME KEEPALIVE PORT: nginx, one worker, with an upstream pool of KEEPALIVE.
+# start_nginx_proxy NAME KEEPALIVE PORT [https]: nginx, one worker, with an upstream pool of
+# KEEPALIVE; with "https", in front of the origin's TLS listener with the usual tuning
+# (proxy_ssl_session_reuse on, SNI localhost).
 start_nginx_proxy() {
-	local name=$1 keepalive=$2 port=$3 dir=$TMP/$1
+	local name=$1 keepalive=$2 port=$3 scheme=${4:-http} dir=$TMP/$1
+	local upstream_port=$UP_PORT ssl=
+	if [[ $scheme == https ]]; then
+		upstream_port=$UP_TLS_PORT
+		ssl="
+            proxy_ssl_session_reuse on;
+            proxy_ssl_server_name on;
+            proxy_ssl_name localhost;"
+	fi
 	mkdir -p "$dir"
 	{
 		nginx_common "$dir"
@@ -390,7 +365,7 @@ start_nginx_proxy() {
 http {
 $(nginx_http_common "$dir")
     upstream u {
-        server 127.0.0.1:$UP_PORT;
+        server 127.0.0.1:$upstream_port;
         keepalive $keepalive;
         # Same limits as the client side, so nginx does not recycle pooled connections every
         # 1000 requests (its default) and the pool comparison is about pool size alone.
@@ -400,9 +375,9 @@ $(nginx_http_common "$dir")
     server {
         listen 127.0.0.1:$port;
         location / {
-            proxy_pass http://u;
+            proxy_pass $scheme://u;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection "";$ssl
         }
     }
 }
@@ -458,7 +433,7 @@ start_row() {
 	haproxy) start_haproxy haproxy "$2" ;;
 	tls_hearth) start_hearth_tls tls_hearth "$2" 1024 ;;
 	tls_hearth0) start_hearth_tls tls_hearth0 "$2" 0 ;;
-	tls_nginx32) start_nginx_tls tls_nginx32 "$2" ;;
+	tls_nginx32) start_nginx_proxy tls_nginx32 32 "$2" https ;;
 	*) return 1 ;;
 	esac
 }
