@@ -236,6 +236,20 @@ impl Balancer {
         }
     }
 
+    /// What `choose` answers for an upstream of one node, whatever the type (a pick falls back
+    /// to an unusable node when no node is usable), without needing the node's load or health;
+    /// None when there are more. Callers that must gather those for `choose` ask here first.
+    pub fn sole(&self, tried: &mut Tried) -> Option<usize> {
+        if self.len() != 1 {
+            return None;
+        }
+        if tried.covers(1) {
+            *tried = Tried::default();
+        }
+        tried.add(0);
+        Some(0)
+    }
+
     /// The node for a request's next try: an untried usable node, else an untried one whatever
     /// its health, and once every node has been tried, any node again (a new round). Marks the
     /// choice in `tried`. None only for an upstream without nodes.
@@ -246,6 +260,9 @@ impl Balancer {
         tried: &mut Tried,
         usable: impl Fn(usize) -> bool,
     ) -> Option<usize> {
+        if let Some(i) = self.sole(tried) {
+            return Some(i);
+        }
         if tried.covers(self.len()) {
             *tried = Tried::default();
         }

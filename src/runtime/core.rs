@@ -1697,22 +1697,13 @@ impl Core {
     /// Chooses a node of upstream `up` for a request's next try (`Balancer::choose`: untried
     /// and usable first) and marks it in `tried`.
     fn choose_node(&mut self, up: usize, hash: u64, tried: &mut Tried) -> Option<PoolId> {
-        if let [only] = self.shared.up_nodes.get(up).map_or(&[][..], Vec::as_slice) {
-            if self.balancers.get(up).is_some_and(|b| b.len() == 1) {
-                // What `choose` answers for every balancing type when there is one node (it
-                // falls back to an unusable node when no node is usable), without taking the
-                // balancer out of its table and asking for the node's load and health.
-                if tried.covers(1) {
-                    *tried = Tried::default();
-                }
-                tried.add(0);
-                return Some(*only);
-            }
+        let nodes = self.shared.up_nodes.get(up).map_or(&[][..], Vec::as_slice);
+        if let Some(i) = self.balancers.get(up)?.sole(tried) {
+            return nodes.get(i).copied();
         }
         // Out of its table for the pick, so the predicates can read the whole core. An empty
         // balancer holds no heap memory: this moves a few words and allocates nothing.
         let mut b = mem::take(self.balancers.get_mut(up)?);
-        let nodes = self.shared.up_nodes.get(up).map_or(&[][..], Vec::as_slice);
         let pick = b.choose(
             hash,
             |i| nodes.get(i).map_or_else(Load::default, |&p| self.load(p)),
