@@ -50,6 +50,7 @@ use crate::route::{Request, Router, Vars};
 use crate::runtime::control::{Control, Handover};
 use crate::runtime::generation::{host_override, ListenTls, PoolId, Process, Shared, UpSettings};
 use crate::slab::Slab;
+use crate::sys::Raw;
 use crate::timer::TimerWheel;
 use crate::tls;
 use crate::upstream::pool::{self, CloseReason, KeepAliveHint, NodeBudget, NodePool, Verdict};
@@ -314,7 +315,7 @@ fn read_into(sock: &mut TcpStream, buf: &mut Buf, ready: &mut bool, hup: bool) -
     }
     let want = spare.len();
     loop {
-        match sock.read(spare) {
+        match Raw::of(sock).read(spare) {
             Ok(0) => return ReadOutcome::Eof,
             Ok(n) => {
                 buf.fill(n);
@@ -338,7 +339,7 @@ fn read_into(sock: &mut TcpStream, buf: &mut Buf, ready: &mut bool, hup: bool) -
 fn write_from(sock: &mut TcpStream, data: &[u8], ready: &mut bool) -> Result<usize, ()> {
     let mut done = 0;
     while done < data.len() && *ready {
-        match sock.write(&data[done..]) {
+        match Raw::of(sock).write(&data[done..]) {
             Ok(0) => return Err(()),
             Ok(n) => {
                 done += n;
@@ -387,7 +388,7 @@ struct ShortRead<'a> {
 
 impl Read for ShortRead<'_> {
     fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-        let n = self.sock.read(b)?;
+        let n = Raw::of(self.sock).read(b)?;
         self.short = n < b.len();
         Ok(n)
     }
@@ -397,7 +398,7 @@ impl Read for ShortRead<'_> {
 fn tls_flush(sock: &mut TcpStream, tls: &mut Connection, writable: &mut bool) -> Result<bool, ()> {
     let mut progress = false;
     while tls.wants_write() && *writable {
-        match tls.write_tls(sock) {
+        match tls.write_tls(&mut Raw::of(sock)) {
             Ok(0) => return Err(()),
             Ok(_) => progress = true,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
