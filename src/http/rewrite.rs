@@ -52,7 +52,8 @@ pub fn request_head(
     let named = ConnectionNames::new(src, headers, head.connection_lists_fields);
     let upgrade = head.upgrade.is_some();
     let mut forwarded_for = false;
-    for h in headers {
+    let mut lines = Lines::new(src, headers, head.head_len);
+    for (i, h) in headers.iter().enumerate() {
         let name = h.name.of(src);
         let copy = match field_name(name) {
             FieldName::Upgrade => upgrade,
@@ -75,9 +76,10 @@ pub fn request_head(
             | FieldName::XForwardedHost => false,
         };
         if copy {
-            field(out, name, h.value.of(src));
+            lines.keep(i, out);
         }
     }
+    lines.finish(out);
     if upgrade {
         field(out, b"Connection", b"upgrade");
     }
@@ -154,7 +156,8 @@ pub fn response_head(
     let pass_length = head.body == RespBody::None && head.status >= 200 && head.status != 204;
     let named = ConnectionNames::new(src, headers, head.connection_lists_fields);
     let mut length_written = false;
-    for h in headers {
+    let mut lines = Lines::new(src, headers, head.head_len);
+    for (i, h) in headers.iter().enumerate() {
         let name = h.name.of(src);
         let copy = match field_name(name) {
             FieldName::Upgrade => switching,
@@ -179,9 +182,10 @@ pub fn response_head(
             | FieldName::Trailer => false,
         };
         if copy {
-            field(out, name, h.value.of(src));
+            lines.keep(i, out);
         }
     }
+    lines.finish(out);
 
     let mut close_delimited = false;
     match head.body {
@@ -206,6 +210,54 @@ pub fn response_head(
         field(out, b"Connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Copies kept field lines as received, CRLF included, each run of consecutive kept lines in one
+/// copy: the common response keeps all but its framing and Connection lines, so this is one or
+/// two copies where writing name and value afresh was four appends per field. Line `i` runs from
+/// its name to the next line's name; the last one to the blank line that ends the head. The
+/// parser has refused everything that would make a line's bytes mean something else to the next
+/// hop (obs-fold, bare CR or LF, whitespace before the colon), so verbatim is exact.
+struct Lines<'a> {
+    src: &'a [u8],
+    headers: &'a [Header],
+    /// Where the blank line ending the head starts.
+    blank: usize,
+    /// The run of kept lines not yet copied.
+    run: std::ops::Range<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(src: &'a [u8], headers: &'a [Header], head_len: usize) -> Self {
+        Lines {
+            src,
+            headers,
+            blank: head_len.saturating_sub(2),
+            run: 0..0,
+        }
+    }
+
+    /// Keeps line `i`.
+    fn keep(&mut self, i: usize, out: &mut Vec<u8>) {
+        let start = self.headers[i].name.start as usize;
+        let end = self
+            .headers
+            .get(i + 1)
+            .map_or(self.blank, |next| next.name.start as usize);
+        if self.run.end != start || self.run.is_empty() {
+            self.finish(out);
+            self.run.start = start;
+        }
+        self.run.end = end;
+    }
+
+    /// Copies the pending run.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(bytes) = self.src.get(self.run.clone()) {
+            out.extend_from_slice(bytes);
+        }
+        self.run = 0..0;
+    }
 }
 
 /// The field names listed in a message's Connection fields (RFC 9110 §7.6.1), read in place.
@@ -447,6 +499,12 @@ mod tests {
                 "OPTIONS * HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
             ),
             (
+                "kept lines go out as received, whitespace and all, in runs around dropped ones",
+                b"GET / HTTP/1.1\r\nX-A:  1 \r\nX-B:\t2\r\nKeep-Alive: 1\r\nX-C:3\r\nHost: h\r\nX-D: \r\n\r\n",
+                &plain(V4),
+                "GET / HTTP/1.1\r\nHost: h\r\nX-A:  1 \r\nX-B:\t2\r\nX-C:3\r\nX-D: \r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
                 "underscore aliases of known fields dropped, other underscore names kept",
                 b"GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nx_forwarded_proto: https\r\nX_Forwarded-Host: evil\r\nKeep_Alive: 1\r\nProxy_Connection: close\r\nIdempotency_Key: k\r\nX_Api_Key: secret\r\n\r\n",
                 &plain(V4),
@@ -496,6 +554,12 @@ mod tests {
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n",
                 &ka11,
                 "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\n",
+            ),
+            (
+                "nginx's answer: one run kept as received, then framing",
+                b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 2026 10:00:00 GMT\r\nContent-Type:  text/plain \r\nContent-Length: 6\r\nConnection: keep-alive\r\nX-Last:\tz\r\n\r\n",
+                &ka11,
+                "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 2026 10:00:00 GMT\r\nContent-Type:  text/plain \r\nX-Last:\tz\r\nContent-Length: 6\r\n\r\n",
             ),
             (
                 "http/1.0 client told keep-alive",
