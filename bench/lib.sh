@@ -72,6 +72,13 @@ build_hearth() {
 	(cd "$ROOT" && cargo build --release --quiet)
 }
 
+# The floor row's forwarder, examples/floor.rs.
+FLOOR_BIN=$ROOT/target/release/examples/floor
+build_floor() {
+	say "building the floor forwarder (cargo build --release --example floor)"
+	(cd "$ROOT" && cargo build --release --quiet --example floor)
+}
+
 # ---------------------------------------------------------------------------------------------
 # Processes: everything started here is in PIDS and goes when the script does, however it ends.
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/hearth-bench.XXXXXX")
@@ -165,7 +172,7 @@ cpu_ticks() {
 # The origin and the proxies. Per row name: PORT, PID and LABEL.
 declare -A PORT=() PID=() ADMIN=() LABEL=(
 	[direct]="direct (no proxy)" [hearth]="hearth" [hearth2]="hearth, 2 workers"
-	[hearthb]="hearth, base build"
+	[hearthb]="hearth, base build" [floor]="floor (bare forwarder)"
 	[nginx32]="nginx keepalive 32" [nginx64]="nginx keepalive 64" [haproxy]="HAProxy"
 	[tls_hearth]="hearth, https pool" [tls_hearth0]="hearth, https size 0"
 	[tls_nginx32]="nginx 32, ssl reuse"
@@ -345,6 +352,18 @@ EOF
 	launch_hearth "$name" "$port" "$dir" "$binary"
 }
 
+# start_floor NAME PORT: examples/floor.rs relaying to the origin, one upstream connection per
+# client; the least a user-space proxy can cost here, to measure hearth against.
+start_floor() {
+	local name=$1 port=$2 dir=$TMP/$1
+	mkdir -p "$dir"
+	[[ -x $FLOOR_BIN ]] || return 1
+	start "$dir/floor.log" "$FLOOR_BIN" "127.0.0.1:$port" "127.0.0.1:$UP_PORT"
+	PID[$name]=$LAST_PID
+	PORT[$name]=$port
+	wait_port "$port" "$LAST_PID"
+}
+
 # start_nginx_proxy NAME KEEPALIVE PORT [https]: nginx, one worker, with an upstream pool of
 # KEEPALIVE; with "https", in front of the origin's TLS listener with the usual tuning
 # (proxy_ssl_session_reuse on, SNI localhost).
@@ -428,6 +447,7 @@ start_row() {
 	hearth) start_hearth hearth "$2" 1 "${3:-}" ;;
 	hearth2) start_hearth hearth2 "$2" 2 ;;
 	hearthb) start_hearth hearthb "$2" 1 ;;
+	floor) start_floor floor "$2" ;;
 	nginx32) start_nginx_proxy nginx32 32 "$2" ;;
 	nginx64) start_nginx_proxy nginx64 64 "$2" ;;
 	haproxy) start_haproxy haproxy "$2" ;;

@@ -13,10 +13,10 @@ from this one run, never figures from elsewhere.
 import statistics
 import sys
 
-ORDER = ["direct", "hearth", "hearth2", "hearthb", "nginx32", "nginx64", "haproxy",
+ORDER = ["direct", "hearth", "hearth2", "hearthb", "floor", "nginx32", "nginx64", "haproxy",
          "tls_hearth", "tls_hearth0", "tls_nginx32"]
 LABEL = {"direct": "direct (no proxy)", "hearth": "hearth", "hearth2": "hearth, 2 workers",
-         "hearthb": "hearth, base build",
+         "hearthb": "hearth, base build", "floor": "floor (bare forwarder)",
          "nginx32": "nginx keepalive 32", "nginx64": "nginx keepalive 64", "haproxy": "HAProxy",
          "tls_hearth": "hearth, https pool", "tls_hearth0": "hearth, https size 0",
          "tls_nginx32": "nginx 32, ssl reuse"}
@@ -66,6 +66,15 @@ def ratio(med, a, b, i):
     return x / y if x is not None and y else None
 
 
+def ratios(med, a, b):
+    """Row a's figures over row b's, one "what N.NNx" per compared figure."""
+    parts = []
+    for i, what, _ in RATIOS:
+        r = ratio(med, a, b, i)
+        parts.append(f"{what} {r:.2f}x" if r is not None else f"{what} n/a")
+    return ", ".join(parts)
+
+
 def main():
     results, idle_path, shapes, idle_conns = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4]
     runs = {}
@@ -99,11 +108,7 @@ def main():
         if shape == "https":
             for a, b in (("tls_hearth", "tls_hearth0"), ("tls_hearth", "tls_nginx32")):
                 if a in med and b in med:
-                    parts = []
-                    for i, what, _ in RATIOS:
-                        r = ratio(med, a, b, i)
-                        parts.append(f"{what} {r:.2f}x" if r is not None else f"{what} n/a")
-                    print(f"- {LABEL[a]} / {LABEL[b]}: " + ", ".join(parts))
+                    print(f"- {LABEL[a]} / {LABEL[b]}: " + ratios(med, a, b))
             print()
             continue
         if "hearth" not in med:
@@ -113,23 +118,18 @@ def main():
             if peer not in med:
                 print(f"- hearth / {LABEL[peer]}: {LABEL[peer]} not measured")
                 continue
-            parts = []
-            for i, what, _ in RATIOS:
-                r = ratio(med, "hearth", peer, i)
-                parts.append(f"{what} {r:.2f}x" if r is not None else f"{what} n/a")
-            print(f"- hearth / {LABEL[peer]}: " + ", ".join(parts))
+            print(f"- hearth / {LABEL[peer]}: " + ratios(med, "hearth", peer))
         if "hearth2" in med:
-            parts = []
-            for i, what, _ in RATIOS:
-                r = ratio(med, "hearth2", "hearth", i)
-                parts.append(f"{what} {r:.2f}x" if r is not None else f"{what} n/a")
-            print("- hearth 2 workers / 1 worker: " + ", ".join(parts))
+            print("- hearth 2 workers / 1 worker: " + ratios(med, "hearth2", "hearth"))
+        if "floor" in med:
+            # What the kernel and the machine leave: the floor's own ratios bound what any proxy
+            # could reach against the same peers in this run.
+            for peer in ("haproxy", "nginx64"):
+                if peer in med:
+                    print(f"- floor / {LABEL[peer]}: " + ratios(med, "floor", peer))
+            print("- hearth / floor: " + ratios(med, "hearth", "floor"))
         if "hearthb" in med:
-            parts = []
-            for i, what, _ in RATIOS:
-                r = ratio(med, "hearth", "hearthb", i)
-                parts.append(f"{what} {r:.2f}x" if r is not None else f"{what} n/a")
-            print("- hearth / base build: " + ", ".join(parts))
+            print("- hearth / base build: " + ratios(med, "hearth", "hearthb"))
         print()
 
     idle, idle_per = {}, {}
@@ -189,6 +189,13 @@ def print_targets(med, runs, idle_per):
            "%.2f KiB", "<=", 1.0)
     target("2 workers: req/s above 1 worker's", ratio(med, "hearth2", "hearth", RPS), "%.2fx", ">", 1.0)
     print(table(["target", "measured", "result"], rows) + "\n")
+    if "floor" in med:
+        # The same ratios for a forwarder with no features show how much of each target the
+        # machine itself leaves to any proxy.
+        print("For scale, the floor row (examples/floor.rs: bytes relayed over one upstream connection")
+        print("per client, no parsing, no pool) in this run: " + ratios(med, "floor", "nginx64")
+              .replace("req/s", "req/s vs nginx keepalive 64", 1) + "; vs HAProxy: "
+              + ratios(med, "floor", "haproxy") + ".\n")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@
 #                 /big, 16 KiB answers, 50 conns), https (GET /, 50 conns, proxies talk TLS to
 #                 the origin: hearth with its pool, hearth with size 0, nginx keepalive 32 with
 #                 proxy_ssl_session_reuse on)                    (default "small c500 body https")
-#   PROXIES       any of: hearth hearth2 hearthb nginx32 nginx64 haproxy (default all but
+#   PROXIES       any of: hearth hearth2 hearthb floor nginx32 nginx64 haproxy (default all but
 #                 hearthb); hearth2 (two workers) runs in the small shape only, to compare with
-#                 hearth; hearthb is one worker of HEARTH_BASE_BIN, for A/B within one run
+#                 hearth; hearthb is one worker of HEARTH_BASE_BIN, for A/B within one run;
+#                 floor is examples/floor.rs, a forwarder that does nothing but relay bytes over
+#                 one upstream connection per client, the least any proxy can cost here
 #   HEARTH_BIN    the hearth binary under test (target/release/hearth, built first)
 #   HEARTH_BASE_BIN  the binary of the hearthb row (e.g. an older commit's release build)
 #   IDLE_CONNS    idle keep-alive connections for the RSS measure (10000; 0 skips it)
@@ -36,7 +38,7 @@ DURATION=${DURATION:-10}
 SIDE_DURATION=${SIDE_DURATION:-4}
 WARMUP=${WARMUP:-2}
 SHAPES=${SHAPES:-small c500 body https}
-PROXIES=${PROXIES:-hearth hearth2 nginx32 nginx64 haproxy}
+PROXIES=${PROXIES:-hearth hearth2 floor nginx32 nginx64 haproxy}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_PROXIES=${IDLE_PROXIES:-hearth nginx64 haproxy}
 STRACE=${STRACE:-3}
@@ -59,7 +61,7 @@ for shape in $SHAPES; do
 	case $shape in small | c500 | body | https) ;; *) die "unknown shape '$shape' (small, c500, body, https)" ;; esac
 done
 for proxy in $PROXIES; do
-	case $proxy in hearth | hearth2 | hearthb | nginx32 | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy'" ;; esac
+	case $proxy in hearth | hearth2 | hearthb | floor | nginx32 | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy'" ;; esac
 done
 for proxy in $IDLE_PROXIES; do
 	case $proxy in hearth | nginx32 | nginx64 | haproxy) ;; *) die "unknown idle proxy '$proxy'" ;; esac
@@ -105,6 +107,11 @@ if in_list hearth "$PROXIES $IDLE_PROXIES" || in_list hearth2 "$PROXIES"; then
 		IDLE_PROXIES=$(tr " " "\n" <<<"$IDLE_PROXIES" | grep -vx hearth | tr "\n" " " || true)
 		STRACE=0
 	fi
+fi
+
+if in_list floor "$PROXIES" && ! build_floor; then
+	say "floor: build FAILED; continuing without the floor row"
+	PROXIES=$(tr " " "\n" <<<"$PROXIES" | grep -vx floor | tr "\n" " " || true)
 fi
 
 # Other work on the machine moves every figure; say how busy it was.
@@ -397,6 +404,9 @@ fi
 	echo "utime+stime over the run divided by requests; syscalls/req counts raw_syscalls:sys_enter"
 	echo "with perf; upstream conns/10k req comes from the origin's stub_status accepts; RSS is the"
 	echo "proxy's VmRSS after the run; errors sums non-2xx/3xx answers and socket errors over all runs."
+	echo "The floor row is examples/floor.rs, which relays bytes over one upstream connection per"
+	echo "client and does nothing else: what it costs is the kernel's and the machine's share, which"
+	echo "bounds what any proxy can reach against the same peers in the same run."
 	echo
 	cat "$TABLES"
 	if [[ -s $METRICS ]]; then
