@@ -203,6 +203,82 @@ fn response_body_of_4_mib_arrives_byte_exact() {
     );
 }
 
+/// Large answers in each framing that is relayed verbatim (length, chunked, close-delimited) to a
+/// client with a 4 KiB receive window that waits before reading the first: hearth's send buffer
+/// fills (loopback grows it to a few MiB, hence the 6 MiB answer), so sends straight from the
+/// upstream buffer come up short and the rest is queued behind them. Every byte arrives, in
+/// order, and the connection stays in step between the answers.
+#[test]
+fn big_answers_to_a_narrow_window_client_arrive_byte_exact() {
+    let sized = Arc::new(payload(6 << 20, 21));
+    let chunks = Arc::new([
+        payload(200_000, 22),
+        payload(65_536, 23),
+        payload(5_000, 24),
+    ]);
+    let closing = Arc::new(payload(300_000, 25));
+    let (s, c, e) = (
+        Arc::clone(&sized),
+        Arc::clone(&chunks),
+        Arc::clone(&closing),
+    );
+    let mock = MockUpstream::start(move |req, _| match req.target.as_str() {
+        "/sized" => Reply::ok(s.as_slice()),
+        "/chunked" => Reply::chunked(&[&c[0], &c[1], &c[2]], &[]),
+        _ => Reply::close_delimited(e.as_slice()),
+    });
+    let h = conf(&[mock.addr()]).start();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&h.addr().into()).unwrap();
+    let stream: std::net::TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut wire = common::wire::Wire::new(stream);
+
+    wire.write_all(&get("/sized")).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let head = wire.read_head(65_536).unwrap().expect("a head for /sized");
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let body = wire.take_exact(sized.len()).unwrap();
+    assert_same_bytes(&body, &sized, "6 MiB answer with Content-Length");
+
+    wire.write_all(&get("/chunked")).unwrap();
+    let head = wire
+        .read_head(65_536)
+        .unwrap()
+        .expect("a head for /chunked");
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let got = wire.read_chunked().unwrap();
+    assert_same_bytes(
+        &got.body,
+        &chunks.concat(),
+        "chunked answer, relayed chunked",
+    );
+
+    wire.write_all(&get("/closing")).unwrap();
+    let head = wire
+        .read_head(65_536)
+        .unwrap()
+        .expect("a head for /closing");
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let body = wire.read_to_close().unwrap();
+    assert_same_bytes(&body, &closing, "answer delimited by the upstream's close");
+}
+
 // 3. A chunked request body stays chunked and decodes to the same bytes.
 #[test]
 fn chunked_request_body_is_relayed_chunked_and_exact() {
