@@ -132,17 +132,20 @@ mod raw_tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (b, _) = listener.accept().unwrap();
-        assert_eq!(Raw::of(&a).write(b"hello").unwrap(), 5);
-        let mut got = [0u8; 16];
-        let mut n = 0;
         // Loopback delivers at once, but do not rely on one read taking all five bytes.
-        for _ in 0..100 {
-            n += Raw::of(&b).read(&mut got[n..]).unwrap();
-            if n == 5 {
-                break;
+        let read5 = || {
+            let mut got = [0u8; 5];
+            let mut n = 0;
+            for _ in 0..100 {
+                n += Raw::of(&b).read(&mut got[n..]).unwrap();
+                if n == 5 {
+                    break;
+                }
             }
-        }
-        assert_eq!(&got[..n], b"hello");
+            got[..n].to_vec()
+        };
+        assert_eq!(Raw::of(&a).write(b"hello").unwrap(), 5);
+        assert_eq!(read5(), b"hello");
 
         // Several buffers in one call, in order.
         let parts = [
@@ -151,14 +154,8 @@ mod raw_tests {
             io::IoSlice::new(b"cde"),
         ];
         assert_eq!(Raw::of(&a).write_vectored(&parts).unwrap(), 5);
-        let mut n = 0;
-        for _ in 0..100 {
-            n += Raw::of(&b).read(&mut got[n..]).unwrap();
-            if n == 5 {
-                break;
-            }
-        }
-        assert_eq!(&got[..n], b"abcde");
+        assert_eq!(read5(), b"abcde");
+        let mut got = [0u8; 16];
 
         // Nothing to read on a non-blocking socket: WouldBlock, from errno.
         b.set_nonblocking(true).unwrap();

@@ -236,28 +236,21 @@ fn big_answers_to_a_narrow_window_client_arrive_byte_exact() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut wire = common::wire::Wire::new(stream);
+    // Asks for `path`, after `wait` reads its head, which must be a 200.
+    let ask = |wire: &mut common::wire::Wire, path: &str, wait: Duration| {
+        wire.write_all(&get(path)).unwrap();
+        thread::sleep(wait);
+        let head = wire.read_head(65_536).unwrap();
+        let head = head.unwrap_or_else(|| panic!("no head for {path}"));
+        let text = String::from_utf8_lossy(&head);
+        assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
+    };
 
-    wire.write_all(&get("/sized")).unwrap();
-    thread::sleep(Duration::from_millis(300));
-    let head = wire.read_head(65_536).unwrap().expect("a head for /sized");
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    ask(&mut wire, "/sized", Duration::from_millis(300));
     let body = wire.take_exact(sized.len()).unwrap();
     assert_same_bytes(&body, &sized, "6 MiB answer with Content-Length");
 
-    wire.write_all(&get("/chunked")).unwrap();
-    let head = wire
-        .read_head(65_536)
-        .unwrap()
-        .expect("a head for /chunked");
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    ask(&mut wire, "/chunked", Duration::ZERO);
     let got = wire.read_chunked().unwrap();
     assert_same_bytes(
         &got.body,
@@ -265,16 +258,7 @@ fn big_answers_to_a_narrow_window_client_arrive_byte_exact() {
         "chunked answer, relayed chunked",
     );
 
-    wire.write_all(&get("/closing")).unwrap();
-    let head = wire
-        .read_head(65_536)
-        .unwrap()
-        .expect("a head for /closing");
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    ask(&mut wire, "/closing", Duration::ZERO);
     let body = wire.read_to_close().unwrap();
     assert_same_bytes(&body, &closing, "answer delimited by the upstream's close");
 }
