@@ -244,40 +244,23 @@ impl Dynamic {
             m.entry("update_time").or_insert_with(|| Value::from(now));
         }
         let stored = value.clone();
-        let created = match parsed {
+        let existed = match parsed {
             Parsed::Route(parsed) => {
-                let old = st.routes.insert(
-                    id.to_owned(),
-                    Entry {
-                        value: stored,
-                        parsed,
-                    },
-                );
-                let created = old.is_none();
-                let result = self.commit(&mut st, mode);
-                if result.is_err() || mode == Mode::Check {
-                    restore(&mut st.routes, id, old);
-                }
-                result?;
-                created
+                let entry = Entry {
+                    value: stored,
+                    parsed,
+                };
+                self.change(&mut st, |s| &mut s.routes, id, Some(entry), mode)?
             }
             Parsed::Upstream(parsed) => {
-                let old = st.upstreams.insert(
-                    id.to_owned(),
-                    Entry {
-                        value: stored,
-                        parsed: *parsed,
-                    },
-                );
-                let created = old.is_none();
-                let result = self.commit(&mut st, mode);
-                if result.is_err() || mode == Mode::Check {
-                    restore(&mut st.upstreams, id, old);
-                }
-                result?;
-                created
+                let entry = Entry {
+                    value: stored,
+                    parsed: *parsed,
+                };
+                self.change(&mut st, |s| &mut s.upstreams, id, Some(entry), mode)?
             }
         };
+        let created = !existed;
         if mode == Mode::Apply {
             info!(
                 "admin: {} {}",
@@ -343,12 +326,10 @@ impl Dynamic {
         let not_found = || ChangeError::NotFound(format!("{} not found", key(kind, id)));
         match kind {
             Kind::Route => {
-                let old = st.routes.remove(id).ok_or_else(not_found)?;
-                let result = self.commit(&mut st, mode);
-                if result.is_err() || mode == Mode::Check {
-                    st.routes.insert(id.to_owned(), old);
+                if !st.routes.contains_key(id) {
+                    return Err(not_found());
                 }
-                result?;
+                self.change(&mut st, |s| &mut s.routes, id, None, mode)?;
             }
             Kind::Upstream => {
                 if !st.upstreams.contains_key(id) {
@@ -367,12 +348,7 @@ impl Dynamic {
                         users.join(", route ")
                     )));
                 }
-                let old = st.upstreams.remove(id).ok_or_else(not_found)?;
-                let result = self.commit(&mut st, mode);
-                if result.is_err() || mode == Mode::Check {
-                    st.upstreams.insert(id.to_owned(), old);
-                }
-                result?;
+                self.change(&mut st, |s| &mut s.upstreams, id, None, mode)?;
             }
         }
         if mode == Mode::Apply {
@@ -496,6 +472,28 @@ impl Dynamic {
     }
 
     /// Applies (or, in `Mode::Check`, only checks) the stores as they are now.
+    /// Sets `id` in the map `pick` chooses to `new` (None removes it) and commits; on failure, or
+    /// when only checking, the map gets its old entry back. Ok(whether `id` was there before).
+    fn change<T>(
+        &self,
+        st: &mut State,
+        pick: fn(&mut State) -> &mut BTreeMap<String, Entry<T>>,
+        id: &str,
+        new: Option<Entry<T>>,
+        mode: Mode,
+    ) -> Result<bool, ChangeError> {
+        let old = match new {
+            Some(e) => pick(st).insert(id.to_owned(), e),
+            None => pick(st).remove(id),
+        };
+        let existed = old.is_some();
+        let result = self.commit(st, mode);
+        if result.is_err() || mode == Mode::Check {
+            restore(pick(st), id, old);
+        }
+        result.map(|()| existed)
+    }
+
     fn commit(&self, st: &mut State, mode: Mode) -> Result<(), ChangeError> {
         let built = build_strict(st)?;
         if mode == Mode::Apply {

@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use hearth::tls::AcceptAnyServer;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, RootCertStore,
-    ServerConfig, ServerConnection, SignatureScheme, StreamOwned,
+    ClientConfig, ClientConnection, HandshakeKind, RootCertStore, ServerConfig, ServerConnection,
+    StreamOwned,
 };
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,42 +113,6 @@ fn key(path: &Path) -> PrivateKeyDer<'static> {
     PrivateKeyDer::from_pem_file(path).expect("reading a key")
 }
 
-/// Accepts any certificate: the SNI tests look at which one was served, not whether it fits.
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A blocking TLS client to hearth, accepting any certificate.
 pub struct TlsClient {
     pub stream: StreamOwned<ClientConnection, TcpStream>,
@@ -161,7 +125,7 @@ impl TlsClient {
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
             .with_no_client_auth();
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         let name = match sni {
