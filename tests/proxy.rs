@@ -263,6 +263,44 @@ fn big_answers_to_a_narrow_window_client_arrive_byte_exact() {
     assert_same_bytes(&body, &closing, "answer delimited by the upstream's close");
 }
 
+/// A client that resets while its long answer is still on the way: the send straight from the
+/// upstream buffer meets the reset, and the connection is closed then, not left to
+/// `send_timeout` (60 s) with no event ever to come for it.
+#[test]
+fn a_client_reset_before_a_long_answer_arrives_is_closed_at_once() {
+    let body = payload(64 * 1024, 26);
+    let mock = MockUpstream::start(move |_, _| {
+        let mut r = Reply::ok(&body);
+        r.actions
+            .insert(0, Action::Sleep(Duration::from_millis(300)));
+        r
+    });
+    let h = conf(&[mock.addr()])
+        .upstream("keepalive_pool = { idle_timeout = \"1s\" }")
+        .start();
+    let baseline = common::fault::started_fds(&h);
+    let mut c = std::net::TcpStream::connect(h.addr()).unwrap();
+    std::io::Write::write_all(&mut c, &get("/slow")).unwrap();
+    // Let hearth send the request on, then reset before the answer comes back.
+    thread::sleep(Duration::from_millis(100));
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+    // The answer arrives after 300 ms; the pooled upstream connection idles out after 1 s.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut fds = common::fault::open_fds(h.pid());
+    while fds.is_none_or(|n| n > baseline) && Instant::now() < until {
+        thread::sleep(Duration::from_millis(50));
+        fds = common::fault::open_fds(h.pid());
+    }
+    assert!(
+        fds.is_some_and(|n| n <= baseline),
+        "hearth holds {fds:?} descriptors 5 s after the reset, {baseline} at start:\n{}",
+        common::fault::fd_listing(h.pid())
+    );
+}
+
 // 3. A chunked request body stays chunked and decodes to the same bytes.
 #[test]
 fn chunked_request_body_is_relayed_chunked_and_exact() {

@@ -359,19 +359,23 @@ fn queue_body(
         let parts = [io::IoSlice::new(w.filled()), io::IoSlice::new(bytes)];
         let n = loop {
             match Raw::of(sock).write_vectored(&parts) {
-                Ok(n) => break n,
+                Ok(n) => {
+                    if n < held + bytes.len() {
+                        // The send buffer is full; wait for the next writable edge.
+                        *writable = false;
+                    }
+                    break n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     *writable = false;
                     break 0;
                 }
+                // Readiness stays as it is, so the flush that follows writes, meets the error
+                // and closes; cleared, nothing would ever look at this socket again.
                 Err(_) => break 0,
             }
         };
-        if n < held + bytes.len() {
-            // The send buffer is full; wait for the next writable edge.
-            *writable = false;
-        }
         w.consume(n.min(held));
         sent = n.saturating_sub(held);
         wrote = n > 0;
