@@ -3,9 +3,9 @@
 //! This module owns the decision of where a message's head ends and how its body is framed, which
 //! is where request smuggling lives, so it refuses anything two parsers could read differently:
 //! bare LF or CR line endings, obs-fold, whitespace before a colon, control bytes in values,
-//! conflicting or obfuscated Content-Length and Transfer-Encoding. httparse does the tokenising;
-//! the checks it leaves to the caller (bare LF, framing fields, Host, request-target form and
-//! bytes) are made here.
+//! conflicting or obfuscated Content-Length and Transfer-Encoding. [`lex`](super::lex) does the
+//! tokenising, to httparse's strict grammar; the checks that grammar leaves open (bare LF, framing
+//! fields, Host, request-target form and bytes) are made here.
 //!
 //! Field names that differ from a field hearth interprets or writes only by `_` in place of `-`
 //! (`Content_Length`, `X_Forwarded_For`) are aliases: CGI and the servers modelled on it
@@ -20,7 +20,7 @@
 //! `Limits::max_head_bytes`; the caller's `Vec<Header>` is the only growable storage touched, so a
 //! warm parser does not allocate.
 
-use std::mem::MaybeUninit;
+use super::lex::{self, LexError};
 
 /// Default bound on a head, request line and blank line included.
 pub const MAX_HEAD_BYTES: usize = 16_384;
@@ -28,8 +28,8 @@ pub const MAX_HEAD_BYTES: usize = 16_384;
 pub const MAX_HEADERS: usize = 100;
 /// Default bound on the request-target.
 pub const MAX_URI_BYTES: usize = 8_192;
-/// Hard ceiling on `Limits::max_headers`: httparse needs a scratch array of that many entries,
-/// which lives on the stack so that parsing does not allocate.
+/// Hard ceiling on `Limits::max_headers`, so that a configuration cannot make one head cost an
+/// unbounded amount of parsing.
 pub const MAX_HEADERS_CEILING: usize = 256;
 
 /// A byte range in the buffer a head was parsed from.
@@ -53,20 +53,6 @@ impl Span {
 
     pub fn is_empty(&self) -> bool {
         self.end <= self.start
-    }
-
-    /// The span of `part` within `base`; `part` must be a subslice of `base` (httparse hands back
-    /// subslices of the buffer it was given). Anything else becomes an empty span at 0.
-    fn within(base: &[u8], part: &[u8]) -> Span {
-        let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
-        match start.checked_add(part.len()) {
-            // Callers cap `base` at u32::MAX bytes, so both casts are lossless.
-            Some(end) if end <= base.len() => Span {
-                start: start as u32,
-                end: end as u32,
-            },
-            _ => Span::default(),
-        }
     }
 
     /// A sub-range of this span, `from..to` relative to its start.
@@ -429,36 +415,20 @@ pub(crate) fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| is_tchar(b))
 }
 
-/// Whether `head` has a line feed not preceded by a carriage return. httparse accepts bare LF
-/// as a line ending (RFC 9112 §2.2 allows it) but another parser on the path may not, so hearth
-/// refuses it. httparse already rejects a CR not followed by LF.
-fn has_bare_lf(head: &[u8]) -> bool {
-    let first = head.first() == Some(&b'\n');
-    // Branch-free so that it vectorises: this runs over every head on the hot path.
-    let inner = head
-        .iter()
-        .skip(1)
-        .zip(head)
-        .fold(false, |acc, (&b, &prev)| {
-            acc | ((b == b'\n') & (prev != b'\r'))
-        });
-    first | inner
-}
-
 /// Whether a request-target holds only what RFC 9112 §3.2 allows unescaped: visible ASCII
-/// (RFC 3986 §2), and no `#`, since a fragment is never sent (RFC 9110 §4.2.5). httparse already
+/// (RFC 3986 §2), and no `#`, since a fragment is never sent (RFC 9110 §4.2.5). The lexer already
 /// refuses controls, SP and DEL; it accepts bytes above 0x7F and `#`, which peers disagree on (one
 /// strips the fragment before routing, another percent-encodes raw UTF-8, a third routes on it as
 /// sent), so hearth refuses them: a client must percent-encode them, as browsers do.
 fn valid_target(target: &[u8]) -> bool {
-    // Branch-free so that it vectorises, like `has_bare_lf`.
+    // Branch-free so that it vectorises.
     target
         .iter()
         .fold(true, |ok, &b| ok & (b > b' ') & (b < 0x7f) & (b != b'#'))
 }
 
 /// Whether the field line named by `name` (a span into `head`) has a tab anywhere in its value,
-/// surrounding whitespace included (httparse trims that from the value it hands back). RFC 9110
+/// surrounding whitespace included (the lexer trims that from the value it hands back). RFC 9110
 /// §5.6.3 allows HTAB as OWS, but in a framing field it is the classic obfuscation
 /// (`Transfer-Encoding:\tchunked`, `chunked\t`): some peers trim it and some do not, so they
 /// disagree on whether the body is chunked. Only space is accepted there.
@@ -627,21 +597,13 @@ pub fn parse_request(
     limits: &Limits,
     headers: &mut Vec<Header>,
 ) -> Result<Option<RequestHead>, HeadError> {
-    headers.clear();
-    // Bytes past the limit can never belong to an acceptable head, so httparse never sees them;
+    // Bytes past the limit can never belong to an acceptable head, so the lexer never sees them;
     // this also keeps every offset within u32.
     let window = &buf[..buf.len().min(limits.max_head_bytes).min(u32::MAX as usize)];
-    let mut scratch = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS_CEILING];
     let slots = limits.max_headers.min(MAX_HEADERS_CEILING);
-    let mut req = httparse::Request::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut req,
-        window,
-        &mut scratch[..slots],
-    );
-    let head_len = match parsed {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
+    let lexed = match lex::request(window, slots, headers) {
+        Ok(Some(lexed)) => lexed,
+        Ok(None) => {
             if target_overlong(window, limits.max_uri_bytes) {
                 return Err(HeadError::UriTooLong);
             }
@@ -650,26 +612,25 @@ pub fn parse_request(
             }
             return Ok(None);
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-        Err(_) => return Err(HeadError::Malformed),
+        Err(LexError::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(LexError::Malformed) => return Err(HeadError::Malformed),
     };
-    // A complete parse sets all three.
-    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
-        return Err(HeadError::Malformed);
-    };
-    let target = Span::within(window, path.as_bytes());
+    let head_len = lexed.head_len;
+    let target = lexed.line.target;
     if target.len() > limits.max_uri_bytes {
         return Err(HeadError::UriTooLong);
     }
-    if has_bare_lf(&window[..head_len]) || !valid_target(target.of(window)) {
+    // The lexer takes LF alone as a line ending, as RFC 9112 §2.2 allows, but another parser on
+    // the path may not, so hearth refuses it.
+    if lexed.bare_lf || !valid_target(target.of(window)) {
         return Err(HeadError::Malformed);
     }
-    let version = match version {
+    let version = match lexed.line.minor {
         0 => Version::Http10,
         _ => Version::Http11,
     };
-    let method_span = Span::within(window, method.as_bytes());
-    let method = Method::from_token(method.as_bytes());
+    let method_span = lexed.line.method;
+    let method = Method::from_token(method_span.of(window));
 
     let mut host = None;
     let mut hosts = 0u32;
@@ -681,13 +642,9 @@ pub fn parse_request(
     let mut upgrade = None;
     let mut expect_continue = false;
     let mut idempotency_key = false;
-    for h in req.headers.iter() {
-        let header = Header {
-            name: Span::within(window, h.name.as_bytes()),
-            value: Span::within(window, h.value),
-        };
-        headers.push(header);
-        match field_name(h.name.as_bytes()) {
+    for &header in headers.iter() {
+        let (name, value) = (header.name.of(window), header.value.of(window));
+        match field_name(name) {
             FieldName::Host => {
                 hosts += 1;
                 host = Some(header.value);
@@ -696,17 +653,17 @@ pub fn parse_request(
                 if tab_in_line(window, header.name) {
                     return Err(HeadError::Malformed);
                 }
-                length = merge_length(length, h.value)?;
+                length = merge_length(length, value)?;
             }
             FieldName::TransferEncoding => {
                 if tab_in_line(window, header.name) {
                     return Err(HeadError::Malformed);
                 }
                 te_lines += 1;
-                codings.feed(h.value)?;
+                codings.feed(value)?;
             }
             FieldName::Connection => {
-                for token in list_elements(h.value) {
+                for token in list_elements(value) {
                     let (c, k, u) = connection_token(token);
                     close |= c;
                     keep_alive_token |= k;
@@ -714,7 +671,7 @@ pub fn parse_request(
                     lists_fields |= !(c || k || u || token.is_empty());
                 }
             }
-            FieldName::Other if framing_alias(h.name.as_bytes()) => {
+            FieldName::Other if framing_alias(name) => {
                 return Err(HeadError::Malformed);
             }
             FieldName::Upgrade => {
@@ -722,7 +679,7 @@ pub fn parse_request(
             }
             FieldName::Expect => {
                 expect_continue |=
-                    list_elements(h.value).any(|e| e.eq_ignore_ascii_case(b"100-continue"));
+                    list_elements(value).any(|e| e.eq_ignore_ascii_case(b"100-continue"));
             }
             FieldName::IdempotencyKey => idempotency_key = true,
             _ => {}
@@ -811,59 +768,31 @@ pub fn parse_response(
     head_request: bool,
     headers: &mut Vec<Header>,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    headers.clear();
-    // Empty lines before a status line mean the previous response was longer than its framing
-    // said, i.e. the connection is out of step; httparse would skip them.
-    if matches!(buf.first(), Some(b'\r' | b'\n')) {
-        return Err(HeadError::Malformed);
-    }
     let window = &buf[..buf.len().min(limits.max_head_bytes).min(u32::MAX as usize)];
-    let mut scratch = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS_CEILING];
     let slots = limits.max_headers.min(MAX_HEADERS_CEILING);
-    let mut resp = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        window,
-        &mut scratch[..slots],
-    );
-    let head_len = match parsed {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= limits.max_head_bytes => {
-            return Err(HeadError::HeadTooLarge)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-        Err(_) => return Err(HeadError::Malformed),
+    // The lexer refuses empty lines before a status line: they mean the previous response was
+    // longer than its framing said, i.e. the connection is out of step.
+    let lexed = match lex::response(window, slots, headers) {
+        Ok(Some(lexed)) => lexed,
+        Ok(None) if buf.len() >= limits.max_head_bytes => return Err(HeadError::HeadTooLarge),
+        Ok(None) => return Ok(None),
+        Err(LexError::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(LexError::Malformed) => return Err(HeadError::Malformed),
     };
-    let (Some(version), Some(status)) = (resp.version, resp.code) else {
-        return Err(HeadError::Malformed);
-    };
-    if has_bare_lf(&window[..head_len]) {
+    let head_len = lexed.head_len;
+    let status = lexed.line.status;
+    if lexed.bare_lf {
         return Err(HeadError::Malformed);
     }
     // RFC 9110 §15: status codes are 100..=599.
     if !(100..=599).contains(&status) {
         return Err(HeadError::Malformed);
     }
-    let version = match version {
+    let version = match lexed.line.minor {
         0 => Version::Http10,
         _ => Version::Http11,
     };
-    // RFC 9112 §4: "HTTP/1.x NNN" then SP reason or CRLF. httparse replaces a reason holding
-    // obs-text with "", so the span is found here: it runs from byte 13 to the line's CR, which a
-    // complete head is sure to have.
-    let reason = if window.get(12) == Some(&b' ') {
-        let end = window[13..head_len]
-            .iter()
-            .position(|&b| b == b'\r')
-            .map_or(13, |i| 13 + i);
-        Span {
-            start: 13,
-            end: end as u32,
-        }
-    } else {
-        Span { start: 12, end: 12 }
-    };
+    let reason = lexed.line.reason;
 
     let mut length = None;
     let mut te_lines = 0u32;
@@ -871,19 +800,16 @@ pub fn parse_response(
     let (mut close, mut keep_alive_token) = (false, false);
     let mut lists_fields = false;
     let (mut ka_timeout, mut ka_max) = (None, None);
-    for h in resp.headers.iter() {
-        headers.push(Header {
-            name: Span::within(window, h.name.as_bytes()),
-            value: Span::within(window, h.value),
-        });
-        match field_name(h.name.as_bytes()) {
-            FieldName::ContentLength => length = merge_length(length, h.value)?,
+    for header in headers.iter() {
+        let (name, value) = (header.name.of(window), header.value.of(window));
+        match field_name(name) {
+            FieldName::ContentLength => length = merge_length(length, value)?,
             FieldName::TransferEncoding => {
                 te_lines += 1;
-                codings.feed(h.value)?;
+                codings.feed(value)?;
             }
             FieldName::Connection => {
-                for token in list_elements(h.value) {
+                for token in list_elements(value) {
                     let (c, k, u) = connection_token(token);
                     close |= c;
                     keep_alive_token |= k;
@@ -891,7 +817,7 @@ pub fn parse_response(
                 }
             }
             FieldName::KeepAlive => {
-                for param in list_elements(h.value) {
+                for param in list_elements(value) {
                     if let Some(n) = keep_alive_param(param, b"timeout") {
                         ka_timeout = n;
                     } else if let Some(n) = keep_alive_param(param, b"max") {
@@ -900,7 +826,7 @@ pub fn parse_response(
                 }
             }
             // A client or cache downstream of hearth could read the alias as framing.
-            FieldName::Other if framing_alias(h.name.as_bytes()) => {
+            FieldName::Other if framing_alias(name) => {
                 return Err(HeadError::Malformed);
             }
             _ => {}

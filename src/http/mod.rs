@@ -4,4 +4,5 @@
 pub mod answer;
 pub mod body;
 pub mod head;
+mod lex;
 pub mod rewrite;
