@@ -4,7 +4,7 @@
 #
 # Starts the nginx origin of bench/run.sh, then for each binary in turn a 1-worker hearth (the
 # hearth row's configuration) under `valgrind --tool=callgrind`, loads it with wrk in the small
-# shape (GET /, 50 connections) for WARMUP seconds, zeroes the counters (`callgrind_control -z`),
+# shape (GET /, 50 connections; SHAPE=body for the body shape) for WARMUP seconds, zeroes the counters (`callgrind_control -z`),
 # loads it for DURATION seconds more and dumps (`callgrind_control -d`). Instructions retired in
 # hearth's process (user space only: the kernel's share is not counted) divided by the requests
 # wrk completed in that window is the figure; it moves by well under 1% between runs of the same
@@ -16,11 +16,13 @@
 #
 # Knobs (environment):
 #   BINS      hearth binaries to measure, in order (default target/release/hearth, built first)
+#   SHAPE     small or body, the load shapes of bench/run.sh (small)
 #   DURATION  seconds counted (5)     WARMUP  seconds of load before counting (2)
 #   LOAD_CONNS  wrk connections (50)  TOP     functions listed per binary (25)
 #   OUT       where to write the report (bench/callgrind.txt)
 set -euo pipefail
 
+SHAPE=${SHAPE:-small}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
 LOAD_CONNS=${LOAD_CONNS:-50}
@@ -31,6 +33,7 @@ OUT_ARG=${OUT:-bench/callgrind.txt}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OUT=$(absolute "$OUT_ARG")
 
+[[ $SHAPE == small || $SHAPE == body ]] || die "SHAPE must be small or body, not '$SHAPE'"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer, not '$DURATION'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds, not '$WARMUP'"
 [[ $LOAD_CONNS =~ ^[1-9][0-9]*$ ]] || die "LOAD_CONNS must be a positive integer, not '$LOAD_CONNS'"
@@ -48,13 +51,13 @@ for bin in $BINS; do [[ -x $bin ]] || die "not an executable: $bin"; done
 
 read -r -a ports < <(free_ports 2)
 start_origin "${ports[0]}"
-set_shape small
+set_shape "$SHAPE"
 CONNS=$LOAD_CONNS
 
 mkdir -p "$(dirname "$OUT")"
 {
 	echo "# written by bench/callgrind.sh on $(date -u '+%Y-%m-%d %H:%M:%S UTC'); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "# command: BINS=\"$BINS\" DURATION=$DURATION WARMUP=$WARMUP LOAD_CONNS=$LOAD_CONNS bench/callgrind.sh"
+	echo "# command: BINS=\"$BINS\" SHAPE=$SHAPE DURATION=$DURATION WARMUP=$WARMUP LOAD_CONNS=$LOAD_CONNS bench/callgrind.sh"
 } >"$OUT.tmp"
 
 n=0
