@@ -392,6 +392,9 @@ mod tests {
     use rand::{RngExt, SeedableRng};
     use std::mem::MaybeUninit;
 
+    /// What httparse made of a head, and the fields of a complete one.
+    type Oracle<L> = (Outcome<L>, Vec<Header>);
+
     /// httparse's reading of a head, in this module's terms: `line` builds the start line's
     /// spans from a complete parse, with `at` turning a slice of `buf` into its span.
     fn oracle<L>(
@@ -399,7 +402,7 @@ mod tests {
         parsed: httparse::Result<usize>,
         fields: &[httparse::Header],
         line: impl FnOnce(&dyn Fn(&[u8]) -> Span) -> L,
-    ) -> (Outcome<L>, Vec<Header>) {
+    ) -> Oracle<L> {
         let at = |s: &[u8]| {
             let start = s.as_ptr() as usize - buf.as_ptr() as usize;
             span(start, start + s.len())
@@ -426,7 +429,7 @@ mod tests {
         }
     }
 
-    fn httparse_request(buf: &[u8], slots: usize) -> (Outcome<RequestLine>, Vec<Header>) {
+    fn httparse_request(buf: &[u8], slots: usize) -> Oracle<RequestLine> {
         let mut scratch = vec![MaybeUninit::<httparse::Header>::uninit(); slots];
         let mut req = httparse::Request::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -441,7 +444,7 @@ mod tests {
         })
     }
 
-    fn httparse_response(buf: &[u8], slots: usize) -> (Outcome<StatusLine>, Vec<Header>) {
+    fn httparse_response(buf: &[u8], slots: usize) -> Oracle<StatusLine> {
         // head.rs refused these before calling httparse, which would skip them.
         if matches!(buf.first(), Some(b'\r' | b'\n')) {
             return (Err(LexError::Malformed), Vec::new());
@@ -621,7 +624,7 @@ mod tests {
         start: &[&[&[u8]]],
         whole: &[u8],
         ours: fn(&[u8], usize, &mut Vec<Header>) -> Outcome<L>,
-        theirs: fn(&[u8], usize) -> (Outcome<L>, Vec<Header>),
+        theirs: fn(&[u8], usize) -> Oracle<L>,
     ) -> usize {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut complete = 0;
