@@ -4,7 +4,7 @@ CARGO ?= cargo
 CONFIG ?= examples/hearth.toml
 SECS ?= 600
 
-.PHONY: help build run test lint bench bench-micro profile callgrind fuzz-smoke soak clean
+.PHONY: help build run test lint bench bench-micro profile callgrind levers fuzz-smoke soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,9 @@ profile: ## perf record -e cpu-clock -g on a loaded 1-worker hearth -> bench/pro
 
 callgrind: ## instructions per request under valgrind callgrind, repeatable A/B of builds (BINS="a b")
 	bash bench/callgrind.sh
+
+levers: ## each performance lever's commit built before and after, instructions per request -> bench/levers.md
+	bash bench/levers.sh
 
 bench-micro: ## criterion benches: LRU, timer wheel, head parsing
 	$(CARGO) bench --bench lru --bench timer --bench head
