@@ -105,6 +105,19 @@ fn https_conf(up: &TlsUpstream, tls: &str) -> Conf {
         .admin()
 }
 
+/// An upstream with a certificate from `pki` for `names`, and hearth in front of it trusting
+/// `pki`'s CA, with the request caps raised so that idleness (1 s), not a request count, closes
+/// pooled connections.
+fn long_lived_https(pki: &Pki, names: &[&str]) -> (TlsUpstream, Hearth) {
+    let (cert, key) = pki.issue("up", names);
+    let up = TlsUpstream::start(&cert, &key, None);
+    let h = https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path())))
+        .upstream("keepalive_pool = { idle_timeout = \"1s\", requests = 5000 }")
+        .client("max_requests = 2000")
+        .start();
+    (up, h)
+}
+
 #[test]
 fn upstream_https_is_verified_against_the_configured_ca() {
     let pki = Pki::new("verify");
@@ -231,13 +244,7 @@ fn client_certificates_reach_the_upstream_and_separate_pools() {
 #[test]
 fn a_thousand_requests_cost_one_handshake_and_the_next_connection_resumes() {
     let pki = Pki::new("resume");
-    let (cert, key) = pki.issue("up", &["127.0.0.1", HOST]);
-    let up = TlsUpstream::start(&cert, &key, None);
-    let h = https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path())))
-        // The request cap is raised so that idleness, not the 1000th request, closes it.
-        .upstream("keepalive_pool = { idle_timeout = \"1s\", requests = 5000 }")
-        .client("max_requests = 2000")
-        .start();
+    let (up, h) = long_lived_https(&pki, &["127.0.0.1", HOST]);
     let mut c = h.client();
     for i in 0..1000 {
         let r = c.get("/r");
@@ -423,12 +430,7 @@ fn get_as(host: &str, path: &str) -> Vec<u8> {
 #[test]
 fn pass_host_upstreams_send_each_request_host_as_sni_and_pool_per_name() {
     let pki = Pki::new("sni");
-    let (cert, key) = pki.issue("up", &["a.test", "b.test"]);
-    let up = TlsUpstream::start(&cert, &key, None);
-    let h = https_conf(&up, &format!("ca = \"{}\"", p(&pki.ca_path())))
-        .upstream("keepalive_pool = { idle_timeout = \"1s\", requests = 5000 }")
-        .client("max_requests = 2000")
-        .start();
+    let (up, h) = long_lived_https(&pki, &["a.test", "b.test"]);
     let mut c = h.client();
     // Alternating names on one client connection: one upstream connection per name.
     for i in 0..100 {

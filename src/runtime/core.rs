@@ -48,7 +48,9 @@ use crate::lru::Handle;
 use crate::metrics::Counters;
 use crate::route::{Request, Router, Vars};
 use crate::runtime::control::{Control, Handover};
-use crate::runtime::generation::{host_override, ListenTls, PoolId, Process, Shared, UpSettings};
+use crate::runtime::generation::{
+    host_override, ListenTls, PoolId, Process, Shared, UpSettings, UpTls,
+};
 use crate::slab::Slab;
 use crate::sys::Raw;
 use crate::timer::TimerWheel;
@@ -649,6 +651,20 @@ fn handshake(u: &mut Upstream) -> Handshake {
 /// unless it turned readable (EOF or stray bytes). A TLS one may turn readable for session
 /// tickets or key updates, which are read and kept; plaintext, close_notify, EOF or an error
 /// mean the upstream is done with it.
+/// The SNI name a connection of `t` made for tag `sni` on behalf of client `owner` is given when
+/// that is not the node's own: the name of the owner's request, from `names` (`Core::sni_names`).
+fn request_sni_name<'a>(
+    names: &'a [String],
+    t: &UpTls,
+    sni: u64,
+    owner: Option<usize>,
+) -> Option<&'a str> {
+    owner
+        .filter(|_| sni != 0 && sni != t.node_tag)
+        .and_then(|cid| names.get(cid))
+        .map(String::as_str)
+}
+
 fn up_quiet(u: &mut Upstream) -> bool {
     let Some(tls) = u.tls.as_deref_mut() else {
         return !u.readable;
@@ -1888,10 +1904,8 @@ impl Core {
         let tls = match &pool.tls {
             // Per connection, not per request: an Arc clone and the session's allocations.
             Some(t) => match ClientConnection::new(t.config.clone(), {
-                let asked = owner
-                    .filter(|_| sni != 0 && sni != t.node_tag)
-                    .and_then(|cid| self.sni_names.get(cid))
-                    .and_then(|n| ServerName::try_from(n.as_str()).ok());
+                let asked = request_sni_name(&self.sni_names, t, sni, owner)
+                    .and_then(|n| ServerName::try_from(n).ok());
                 asked.map_or_else(|| t.name.clone(), |n| n.to_owned())
             }) {
                 Ok(conn) => Some(Box::new(Connection::Client(conn))),
@@ -2676,16 +2690,10 @@ impl Core {
                         Handshake::Failed(why) => {
                             node.tls_handshake_failures += 1;
                             let pool_tls = self.shared.pool(u.node).and_then(|p| p.tls.as_ref());
-                            let asked = u
-                                .owner
-                                .filter(|_| pool_tls.is_some_and(|t| u.sni != t.node_tag))
-                                .and_then(|cid| self.sni_names.get(cid))
-                                .map(String::as_str);
-                            let sni = match (asked, pool_tls) {
-                                (Some(n), _) => n.to_owned(),
-                                (None, Some(t)) => t.name.to_str().into_owned(),
-                                (None, None) => String::new(),
-                            };
+                            let sni = pool_tls.map_or_else(String::new, |t| {
+                                request_sni_name(&self.sni_names, t, u.sni, u.owner)
+                                    .map_or_else(|| t.name.to_str().into_owned(), str::to_owned)
+                            });
                             if self.tls_warned.len() <= u.node {
                                 self.tls_warned.resize(u.node + 1, 0);
                             }

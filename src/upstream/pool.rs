@@ -246,10 +246,6 @@ impl NodePool {
         self.waiters.push_front(client);
     }
 
-    pub fn next_waiter(&mut self) -> Option<usize> {
-        self.waiters.pop_front()
-    }
-
     /// The first queued waiter `judge` takes, in queue order. Waiters it drops (gone, or no
     /// longer waiting) leave the queue; waiters it skips (waiting for a connection made for
     /// another name) keep their place. Returns the waiter and how many left the queue.
@@ -508,8 +504,8 @@ mod tests {
         assert!(p.wait(8, 2));
         assert!(!p.wait(9, 2));
         p.forget_waiter(7);
-        assert_eq!(p.next_waiter(), Some(8));
-        assert_eq!(p.next_waiter(), None);
+        assert_eq!(p.take_waiter(|_| Verdict::Take).0, Some(8));
+        assert_eq!(p.take_waiter(|_| Verdict::Take).0, None);
     }
 
     #[test]
@@ -535,7 +531,7 @@ mod tests {
         );
         assert_eq!(p.waiters_len(), 1, "4 kept its place");
         assert_eq!(p.take_waiter(judge(true)), (None, 0), "no A left");
-        assert_eq!(p.next_waiter(), Some(4));
+        assert_eq!(p.take_waiter(|_| Verdict::Take).0, Some(4));
     }
 
     #[test]
@@ -550,7 +546,7 @@ mod tests {
             "the older fitting one"
         );
         assert_eq!(p.take_idle_where(|&c| c == 9), None);
-        assert_eq!(p.take_idle_where(|_| true), Some(3), "most recent");
+        assert_eq!(p.take_idle(), Some(3), "most recent");
         assert_eq!(p.idle_len(), 1);
         // Only IDLE_SCAN connections are looked at.
         let mut p = NodePool::default();
