@@ -4,7 +4,7 @@
 Usage: report.py RESULTS_TSV IDLE_TSV "SHAPES" IDLE_CONNS
 
 RESULTS_TSV has one line per measured run: shape, row, round, req/s, p50 ms, p99 ms, CPU us/req,
-syscalls/req, upstream conns/10k req, RSS MiB, errors. IDLE_TSV has one line per proxy: name, RSS
+syscalls/req, upstream conns/10k req, RSS MiB, errors, epoll waits/req. IDLE_TSV has one line per proxy: name, RSS
 KiB before and after the idle connections, connections held, connections that failed. Figures a
 run could not take are "n/a" or "-" and stay out of the medians. Every verdict compares medians
 from this one run, never figures from elsewhere.
@@ -20,10 +20,18 @@ LABEL = {"direct": "direct (no proxy)", "hearth": "hearth", "hearth2": "hearth, 
          "nginx32": "nginx keepalive 32", "nginx64": "nginx keepalive 64", "haproxy": "HAProxy",
          "tls_hearth": "hearth, https pool", "tls_hearth0": "hearth, https size 0",
          "tls_nginx32": "nginx 32, ssl reuse"}
-COLUMNS = [("req/s", "%.0f"), ("p50 ms", "%.3f"), ("p99 ms", "%.3f"), ("CPU us/req", "%.2f"),
-           ("syscalls/req", "%.2f"), ("upstream conns/10k req", "%.2f"), ("RSS MiB", "%.1f")]
-RPS, P50, P99, CPU, SYSCALLS, CONNS, RSS = range(7)
-ERRORS = 7
+# Fields of a run, in RESULTS_TSV's order after shape, row and round; CORES is derived.
+RPS, P50, P99, CPU, SYSCALLS, CONNS, RSS, ERRORS, EPOLL, CORES = range(10)
+FIELDS = 10
+# Table columns: title, format, field. "proxy cores" is CPU us/req times req/s: how much of a
+# core the proxy kept busy. A proxy below one core idles between bursts, and then each
+# epoll_wait returns fewer events, so it makes more of them per request than a saturated one.
+COLUMNS = [("req/s", "%.0f", RPS), ("p50 ms", "%.3f", P50), ("p99 ms", "%.3f", P99),
+           ("CPU us/req", "%.2f", CPU), ("proxy cores", "%.2f", CORES),
+           ("syscalls/req", "%.2f", SYSCALLS), ("epoll waits/req", "%.3f", EPOLL),
+           ("upstream conns/10k req", "%.2f", CONNS), ("RSS MiB", "%.1f", RSS)]
+# The direct row has no proxy process, so these do not apply to it.
+PROXY_ONLY = (CPU, CORES, SYSCALLS, EPOLL, RSS)
 SHAPE_TITLE = {"small": "small: GET /, 50 connections",
                "c500": "c500: GET /, 500 connections",
                "body": "body: POST 1 KiB to /big, 16 KiB answers, 50 connections",
@@ -61,8 +69,8 @@ def table(header, body):
 
 
 def ratio(med, a, b, i):
-    x = med.get(a, [None] * 7)[i]
-    y = med.get(b, [None] * 7)[i]
+    x = med.get(a, [None] * FIELDS)[i]
+    y = med.get(b, [None] * FIELDS)[i]
     return x / y if x is not None and y else None
 
 
@@ -81,23 +89,25 @@ def main():
     with open(results) as f:
         for line in f:
             shape, name, _round, *values = line.rstrip("\n").split("\t")
+            values += ["n/a"] * (EPOLL + 1 - len(values))
+            cpu, rps = number(values[CPU]), number(values[RPS])
+            values.append("%.4f" % (cpu * rps / 1e6) if cpu is not None and rps is not None else "n/a")
             runs.setdefault((shape, name), []).append(values)
 
     medians = {}
     for shape in shapes:
         print(f"### {SHAPE_TITLE[shape]}\n")
-        header = ["proxy"] + [c for c, _ in COLUMNS] + ["errors", "runs"]
+        header = ["proxy"] + [c for c, _, _ in COLUMNS] + ["errors", "runs"]
         body, med = [], {}
         for name in ORDER:
             rows = runs.get((shape, name))
             if not rows:
                 continue
-            med[name] = [median(rows, i) for i in range(len(COLUMNS))]
+            med[name] = [median(rows, i) for i in range(FIELDS)]
             direct = name == "direct"
             cells = [LABEL[name]]
-            for i, (_, fmt) in enumerate(COLUMNS):
-                # The direct row has no proxy process, so its per-proxy figures do not apply.
-                cells.append("-" if direct and i in (CPU, SYSCALLS, RSS) else cell(med[name][i], fmt))
+            for _, fmt, i in COLUMNS:
+                cells.append("-" if direct and i in PROXY_ONLY else cell(med[name][i], fmt))
             errors = sum(int(r[ERRORS]) for r in rows if r[ERRORS].isdigit())
             body.append(cells + [str(errors), str(len(rows))])
         medians[shape] = med

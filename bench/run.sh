@@ -82,8 +82,17 @@ if in_list haproxy "$PROXIES $IDLE_PROXIES" && ! command -v haproxy >/dev/null; 
 	die "haproxy is required for PROXIES=haproxy"
 fi
 PERF=0
+PERF_EVENTS=raw_syscalls:sys_enter
 if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter -x, -o /dev/null true 2>/dev/null; then
 	PERF=1
+	# The waits for readiness, counted apart: the epoll_waits per request are what separates
+	# the proxies' syscall counts (each makes two reads and two writes per request). Whichever
+	# of the three entry points this kernel traces is counted.
+	for call in epoll_wait epoll_pwait epoll_pwait2; do
+		if perf stat -e "syscalls:sys_enter_$call" -x, -o /dev/null true 2>/dev/null; then
+			PERF_EVENTS+=",syscalls:sys_enter_$call"
+		fi
+	done
 else
 	say "perf cannot count syscalls here; that column will say n/a"
 fi
@@ -173,7 +182,7 @@ run_once() {
 	if [[ -n $pid ]]; then
 		ticks0=$(cpu_ticks "$pid" || echo 0)
 		if ((PERF)); then
-			perf stat -e raw_syscalls:sys_enter -x, -o "$TMP/perf.$tag" -p "$pid" 2>/dev/null &
+			perf stat -e "$PERF_EVENTS" -x, -o "$TMP/perf.$tag" -p "$pid" 2>/dev/null &
 			PERF_PID=$!
 			# Let perf attach before the load starts.
 			sleep 0.3
@@ -191,7 +200,7 @@ run_once() {
 	fi
 	accepts1=$(stub_accepts || echo)
 
-	local rps p50 p99 requests errors cpu=- syscalls=- conns=n/a rss=-
+	local rps p50 p99 requests errors cpu=- syscalls=- waits=- conns=n/a rss=-
 	read -r rps p50 p99 requests errors < <(parse_wrk "$TMP/wrk.$tag")
 	if [[ -n $pid ]]; then
 		if kill -0 "$pid" 2>/dev/null; then
@@ -207,11 +216,14 @@ run_once() {
 			cpu=$(awk -v t="$((ticks1 - ticks0))" -v hz="$CLK_TCK" -v n="$requests" \
 				'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "n/a" }')
 		fi
-		syscalls=n/a
+		syscalls=n/a waits=n/a
 		if [[ -n $counted ]]; then
 			syscalls=$(awk -F, -v n="$requests" '$3 ~ /raw_syscalls:sys_enter/ {
 				if ($1 ~ /^[0-9]+$/ && n > 0) printf "%.2f", $1 / n; else print "n/a" }' "$TMP/perf.$tag")
 			[[ -n $syscalls ]] || syscalls=n/a
+			waits=$(awk -F, -v n="$requests" '$3 ~ /syscalls:sys_enter_epoll/ {
+				if ($1 ~ /^[0-9]+$/) { sum += $1; seen = 1 } else bad = 1 }
+				END { if (seen && !bad && n > 0) printf "%.3f", sum / n; else print "n/a" }' "$TMP/perf.$tag")
 		fi
 	fi
 	if [[ $accepts0 =~ ^[0-9]+$ && $accepts1 =~ ^[0-9]+$ ]]; then
@@ -219,8 +231,8 @@ run_once() {
 		conns=$(awk -v d="$((accepts1 - accepts0 - 1))" -v n="$requests" \
 			'BEGIN { if (n > 0) printf "%.2f", d * 10000 / n; else print "n/a" }')
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$name" "$round" \
-		"$rps" "$p50" "$p99" "$cpu" "$syscalls" "$conns" "$rss" "$errors" >>"$RESULTS"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$name" "$round" \
+		"$rps" "$p50" "$p99" "$cpu" "$syscalls" "$conns" "$rss" "$errors" "$waits" >>"$RESULTS"
 	say "  round $round $(printf '%-20s' "${LABEL[$name]}") $rps req/s, p99 $p99 ms, errors $errors"
 }
 
@@ -401,9 +413,13 @@ fi
 	echo
 	echo "Each figure is the median over the rounds. Everything shares the same machine, unpinned:"
 	echo "wrk (-t1), the nginx origin and the proxy under test. CPU us/req is the proxy's"
-	echo "utime+stime over the run divided by requests; syscalls/req counts raw_syscalls:sys_enter"
-	echo "with perf; upstream conns/10k req comes from the origin's stub_status accepts; RSS is the"
-	echo "proxy's VmRSS after the run; errors sums non-2xx/3xx answers and socket errors over all runs."
+	echo "utime+stime over the run divided by requests, and proxy cores the same time over the"
+	echo "run's length (1.00 is one core kept busy); syscalls/req counts raw_syscalls:sys_enter with"
+	echo "perf, and epoll waits/req the epoll_wait family alone (every proxy here reads twice and"
+	echo "writes twice per request, so the waits are where they differ: a proxy short of a full core"
+	echo "finds fewer events per wait and waits more often); upstream conns/10k req comes from the"
+	echo "origin's stub_status accepts; RSS is the proxy's VmRSS after the run; errors sums"
+	echo "non-2xx/3xx answers and socket errors over all runs."
 	echo "The floor row is examples/floor.rs, which relays bytes over one upstream connection per"
 	echo "client and does nothing else: what it costs is the kernel's and the machine's share, which"
 	echo "bounds what any proxy can reach against the same peers in the same run."
