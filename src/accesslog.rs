@@ -6,7 +6,8 @@
 //! never blocks on the file, and allocates nothing per request once warm. The core calls
 //! [`AccessLog::start`] when a request head has been parsed, keeps the returned [`Pending`] with
 //! the request, calls [`AccessLog::finish`] when the answer is complete, and calls
-//! [`AccessLog::tick`] every loop turn and [`AccessLog::flush`] at shutdown.
+//! [`AccessLog::tick`] every loop turn, [`AccessLog::reopen`] on SIGUSR1 (log rotation) and
+//! [`AccessLog::flush`] at shutdown.
 //!
 //! Invariants:
 //! - The buffer holds whole lines only, so every flush is one `write(2)` of whole lines. The file
@@ -148,6 +149,16 @@ enum Sink {
     Memory(Vec<u8>),
 }
 
+/// Opens (creating if needed) `path` for appending, non-blocking (see [`AccessLog::open`]).
+fn open_for_append(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// The access log of one core. See the module docs for its invariants.
 pub struct AccessLog {
     format: Format,
@@ -175,17 +186,25 @@ impl AccessLog {
     /// non-blocking, which changes nothing for a regular file and keeps a FIFO or a pipe with a
     /// slow reader from stalling the core (its lines wait in the buffer, up to the cap).
     pub fn open(path: &Path, format: Format) -> io::Result<AccessLog> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)?;
         Ok(AccessLog::with_writer(
-            Box::new(file),
+            Box::new(open_for_append(path)?),
             path.display().to_string(),
             format,
         ))
+    }
+
+    /// Writes what is buffered to the file the log has, then opens `path` afresh and goes on
+    /// there: after a rotation that renamed the file away, logging resumes in a new file under
+    /// the configured name (SIGUSR1, as with nginx). Counters carry over. When `path` cannot be
+    /// opened, the log keeps the file it had and the error is returned.
+    pub fn reopen(&mut self, path: &Path) -> io::Result<()> {
+        self.flush();
+        let file = open_for_append(path)?;
+        self.sink = Sink::Writer {
+            out: Box::new(file),
+            name: path.display().to_string(),
+        };
+        Ok(())
     }
 
     /// For tests and benches: format into memory instead of a file.
@@ -1162,6 +1181,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_failed_reopen_keeps_the_file_it_had() {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("hearth-reopen-unit-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut log = AccessLog::open(&path, Format::Combined).unwrap();
+        let s = request(b"/before", b"ua");
+        let p = log.start(&s);
+        log.finish(p, &proxied(), 0);
+        // A directory cannot be opened for appending.
+        assert!(log.reopen(&dir).is_err());
+        let s = request(b"/after", b"ua");
+        let p = log.start(&s);
+        log.finish(p, &proxied(), 0);
+        log.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("/before") && lines[1].contains("/after"), "{text}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `hearth` binary: parse arguments, set up logging, load the configuration, run the cores
-//! until SIGTERM or SIGINT (reloading on SIGHUP), then drain and exit.
+//! until SIGTERM or SIGINT (reloading on SIGHUP, reopening the access log on SIGUSR1), then drain
+//! and exit.
 //!
 //! Reloads of the file (SIGHUP, `POST /reload`), changes through the admin API and, with
 //! `[config_center]`, changes read from etcd all go through one [`Dynamic`], so a reload of the
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use clap::Parser;
 use log::{error, info};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use hearth::admin::Fleet;
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
     }
 
     // Register before the cores start so an early signal is not lost.
-    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("hearth: cannot install signal handlers: {e}");
@@ -142,6 +143,11 @@ fn main() -> ExitCode {
             let _ = dynamic.reload_file();
             continue;
         }
+        if sig == SIGUSR1 {
+            info!("SIGUSR1: reopening the access log");
+            server.reopen_logs();
+            continue;
+        }
         info!("signal {sig}: finishing requests in flight (up to {grace:?}), then exiting");
         break;
     }
@@ -152,7 +158,7 @@ fn main() -> ExitCode {
     }
     // A second stop signal exits at once.
     std::thread::spawn(move || {
-        if signals.forever().any(|s| s != SIGHUP) {
+        if signals.forever().any(|s| s != SIGHUP && s != SIGUSR1) {
             std::process::exit(130);
         }
     });

@@ -20,13 +20,11 @@ fn log_lines(path: &std::path::Path, want: usize) -> Vec<String> {
     }
 }
 
-#[test]
-fn json_lines_name_the_upstream_and_whether_the_connection_was_reused() {
-    let mock = MockUpstream::echo_target();
+/// A fresh log path for the test at `line`, and a configuration that logs there in JSON.
+fn logging_to(line: u32, mock: &MockUpstream) -> (std::path::PathBuf, String) {
     let path = std::env::temp_dir().join(format!(
-        "hearth-access-{}-{}.log",
-        std::process::id(),
-        line!()
+        "hearth-access-{}-{line}.log",
+        std::process::id()
     ));
     let _ = std::fs::remove_file(&path);
     let toml = conf(&[mock.addr()])
@@ -40,6 +38,13 @@ fn json_lines_name_the_upstream_and_whether_the_connection_was_reused() {
             ),
             1,
         );
+    (path, toml)
+}
+
+#[test]
+fn json_lines_name_the_upstream_and_whether_the_connection_was_reused() {
+    let mock = MockUpstream::echo_target();
+    let (path, toml) = logging_to(line!(), &mock);
     let h = Hearth::start(&toml);
     let mut c = h.client();
     assert_eq!(c.get("/a/one").status, 200);
@@ -76,4 +81,43 @@ fn json_lines_name_the_upstream_and_whether_the_connection_was_reused() {
         "hearth's own answer: {}",
         lines[2]
     );
+}
+
+/// logrotate's default: rename the file, then signal. Before the signal, lines still go to the
+/// renamed file (hearth holds it open); after it, to a new file under the configured name, and
+/// no line is lost or written twice on the way.
+#[test]
+fn sigusr1_reopens_the_log_after_it_was_renamed() {
+    let mock = MockUpstream::echo_target();
+    let (path, toml) = logging_to(line!(), &mock);
+    let rotated = path.with_extension("log.1");
+    let _ = std::fs::remove_file(&rotated);
+    let h = Hearth::start(&toml);
+    let mut c = h.client();
+    assert_eq!(c.get("/a/one").status, 200);
+    assert_eq!(log_lines(&path, 1).len(), 1);
+    std::fs::rename(&path, &rotated).unwrap();
+    assert_eq!(c.get("/a/two").status, 200);
+
+    h.reopen_logs();
+    // The reopen creates the file again; wait for it, bounded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !path.exists() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(path.exists(), "SIGUSR1 did not open {}", path.display());
+    assert_eq!(c.get("/a/three").status, 200);
+    let new = log_lines(&path, 1);
+    let old = log_lines(&rotated, 2);
+    let _ = std::fs::remove_file(&rotated);
+    assert_eq!(old.len(), 2, "the renamed file keeps what came before: {old:#?}");
+    assert!(old[0].contains("\"target\":\"/a/one\""), "{}", old[0]);
+    assert!(old[1].contains("\"target\":\"/a/two\""), "{}", old[1]);
+    assert_eq!(new.len(), 1, "the new file has what came after: {new:#?}");
+    assert!(new[0].contains("\"target\":\"/a/three\""), "{}", new[0]);
+    // Still serving, and still logging to the new file.
+    assert_eq!(c.get("/a/four").status, 200);
+    let after = log_lines(&path, 2);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(after.len(), 2, "{after:#?}");
 }

@@ -31,6 +31,8 @@ pub enum Control {
     /// Active health checks took this node out (close its pooled connections, skip it) or
     /// brought it back.
     NodeHealth { node: PoolId, healthy: bool },
+    /// The access log file was rotated away (SIGUSR1): open the configured path afresh.
+    ReopenLog,
 }
 
 /// An upstream connection moving between cores. It keeps its place in the node's budget.

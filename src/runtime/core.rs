@@ -979,6 +979,7 @@ impl Core {
                 Control::Adopt(h) => self.adopt(*h),
                 Control::Reload(shared) => self.reload(shared),
                 Control::NodeHealth { node, healthy } => self.node_health(node, healthy),
+                Control::ReopenLog => self.reopen_access_log(),
             }
         }
     }
@@ -1044,6 +1045,26 @@ impl Core {
     /// Active health checks changed a node's state. Going down, its idle connections close now
     /// and those in use when released (`release_up`), and new requests skip it; coming back,
     /// it is used again and warmed if its upstream keeps a floor.
+    /// SIGUSR1: start the access log anew at its configured path, after a rotation renamed the
+    /// file. A log that could not be opened before is tried again.
+    fn reopen_access_log(&mut self) {
+        let Some(cfg) = self.shared.cfg.access_log.as_ref() else {
+            return;
+        };
+        let opened = match self.access.as_mut() {
+            Some(log) => log.reopen(&cfg.path),
+            None => AccessLog::open(&cfg.path, cfg.format).map(|log| self.access = Some(log)),
+        };
+        match opened {
+            Ok(()) => debug!("core {}: access log reopened", self.id),
+            Err(e) => warn!(
+                "core {}: cannot reopen access log {}: {e}",
+                self.id,
+                cfg.path.display()
+            ),
+        }
+    }
+
     fn node_health(&mut self, node: PoolId, healthy: bool) {
         if self.down.len() <= node {
             self.down.resize(node + 1, false);

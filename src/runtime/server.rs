@@ -140,6 +140,13 @@ impl Server {
         }
     }
 
+    /// Asks every core to reopen its access log at the configured path (after log rotation).
+    pub fn reopen_logs(&self) {
+        for p in &self.process.peers {
+            let _ = p.send(Control::ReopenLog);
+        }
+    }
+
     /// Asks every core to stop (finishing requests in flight for up to `grace`).
     pub fn shutdown(&self, grace: Duration) {
         for p in &self.process.peers {

@@ -289,6 +289,13 @@ impl Hearth {
         Client::connect(self.admin_addr()).get("/metrics").text()
     }
 
+    /// Sends SIGUSR1, asking hearth to reopen its access log (after log rotation).
+    pub fn reopen_logs(&self) {
+        if self.status.is_none() {
+            signal(&self.child, libc::SIGUSR1);
+        }
+    }
+
     /// Rewrites the configuration file and sends SIGHUP, asking hearth to reload it.
     pub fn reload_with(&self, toml: &str) {
         std::fs::write(&self._config.path, toml).expect("rewriting the config file");
