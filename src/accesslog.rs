@@ -1202,7 +1202,10 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[0].contains("/before") && lines[1].contains("/after"), "{text}");
+        assert!(
+            lines[0].contains("/before") && lines[1].contains("/after"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -22,10 +22,8 @@ fn log_lines(path: &std::path::Path, want: usize) -> Vec<String> {
 
 /// A fresh log path for the test at `line`, and a configuration that logs there in JSON.
 fn logging_to(line: u32, mock: &MockUpstream) -> (std::path::PathBuf, String) {
-    let path = std::env::temp_dir().join(format!(
-        "hearth-access-{}-{line}.log",
-        std::process::id()
-    ));
+    let path =
+        std::env::temp_dir().join(format!("hearth-access-{}-{line}.log", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let toml = conf(&[mock.addr()])
         .routes("[[routes]]\nuris = [\"/a/*\"]\nupstream = \"backend\"\n")
@@ -110,7 +108,11 @@ fn sigusr1_reopens_the_log_after_it_was_renamed() {
     let new = log_lines(&path, 1);
     let old = log_lines(&rotated, 2);
     let _ = std::fs::remove_file(&rotated);
-    assert_eq!(old.len(), 2, "the renamed file keeps what came before: {old:#?}");
+    assert_eq!(
+        old.len(),
+        2,
+        "the renamed file keeps what came before: {old:#?}"
+    );
     assert!(old[0].contains("\"target\":\"/a/one\""), "{}", old[0]);
     assert!(old[1].contains("\"target\":\"/a/two\""), "{}", old[1]);
     assert_eq!(new.len(), 1, "the new file has what came after: {new:#?}");
