@@ -519,21 +519,7 @@ fn valid_host(value: &[u8]) -> bool {
 }
 
 /// The bytes `valid_host` allows: letters, digits and `-._~%!$&'()*+,;=:[]`.
-static HOST_BYTES: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = (b as u8).is_ascii_alphanumeric();
-        b += 1;
-    }
-    let extra = b"-._~%!$&'()*+,;=:[]";
-    let mut i = 0;
-    while i < extra.len() {
-        t[extra[i] as usize] = true;
-        i += 1;
-    }
-    t
-};
+static HOST_BYTES: [bool; 256] = lex::alphanumeric_and(b"-._~%!$&'()*+,;=:[]");
 
 /// Which of close, keep-alive and upgrade a Connection token is.
 fn connection_token(token: &[u8]) -> (bool, bool, bool) {

@@ -358,21 +358,23 @@ fn target_end(b: &[u8], mut i: usize) -> usize {
 }
 
 /// tchar, RFC 9110 §5.6.2: what a method or field name is made of.
-static TCHAR: [bool; 256] = {
+static TCHAR: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
+
+/// A byte class as a lookup table, built at compile time: ASCII letters and digits, and `extra`.
+pub(crate) const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
     let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
     let mut i = 0;
-    while i < 256 {
-        t[i] = (i as u8).is_ascii_alphanumeric();
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
         i += 1;
     }
-    let extra = b"!#$%&'*+-.^_`|~";
-    let mut j = 0;
-    while j < extra.len() {
-        t[extra[j] as usize] = true;
-        j += 1;
-    }
     t
-};
+}
 
 /// HTAB, SP, VCHAR and obs-text: what a field value or reason phrase may hold (RFC 9110 §5.5).
 static VALUE: [bool; 256] = {
