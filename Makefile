@@ -4,7 +4,7 @@ CARGO ?= cargo
 CONFIG ?= examples/hearth.toml
 SECS ?= 600
 
-.PHONY: help build run test lint bench bench-micro profile callgrind levers fuzz-smoke soak clean
+.PHONY: help build run test test-deps lint bench bench-micro profile callgrind levers fuzz-smoke soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,8 +22,12 @@ run: build ## start the demo upstream and hearth in front of it (examples/hearth
 	echo "Try:  curl -s http://127.0.0.1:8080/api/hello   (Ctrl-C stops both)"; echo; \
 	wait $$hp; kill $$up 2>/dev/null; wait 2>/dev/null
 
-test: ## every unit, integration and doc test
-	$(CARGO) test --all-targets --no-fail-fast
+test: test-deps ## every unit, integration and doc test; the etcd tests fail rather than skip without etcd
+	HEARTH_REQUIRE_ETCD=1 $(CARGO) test --all-targets --no-fail-fast
+
+test-deps: ## Debian's chromium and etcd for the status page and config-center tests, when missing (root)
+	bash .ci/chromium.sh
+	bash .ci/etcd.sh
 
 lint: ## rustfmt and clippy, warnings are errors; the fuzz targets must still compile
 	$(CARGO) fmt --all --check
