@@ -387,6 +387,51 @@ fn post_with_idempotency_key_is_replayed() {
     }
 }
 
+// P10b. The upstream closed a pooled connection, and the event that says so came in the same
+//       batch as a new request, behind it. hearth records the readiness of the whole batch
+//       before acting on any of it, so the request does not take the closed connection. Before,
+//       it did: a GET survived by replay, but a POST, which may not be replayed, got a 502.
+#[test]
+fn post_does_not_take_a_pooled_connection_closed_in_the_same_batch() {
+    let mock = MockUpstream::start(|req, _| {
+        if req.target == "/warm" {
+            // Long enough for the test to stop hearth and send the POST first.
+            Reply::ok("warm")
+                .then_sleep(Duration::from_millis(500))
+                .then_close()
+        } else {
+            Reply::ok(format!("{} {}", req.target, req.text()))
+        }
+    });
+    let h = conf(&[mock.addr()]).start();
+    let mut c = h.client();
+    assert_eq!(c.get("/warm").status, 200, "warming request");
+    let warm_conn = mock.requests_to("/warm")[0].conn_id;
+    {
+        let _frozen = h.freeze();
+        // While hearth is stopped the POST reaches its client connection first, then the
+        // upstream's FIN reaches the pooled one: one pass of the loop gets both, in that order.
+        c.send(&request("POST", "/p", &[], b"body"));
+        assert!(
+            mock.wait_conn_end(warm_conn, Duration::from_secs(5)),
+            "the upstream did not close the pooled connection"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let r = c.read_response();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "/p body"),
+        "POST after the upstream closed the pooled connection"
+    );
+    let seen = mock.requests_to("/p");
+    assert_eq!(seen.len(), 1, "the upstream should see the POST once");
+    assert_ne!(
+        seen[0].conn_id, warm_conn,
+        "the POST went on the closed connection"
+    );
+}
+
 // P11. The pool keeps at most `size` idle connections, evicting the least recently used.
 #[test]
 fn pool_size_limits_kept_connections() {

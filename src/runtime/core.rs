@@ -860,8 +860,13 @@ impl Core {
                 }
             }
             self.tick();
+            // Readiness first, for the whole batch, then the work: a request driven early in
+            // the batch must not take a pooled connection whose EOF is further down it.
             for ev in events.iter() {
-                self.dispatch(ev);
+                self.note(ev);
+            }
+            for ev in events.iter() {
+                self.dispatch(ev.token());
             }
             self.pending.append(&mut self.deferred);
             self.run_pending();
@@ -915,27 +920,41 @@ impl Core {
         next.map(|d| Duration::from_millis(d.saturating_sub(now)))
     }
 
-    fn dispatch(&mut self, ev: &Event) {
-        let t = ev.token();
+    /// Records what event `ev` says of its socket, without acting on it (`dispatch` does).
+    fn note(&mut self, ev: &Event) {
+        let t = ev.token().0;
+        if t < CONN_BASE || ev.token() == WAKER {
+            return;
+        }
+        let i = (t - CONN_BASE) / 2;
+        let (readable, hup, writable) = if (t - CONN_BASE) % 2 == 0 {
+            let Some(c) = self.clients.get_mut(i) else {
+                return;
+            };
+            (&mut c.readable, &mut c.hup, &mut c.writable)
+        } else {
+            let Some(u) = self.ups.get_mut(i) else { return };
+            (&mut u.readable, &mut u.hup, &mut u.writable)
+        };
+        *readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        *hup |= ev.is_read_closed() || ev.is_error();
+        *writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+    }
+
+    /// Acts on an event for token `t`, whose readiness `note` has recorded. Work done for
+    /// events earlier in the batch may have used that readiness already; then this finds
+    /// nothing to do, as for any spurious event.
+    fn dispatch(&mut self, t: Token) {
         if t == WAKER {
             self.control();
         } else if t.0 < CONN_BASE {
             self.accept(t.0);
         } else {
             let i = (t.0 - CONN_BASE) / 2;
+            // Both ignore a token whose connection is gone.
             if (t.0 - CONN_BASE) % 2 == 0 {
-                let Some(c) = self.clients.get_mut(i) else {
-                    return;
-                };
-                c.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                c.hup |= ev.is_read_closed() || ev.is_error();
-                c.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
                 self.drive(i);
             } else {
-                let Some(u) = self.ups.get_mut(i) else { return };
-                u.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                u.hup |= ev.is_read_closed() || ev.is_error();
-                u.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
                 self.upstream_ready(i);
             }
         }

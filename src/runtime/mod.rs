@@ -22,6 +22,11 @@
 //! the client returns to `Phase::Head`, where pipelined bytes may already wait. A 101 turns the
 //! exchange into `Phase::Tunnel`; answers hearth makes itself go out through `Phase::Closing` when
 //! the connection cannot continue.
+//!
+//! Each pass of a core's loop takes one batch of events from `epoll`, records the readiness each
+//! reports for its socket (`Core::note`), and only then drives the connections in event order
+//! (`Core::dispatch`): a pooled connection whose EOF is in the batch is known closed before any
+//! request in the same batch can take it.
 
 pub mod control;
 pub mod core;

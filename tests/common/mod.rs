@@ -296,6 +296,31 @@ impl Hearth {
         }
     }
 
+    /// Stops the whole process (SIGSTOP) until the guard is dropped (SIGCONT). What arrives
+    /// meanwhile waits in the kernel, and hearth's next pass collects all of it at once, in the
+    /// order it arrived: a way to put two events into one pass in a chosen order.
+    pub fn freeze(&self) -> Frozen<'_> {
+        assert!(self.status.is_none(), "hearth has exited");
+        signal(&self.child, libc::SIGSTOP);
+        // kill(2) returns before a thread running on another CPU has stopped.
+        let pid = self.child.id();
+        let stopped = wait_until(Duration::from_secs(5), || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return false;
+            };
+            tasks.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                    // The state follows the command name's closing parenthesis.
+                    stat.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                })
+            })
+        });
+        let frozen = Frozen(self);
+        assert!(stopped, "hearth's threads did not all stop");
+        frozen
+    }
+
     /// Rewrites the configuration file and sends SIGHUP, asking hearth to reload it.
     pub fn reload_with(&self, toml: &str) {
         std::fs::write(&self._config.path, toml).expect("rewriting the config file");
@@ -331,6 +356,15 @@ impl Hearth {
     /// Whether the process has exited (without waiting).
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.wait_exit(Duration::ZERO)
+    }
+}
+
+/// A stopped hearth, continued when this is dropped (panics included).
+pub struct Frozen<'a>(&'a Hearth);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        signal(&self.0.child, libc::SIGCONT);
     }
 }
 
