@@ -76,6 +76,12 @@ mkdir -p "$(dirname "$OUT")"
 	echo "# load: wrk ${WRK_ARGS[*]} -> $rps req/s, p99 $p99 ms, $requests requests, $errors errors"
 	echo "# sampled: perf record -e cpu-clock -g -p HEARTH_PID -- sleep $DURATION, after ${WARMUP}s of load"
 	echo
+	echo "## Where the time goes: inclusive share of the system calls, and of the softirq work that"
+	echo "## loopback runs inside sendto (the receiving side of each segment hearth sends)"
+	echo "## perf report --stdio --children --sort sym -g none, these symbols"
+	report 200 --children --sort sym -g none --percent-limit 1 |
+		grep -E '\] (entry_SYSCALL_64_after_hwframe|__x64_sys_(sendto|sendmsg|recvfrom|epoll_wait)|do_softirq[.a-z0-9]*)$' || true
+	echo
 	echo "## Everything, by self time"
 	echo "## perf report --stdio --no-children --fields overhead,dso,sym -g none --percent-limit 0.5"
 	report "$TOP" --no-children --fields overhead,dso,sym -g none --percent-limit 0.5
