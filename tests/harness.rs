@@ -460,8 +460,7 @@ fn config_file_is_removed_on_drop() {
 
 #[test]
 fn conf_builder_writes_valid_toml() {
-    let a = dead_addr();
-    let b = dead_addr();
+    let [a, b] = dead_addrs();
     let toml = conf(&[a])
         .weighted(&[(a, 1), (b, 2)])
         .workers(2)

@@ -442,8 +442,16 @@ pub fn run_hearth(args: &[&str], within: Duration) -> Exit {
 /// An address on which nothing listens: bound, then released. Another process could grab it in
 /// between, which on loopback within milliseconds is unlikely enough for a test.
 pub fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind for a dead port");
-    l.local_addr().expect("local_addr of a bound listener")
+    dead_addrs::<1>()[0]
+}
+
+/// `N` distinct dead addresses. Calling `dead_addr` twice can return the same one: the kernel may
+/// hand out a port again once its listener is dropped, so all `N` are held until each is bound.
+pub fn dead_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind for a dead port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("local_addr of a bound listener"))
 }
 
 /// One series' value in `/metrics` text, matched by its full name with labels as Prometheus
