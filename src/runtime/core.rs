@@ -89,6 +89,24 @@ fn up_token(i: usize) -> Token {
     Token(CONN_BASE + 2 * i + 1)
 }
 
+/// What an event's token names: the inverse of the tokens given at registration.
+#[derive(Clone, Copy)]
+enum Source {
+    Waker,
+    Listener(usize),
+    Client(usize),
+    Up(usize),
+}
+
+fn source(t: Token) -> Source {
+    match t.0 {
+        _ if t == WAKER => Source::Waker,
+        n if n < CONN_BASE => Source::Listener(n),
+        n if (n - CONN_BASE) % 2 == 0 => Source::Client((n - CONN_BASE) / 2),
+        n => Source::Up((n - CONN_BASE) / 2),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerKey {
     Client(usize),
@@ -922,19 +940,18 @@ impl Core {
 
     /// Records what event `ev` says of its socket, without acting on it (`dispatch` does).
     fn note(&mut self, ev: &Event) {
-        let t = ev.token().0;
-        if t < CONN_BASE || ev.token() == WAKER {
-            return;
-        }
-        let i = (t - CONN_BASE) / 2;
-        let (readable, hup, writable) = if (t - CONN_BASE) % 2 == 0 {
-            let Some(c) = self.clients.get_mut(i) else {
-                return;
-            };
-            (&mut c.readable, &mut c.hup, &mut c.writable)
-        } else {
-            let Some(u) = self.ups.get_mut(i) else { return };
-            (&mut u.readable, &mut u.hup, &mut u.writable)
+        let (readable, hup, writable) = match source(ev.token()) {
+            Source::Client(i) => {
+                let Some(c) = self.clients.get_mut(i) else {
+                    return;
+                };
+                (&mut c.readable, &mut c.hup, &mut c.writable)
+            }
+            Source::Up(i) => {
+                let Some(u) = self.ups.get_mut(i) else { return };
+                (&mut u.readable, &mut u.hup, &mut u.writable)
+            }
+            Source::Waker | Source::Listener(_) => return,
         };
         *readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
         *hup |= ev.is_read_closed() || ev.is_error();
@@ -943,20 +960,14 @@ impl Core {
 
     /// Acts on an event for token `t`, whose readiness `note` has recorded. Work done for
     /// events earlier in the batch may have used that readiness already; then this finds
-    /// nothing to do, as for any spurious event.
+    /// nothing to do, as for any spurious event. Both connection kinds ignore a token whose
+    /// connection is gone.
     fn dispatch(&mut self, t: Token) {
-        if t == WAKER {
-            self.control();
-        } else if t.0 < CONN_BASE {
-            self.accept(t.0);
-        } else {
-            let i = (t.0 - CONN_BASE) / 2;
-            // Both ignore a token whose connection is gone.
-            if (t.0 - CONN_BASE) % 2 == 0 {
-                self.drive(i);
-            } else {
-                self.upstream_ready(i);
-            }
+        match source(t) {
+            Source::Waker => self.control(),
+            Source::Listener(li) => self.accept(li),
+            Source::Client(i) => self.drive(i),
+            Source::Up(i) => self.upstream_ready(i),
         }
     }
 
@@ -3371,6 +3382,16 @@ enum ConnectError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_reads_back_every_kind_of_token() {
+        for i in [0, 1, 2, 7, 65_535, 1 << 20] {
+            assert!(matches!(source(client_token(i)), Source::Client(n) if n == i));
+            assert!(matches!(source(up_token(i)), Source::Up(n) if n == i));
+        }
+        assert!(matches!(source(Token(3)), Source::Listener(3)));
+        assert!(matches!(source(WAKER), Source::Waker));
+    }
 
     /// An idle keep-alive client must stay small: issue 4 allows 1 KiB of RSS per idle client
     /// connection, and its slab slot is all an idle client holds (buffers go back to the pool).
