@@ -451,7 +451,11 @@ pub fn dead_addrs<const N: usize>() -> [SocketAddr; N] {
     let held: Vec<TcpListener> = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind for a dead port"))
         .collect();
-    std::array::from_fn(|i| held[i].local_addr().expect("local_addr of a bound listener"))
+    std::array::from_fn(|i| {
+        held[i]
+            .local_addr()
+            .expect("local_addr of a bound listener")
+    })
 }
 
 /// One series' value in `/metrics` text, matched by its full name with labels as Prometheus
