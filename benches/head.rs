@@ -37,6 +37,7 @@ fn framing(c: &mut Criterion) {
         client_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
         proto: "https",
         host: None,
+        upgrades: hearth::http::rewrite::Upgrades::NONE,
     };
     let client = ClientSide {
         version: Version::Http11,

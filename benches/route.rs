@@ -63,6 +63,7 @@ fn table(n: usize) -> Vec<Route> {
                 enabled: true,
                 vars,
                 upstream: i % 3,
+                websocket: None,
             }
         })
         .collect();
@@ -75,6 +76,7 @@ fn table(n: usize) -> Vec<Route> {
         enabled: true,
         vars: vec![],
         upstream: 0,
+        websocket: None,
     });
     routes
 }

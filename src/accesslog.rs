@@ -70,12 +70,14 @@ const INITIAL_BUFFER_BYTES: usize = 2 * FLUSH_BYTES;
 pub enum Format {
     /// nginx's `combined` followed by hearth's fields:
     /// `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer"
-    /// "$http_user_agent" upstream=ADDR|- connect_ms=N reused=0|1 total_ms=N`.
+    /// "$http_user_agent" upstream=ADDR|- connect_ms=N reused=0|1 total_ms=N cause=TOKEN|-`,
+    /// where the cause says why hearth answered or cut the request itself (see
+    /// `runtime::cause`), `-` when the answer is the upstream's.
     Combined,
     /// One JSON object per line with keys `time` (RFC 3339, UTC, milliseconds), `client`,
     /// `method`, `target`, `version`, `host`, `status`, `bytes_sent`, `referer`, `user_agent`,
-    /// `upstream` (string or null), `connect_ms`, `reused` (bool), `total_ms`. Absent request
-    /// headers are empty strings.
+    /// `upstream` (string or null), `connect_ms`, `reused` (bool), `total_ms`, `cause` (string
+    /// or null). Absent request headers are empty strings.
     Json,
 }
 
@@ -136,6 +138,8 @@ pub struct Outcome {
     pub connect_ms: u64,
     pub reused: bool,
     pub total_ms: u64,
+    /// Why hearth answered or cut the request itself (`Cause::token`), if it did.
+    pub cause: Option<&'static str>,
 }
 
 /// Where flushed bytes go.
@@ -433,7 +437,7 @@ impl Drop for AccessLog {
 }
 
 /// `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer"
-/// "$http_user_agent" upstream=.. connect_ms=.. reused=.. total_ms=..`
+/// "$http_user_agent" upstream=.. connect_ms=.. reused=.. total_ms=.. cause=..`
 fn combined(out: &mut Vec<u8>, p: &Pending, o: &Outcome) {
     crate::http::rewrite::push_ip(out, &p.client);
     out.extend_from_slice(b" - - [");
@@ -465,6 +469,8 @@ fn combined(out: &mut Vec<u8>, p: &Pending, o: &Outcome) {
         b" reused=0 total_ms="
     });
     push_u64(out, o.total_ms);
+    out.extend_from_slice(b" cause=");
+    out.extend_from_slice(o.cause.unwrap_or("-").as_bytes());
     out.push(b'\n');
 }
 
@@ -507,6 +513,16 @@ fn json(out: &mut Vec<u8>, p: &Pending, o: &Outcome) {
         b",\"reused\":false,\"total_ms\":"
     });
     push_u64(out, o.total_ms);
+    out.extend_from_slice(b",\"cause\":");
+    match o.cause {
+        // A cause token is lowercase letters and underscores: nothing to escape.
+        Some(token) => {
+            out.push(b'"');
+            out.extend_from_slice(token.as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b"}\n");
 }
 
@@ -758,6 +774,7 @@ mod tests {
             connect_ms: 3,
             reused: false,
             total_ms: 17,
+            cause: None,
         }
     }
 
@@ -790,6 +807,7 @@ mod tests {
             connect_ms: 0,
             reused: false,
             total_ms: 0,
+            cause: Some("no_route"),
         };
         let reused = Outcome {
             upstream: Some("[::1]:8443".parse().unwrap()),
@@ -803,34 +821,34 @@ mod tests {
                 proxied(),
                 "192.0.2.7 - - [22/Nov/2026:05:33:02 +0000] \"GET /api/hello?x=1 HTTP/1.1\" 200 1234 \
                  \"https://example.com/\" \"curl/8.5.0\" upstream=127.0.0.1:9001 connect_ms=3 \
-                 reused=0 total_ms=17\n",
+                 reused=0 total_ms=17 cause=-\n",
                 "{\"time\":\"2026-11-22T05:33:02.123Z\",\"client\":\"192.0.2.7\",\"method\":\"GET\",\
                  \"target\":\"/api/hello?x=1\",\"version\":\"HTTP/1.1\",\"host\":\"example.com\",\
                  \"status\":200,\"bytes_sent\":1234,\"referer\":\"https://example.com/\",\
                  \"user_agent\":\"curl/8.5.0\",\"upstream\":\"127.0.0.1:9001\",\"connect_ms\":3,\
-                 \"reused\":false,\"total_ms\":17}\n",
+                 \"reused\":false,\"total_ms\":17,\"cause\":null}\n",
             ),
             (
                 &bare,
                 answered_itself,
                 "2001:db8::1 - - [01/Jan/1970:00:00:00 +0000] \"GET / HTTP/1.0\" 404 0 \"-\" \"-\" \
-                 upstream=- connect_ms=0 reused=0 total_ms=0\n",
+                 upstream=- connect_ms=0 reused=0 total_ms=0 cause=no_route\n",
                 "{\"time\":\"1970-01-01T00:00:00.000Z\",\"client\":\"2001:db8::1\",\"method\":\"GET\",\
                  \"target\":\"/\",\"version\":\"HTTP/1.0\",\"host\":\"\",\"status\":404,\
                  \"bytes_sent\":0,\"referer\":\"\",\"user_agent\":\"\",\"upstream\":null,\
-                 \"connect_ms\":0,\"reused\":false,\"total_ms\":0}\n",
+                 \"connect_ms\":0,\"reused\":false,\"total_ms\":0,\"cause\":\"no_route\"}\n",
             ),
             (
                 &plain,
                 reused,
                 "192.0.2.7 - - [22/Nov/2026:05:33:02 +0000] \"GET /api/hello?x=1 HTTP/1.1\" 200 1234 \
                  \"https://example.com/\" \"curl/8.5.0\" upstream=[::1]:8443 connect_ms=0 \
-                 reused=1 total_ms=17\n",
+                 reused=1 total_ms=17 cause=-\n",
                 "{\"time\":\"2026-11-22T05:33:02.123Z\",\"client\":\"192.0.2.7\",\"method\":\"GET\",\
                  \"target\":\"/api/hello?x=1\",\"version\":\"HTTP/1.1\",\"host\":\"example.com\",\
                  \"status\":200,\"bytes_sent\":1234,\"referer\":\"https://example.com/\",\
                  \"user_agent\":\"curl/8.5.0\",\"upstream\":\"[::1]:8443\",\"connect_ms\":0,\
-                 \"reused\":true,\"total_ms\":17}\n",
+                 \"reused\":true,\"total_ms\":17,\"cause\":null}\n",
             ),
         ];
         for (i, (s, o, combined, json)) in cases.iter().enumerate() {
@@ -1028,7 +1046,8 @@ mod tests {
                 "upstream",
                 "connect_ms",
                 "reused",
-                "total_ms"
+                "total_ms",
+                "cause"
             ]
         );
         // The target is not valid UTF-8 only in its last byte, which reads back as that byte.
@@ -1067,6 +1086,7 @@ mod tests {
             connect_ms: u64::MAX,
             reused: false,
             total_ms: u64::MAX,
+            cause: Some("bad_response_framing"),
         };
         for format in [Format::Combined, Format::Json] {
             let mut log = AccessLog::in_memory(format);
@@ -1482,7 +1502,7 @@ mod tests {
         assert_eq!(text.matches("/from-a").count(), 10);
         assert_eq!(text.matches("/from-b").count(), 10);
         assert!(text.lines().all(|l| l.starts_with("192.0.2.7 - - [")));
-        assert!(text.lines().all(|l| l.ends_with("total_ms=17")));
+        assert!(text.lines().all(|l| l.ends_with("total_ms=17 cause=-")));
         assert_eq!((a.dropped(), a.write_errors()), (0, 0));
     }
 

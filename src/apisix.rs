@@ -47,7 +47,6 @@ const ROUTE_UNSUPPORTED: &[&str] = &[
     "script",
     "script_id",
     "timeout",
-    "enable_websocket",
     "service_protocol",
 ];
 const UPSTREAM_UNSUPPORTED: &[&str] = &[
@@ -137,7 +136,7 @@ pub fn parse_route(id: &str, v: &Value) -> Result<RouteSpec, ApisixError> {
         match k.as_str() {
             "uri" | "uris" | "host" | "hosts" | "methods" | "priority" | "status" | "vars"
             | "upstream" | "upstream_id" | "id" | "name" | "desc" | "labels" | "create_time"
-            | "update_time" => {}
+            | "update_time" | "enable_websocket" => {}
             "plugins" => {
                 if let Some(name) = object(val, "plugins")?.keys().next() {
                     return fail(join("plugins", name), "plugins are not supported");
@@ -229,6 +228,18 @@ pub fn parse_route(id: &str, v: &Value) -> Result<RouteSpec, ApisixError> {
             }
         },
     };
+    let websocket = match m.get("enable_websocket") {
+        None => None,
+        Some(b) => match b.as_bool() {
+            Some(on) => Some(on),
+            None => {
+                return fail(
+                    "enable_websocket",
+                    format!("expected true or false, found {}", shown(b)),
+                )
+            }
+        },
+    };
     let mut vars = Vec::new();
     if let Some(list) = m.get("vars") {
         for (i, cond) in array(list, "vars")?.iter().enumerate() {
@@ -296,6 +307,7 @@ pub fn parse_route(id: &str, v: &Value) -> Result<RouteSpec, ApisixError> {
             enabled,
             vars,
             upstream: UNPLACED,
+            websocket,
         },
         upstream,
     })
@@ -465,6 +477,7 @@ pub fn parse_upstream(name: &str, v: &Value, at: &str) -> Result<Upstream, Apisi
         passive: PassiveHealth::default(),
         checks,
         tls,
+        upgrade: crate::config::default_upgrade(),
     })
 }
 

@@ -165,6 +165,12 @@ pub struct ClientSettings {
     pub max_head_bytes: usize,
     /// Largest request body, in bytes; 0 means unlimited.
     pub max_body_bytes: u64,
+    /// Take a lone LF as a line end in request heads and chunked bodies (RFC 9112 §2.2), for
+    /// legacy clients; what hearth sends on ends its lines in CRLF either way.
+    pub accept_bare_lf: bool,
+    /// Keep a request going when its client closes (FIN or reset) before the answer, as nginx's
+    /// `proxy_ignore_client_abort`; by default the upstream connection is closed at once.
+    pub ignore_abort: bool,
 }
 
 impl Default for ClientSettings {
@@ -177,6 +183,8 @@ impl Default for ClientSettings {
             max_requests: 1000,
             max_head_bytes: 16 * 1024,
             max_body_bytes: 0,
+            accept_bare_lf: false,
+            ignore_abort: false,
         }
     }
 }
@@ -210,6 +218,37 @@ pub struct Upstream {
     pub passive: PassiveHealth,
     /// Active health checks (APISIX `checks.active`); None: off.
     pub checks: Option<ActiveChecks>,
+    /// Protocols a request may ask this upstream to switch to (`Upgrade`), lowercase names
+    /// without versions; `websocket` by default. `h2c` is never allowed (see `upgrade_list`).
+    pub upgrade: Vec<String>,
+}
+
+/// The default `upgrade` list.
+pub fn default_upgrade() -> Vec<String> {
+    vec!["websocket".to_owned()]
+}
+
+/// Checks one `upgrade` entry and returns it lowercased: a protocol name (a token, no version).
+/// h2c and h2 are refused: an h2c tunnel carries HTTP/2 requests the route table never sees (RFC
+/// 9113 §3.1 deprecates the upgrade), and h2 is not negotiated by Upgrade at all.
+pub fn upgrade_protocol(name: &str) -> Result<String, String> {
+    let lower = name.to_ascii_lowercase();
+    if lower == "h2c" || lower == "h2" {
+        return Err(format!(
+            "{name:?} cannot be allowed: requests inside an h2c tunnel would reach the upstream \
+             without passing the route table (RFC 9113 §3.1 deprecates the h2c upgrade)"
+        ));
+    }
+    let token = !lower.is_empty()
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        return Err(format!(
+            "{name:?} is not a protocol name; expected a token such as \"websocket\" (no version)"
+        ));
+    }
+    Ok(lower)
 }
 
 /// Node choice, per core.
@@ -408,6 +447,9 @@ pub struct Route {
     pub vars: Vec<crate::route::Cond>,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
+    /// APISIX `enable_websocket`: when given, whether a WebSocket upgrade may pass this route,
+    /// whatever the upstream's `upgrade` list says of websocket.
+    pub websocket: Option<bool>,
 }
 
 /// How a route matches the request's host (compared without the port, ignoring ASCII case).
@@ -693,6 +735,8 @@ struct RawClient {
     max_requests: Option<Count<u64>>,
     max_head_bytes: Option<Spanned<RawSize>>,
     max_body_bytes: Option<RawSize>,
+    accept_bare_lf: Option<bool>,
+    ignore_abort: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -717,6 +761,7 @@ struct RawUpstream {
     retry_timeout: Option<Spanned<RawDuration>>,
     max_fails: Option<Count<u32>>,
     fail_timeout: Option<Spanned<RawDuration>>,
+    upgrade: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -758,6 +803,7 @@ struct RawRoute {
     #[serde(default)]
     vars: Vec<Spanned<Vec<Spanned<RawOperand>>>>,
     upstream: Spanned<String>,
+    enable_websocket: Option<bool>,
 }
 
 // `[upstreams.NAME.checks.active]`, with APISIX's key names. `interval` and `unhealthy.failures`
@@ -1422,6 +1468,8 @@ impl Builder<'_> {
             max_requests: raw.max_requests.map_or(d.max_requests, |c| c.0),
             max_head_bytes,
             max_body_bytes: raw.max_body_bytes.map_or(d.max_body_bytes, |s| s.0),
+            accept_bare_lf: raw.accept_bare_lf.unwrap_or(d.accept_bare_lf),
+            ignore_abort: raw.ignore_abort.unwrap_or(d.ignore_abort),
         })
     }
 
@@ -1584,6 +1632,20 @@ impl Builder<'_> {
             retry_timeout: self.duration(raw.retry_timeout, Duration::ZERO)?,
             passive,
             checks: self.checks(raw.checks)?,
+            upgrade: match raw.upgrade {
+                None => default_upgrade(),
+                Some(list) => {
+                    let mut out: Vec<String> = Vec::with_capacity(list.len());
+                    for entry in list {
+                        let name = upgrade_protocol(entry.get_ref())
+                            .map_err(|m| self.locator.error(Some(entry.span()), m))?;
+                        if !out.contains(&name) {
+                            out.push(name);
+                        }
+                    }
+                    out
+                }
+            },
         })
     }
 
@@ -1780,6 +1842,7 @@ impl Builder<'_> {
                 enabled,
                 vars,
                 upstream,
+                websocket: r.enable_websocket,
             });
         }
         for (u, used) in upstreams.iter().zip(used) {
@@ -2178,7 +2241,8 @@ upstream = "u"
                 priority: 0,
                 enabled: true,
                 vars: vec![],
-                upstream: 0
+                upstream: 0,
+                websocket: None,
             }]
         );
     }
@@ -2283,6 +2347,8 @@ upstream = "zeta"
                 max_requests: 7,
                 max_head_bytes: 32 * 1024,
                 max_body_bytes: 1 << 30,
+                accept_bare_lf: false,
+                ignore_abort: false,
             }
         );
         assert_eq!(c.max_client_connections, 9);
@@ -2346,7 +2412,8 @@ upstream = "zeta"
                 priority: 0,
                 enabled: true,
                 vars: vec![],
-                upstream: 1
+                upstream: 1,
+                websocket: None
             }
         );
         assert_eq!(c.routes[1].upstream, 0);

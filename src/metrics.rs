@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 
 use crate::health::Verdict;
+use crate::runtime::cause::Cause;
 use crate::upstream::pool::CloseReason;
 
 /// Upper bounds of histogram buckets, in milliseconds (the last bucket is +Inf). They span a
@@ -83,6 +84,8 @@ pub struct NodeCounters {
     pub failures: u64,
     /// Times passive health took the node out for `fail_timeout`.
     pub marked_down: u64,
+    /// Requests whose client went away before their answer was complete.
+    pub client_aborts: u64,
     pub closes: [u64; CloseReason::ALL.len()],
     /// Idle age of a pooled connection when a request reused it.
     pub reuse_idle_age: Histogram,
@@ -121,6 +124,7 @@ impl NodeCounters {
         self.retries += o.retries;
         self.failures += o.failures;
         self.marked_down += o.marked_down;
+        self.client_aborts += o.client_aborts;
         self.tls_full_handshakes += o.tls_full_handshakes;
         self.tls_resumed_handshakes += o.tls_resumed_handshakes;
         self.tls_handshake_failures += o.tls_handshake_failures;
@@ -155,7 +159,7 @@ impl NodeCounters {
 type Series = (&'static str, &'static str, fn(&NodeCounters) -> u64);
 
 /// Status codes hearth answers itself, in the order of `Counters::answers`.
-pub const ANSWER_CODES: [u16; 11] = [400, 404, 408, 413, 414, 431, 500, 501, 502, 503, 504];
+pub const ANSWER_CODES: [u16; 12] = [400, 404, 405, 408, 413, 414, 431, 500, 501, 502, 503, 504];
 
 /// Everything one core counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -165,6 +169,8 @@ pub struct Counters {
     pub client_open_now: u64,
     /// Canned answers by status, indexed like `ANSWER_CODES`.
     pub answers: [u64; ANSWER_CODES.len()],
+    /// Requests hearth answered or cut itself, by cause (indexed like `Cause::ALL`).
+    pub failures: [u64; Cause::ALL.len()],
     /// Indexed by global node id (see `runtime::core`).
     pub nodes: Vec<NodeCounters>,
 }
@@ -175,6 +181,10 @@ impl Counters {
             nodes: vec![NodeCounters::default(); n],
             ..Counters::default()
         }
+    }
+
+    pub fn failed(&mut self, cause: Cause) {
+        self.failures[cause as usize] += 1;
     }
 
     pub fn answered(&mut self, status: u16) {
@@ -188,6 +198,9 @@ impl Counters {
         self.requests += o.requests;
         self.client_open_now += o.client_open_now;
         for (a, b) in self.answers.iter_mut().zip(o.answers.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.failures.iter_mut().zip(o.failures.iter()) {
             *a += b;
         }
         if self.nodes.len() < o.nodes.len() {
@@ -215,7 +228,15 @@ impl Counters {
         for (code, n) in ANSWER_CODES.iter().zip(self.answers.iter()) {
             let _ = writeln!(s, "hearth_answers_total{{code=\"{code}\"}} {n}");
         }
-        let series: [Series; 18] = [
+        let _ = writeln!(s, "# TYPE hearth_failures_total counter");
+        for (cause, n) in Cause::ALL.iter().zip(self.failures.iter()) {
+            let _ = writeln!(
+                s,
+                "hearth_failures_total{{cause=\"{}\"}} {n}",
+                cause.token()
+            );
+        }
+        let series: [Series; 19] = [
             ("requests_total", "counter", |n| n.requests),
             ("connects_total", "counter", |n| n.connects),
             ("connect_failures_total", "counter", |n| n.connect_failures),
@@ -227,6 +248,7 @@ impl Counters {
             ("retries_total", "counter", |n| n.retries),
             ("failures_total", "counter", |n| n.failures),
             ("marked_down_total", "counter", |n| n.marked_down),
+            ("client_aborts_total", "counter", |n| n.client_aborts),
             ("tls_full_handshakes_total", "counter", |n| {
                 n.tls_full_handshakes
             }),

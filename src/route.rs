@@ -952,6 +952,7 @@ mod tests {
                 .map(|h| crate::config::route_host(h).unwrap())
                 .collect(),
             upstream,
+            websocket: None,
         }
     }
 

@@ -232,6 +232,7 @@ fn matching_does_not_allocate() {
         enabled: true,
         vars,
         upstream: 0,
+        websocket: None,
     };
     let mut routes = vec![
         route(

@@ -11,7 +11,11 @@ struct Answer {
 }
 
 macro_rules! answer {
-    ($status:literal, $reason:literal, $len:literal, $body:literal) => {{
+    ($status:literal, $reason:literal, $len:literal, $body:literal) => {
+        answer!($status, $reason, "", $len, $body)
+    };
+    // `$extra`: further field lines, each ending in CRLF.
+    ($status:literal, $reason:literal, $extra:literal, $len:literal, $body:literal) => {{
         const _: () = assert!($body.len() == $len, "Content-Length must match the body");
         Answer {
             keep: concat!(
@@ -20,6 +24,7 @@ macro_rules! answer {
                 " ",
                 $reason,
                 "\r\n",
+                $extra,
                 "Content-Type: text/plain\r\n",
                 "Content-Length: ",
                 $len,
@@ -34,6 +39,7 @@ macro_rules! answer {
                 " ",
                 $reason,
                 "\r\n",
+                $extra,
                 "Content-Type: text/plain\r\n",
                 "Content-Length: ",
                 $len,
@@ -58,6 +64,15 @@ const NOT_FOUND: Answer = answer!(
     "Not Found",
     44,
     "404 Not Found: no route matches the request\n"
+);
+/// CONNECT asks for a tunnel, which a reverse proxy does not open (RFC 9110 §9.3.6); the methods
+/// listed are those a route may carry.
+const METHOD_NOT_ALLOWED: Answer = answer!(
+    405,
+    "Method Not Allowed",
+    "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n",
+    56,
+    "405 Method Not Allowed: the proxy opens no tunnels here\n"
 );
 const REQUEST_TIMEOUT: Answer = answer!(
     408,
@@ -114,12 +129,13 @@ const GATEWAY_TIMEOUT: Answer = answer!(
     "504 Gateway Timeout: the upstream did not answer in time\n"
 );
 
-/// A complete response for `status` (400 404 408 413 414 431 500 501 502 503 504; anything else
+/// A complete response for `status` (400 404 405 408 413 414 431 500 501 502 503 504; anything else
 /// gets the 500), with `Connection: close` when `close`.
 pub fn canned(status: u16, close: bool) -> &'static [u8] {
     let answer = match status {
         400 => &BAD_REQUEST,
         404 => &NOT_FOUND,
+        405 => &METHOD_NOT_ALLOWED,
         408 => &REQUEST_TIMEOUT,
         413 => &CONTENT_TOO_LARGE,
         414 => &URI_TOO_LONG,
@@ -144,7 +160,7 @@ mod tests {
 
     #[test]
     fn every_answer_parses_and_frames_its_body() {
-        let statuses = [400, 404, 408, 413, 414, 431, 500, 501, 502, 503, 504];
+        let statuses = [400, 404, 405, 408, 413, 414, 431, 500, 501, 502, 503, 504];
         let mut headers = Vec::new();
         for status in statuses {
             for close in [false, true] {
@@ -191,6 +207,12 @@ mod tests {
                 assert!(bytes.starts_with(line.as_bytes()), "{error:?}");
             }
         }
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_methods() {
+        let text = String::from_utf8_lossy(canned(405, true));
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD, POST,"));
     }
 
     #[test]

@@ -9,6 +9,14 @@
 //! body with an error instead of a guess another parser might not share. Once it has failed it
 //! keeps failing with the same error.
 //!
+//! Two relaxations are opt-in, per body: [`ChunkedDecoder::lenient`] takes a lone LF as a line
+//! end (RFC 9112 §2.2; for upstreams that send them), and [`ChunkedDecoder::max_payload`] refuses
+//! a chunk whose declared size would take the payload past a limit as soon as its size line is
+//! read, before any of its data. Chunk sizes at or above 2^63 are refused always, as
+//! Content-Length is: a peer that reads them into a signed integer would frame differently.
+//! [`reframe`] decodes a body and writes it out again canonically (one chunk per call, CRLF line
+//! ends, no extensions), which is how a body of many tiny chunks, or one with bare LF, is relayed.
+//!
 //! Trailer fields are forwarded as received (the decoder never rewrites), so the decoder refuses
 //! any trailer field that hearth interprets or writes when it sees it in a head: framing
 //! (Content-Length, Transfer-Encoding), routing (Host), hop-by-hop fields, X-Forwarded-*, Expect
@@ -22,6 +30,8 @@ use super::head::{alias_of, field_name, is_tchar, FieldName, Limits, LONGEST_KNO
 
 /// Longest chunk size accepted, in hex digits: 16 fit a u64, so a valid size can never overflow.
 const MAX_SIZE_DIGITS: u8 = 16;
+/// Largest chunk size accepted, 2^63 - 1, as for Content-Length.
+const MAX_CHUNK_SIZE: u64 = super::head::MAX_BODY_LENGTH;
 
 /// Default bound on the extension bytes of one chunk line.
 pub const MAX_EXT_BYTES: usize = 4_096;
@@ -41,6 +51,25 @@ pub enum BodyError {
     TrailerTooLarge,
     /// A trailer field names a field hearth interprets or writes in a head (see the module docs).
     ForbiddenTrailer,
+    /// A chunk's declared size takes the payload past [`ChunkedDecoder::max_payload`].
+    TooLarge,
+}
+
+/// What [`ChunkedDecoder::decode_pieces`] reports of the input, in order: ranges are into the
+/// input of that call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// Payload bytes.
+    Data(usize, usize),
+    /// The last chunk's size line ended: trailer fields, if any, follow.
+    LastChunk,
+    /// Bytes of a trailer field line, name through value, without its line end; a line cut by
+    /// the end of the input continues in the next call.
+    Trailer(usize, usize),
+    /// A trailer field line ended.
+    TrailerEnd,
+    /// The blank line that ends the body.
+    End,
 }
 
 /// What one call to [`ChunkedDecoder::decode`] did.
@@ -92,6 +121,14 @@ enum State {
 }
 
 impl State {
+    fn in_trailers(self) -> bool {
+        use State::*;
+        matches!(
+            self,
+            TrailerLineStart | TrailerName | TrailerValue | TrailerLf | FinalLf | Done
+        )
+    }
+
     fn is_extension(self) -> bool {
         use State::*;
         matches!(
@@ -124,6 +161,10 @@ pub struct ChunkedDecoder {
     trailer_name: [u8; LONGEST_KNOWN_NAME],
     /// Bytes of that name, up to `LONGEST_KNOWN_NAME + 1`, which means too long to be known.
     trailer_name_len: u8,
+    /// Take a lone LF as a line end.
+    lenient: bool,
+    /// Most payload bytes the body may declare; 0 for no limit.
+    max_payload: u64,
 }
 
 impl ChunkedDecoder {
@@ -138,7 +179,23 @@ impl ChunkedDecoder {
             max_trailer_bytes,
             trailer_name: [0; LONGEST_KNOWN_NAME],
             trailer_name_len: 0,
+            lenient: false,
+            max_payload: 0,
         }
+    }
+
+    /// This decoder, also taking a lone LF as a line end (RFC 9112 §2.2). A lone CR stays an
+    /// error.
+    pub fn lenient(mut self, on: bool) -> Self {
+        self.lenient = on;
+        self
+    }
+
+    /// This decoder, refusing with [`BodyError::TooLarge`] a chunk size line that takes the
+    /// declared payload past `max` bytes (0: no limit).
+    pub fn max_payload(mut self, max: u64) -> Self {
+        self.max_payload = max;
+        self
     }
 
     /// A decoder bounded by `limits.max_ext_bytes` and `limits.max_trailer_bytes`.
@@ -154,14 +211,30 @@ impl ChunkedDecoder {
         input: &[u8],
         on_data: &mut dyn FnMut(usize, usize),
     ) -> Result<Decoded, BodyError> {
+        self.decode_pieces(input, &mut |p| {
+            if let Piece::Data(s, e) = p {
+                on_data(s, e);
+            }
+        })
+    }
+
+    /// As [`decode`](Self::decode), reporting the body's structure as well as its payload (see
+    /// [`Piece`]), for writing the body out again.
+    pub fn decode_pieces(
+        &mut self,
+        input: &[u8],
+        on: &mut dyn FnMut(Piece),
+    ) -> Result<Decoded, BodyError> {
         let mut at = 0;
+        // Where the run of trailer line bytes being read started in this input.
+        let mut run: Option<usize> = None;
         while at < input.len() {
             match self.state {
                 State::Data { remaining } => {
                     let available = (input.len() - at) as u64;
                     // Fits in usize: it is at most `available`, which came from a usize.
                     let take = remaining.min(available) as usize;
-                    on_data(at, at + take);
+                    on(Piece::Data(at, at + take));
                     at += take;
                     self.payload += take as u64;
                     let left = remaining - take as u64;
@@ -173,15 +246,22 @@ impl ChunkedDecoder {
                 }
                 State::Done => break,
                 State::Failed(e) => return Err(e),
-                _ => {
+                before => {
                     let b = input[at];
                     at += 1;
                     if let Err(e) = self.step(b) {
                         self.state = State::Failed(e);
                         return Err(e);
                     }
+                    let after = self.state;
+                    if before.in_trailers() || after.in_trailers() {
+                        self.report_trailer_byte(before, after, at - 1, &mut run, on);
+                    }
                 }
             }
+        }
+        if let Some(start) = run {
+            on(Piece::Trailer(start, at));
         }
         match self.state {
             State::Failed(e) => Err(e),
@@ -192,6 +272,35 @@ impl ChunkedDecoder {
         }
     }
 
+    /// Says what the framing byte at `i`, which moved the decoder from `before` to `after`, was
+    /// in the trailer section: the end of the last chunk's line, part of a field line, a field
+    /// line's end, or the end of the body.
+    fn report_trailer_byte(
+        &self,
+        before: State,
+        after: State,
+        i: usize,
+        run: &mut Option<usize>,
+        on: &mut dyn FnMut(Piece),
+    ) {
+        use State::*;
+        match (before, after) {
+            (_, TrailerLineStart) if !before.in_trailers() => on(Piece::LastChunk),
+            (TrailerLineStart | TrailerName | TrailerValue, TrailerName | TrailerValue) => {
+                run.get_or_insert(i);
+            }
+            // CR, or with `lenient` a lone LF, after a value.
+            (TrailerValue, TrailerLf | TrailerLineStart) => {
+                if let Some(start) = run.take() {
+                    on(Piece::Trailer(start, i));
+                }
+                on(Piece::TrailerEnd);
+            }
+            (_, Done) => on(Piece::End),
+            _ => {}
+        }
+    }
+
     /// Payload bytes seen so far, for body size limits.
     pub fn payload_len(&self) -> u64 {
         self.payload
@@ -199,15 +308,26 @@ impl ChunkedDecoder {
 
     /// The last chunk has been read and the trailer section has begun or ended.
     pub fn in_trailers(&self) -> bool {
-        matches!(
-            self.state,
-            State::TrailerLineStart
-                | State::TrailerName
-                | State::TrailerValue
-                | State::TrailerLf
-                | State::FinalLf
-                | State::Done
-        )
+        self.state.in_trailers()
+    }
+
+    /// The body has been read to its end.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// A chunk size line ended: where the decoder goes next.
+    fn size_line_done(&mut self) -> Result<State, BodyError> {
+        self.ext_bytes = 0;
+        if self.size == 0 {
+            return Ok(State::TrailerLineStart);
+        }
+        if self.max_payload > 0 && self.size > self.max_payload.saturating_sub(self.payload) {
+            return Err(BodyError::TooLarge);
+        }
+        Ok(State::Data {
+            remaining: self.size,
+        })
     }
 
     /// Advances over one framing byte (anything but chunk data).
@@ -231,12 +351,18 @@ impl ChunkedDecoder {
                 }
                 // Cannot overflow: at most 16 hex digits, checked above.
                 self.size = (self.size << 4) | u64::from(hex_value(b));
+                if self.size > MAX_CHUNK_SIZE {
+                    return Err(BodyError::BadChunk);
+                }
                 Size { digits: digits + 1 }
             }
             (Size { digits: 0 }, _) => return Err(BodyError::BadChunk),
             (Size { .. }, b';') => ExtNameStart,
             (Size { .. }, _) if ws => BwsBeforeSemi,
             (Size { .. }, b'\r') => SizeLf,
+            (Size { .. } | ExtName | ExtToken | ExtAfterQuoted, b'\n') if self.lenient => {
+                self.size_line_done()?
+            }
             // §7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ).
             (BwsBeforeSemi, _) if ws => BwsBeforeSemi,
             (BwsBeforeSemi, b';') => ExtNameStart,
@@ -265,24 +391,20 @@ impl ChunkedDecoder {
             (ExtAfterQuoted, b';') => ExtNameStart,
             (ExtAfterQuoted, b'\r') => SizeLf,
             (ExtAfterQuoted, _) if ws => BwsBeforeSemi,
-            (SizeLf, b'\n') => {
-                self.ext_bytes = 0;
-                if self.size == 0 {
-                    TrailerLineStart
-                } else {
-                    Data {
-                        remaining: self.size,
-                    }
-                }
-            }
+            (SizeLf, b'\n') => self.size_line_done()?,
             (DataCr, b'\r') => DataLf,
             (DataLf, b'\n') => {
+                self.size = 0;
+                Size { digits: 0 }
+            }
+            (DataCr, b'\n') if self.lenient => {
                 self.size = 0;
                 Size { digits: 0 }
             }
             // §7.1.2: trailer-section = *( field-line CRLF ), field lines as in a head, so no
             // obs-fold (a line may not start with whitespace) and no space before the colon.
             (TrailerLineStart, b'\r') => FinalLf,
+            (TrailerLineStart, b'\n') if self.lenient => Done,
             (TrailerLineStart, _) if is_tchar(b) => {
                 self.trailer_name_len = 0;
                 self.push_name_byte(b);
@@ -299,6 +421,7 @@ impl ChunkedDecoder {
                 TrailerValue
             }
             (TrailerValue, b'\r') => TrailerLf,
+            (TrailerValue, b'\n') if self.lenient => TrailerLineStart,
             (TrailerValue, _) if is_field_vchar(b) || ws => TrailerValue,
             (TrailerLf, b'\n') => TrailerLineStart,
             (FinalLf, b'\n') => Done,
@@ -349,9 +472,76 @@ fn is_field_vchar(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) || b >= 0x80
 }
 
-/// Appends a chunk-size line, `{len:x}\r\n`, for re-framing a body as chunked; the chunk data and
-/// its CRLF follow, and [`LAST_CHUNK`] ends the body.
-pub fn write_chunk_head(len: u64, out: &mut Vec<u8>) {
+/// Room [`reframe`] keeps for a chunk-size line before it knows the size: 16 hex digits and CRLF.
+const CHUNK_HEAD_ROOM: usize = 18;
+
+/// Most bytes [`reframe`] may add to the input it is given: a chunk-size line, the CRLF after the
+/// data, and the CR of the last chunk's line.
+pub const REFRAME_SLACK: usize = CHUNK_HEAD_ROOM + 3;
+
+/// Decodes the next bytes of a chunked body with `dec` and appends them to `out` framed afresh:
+/// all the payload of this call as one chunk, then, where the body ends in `input`, the last
+/// chunk, the trailer field lines (each ending in CRLF) and the final CRLF. Chunk extensions are
+/// dropped (RFC 9112 §7.1.1: a recipient ignores the ones it does not know).
+///
+/// A body that arrives as many small chunks thus leaves in as many chunks as it took reads, and
+/// the upstream parses a buffer's worth of payload as one; a body with bare LF leaves with CRLF.
+/// Output is at most `input.len() + REFRAME_SLACK` bytes from a strict decoder; a lenient one
+/// adds one byte for each lone LF it reads in the trailer section as well.
+/// On error `out` is left as it was.
+pub fn reframe(
+    dec: &mut ChunkedDecoder,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<Decoded, BodyError> {
+    let was = out.len();
+    // A chunk is opened only while the body is still in its data: the size is written into the
+    // room once the call's payload is known.
+    let mut open = (!dec.in_trailers()).then(|| {
+        out.extend_from_slice(&[0; CHUNK_HEAD_ROOM]);
+        was
+    });
+    let r = dec.decode_pieces(input, &mut |p| match p {
+        Piece::Data(s, e) => out.extend_from_slice(&input[s..e]),
+        Piece::LastChunk => {
+            if let Some(at) = open.take() {
+                close_chunk(out, at);
+            }
+            out.extend_from_slice(b"0\r\n");
+        }
+        Piece::Trailer(s, e) => out.extend_from_slice(&input[s..e]),
+        Piece::TrailerEnd | Piece::End => out.extend_from_slice(b"\r\n"),
+    });
+    if r.is_err() {
+        out.truncate(was);
+        return r;
+    }
+    if let Some(at) = open {
+        close_chunk(out, at);
+    }
+    r
+}
+
+/// Ends the chunk whose size line room starts at `at`: writes the size of the data after the
+/// room into it and closes the gap, or, with no data, takes the room away (an empty chunk would
+/// end the body).
+fn close_chunk(out: &mut Vec<u8>, at: usize) {
+    let data = at + CHUNK_HEAD_ROOM;
+    let len = out.len() - data;
+    if len == 0 {
+        out.truncate(at);
+        return;
+    }
+    let mut digits = [0u8; CHUNK_HEAD_ROOM];
+    let n = chunk_head(len as u64, &mut digits);
+    out[at..at + n].copy_from_slice(&digits[..n]);
+    out.copy_within(data.., at + n);
+    out.truncate(at + n + len);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `{len:x}\r\n` at the start of `to`; returns its length.
+fn chunk_head(len: u64, to: &mut [u8; CHUNK_HEAD_ROOM]) -> usize {
     let mut digits = [0u8; 16];
     let mut n = len;
     let mut i = digits.len();
@@ -363,8 +553,18 @@ pub fn write_chunk_head(len: u64, out: &mut Vec<u8>) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
-    out.extend_from_slice(b"\r\n");
+    let k = digits.len() - i;
+    to[..k].copy_from_slice(&digits[i..]);
+    to[k..k + 2].copy_from_slice(b"\r\n");
+    k + 2
+}
+
+/// Appends a chunk-size line, `{len:x}\r\n`, for re-framing a body as chunked; the chunk data and
+/// its CRLF follow, and [`LAST_CHUNK`] ends the body.
+pub fn write_chunk_head(len: u64, out: &mut Vec<u8>) {
+    let mut line = [0u8; CHUNK_HEAD_ROOM];
+    let n = chunk_head(len, &mut line);
+    out.extend_from_slice(&line[..n]);
 }
 
 #[cfg(test)]
@@ -469,6 +669,9 @@ mod tests {
             ("trailing tab", b"5\t\r\nhello\r\n", BadChunk),
             ("17 digits", b"00000000000000005\r\nhello\r\n", BadChunk),
             ("overflow", b"10000000000000000\r\n", BadChunk),
+            // A signed 64-bit reader would wrap these.
+            ("2^63", b"8000000000000000\r\n", BadChunk),
+            ("u64 max", b"ffffffffffffffff\r\n", BadChunk),
             ("non-hex", b"5g\r\nhello\r\n", BadChunk),
             ("bare lf after size", b"5\nhello\r\n0\r\n\r\n", BadChunk),
             ("bare cr after size", b"5\rhello\r\n0\r\n\r\n", BadChunk),
@@ -715,7 +918,7 @@ mod tests {
     #[test]
     fn large_chunk_streams_without_buffering() {
         let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES);
-        let r = d.decode(b"ffffffffffffffff\r\n", &mut |_, _| {});
+        let r = d.decode(b"7fffffffffffffff\r\n", &mut |_, _| {});
         assert_eq!(
             r,
             Ok(Decoded {
@@ -732,6 +935,161 @@ mod tests {
         assert_eq!(seen, 4 * 4096);
         assert_eq!(d.payload_len(), 4 * 4096);
         assert!(!d.in_trailers());
+    }
+
+    #[test]
+    fn lenient_takes_lone_lf_as_a_line_end() {
+        let table: &[(&[u8], &[u8])] = &[
+            (b"5\nhello\n0\n\n", b"hello"),
+            (b"5;ext\nhello\r\n0\n\r\n", b"hello"),
+            (b"5;a=b\nhello\n0;a=\"q\"\nX: 1\nY: 2\r\n\n", b"hello"),
+            (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
+        ];
+        for (body, payload) in table {
+            let input = [*body, b"GET / HTTP/1.1\r\n"].concat();
+            for k in 0..=input.len() {
+                let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES).lenient(true);
+                let mut got = Vec::new();
+                let mut consumed = 0;
+                for part in [&input[..k], &input[k..]] {
+                    let r = d
+                        .decode(part, &mut |a, b| got.extend_from_slice(&part[a..b]))
+                        .unwrap();
+                    consumed += r.consumed;
+                    if r.done {
+                        break;
+                    }
+                }
+                assert_eq!(got, *payload, "split at {k}");
+                assert_eq!(consumed, body.len(), "split at {k}");
+                assert!(d.is_done());
+            }
+        }
+        // A lone CR is still an error, lenient or not.
+        for bad in [
+            &b"5\rhello\r\n"[..],
+            b"5\r\nhello\r0\r\n",
+            b"0\r\nX: a\rb\r\n\r\n",
+        ] {
+            let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES).lenient(true);
+            assert_eq!(d.decode(bad, &mut |_, _| {}), Err(BodyError::BadChunk));
+        }
+    }
+
+    #[test]
+    fn max_payload_refuses_at_the_size_line() {
+        // 16 bytes allowed: a chunk declaring more fails before any of its data is seen.
+        let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES).max_payload(16);
+        assert_eq!(
+            d.decode(b"fffffffffffffff\r\n", &mut |_, _| panic!("no data")),
+            Err(BodyError::TooLarge)
+        );
+        let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES).max_payload(16);
+        let mut seen = 0;
+        let r = d.decode(b"a\r\n0123456789\r\n6\r\n012345\r\n", &mut |a, b| {
+            seen += b - a
+        });
+        assert_eq!(r.map(|d| d.done), Ok(false));
+        assert_eq!(seen, 16);
+        assert_eq!(
+            d.decode(b"1\r\n", &mut |_, _| panic!("no data")),
+            Err(BodyError::TooLarge)
+        );
+        // Exactly at the limit passes, and the last chunk always does.
+        let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES).max_payload(5);
+        assert_eq!(
+            d.decode(b"5\r\nhello\r\n0\r\n\r\n", &mut |_, _| {})
+                .map(|d| d.done),
+            Ok(true)
+        );
+    }
+
+    /// Re-frames `input` split at `cuts`, and checks the result reads back strictly as the same
+    /// payload and trailers, framed canonically. Returns the re-framed bytes.
+    fn reframed(input: &[u8], cuts: &[usize], lenient: bool) -> Vec<u8> {
+        let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES).lenient(lenient);
+        let mut out = b"kept".to_vec();
+        let mut from = 0;
+        for &to in cuts.iter().chain([&input.len()]) {
+            let part = &input[from..to];
+            let before = out.len();
+            let r = reframe(&mut d, part, &mut out).expect("reframes");
+            if !lenient {
+                assert!(out.len() - before <= part.len() + REFRAME_SLACK, "slack");
+            }
+            if r.done {
+                break;
+            }
+            assert_eq!(r.consumed, part.len());
+            from = to;
+        }
+        assert!(d.is_done(), "body ended");
+        assert_eq!(&out[..4], b"kept", "appends");
+        out.split_off(4)
+    }
+
+    #[test]
+    fn reframe_writes_one_chunk_per_call_and_keeps_trailers() {
+        // A thousand one-byte chunks in one call: one chunk out.
+        let mut tiny = Vec::new();
+        for i in 0..1000u32 {
+            tiny.extend_from_slice(b"1\r\n");
+            tiny.push(b'a' + (i % 26) as u8);
+            tiny.extend_from_slice(b"\r\n");
+        }
+        tiny.extend_from_slice(b"0\r\nX-Sum: 7\r\n\r\n");
+        let payload: Vec<u8> = (0..1000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let want = [&b"3e8\r\n"[..], &payload, b"\r\n0\r\nX-Sum: 7\r\n\r\n"].concat();
+        assert_eq!(reframed(&tiny, &[], false), want);
+        // Cut anywhere, the same body comes out, however it is split into chunks.
+        for k in (0..tiny.len()).step_by(7) {
+            let out = reframed(&tiny, &[k], false);
+            let (got, n, done) = run(&[&out], MAX_EXT_BYTES, MAX_TRAILER_BYTES).unwrap();
+            assert_eq!(
+                (got, n, done),
+                (payload.clone(), out.len(), true),
+                "cut at {k}"
+            );
+            assert!(out.ends_with(b"0\r\nX-Sum: 7\r\n\r\n"), "cut at {k}");
+        }
+        // Bare LF and extensions in, canonical CRLF framing out; the trailers byte for byte.
+        let legacy = b"5;name=v\nhello\n3\nabc\n0\nX: 1\nY:  two words\n\n";
+        let want = b"8\r\nhelloabc\r\n0\r\nX: 1\r\nY:  two words\r\n\r\n";
+        assert_eq!(reframed(legacy, &[], true), want);
+        for k in 0..=legacy.len() {
+            let out = reframed(legacy, &[k], true);
+            let (got, n, done) = run(&[&out], MAX_EXT_BYTES, MAX_TRAILER_BYTES).unwrap();
+            assert_eq!(
+                (&got[..], n, done),
+                (&b"helloabc"[..], out.len(), true),
+                "cut at {k}"
+            );
+            assert!(
+                out.ends_with(b"\r\n0\r\nX: 1\r\nY:  two words\r\n\r\n"),
+                "cut at {k}"
+            );
+        }
+        // Bytes after the body are not taken.
+        let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES);
+        let mut out = Vec::new();
+        let r = reframe(&mut d, b"2\r\nhi\r\n0\r\n\r\nGET /", &mut out).unwrap();
+        assert_eq!((r.consumed, r.done), (12, true));
+        assert_eq!(out, b"2\r\nhi\r\n0\r\n\r\n");
+        // An empty body, and a call that carries only framing, write no empty chunk.
+        let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES);
+        let mut out = Vec::new();
+        reframe(&mut d, b"5\r\n", &mut out).unwrap();
+        assert!(out.is_empty());
+        reframe(&mut d, b"hello\r\n0\r\n\r\n", &mut out).unwrap();
+        assert_eq!(out, b"5\r\nhello\r\n0\r\n\r\n");
+        // A failure leaves the output as it was.
+        let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES);
+        let mut out = b"x".to_vec();
+        assert_eq!(
+            reframe(&mut d, b"2\r\nhiX", &mut out),
+            Err(BodyError::BadChunk)
+        );
+        assert_eq!(out, b"x");
     }
 
     #[test]

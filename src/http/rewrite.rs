@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 use super::head::{
-    absolute_authority, alias_of, field_name, list_elements, FieldName, Header, ReqBody,
+    absolute_authority, alias_of, field_name, is_token, list_elements, FieldName, Header, ReqBody,
     RequestHead, RespBody, ResponseHead, Version,
 };
 
@@ -26,18 +26,116 @@ pub struct Forward<'a> {
     pub proto: &'static str,
     /// Host to send instead of the client's (pass_host node or rewrite); None passes the client's.
     pub host: Option<&'a [u8]>,
+    /// The protocols an Upgrade may ask the upstream for.
+    pub upgrades: Upgrades<'a>,
+}
+
+/// Which protocols a request may ask the upstream to switch to (RFC 9110 §7.8), by protocol name
+/// without version, compared case-insensitively: the upstream's `upgrade` list, where a route's
+/// `enable_websocket` (APISIX's spelling) decides for `websocket` when it is given. A protocol
+/// not allowed is dropped from the Upgrade field; with none left the request goes on without
+/// Upgrade, so a tunnel can only ever be opened to a protocol the operator allowed. That is what
+/// keeps h2c out: behind an h2c tunnel every request would reach the upstream unrouted.
+#[derive(Clone, Copy, Debug)]
+pub struct Upgrades<'a> {
+    pub allowed: &'a [String],
+    pub websocket: Option<bool>,
+}
+
+impl Upgrades<'_> {
+    /// No upgrade at all.
+    pub const NONE: Upgrades<'static> = Upgrades {
+        allowed: &[],
+        websocket: None,
+    };
+
+    pub fn allows(&self, name: &[u8]) -> bool {
+        match self.websocket {
+            Some(on) if name.eq_ignore_ascii_case(b"websocket") => on,
+            _ => self
+                .allowed
+                .iter()
+                .any(|a| a.as_bytes().eq_ignore_ascii_case(name)),
+        }
+    }
+}
+
+/// The protocols an upgrade request offered its upstream (the value of the Upgrade field hearth
+/// wrote), kept with the exchange so that a 101 can be held to them. Fixed-size, so keeping it
+/// costs the exchange no allocation; a longer offer keeps its whole elements that fit, which can
+/// only make hearth refuse a 101 it might have taken.
+#[derive(Clone, Copy, Debug)]
+pub struct Offer {
+    bytes: [u8; Offer::MAX],
+    len: u8,
+}
+
+impl Offer {
+    const MAX: usize = 64;
+
+    /// Nothing offered: any 101 is refused.
+    pub const NONE: Offer = Offer {
+        bytes: [0; Offer::MAX],
+        len: 0,
+    };
+
+    pub fn new(value: &[u8]) -> Offer {
+        let mut o = Offer::NONE;
+        let mut len = 0;
+        for e in list_elements(value) {
+            let sep = usize::from(len > 0);
+            if len + sep + e.len() > Offer::MAX {
+                break;
+            }
+            if sep == 1 {
+                o.bytes[len] = b',';
+            }
+            o.bytes[len + sep..len + sep + e.len()].copy_from_slice(e);
+            len += sep + e.len();
+        }
+        o.len = len as u8;
+        o
+    }
+
+    pub fn is_some(&self) -> bool {
+        self.len > 0
+    }
+
+    /// Whether a 101 whose Upgrade fields are `values` switches to protocols that were offered:
+    /// at least one is named, and every one named was offered (by name; RFC 9110 §7.8).
+    pub fn accepts<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> bool {
+        let offered = &self.bytes[..usize::from(self.len)];
+        let mut named = 0;
+        for e in values.into_iter().flat_map(list_elements) {
+            let name = protocol_name(e);
+            let known = offered
+                .split(|&b| b == b',')
+                .any(|o| protocol_name(o).eq_ignore_ascii_case(name));
+            if name.is_empty() || !known {
+                return false;
+            }
+            named += 1;
+        }
+        named > 0
+    }
+}
+
+/// The name part of an Upgrade list element, `protocol-name [ "/" protocol-version ]`.
+pub fn protocol_name(element: &[u8]) -> &[u8] {
+    element.split(|&b| b == b'/').next().unwrap_or_default()
 }
 
 /// Appends the upstream request head for `head` (parsed from `src`, with fields `headers`) to
 /// `out`. Requests to upstreams are always HTTP/1.1 and persistent, so no Connection field is
-/// written except for an upgrade.
+/// written except for an upgrade. Returns where in `out` the value of the Upgrade field went, when
+/// one did: the protocols offered, which the caller holds a 101 to.
 pub fn request_head(
     src: &[u8],
     head: &RequestHead,
     headers: &[Header],
     fwd: &Forward,
     out: &mut Vec<u8>,
-) {
+) -> Option<std::ops::Range<usize>> {
     out.extend_from_slice(head.method_span.of(src));
     out.push(b' ');
     write_origin_form(head.target.of(src), out);
@@ -50,13 +148,11 @@ pub fn request_head(
     }
 
     let named = ConnectionNames::new(src, headers, head.connection_lists_fields);
-    let upgrade = head.upgrade.is_some();
     let mut forwarded_for = false;
-    let mut lines = Lines::new(src, headers, head.head_len);
+    let mut lines = Lines::new(src, headers, head.head_len, head.bare_lf);
     for (i, h) in headers.iter().enumerate() {
         let name = h.name.of(src);
         let copy = match field_name(name) {
-            FieldName::Upgrade => upgrade,
             FieldName::Other => !named.lists(name) && alias_of(name) == FieldName::Other,
             FieldName::Expect | FieldName::IdempotencyKey => !named.lists(name),
             FieldName::XForwardedFor => {
@@ -72,6 +168,8 @@ pub fn request_head(
             | FieldName::ProxyConnection
             | FieldName::Te
             | FieldName::Trailer
+            | FieldName::Upgrade
+            | FieldName::Http2Settings
             | FieldName::XForwardedProto
             | FieldName::XForwardedHost => false,
         };
@@ -80,9 +178,10 @@ pub fn request_head(
         }
     }
     lines.finish(out);
-    if upgrade {
-        field(out, b"Connection", b"upgrade");
-    }
+    let offered = match head.upgrade {
+        Some(_) => write_upgrade(src, headers, &fwd.upgrades, out),
+        None => None,
+    };
     match head.body {
         ReqBody::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
@@ -115,6 +214,46 @@ pub fn request_head(
         field(out, b"X-Forwarded-Host", host);
     }
     out.extend_from_slice(b"\r\n");
+    offered
+}
+
+/// Writes `Upgrade` with the protocols of the request's Upgrade fields that `upgrades` allows,
+/// and `Connection: upgrade`; nothing when none is allowed. Returns the written value's range.
+fn write_upgrade(
+    src: &[u8],
+    headers: &[Header],
+    upgrades: &Upgrades,
+    out: &mut Vec<u8>,
+) -> Option<std::ops::Range<usize>> {
+    let elements = headers
+        .iter()
+        .filter(|h| field_name(h.name.of(src)) == FieldName::Upgrade)
+        .flat_map(|h| list_elements(h.value.of(src)))
+        .filter(|e| is_protocol(e) && upgrades.allows(protocol_name(e)));
+    let line = out.len();
+    out.extend_from_slice(b"Upgrade: ");
+    let start = out.len();
+    for (i, e) in elements.enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(e);
+    }
+    if out.len() == start {
+        out.truncate(line);
+        return None;
+    }
+    let end = out.len();
+    out.extend_from_slice(b"\r\n");
+    field(out, b"Connection", b"upgrade");
+    Some(start..end)
+}
+
+/// `protocol-name [ "/" protocol-version ]`, both tokens (RFC 9110 §7.8).
+fn is_protocol(element: &[u8]) -> bool {
+    let mut parts = element.splitn(2, |&b| b == b'/');
+    let name = parts.next().unwrap_or_default();
+    is_token(name) && parts.next().is_none_or(is_token)
 }
 
 /// How the client connection stands, for the response head written to it.
@@ -156,7 +295,7 @@ pub fn response_head(
     let pass_length = head.body == RespBody::None && head.status >= 200 && head.status != 204;
     let named = ConnectionNames::new(src, headers, head.connection_lists_fields);
     let mut length_written = false;
-    let mut lines = Lines::new(src, headers, head.head_len);
+    let mut lines = Lines::new(src, headers, head.head_len, head.bare_lf);
     for (i, h) in headers.iter().enumerate() {
         let name = h.name.of(src);
         let copy = match field_name(name) {
@@ -179,7 +318,8 @@ pub fn response_head(
             | FieldName::KeepAlive
             | FieldName::ProxyConnection
             | FieldName::Te
-            | FieldName::Trailer => false,
+            | FieldName::Trailer
+            | FieldName::Http2Settings => false,
         };
         if copy {
             lines.keep(i, out);
@@ -217,7 +357,9 @@ pub fn response_head(
 /// two copies where writing name and value afresh was four appends per field. Line `i` runs from
 /// its name to the next line's name; the last one to the blank line that ends the head. The
 /// parser has refused everything that would make a line's bytes mean something else to the next
-/// hop (obs-fold, bare CR or LF, whitespace before the colon), so verbatim is exact.
+/// hop (obs-fold, bare CR, whitespace before the colon), so verbatim is exact. A head with a line
+/// ended by LF alone (`fresh`) is the exception: each kept line is written afresh, name, ": ",
+/// value and CRLF, so that what hearth sends on always ends its lines in CRLF.
 struct Lines<'a> {
     src: &'a [u8],
     headers: &'a [Header],
@@ -225,20 +367,27 @@ struct Lines<'a> {
     blank: usize,
     /// The run of kept lines not yet copied.
     run: std::ops::Range<usize>,
+    fresh: bool,
 }
 
 impl<'a> Lines<'a> {
-    fn new(src: &'a [u8], headers: &'a [Header], head_len: usize) -> Self {
+    fn new(src: &'a [u8], headers: &'a [Header], head_len: usize, fresh: bool) -> Self {
         Lines {
             src,
             headers,
             blank: head_len.saturating_sub(2),
             run: 0..0,
+            fresh,
         }
     }
 
     /// Keeps line `i`.
     fn keep(&mut self, i: usize, out: &mut Vec<u8>) {
+        if self.fresh {
+            let h = self.headers[i];
+            field(out, h.name.of(self.src), h.value.of(self.src));
+            return;
+        }
         let start = self.headers[i].name.start as usize;
         let end = self
             .headers
@@ -398,11 +547,23 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// The default `upgrade` list: websocket only.
+    static WEBSOCKET: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(crate::config::default_upgrade);
+
+    fn ws() -> Upgrades<'static> {
+        Upgrades {
+            allowed: &WEBSOCKET,
+            websocket: None,
+        }
+    }
+
     fn plain(ip: IpAddr) -> Forward<'static> {
         Forward {
             client_ip: ip,
             proto: "http",
             host: None,
+            upgrades: ws(),
         }
     }
 
@@ -413,11 +574,28 @@ mod tests {
             client_ip: V4,
             proto: "https",
             host: None,
+            upgrades: ws(),
         };
         let rewrite_host = Forward {
             client_ip: V4,
             proto: "http",
             host: Some(b"backend:8080"),
+            upgrades: ws(),
+        };
+        let no_websocket = Forward {
+            upgrades: Upgrades {
+                allowed: &WEBSOCKET,
+                websocket: Some(false),
+            },
+            ..plain(V4)
+        };
+        let spdy = ["spdy".to_owned(), "websocket".to_owned()];
+        let spdy = Forward {
+            upgrades: Upgrades {
+                allowed: &spdy,
+                websocket: None,
+            },
+            ..plain(V4)
         };
         let table: &[(&str, &[u8], &Forward, &str)] = &[
             (
@@ -441,7 +619,7 @@ mod tests {
             (
                 "x-forwarded-for appended on one line; proto and host replaced",
                 b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: gopher\r\nx-forwarded-for: 10.0.0.2, 10.0.0.3\r\nX-Forwarded-Host: evil\r\nX-Forwarded-For:\r\n\r\n",
-                &Forward { client_ip: v6, proto: "https", host: None },
+                &Forward { client_ip: v6, proto: "https", host: None, upgrades: ws() },
                 "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, 2001:db8::1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: h\r\n\r\n",
             ),
             (
@@ -478,7 +656,37 @@ mod tests {
                 "upgrade kept with connection: upgrade",
                 b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
                 &plain(V4),
-                "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nConnection: upgrade\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+                "GET /ws HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: k\r\nUpgrade: websocket\r\nConnection: upgrade\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
+                "h2c upgrade stripped with HTTP2-Settings and the Connection tokens naming them",
+                b"GET /public/x HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n",
+                &plain(V4),
+                "GET /public/x HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
+                "HTTP2-Settings dropped even when Connection does not name it",
+                b"GET / HTTP/1.1\r\nHost: h\r\nHTTP2-Settings: AAMAAABk\r\nHTTP2_Settings: x\r\n\r\n",
+                &plain(V4),
+                "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
+                "only the allowed protocols of a list are offered, over several lines",
+                b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c, WebSocket/13\r\nUpgrade: spdy/3.1\r\nConnection: upgrade\r\n\r\n",
+                &plain(V4),
+                "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket/13\r\nConnection: upgrade\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
+                "another protocol allowed by the upstream",
+                b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c, SPDY/3.1, bogus/\r\nConnection: upgrade\r\n\r\n",
+                &spdy,
+                "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: SPDY/3.1\r\nConnection: upgrade\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
+                "websocket turned off by the route",
+                b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                &no_websocket,
+                "GET /ws HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
             ),
             (
                 "absolute-form becomes origin-form, host from the target",
@@ -514,6 +722,63 @@ mod tests {
         for (name, input, fwd, want) in table {
             assert_eq!(upstream_request(input, fwd), *want, "{name}");
         }
+    }
+
+    #[test]
+    fn bare_lf_heads_go_on_with_crlf() {
+        let limits = Limits {
+            accept_bare_lf: true,
+            ..Limits::default()
+        };
+        let input = b"POST /x HTTP/1.1\nHost: h\nX-A:  1\t\nContent-Length: 3\nX-B: 2\n\n";
+        let mut headers = Vec::new();
+        let head = parse_request(input, &limits, &mut headers)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        request_head(input, &head, &headers, &plain(V4), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /x HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-B: 2\r\nContent-Length: 3\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n"
+        );
+        let ka = ClientSide {
+            version: Version::Http11,
+            keep_alive: true,
+            dechunk: false,
+            head_request: false,
+        };
+        assert_eq!(
+            client_response(
+                b"HTTP/1.1 200 OK\nServer: old\nContent-Length: 8\n\n",
+                false,
+                &ka
+            ),
+            "HTTP/1.1 200 OK\r\nServer: old\r\nContent-Length: 8\r\n\r\n"
+        );
+        assert_eq!(
+            client_response(b"HTTP/1.1 204\r\nX: 1\n\r\n", false, &ka),
+            "HTTP/1.1 204 \r\nX: 1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn offers_hold_101s_to_what_was_asked() {
+        let offer = Offer::new(b"websocket, SPDY/3.1");
+        assert!(offer.is_some());
+        assert!(offer.accepts([&b"WebSocket"[..]]));
+        assert!(offer.accepts([&b"spdy/3.1"[..]]));
+        assert!(offer.accepts([&b"spdy/2"[..], &b"websocket"[..]]));
+        assert!(!offer.accepts([&b"h2c"[..]]));
+        assert!(!offer.accepts([&b"websocket, h2c"[..]]));
+        assert!(!offer.accepts(std::iter::empty::<&[u8]>()));
+        assert!(!offer.accepts([&b""[..]]));
+        assert!(!Offer::NONE.is_some());
+        assert!(!Offer::NONE.accepts([&b"websocket"[..]]));
+        // An offer longer than the record keeps the whole elements that fit.
+        let long = [&b"websocket, "[..], &[b'x'; 80][..]].concat();
+        let kept = Offer::new(&long);
+        assert!(kept.accepts([&b"websocket"[..]]));
+        assert!(!kept.accepts([&[b'x'; 80][..]]));
     }
 
     #[test]

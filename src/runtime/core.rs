@@ -41,12 +41,13 @@ use crate::balance::{self, Balancer, Latency, Load, Passive, Tried};
 use crate::buf::{Buf, BufPool};
 use crate::config::{Balance, Config, PassHost, PoolSettings};
 use crate::http::answer::canned;
-use crate::http::body::ChunkedDecoder;
+use crate::http::body::{self, BodyError, ChunkedDecoder};
 use crate::http::head::{self, Header, Limits, ReqBody, RequestHead, RespBody, Version};
-use crate::http::rewrite::{self, ClientSide, Forward};
+use crate::http::rewrite::{self, ClientSide, Forward, Offer, Upgrades};
 use crate::lru::Handle;
 use crate::metrics::Counters;
 use crate::route::{Request, Router, Vars};
+use crate::runtime::cause::{Cause, Context};
 use crate::runtime::control::{Control, Handover};
 use crate::runtime::generation::{
     host_override, ListenTls, PoolId, Process, Shared, UpSettings, UpTls,
@@ -138,6 +139,8 @@ enum BodyOut {
     Chunked {
         dec: ChunkedDecoder,
         dechunk: bool,
+        /// The upstream ends lines in LF alone: the body is framed afresh for the client.
+        reframe: bool,
     },
     /// Delimited by the upstream closing.
     Close,
@@ -180,7 +183,8 @@ struct Exchange {
     head_request: bool,
     client_version: Version,
     req_keep_alive: bool,
-    upgrade: bool,
+    /// The protocols an Upgrade offered the upstream; a 101 for any other is refused.
+    offer: Offer,
     keep_client: bool,
     up_reusable: bool,
     /// Stray bytes after the response: never reuse that connection.
@@ -197,7 +201,25 @@ struct Exchange {
     sent_body: u64,
     /// Last time the upstream made progress (connect started, bytes read or written).
     up_progress: u64,
+    /// Bytes written to the upstream in this try, and how many of them the head takes, so a
+    /// failure can say how much of the body had gone.
+    wrote: u64,
+    head_len: u64,
+    /// The upstream stopped taking the request (reset or closed while it was being sent). Its
+    /// answer, if it sent one first, still goes to the client.
+    send_failed: bool,
+    /// The answer is complete and the rest of the request body is being sent on so that the
+    /// connection can be pooled: give up at this time (0: not draining) ...
+    drain_until: u64,
+    /// ... or once this many more request bytes would be needed.
+    drain_left: u64,
 }
+
+/// A request body still arriving when its answer is complete is sent on, so the upstream
+/// connection stays reusable, when no more than this much of it is left ...
+const DRAIN_MAX_BYTES: u64 = 64 * 1024;
+/// ... and it arrives within this long.
+const DRAIN_TIMEOUT_MS: u64 = 2_000;
 
 /// What a request needs to move to another node of its upstream. Kept by client id in the
 /// core rather than in `Exchange`, which every client slot makes room for, so an idle client
@@ -272,8 +294,8 @@ enum UpState {
     /// Connected and owned by a client (or, briefly, by nobody while being handed over).
     Active,
     Idle(Handle),
-    /// The connect failed; the owner will notice and close it.
-    Broken,
+    /// The connect failed, for this reason; the owner will notice and close it.
+    Broken(Cause),
 }
 
 struct Upstream {
@@ -308,15 +330,27 @@ struct Upstream {
     sni: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
 enum Fault {
-    /// The client went away or broke the connection.
-    ClientGone,
-    /// The client sent something we answer with this status.
-    ClientBad(u16),
-    /// The upstream connection failed.
-    UpstreamGone,
+    /// The client went away, broke the connection or stopped reading.
+    ClientGone(Cause),
+    /// The client sent something we answer for with the cause's status.
+    ClientBad(Cause),
+    /// The upstream connection failed before or while answering.
+    UpstreamGone(Cause),
     /// The upstream sent something invalid.
-    UpstreamBad,
+    UpstreamBad(Cause),
+}
+
+impl Fault {
+    fn cause(self) -> Cause {
+        match self {
+            Fault::ClientGone(c)
+            | Fault::ClientBad(c)
+            | Fault::UpstreamGone(c)
+            | Fault::UpstreamBad(c) => c,
+        }
+    }
 }
 
 enum ReadOutcome {
@@ -352,6 +386,17 @@ fn read_into(sock: &mut TcpStream, buf: &mut Buf, ready: &mut bool, hup: bool) -
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return ReadOutcome::Failed,
         }
+    }
+}
+
+/// How much of a chunked body to re-frame into `room` bytes at once: what `body::reframe` may
+/// write for it must fit. A decoder that takes lone LFs may write up to half as much again.
+fn reframe_window(room: usize, lenient: bool) -> usize {
+    let room = room.saturating_sub(body::REFRAME_SLACK);
+    if lenient {
+        room / 3 * 2
+    } else {
+        room
     }
 }
 
@@ -819,6 +864,7 @@ impl Core {
             bufs: BufPool::new(cfg.client.max_head_bytes.max(BUF_BYTES), MAX_BUFFERS),
             limits: Limits {
                 max_head_bytes: cfg.client.max_head_bytes,
+                accept_bare_lf: cfg.client.accept_bare_lf,
                 ..head::Limits::default()
             },
             headers: Vec::with_capacity(head::MAX_HEADERS),
@@ -1052,6 +1098,7 @@ impl Core {
         }
         // Buffers keep the size they were made with; a larger head limit takes a restart.
         self.limits.max_head_bytes = shared.cfg.client.max_head_bytes.min(self.bufs.buf_size());
+        self.limits.accept_bare_lf = shared.cfg.client.accept_bare_lf;
         self.shared = shared;
         for pid in 0..n {
             if self.shared.pool(pid).is_some() {
@@ -1064,7 +1111,7 @@ impl Core {
                 self.close_up(uid, CloseReason::Removed);
             }
             while let Some(cid) = self.next_waiter(pid, None) {
-                self.fail_waiter(cid, 502);
+                self.fail_waiter(cid, Cause::NodeRemoved);
             }
         }
         debug!("core {}: configuration reloaded", self.id);
@@ -1385,10 +1432,25 @@ impl Core {
         Ok(n > 0 || flushed)
     }
 
-    /// Queues a canned answer and moves to closing (or back to reading heads when `keep`).
-    fn answer(&mut self, cid: usize, status: u16, keep: bool) -> (Phase, Step) {
+    /// Queues a canned answer for `cause` and moves to closing (or back to reading heads when
+    /// `keep`).
+    fn answer(&mut self, cid: usize, cause: Cause, keep: bool) -> (Phase, Step) {
+        self.answer_for(cid, cause, keep, None)
+    }
+
+    /// As `answer`, for a request that had an exchange: its node and progress go into the
+    /// warning and the access log line.
+    fn answer_for(
+        &mut self,
+        cid: usize,
+        cause: Cause,
+        keep: bool,
+        ex: Option<&Exchange>,
+    ) -> (Phase, Step) {
+        let status = cause.status();
         self.counters.answered(status);
-        self.log_end(cid, status, 0, None);
+        self.report(cid, cause, ex);
+        self.log_end(cid, status, 0, ex.map(|e| (e, 0)), Some(cause));
         let Some(c) = self.clients.get_mut(cid) else {
             return (Phase::Closing, Step::Closed);
         };
@@ -1411,8 +1473,52 @@ impl Core {
         }
     }
 
-    /// Ends client `cid`'s access log entry, if one is in progress.
-    fn log_end(&mut self, cid: usize, status: u16, bytes_sent: u64, up: Option<(&Exchange, u64)>) {
+    /// Says why hearth answered or cut a request: a warning at most once a second per node (or,
+    /// for the clients' doing, per core) and cause, and a debug line every time.
+    fn report(&mut self, cid: usize, cause: Cause, ex: Option<&Exchange>) {
+        self.counters.failed(cause);
+        let cfg = &self.shared.cfg;
+        let ms = |d: Duration| d.as_millis() as u64;
+        let limit_ms = match cause {
+            Cause::HeaderTimeout => ms(cfg.client.header_timeout),
+            Cause::BodyTimeout => ms(cfg.client.body_timeout),
+            Cause::SendTimeout => ms(cfg.client.send_timeout),
+            Cause::ConnectTimeout => ex.map_or(0, |e| e.set.connect_ms),
+            Cause::ReadTimeout => ex.map_or(0, |e| e.set.read_ms),
+            Cause::QueueTimeout => ex.map_or(0, |e| e.set.queue_ms),
+            _ => 0,
+        };
+        let cx = Context {
+            node: ex.and_then(|e| self.shared.pool(e.node)).map(|p| p.addr),
+            client: self.clients.get(cid).map(|c| c.ip),
+            body_sent: ex.map_or(0, |e| e.wrote.saturating_sub(e.head_len)),
+            answered: ex.is_some_and(|e| e.resp_started),
+            limit_ms,
+        };
+        let now_ms = self.wall_base + self.now;
+        let clock = match ex {
+            Some(e) if cause.upstream() => self.budgets.get(e.node).map(|b| &b.warned),
+            _ => None,
+        }
+        .unwrap_or(&self.process.warned);
+        // A client leaving is the ordinary life of a proxy, not something to warn about.
+        if cause != Cause::ClientAbort && clock.may_warn(cause, now_ms) {
+            warn!("{} [{}]", cause.describe(&cx), cause.token());
+        } else {
+            debug!("{} [{}]", cause.describe(&cx), cause.token());
+        }
+    }
+
+    /// Ends client `cid`'s access log entry, if one is in progress. `cause`: why hearth answered
+    /// or cut the request itself, if it did.
+    fn log_end(
+        &mut self,
+        cid: usize,
+        status: u16,
+        bytes_sent: u64,
+        up: Option<(&Exchange, u64)>,
+        cause: Option<Cause>,
+    ) {
         let Some(p) = self.logs.get_mut(cid).and_then(Option::take) else {
             return;
         };
@@ -1435,6 +1541,7 @@ impl Core {
             connect_ms,
             reused,
             total_ms: self.now.saturating_sub(started),
+            cause: cause.map(Cause::token),
         };
         a.finish(p, &o, self.now);
     }
@@ -1453,10 +1560,7 @@ impl Core {
             match head::parse_request(buf.filled(), &self.limits, &mut self.headers) {
                 Ok(Some(h)) => return self.begin_exchange(cid, h),
                 Ok(None) => {}
-                Err(e) => {
-                    debug!("client {}: bad request head: {e:?}", c.ip);
-                    return self.answer(cid, e.status(), false);
-                }
+                Err(e) => return self.answer(cid, Cause::of_head_error(e), false),
             }
         } else {
             c.head_started = None;
@@ -1476,7 +1580,7 @@ impl Core {
         if c.rbuf.is_none() {
             match self.bufs.checkout() {
                 Some(b) => c.rbuf = Some(b),
-                None => return self.answer(cid, 503, false),
+                None => return self.answer(cid, Cause::NoBuffer, false),
             }
         }
         let buf = c.rbuf.as_mut().expect("checked out above");
@@ -1550,18 +1654,24 @@ impl Core {
             headers: &self.headers,
             src,
         };
+        if h.method == head::Method::Connect {
+            // A tunnel to whatever the client names is a forward proxy's job, never this one's;
+            // the client may already be sending tunnel bytes, so the connection closes after.
+            return self.answer(cid, Cause::ConnectMethod, false);
+        }
         let Some(m) = self.router.find(&route_req) else {
             let keep = h.body == ReqBody::None && h.keep_alive;
             c.rbuf.as_mut().expect("present").consume(h.head_len);
-            return self.answer(cid, 404, keep);
+            return self.answer(cid, Cause::NoRoute, keep);
         };
         let max_body = cfg.client.max_body_bytes;
         if let ReqBody::Length(n) = h.body {
             if max_body > 0 && n > max_body {
-                return self.answer(cid, 413, false);
+                return self.answer(cid, Cause::BodyTooLarge, false);
             }
         }
         let upstream = m.upstream;
+        let websocket = cfg.routes.get(m.route).and_then(|r| r.websocket);
         let up_cfg = &cfg.upstreams[upstream];
         // The key is read only for chash, from the request as it arrived.
         let hash = match &up_cfg.balance {
@@ -1578,7 +1688,7 @@ impl Core {
         };
         let mut tried = Tried::default();
         let Some(node) = self.choose_node(upstream, hash, &mut tried) else {
-            return self.answer(cid, 502, false);
+            return self.answer(cid, Cause::NoNode, false);
         };
         if self.tries.len() <= cid {
             // Grows with the highest client id, as the slab does; not per request.
@@ -1600,10 +1710,10 @@ impl Core {
         let src = c.rbuf.as_ref().expect("a head was parsed from it").filled();
         let set = shared.up_settings[upstream];
         let Some(pool) = shared.pool(node) else {
-            return self.answer(cid, 502, false);
+            return self.answer(cid, Cause::NoNode, false);
         };
         let Some(mut to_up) = self.bufs.checkout() else {
-            return self.answer(cid, 503, false);
+            return self.answer(cid, Cause::NoBuffer, false);
         };
         let fwd = Forward {
             client_ip: c.ip,
@@ -1612,14 +1722,22 @@ impl Core {
             // requires one (RFC 9112 §3.2), so it gets the node's address.
             host: host_override(&up_cfg.pass_host, pool)
                 .or(h.host.is_none().then_some(pool.host.as_bytes())),
+            upgrades: Upgrades {
+                allowed: &up_cfg.upgrade,
+                websocket,
+            },
         };
         self.out.clear();
-        rewrite::request_head(src, &h, &self.headers, &fwd, &mut self.out);
+        let offer = match rewrite::request_head(src, &h, &self.headers, &fwd, &mut self.out) {
+            Some(value) => Offer::new(&self.out[value]),
+            None => Offer::NONE,
+        };
         if self.out.len() > to_up.capacity() {
             self.bufs.give_back(to_up);
-            return self.answer(cid, 431, false);
+            return self.answer(cid, Cause::HeadTooLarge, false);
         }
         to_up.push(&self.out);
+        let head_len = self.out.len() as u64;
         // The SNI follows the Host sent upstream when the pool takes it from the request; a
         // Host rustls cannot use as a name gets the node's name, as warm connections do.
         let sni = match pool.tls.as_ref().filter(|t| t.from_request) {
@@ -1646,7 +1764,13 @@ impl Core {
         let req = match h.body {
             ReqBody::None | ReqBody::Length(0) => BodyIn::Done,
             ReqBody::Length(n) => BodyIn::Length(n),
-            ReqBody::Chunked => BodyIn::Chunked(ChunkedDecoder::from_limits(&self.limits)),
+            // The declared size of each chunk is held to what `max_body_bytes` still allows, so
+            // a chunk too large is refused at its size line, before any of it is forwarded.
+            ReqBody::Chunked => BodyIn::Chunked(
+                ChunkedDecoder::from_limits(&self.limits)
+                    .max_payload(self.shared.cfg.client.max_body_bytes)
+                    .lenient(self.limits.accept_bare_lf),
+            ),
         };
         let fresh = Exchange {
             node,
@@ -1668,7 +1792,7 @@ impl Core {
             head_request: h.method == head::Method::Head,
             client_version: h.version,
             req_keep_alive: h.keep_alive,
-            upgrade: h.upgrade.is_some(),
+            offer,
             keep_client: false,
             up_reusable: false,
             up_dirty: false,
@@ -1679,6 +1803,11 @@ impl Core {
             status: 0,
             sent_body: 0,
             up_progress: self.now,
+            wrote: 0,
+            head_len,
+            send_failed: false,
+            drain_until: 0,
+            drain_left: 0,
         };
         let ex = match self.spare.pop() {
             Some(mut ex) => {
@@ -1740,10 +1869,10 @@ impl Core {
                 Err(ConnectError::Budget) => {
                     let (qsize, max_conns) = (ex.set.queue_size, ex.set.max_connections);
                     if !self.pools[node].wait(cid, qsize) {
-                        debug!("queue for pool {node} full: 503");
                         self.counters.nodes[node].queue_timeouts += 1;
+                        let r = self.answer_for(cid, Cause::QueueFull, false, Some(&ex));
                         self.retire(ex);
-                        return self.answer(cid, 503, false);
+                        return r;
                     }
                     self.counters.nodes[node].queued += 1;
                     self.budgets[node].add_waiter(self.id);
@@ -1761,15 +1890,16 @@ impl Core {
                     }
                     return (Phase::Exchange(ex), Step::Wait);
                 }
-                Err(ConnectError::Failed) => {
+                Err(ConnectError::Failed(cause)) => {
                     // `connect` counted the failure against the node.
                     if self.next_try(cid, &mut ex) {
                         fresh = false;
                         continue;
                     }
                     let keep = matches!(ex.req, BodyIn::Done) && ex.req_keep_alive;
+                    let r = self.answer_for(cid, cause, keep, Some(&ex));
                     self.retire(ex);
-                    return self.answer(cid, 502, keep);
+                    return r;
                 }
             }
         }
@@ -1883,6 +2013,8 @@ impl Core {
         ex.node = node;
         ex.reused = false;
         ex.sent = 0;
+        ex.wrote = 0;
+        ex.send_failed = false;
         ex.up_eof = false;
         ex.resp = Resp::Head;
         self.bufs.release(&mut ex.from_up);
@@ -1917,6 +2049,7 @@ impl Core {
         if self.out.len() > ex.to_up.capacity() {
             return false;
         }
+        ex.head_len = (ex.head_len + host.len() as u64).saturating_sub(len as u64);
         ex.to_up.clear();
         ex.to_up.push(&self.out);
         true
@@ -1960,7 +2093,7 @@ impl Core {
     ) -> Result<usize, ConnectError> {
         let Some(pool) = self.shared.pool(node) else {
             // The node left the configuration while the request waited.
-            return Err(ConnectError::Failed);
+            return Err(ConnectError::Failed(Cause::NodeRemoved));
         };
         let addr = pool.addr;
         let per_request = pool.tls.as_ref().is_some_and(|t| t.from_request);
@@ -1976,13 +2109,13 @@ impl Core {
                 Err(e) => {
                     warn!("TLS to {addr}: {e}");
                     self.counters.nodes[node].connect_failures += 1;
-                    return Err(ConnectError::Failed);
+                    return Err(ConnectError::Failed(Cause::TlsHandshake));
                 }
             },
             None if pool.https => {
                 // Its certificate files failed to load (logged when the generation was made).
                 self.counters.nodes[node].connect_failures += 1;
-                return Err(ConnectError::Failed);
+                return Err(ConnectError::Failed(Cause::TlsHandshake));
             }
             None => None,
         };
@@ -2006,7 +2139,7 @@ impl Core {
                 if !ours {
                     self.node_failed(node);
                 }
-                return Err(ConnectError::Failed);
+                return Err(ConnectError::Failed(connect_cause(&e)));
             }
         };
         let _ = sock.set_nodelay(true);
@@ -2019,7 +2152,7 @@ impl Core {
             warn!("registering an upstream socket failed: {e}");
             budget.connect_done(max_connecting);
             budget.closed(max_connections);
-            return Err(ConnectError::Failed);
+            return Err(ConnectError::Failed(Cause::ConnectFailed));
         }
         let deadline = self.now + set.connect_ms;
         self.ups.insert(Upstream {
@@ -2056,12 +2189,22 @@ impl Core {
     fn step_exchange(&mut self, cid: usize, mut ex: Box<Exchange>) -> (Phase, Step) {
         let mut progress = match self.flush_client(cid) {
             Ok(p) => p,
-            Err(()) => return self.fail(cid, ex, Fault::ClientGone),
+            Err(()) => return self.fail(cid, ex, Fault::ClientGone(Cause::ClientAbort)),
         };
+        if progress && ex.answered {
+            // The client took answer bytes: the wait for the upstream counts from here, not from
+            // before the client fell behind (see `rearm_client`).
+            ex.up_progress = ex.up_progress.max(self.now);
+        }
         // Request body bytes may move into `to_up` even before a connection is ready.
         match self.pump_request(cid, &mut ex) {
             Ok(p) => progress |= p,
             Err(f) => return self.fail(cid, ex, f),
+        }
+        if !ex.answered && self.client_left(cid, &ex) {
+            // Nobody is left to answer: stop the upstream's work now rather than at its answer
+            // or its read timeout.
+            return self.fail(cid, ex, Fault::ClientGone(Cause::ClientAbort));
         }
         let Some(uid) = ex.up else {
             return (
@@ -2077,11 +2220,23 @@ impl Core {
                     if progress { Step::Continue } else { Step::Wait },
                 );
             }
-            _ => return self.fail(cid, ex, Fault::UpstreamGone),
+            Some(UpState::Broken(cause)) => return self.fail(cid, ex, Fault::UpstreamGone(cause)),
+            _ => return self.fail(cid, ex, Fault::UpstreamGone(Cause::UpstreamClosed)),
         }
-        match self.send_upstream(uid, &mut ex) {
-            Ok(p) => progress |= p,
-            Err(f) => return self.fail(cid, ex, f),
+        if !ex.send_failed {
+            match self.send_upstream(uid, &mut ex) {
+                Ok(p) => progress |= p,
+                Err(_) => {
+                    // The upstream stopped taking the request: often it answered early (413,
+                    // 401) and closed. An answer that arrived still goes to the client, so read
+                    // what is there before calling the exchange failed.
+                    ex.send_failed = true;
+                    if let Some(u) = self.ups.get_mut(uid) {
+                        u.readable = true;
+                    }
+                    progress = true;
+                }
+            }
         }
         match self.recv_upstream(uid, &mut ex) {
             Ok(p) => progress |= p,
@@ -2089,7 +2244,7 @@ impl Core {
         }
         match self.relay_response(cid, &mut ex) {
             Ok(Some(tunnel)) => {
-                self.log_end(cid, 101, 0, Some((&ex, 0)));
+                self.log_end(cid, 101, 0, Some((&ex, 0)), None);
                 self.retire(ex);
                 return (Phase::Tunnel(tunnel), Step::Continue);
             }
@@ -2101,16 +2256,24 @@ impl Core {
             match ex.resp {
                 Resp::Body(BodyOut::Close) => ex.resp = Resp::Done,
                 Resp::Done => {}
-                _ => return self.fail(cid, ex, Fault::UpstreamGone),
+                _ => {
+                    let cause = if ex.send_failed {
+                        Cause::UpstreamReset
+                    } else {
+                        Cause::UpstreamClosed
+                    };
+                    return self.fail(cid, ex, Fault::UpstreamGone(cause));
+                }
             }
         }
         match self.flush_client(cid) {
             Ok(p) => progress |= p,
-            Err(()) => return self.fail(cid, ex, Fault::ClientGone),
+            Err(()) => return self.fail(cid, ex, Fault::ClientGone(Cause::ClientAbort)),
         }
         if matches!(ex.resp, Resp::Done) {
-            let req_done = matches!(ex.req, BodyIn::Done) && ex.sent == ex.to_up.len();
-            if req_done || ex.up_eof || !ex.keep_client {
+            let req_done =
+                matches!(ex.req, BodyIn::Done) && ex.sent == ex.to_up.len() && !ex.send_failed;
+            if req_done || ex.up_eof || ex.send_failed || !self.keeps_draining(&mut ex) {
                 return self.finish_exchange(cid, ex, req_done);
             }
         }
@@ -2120,25 +2283,93 @@ impl Core {
         )
     }
 
-    /// Moves request body bytes from the client into `to_up`, reading the client as needed.
+    /// Whether an exchange whose answer is complete goes on sending the rest of its request body
+    /// so that the upstream connection can be pooled: only when the client keeps its connection
+    /// too, and for at most `DRAIN_MAX_BYTES` more within `DRAIN_TIMEOUT_MS` (the clock starts
+    /// at the first call). Past either the connection closes, as it had to before.
+    fn keeps_draining(&mut self, ex: &mut Exchange) -> bool {
+        if !ex.keep_client || !ex.up_reusable {
+            return false;
+        }
+        if ex.drain_until == 0 {
+            ex.drain_until = self.now + DRAIN_TIMEOUT_MS;
+            ex.drain_left = DRAIN_MAX_BYTES;
+        }
+        self.now < ex.drain_until && ex.drain_left > 0
+    }
+
+    /// Whether the client of an exchange that has not been answered yet is gone: it closed or
+    /// reset its connection after sending the whole request. Bytes it sent before its FIN (a
+    /// pipelined request) mean it still waits, as nginx judges it; so does everything with
+    /// `client.ignore_abort`. Only a client whose FIN or reset was reported is read here.
+    fn client_left(&mut self, cid: usize, ex: &Exchange) -> bool {
+        if self.shared.cfg.client.ignore_abort || !matches!(ex.req, BodyIn::Done) {
+            return false;
+        }
+        let Some(c) = self.clients.get_mut(cid) else {
+            return true;
+        };
+        if !c.hup {
+            return false;
+        }
+        loop {
+            if c.rbuf.as_ref().is_some_and(|b| !b.is_empty()) {
+                return false;
+            }
+            if c.eof {
+                return true;
+            }
+            if !c.readable {
+                return false;
+            }
+            if c.rbuf.is_none() {
+                match self.bufs.checkout() {
+                    Some(b) => c.rbuf = Some(b),
+                    None => return false,
+                }
+            }
+            match end!(c).read_into(c.rbuf.as_mut().expect("present")) {
+                ReadOutcome::Data => c.last_active = self.now,
+                ReadOutcome::Blocked => {
+                    self.bufs.release_if_empty(&mut c.rbuf);
+                    return false;
+                }
+                ReadOutcome::Eof => c.eof = true,
+                ReadOutcome::Failed => return true,
+            }
+        }
+    }
+
+    /// Moves request body bytes from the client into `to_up`, reading the client as needed. A
+    /// chunked body is framed afresh on the way (`body::reframe`): whatever chunks the client
+    /// sent, each pass forwards what it read as one chunk, so a body of a million one-byte
+    /// chunks costs the upstream a few hundred chunks, and relaying it costs per buffer.
     fn pump_request(&mut self, cid: usize, ex: &mut Exchange) -> Result<bool, Fault> {
-        let max_body = self.shared.cfg.client.max_body_bytes;
-        let c = self.clients.get_mut(cid).ok_or(Fault::ClientGone)?;
+        let gone = Fault::ClientGone(Cause::ClientAbort);
+        let c = self.clients.get_mut(cid).ok_or(gone)?;
         let mut progress = false;
         loop {
             if matches!(ex.req, BodyIn::Done) {
                 return Ok(progress);
             }
+            if ex.drain_until != 0 && ex.drain_left == 0 {
+                // Draining after the answer, and the bound is spent: the caller gives up.
+                return Ok(progress);
+            }
             let has = c.rbuf.as_ref().is_some_and(|b| !b.is_empty());
             if !has {
                 if c.eof {
-                    return Err(Fault::ClientGone);
+                    return Err(gone);
                 }
                 if !c.readable {
                     return Ok(progress);
                 }
                 if c.rbuf.is_none() {
-                    c.rbuf = Some(self.bufs.checkout().ok_or(Fault::ClientBad(503))?);
+                    c.rbuf = Some(
+                        self.bufs
+                            .checkout()
+                            .ok_or(Fault::ClientBad(Cause::NoBuffer))?,
+                    );
                 }
                 match end!(c).read_into(c.rbuf.as_mut().expect("present")) {
                     ReadOutcome::Data => {
@@ -2149,13 +2380,19 @@ impl Core {
                     ReadOutcome::Blocked => return Ok(progress),
                     ReadOutcome::Eof => {
                         c.eof = true;
-                        return Err(Fault::ClientGone);
+                        return Err(gone);
                     }
-                    ReadOutcome::Failed => return Err(Fault::ClientGone),
+                    ReadOutcome::Failed => return Err(gone),
                 }
             }
             // Make room in `to_up`, giving up the ability to replay if we must drop sent bytes.
-            if ex.to_up.free() == 0 {
+            // Re-framing may add a little to what it reads, so a chunked body needs that much
+            // more room to move at all.
+            let slack = match ex.req {
+                BodyIn::Chunked(_) => 2 * body::REFRAME_SLACK,
+                _ => 0,
+            };
+            if ex.to_up.free() <= slack {
                 if ex.sent == 0 {
                     return Ok(progress);
                 }
@@ -2163,7 +2400,12 @@ impl Core {
                 ex.sent = 0;
                 ex.intact = false;
             }
-            let room = ex.to_up.free();
+            let mut room = ex.to_up.free();
+            if ex.drain_until != 0 {
+                // After the answer, only the bytes the drain bound still allows.
+                room = room.min(usize::try_from(ex.drain_left).unwrap_or(usize::MAX));
+            }
+            let before = ex.to_up.len();
             let rb = c.rbuf.as_mut().expect("has bytes");
             let avail = rb.len().min(room);
             match &mut ex.req {
@@ -2178,33 +2420,39 @@ impl Core {
                     }
                 }
                 BodyIn::Chunked(dec) => {
-                    let input = &rb.filled()[..avail];
-                    let d = dec
-                        .decode(input, &mut |_, _| {})
-                        .map_err(|_| Fault::ClientBad(400))?;
-                    if max_body > 0 && dec.payload_len() > max_body {
-                        return Err(Fault::ClientBad(413));
-                    }
-                    ex.to_up.push(&input[..d.consumed]);
+                    let take = avail.min(reframe_window(room, self.limits.accept_bare_lf));
+                    let input = &rb.filled()[..take];
+                    self.out.clear();
+                    let d = body::reframe(dec, input, &mut self.out).map_err(|e| match e {
+                        BodyError::TooLarge => Fault::ClientBad(Cause::BodyTooLarge),
+                        _ => Fault::ClientBad(Cause::BadRequestBody),
+                    })?;
+                    ex.to_up.push(&self.out);
                     rb.consume(d.consumed);
                     if d.done {
                         ex.req = BodyIn::Done;
                     }
                 }
             }
+            if ex.drain_until != 0 {
+                let moved = (ex.to_up.len() - before) as u64;
+                ex.drain_left = ex.drain_left.saturating_sub(moved.max(1));
+            }
             progress = true;
         }
     }
 
     fn send_upstream(&mut self, uid: usize, ex: &mut Exchange) -> Result<bool, Fault> {
-        let u = self.ups.get_mut(uid).ok_or(Fault::UpstreamGone)?;
+        let gone = Fault::UpstreamGone(Cause::UpstreamReset);
+        let u = self.ups.get_mut(uid).ok_or(gone)?;
         if ex.sent >= ex.to_up.len() || !u.writable {
             return Ok(false);
         }
         let n = end!(u)
             .write_from(&ex.to_up.filled()[ex.sent..])
-            .map_err(|()| Fault::UpstreamGone)?;
+            .map_err(|()| gone)?;
         ex.sent += n;
+        ex.wrote += n as u64;
         if n > 0 {
             ex.up_progress = self.now;
         }
@@ -2212,12 +2460,19 @@ impl Core {
     }
 
     fn recv_upstream(&mut self, uid: usize, ex: &mut Exchange) -> Result<bool, Fault> {
-        let u = self.ups.get_mut(uid).ok_or(Fault::UpstreamGone)?;
+        let u = self
+            .ups
+            .get_mut(uid)
+            .ok_or(Fault::UpstreamGone(Cause::UpstreamClosed))?;
         if !u.readable || ex.up_eof {
             return Ok(false);
         }
         if ex.from_up.is_none() {
-            ex.from_up = Some(self.bufs.checkout().ok_or(Fault::UpstreamGone)?);
+            ex.from_up = Some(
+                self.bufs
+                    .checkout()
+                    .ok_or(Fault::UpstreamGone(Cause::NoBuffer))?,
+            );
         }
         let buf = ex.from_up.as_mut().expect("present");
         match end!(u).read_into(buf) {
@@ -2239,7 +2494,7 @@ impl Core {
                 ex.up_eof = true;
                 Ok(true)
             }
-            ReadOutcome::Failed => Err(Fault::UpstreamGone),
+            ReadOutcome::Failed => Err(Fault::UpstreamGone(Cause::UpstreamReset)),
         }
     }
 
@@ -2248,7 +2503,10 @@ impl Core {
     fn relay_response(&mut self, cid: usize, ex: &mut Exchange) -> Result<Option<Tunnel>, Fault> {
         let max_requests = self.shared.cfg.client.max_requests;
         let shutting = self.shutdown_at.is_some();
-        let c = self.clients.get_mut(cid).ok_or(Fault::ClientGone)?;
+        let c = self
+            .clients
+            .get_mut(cid)
+            .ok_or(Fault::ClientGone(Cause::ClientAbort))?;
         let plain = c.tls.is_none();
         loop {
             let Some(from) = ex.from_up.as_mut() else {
@@ -2259,7 +2517,11 @@ impl Core {
                 return Ok(None);
             }
             if c.wbuf.is_none() {
-                c.wbuf = Some(self.bufs.checkout().ok_or(Fault::UpstreamGone)?);
+                c.wbuf = Some(
+                    self.bufs
+                        .checkout()
+                        .ok_or(Fault::UpstreamGone(Cause::NoBuffer))?,
+                );
             }
             let w = c.wbuf.as_mut().expect("present");
             match &mut ex.resp {
@@ -2273,25 +2535,46 @@ impl Core {
                         Ok(Some(h)) => h,
                         Ok(None) => {
                             if from.free() == 0 {
-                                return Err(Fault::UpstreamBad);
+                                return Err(Fault::UpstreamBad(Cause::BadResponse));
                             }
                             return Ok(None);
                         }
                         Err(e) => {
                             debug!("invalid response head from pool {}: {e:?}", ex.node);
-                            return Err(Fault::UpstreamBad);
+                            return Err(Fault::UpstreamBad(Cause::BadResponse));
                         }
                     };
                     let interim = (100..200).contains(&h.status) && h.status != 101;
-                    if h.status == 101 && !ex.upgrade {
-                        return Err(Fault::UpstreamBad);
+                    if h.status == 101 {
+                        let src = from.filled();
+                        let named = self
+                            .headers
+                            .iter()
+                            .filter(|f| f.name.of(src).eq_ignore_ascii_case(b"upgrade"))
+                            .map(|f| f.value.of(src));
+                        if !ex.offer.accepts(named) {
+                            // A switch hearth did not ask for (an h2c upgrade it stripped, say):
+                            // tunnelling it would let the client past the route table.
+                            return Err(Fault::UpstreamBad(Cause::UnexpectedUpgrade));
+                        }
                     }
                     let dechunk =
                         ex.client_version == Version::Http10 && h.body == RespBody::Chunked;
-                    let req_done = matches!(ex.req, BodyIn::Done);
+                    // A request whose body is still on its way may keep its connection when the
+                    // upstream will keep its own and the rest of the body is small enough to send
+                    // on after the answer (`keeps_draining`): answering early, as auth failures
+                    // and fixed answers do, then costs no upstream connection.
+                    let req_finishes = match ex.req {
+                        BodyIn::Done => true,
+                        BodyIn::Length(rem) => {
+                            let unsent = (ex.to_up.len() - ex.sent) as u64;
+                            h.keep_alive && !ex.send_failed && rem + unsent <= DRAIN_MAX_BYTES
+                        }
+                        BodyIn::Chunked(_) => h.keep_alive && !ex.send_failed,
+                    };
                     if !interim && h.status != 101 {
                         ex.keep_client = ex.req_keep_alive
-                            && req_done
+                            && req_finishes
                             && h.body != RespBody::Close
                             && !dechunk
                             && !shutting
@@ -2336,7 +2619,7 @@ impl Core {
                             &mut self.out,
                         );
                         if self.out.len() > w.capacity() {
-                            return Err(Fault::UpstreamBad);
+                            return Err(Fault::UpstreamBad(Cause::BadResponse));
                         }
                         if w.free() < self.out.len() {
                             return Ok(None); // wait for the client to drain
@@ -2362,9 +2645,12 @@ impl Core {
                         RespBody::None => Resp::Done,
                         RespBody::Length(0) => Resp::Done,
                         RespBody::Length(n) => Resp::Body(BodyOut::Length(n)),
+                        // An upstream whose head ended lines in LF alone may frame its chunks
+                        // that way too; they are read leniently and written out with CRLF.
                         RespBody::Chunked => Resp::Body(BodyOut::Chunked {
-                            dec: ChunkedDecoder::from_limits(&self.limits),
+                            dec: ChunkedDecoder::from_limits(&self.limits).lenient(h.bare_lf),
                             dechunk,
+                            reframe: h.bare_lf,
                         }),
                         RespBody::Close => Resp::Body(BodyOut::Close),
                     };
@@ -2388,7 +2674,29 @@ impl Core {
                                 ex.resp = Resp::Done;
                             }
                         }
-                        BodyOut::Chunked { dec, dechunk } => {
+                        BodyOut::Chunked {
+                            dec,
+                            dechunk: false,
+                            reframe: true,
+                        } => {
+                            let window = reframe_window(room, true);
+                            if window == 0 {
+                                return Ok(None);
+                            }
+                            let input = &from.filled()[..avail.min(window)];
+                            self.out.clear();
+                            let d = body::reframe(dec, input, &mut self.out)
+                                .map_err(|_| Fault::UpstreamBad(Cause::BadResponseBody))?;
+                            if queue_body(&c.sock, plain, &mut c.writable, w, &self.out) {
+                                c.last_write = self.now;
+                            }
+                            from.consume(d.consumed);
+                            ex.sent_body += self.out.len() as u64;
+                            if d.done {
+                                ex.resp = Resp::Done;
+                            }
+                        }
+                        BodyOut::Chunked { dec, dechunk, .. } => {
                             let input = &from.filled()[..avail];
                             let mut relayed = 0u64;
                             let d = if *dechunk {
@@ -2399,7 +2707,7 @@ impl Core {
                             } else {
                                 dec.decode(input, &mut |_, _| {})
                             }
-                            .map_err(|_| Fault::UpstreamBad)?;
+                            .map_err(|_| Fault::UpstreamBad(Cause::BadResponseBody))?;
                             if !*dechunk {
                                 let bytes = &input[..d.consumed];
                                 if queue_body(&c.sock, plain, &mut c.writable, w, bytes) {
@@ -2446,7 +2754,7 @@ impl Core {
         } else {
             self.ups.get(uid).map_or(0, |u| u.connect_ms)
         };
-        self.log_end(cid, ex.status, ex.sent_body, Some((&ex, connect_ms)));
+        self.log_end(cid, ex.status, ex.sent_body, Some((&ex, connect_ms)), None);
         let leftover = ex.from_up.as_ref().is_some_and(|b| !b.is_empty());
         let reusable = ex.up_reusable && !ex.up_dirty && !leftover && !ex.up_eof && req_done;
         if reusable {
@@ -2454,6 +2762,9 @@ impl Core {
         } else {
             let why = if ex.up_said_close {
                 CloseReason::UpstreamClose
+            } else if !req_done {
+                // Answered before the whole request went, and the rest could not follow.
+                CloseReason::RequestUnfinished
             } else {
                 CloseReason::NotReusable
             };
@@ -2481,7 +2792,7 @@ impl Core {
             self.forget_waiter(node, cid);
         }
         match f {
-            Fault::UpstreamGone
+            Fault::UpstreamGone(_)
                 if !ex.resp_started && ex.reused && !ex.replayed && ex.intact && ex.replay_safe =>
             {
                 // The reused connection died before answering: the upstream closed it as we sent.
@@ -2492,13 +2803,15 @@ impl Core {
                 self.counters.nodes[node].replays += 1;
                 ex.replayed = true;
                 ex.sent = 0;
+                ex.wrote = 0;
+                ex.send_failed = false;
                 ex.up_eof = false;
                 ex.resp = Resp::Head;
                 self.bufs.release(&mut ex.from_up);
                 debug!("replaying a request on a fresh connection to pool {node}");
                 self.start_exchange(cid, ex, true)
             }
-            Fault::UpstreamGone | Fault::UpstreamBad if !ex.resp_started && !ex.answered => {
+            Fault::UpstreamGone(_) | Fault::UpstreamBad(_) if !ex.resp_started && !ex.answered => {
                 // Lost before any response byte. Only a fresh connection's loss says something
                 // about the node: a reused one may just have been closed as we sent on it.
                 if let Some(uid) = ex.up.take() {
@@ -2512,15 +2825,19 @@ impl Core {
                 }
                 self.give_up(cid, ex, f)
             }
-            Fault::UpstreamGone | Fault::UpstreamBad | Fault::ClientBad(_) => {
+            Fault::UpstreamGone(_) | Fault::UpstreamBad(_) | Fault::ClientBad(_) => {
                 self.give_up(cid, ex, f)
             }
-            Fault::ClientGone => {
+            Fault::ClientGone(cause) => {
                 // 499, as nginx logs a request whose client went away before the answer.
                 let status = if ex.answered { ex.status } else { 499 };
-                self.log_end(cid, status, ex.sent_body, Some((&ex, 0)));
+                if !matches!(ex.resp, Resp::Done) {
+                    self.counters.nodes[node].client_aborts += 1;
+                }
+                self.report(cid, cause, Some(&ex));
+                self.log_end(cid, status, ex.sent_body, Some((&ex, 0)), Some(cause));
                 if let Some(uid) = ex.up.take() {
-                    self.close_up(uid, CloseReason::NotReusable);
+                    self.abandon_up(uid, &ex);
                 }
                 self.retire(ex);
                 self.close_client(cid);
@@ -2529,33 +2846,59 @@ impl Core {
         }
     }
 
-    /// Ends an exchange that failed with a 502 (or the client's error status), or cuts the
-    /// connection when a response had already begun.
-    fn give_up(&mut self, cid: usize, mut ex: Box<Exchange>, f: Fault) -> (Phase, Step) {
-        if let Some(uid) = ex.up.take() {
-            self.close_up(uid, CloseReason::Error);
-        }
-        let answered = ex.answered;
-        let keep = matches!(f, Fault::UpstreamGone | Fault::UpstreamBad)
-            && matches!(ex.req, BodyIn::Done)
-            && ex.req_keep_alive;
-        if answered {
-            // Cut mid-response: logged with the status that had gone out.
-            self.log_end(cid, ex.status, ex.sent_body, Some((&ex, 0)));
-        }
-        self.retire(ex);
-        if answered {
-            self.close_client(cid);
-            return (Phase::Closing, Step::Closed);
-        }
-        let status = match f {
-            Fault::ClientBad(s) => s,
-            _ => 502,
+    /// Lets go of the connection of an exchange that ends early. One that never carried a byte
+    /// of it is as good as new: pooled if connected, pooled once connected if still connecting.
+    /// Anything else holds part of a request and closes.
+    fn abandon_up(&mut self, uid: usize, ex: &Exchange) {
+        let Some(u) = self.ups.get_mut(uid) else {
+            return;
         };
+        if ex.wrote > 0 || ex.resp_started {
+            self.close_up(uid, CloseReason::NotReusable);
+            return;
+        }
+        match u.state {
+            UpState::Connecting => u.owner = None,
+            UpState::Active => {
+                u.owner = None;
+                u.deadline = 0;
+                let hint = u.hint;
+                self.release_up(uid, hint, ex.set.pool);
+            }
+            _ => self.close_up(uid, CloseReason::NotReusable),
+        }
+    }
+
+    /// Ends an exchange that failed with its cause's answer (502, or the client's error status),
+    /// or cuts the connection when a response had already begun.
+    fn give_up(&mut self, cid: usize, mut ex: Box<Exchange>, f: Fault) -> (Phase, Step) {
+        let cause = f.cause();
+        if let Some(uid) = ex.up.take() {
+            match f {
+                // The client's fault: a connection that carried none of the request is kept.
+                Fault::ClientBad(_) => self.abandon_up(uid, &ex),
+                _ => self.close_up(uid, CloseReason::Error),
+            }
+        }
+        if ex.answered {
+            // Cut mid-response: what arrived still goes out, then the connection closes without
+            // the rest, so the client sees a message shorter than its framing promised rather
+            // than a complete one. Logged with the status that had gone out.
+            self.report(cid, cause, Some(&ex));
+            self.log_end(cid, ex.status, ex.sent_body, Some((&ex, 0)), Some(cause));
+            self.retire(ex);
+            return (Phase::Closing, Step::Continue);
+        }
+        let keep = matches!(f, Fault::UpstreamGone(_) | Fault::UpstreamBad(_))
+            && matches!(ex.req, BodyIn::Done)
+            && ex.req_keep_alive
+            && !ex.send_failed;
         if let Some(c) = self.clients.get_mut(cid) {
             c.served += 1;
         }
-        self.answer(cid, status, keep)
+        let r = self.answer_for(cid, cause, keep, Some(&ex));
+        self.retire(ex);
+        r
     }
 
     fn step_tunnel(&mut self, cid: usize, mut t: Tunnel) -> (Phase, Step) {
@@ -2685,7 +3028,7 @@ impl Core {
     }
 
     fn close_client(&mut self, cid: usize) {
-        self.log_end(cid, 499, 0, None);
+        self.log_end(cid, 499, 0, None, Some(Cause::ClientAbort));
         let Some(mut c) = self.clients.remove(cid) else {
             return;
         };
@@ -2723,20 +3066,22 @@ impl Core {
                 if !u.writable && !u.readable {
                     return;
                 }
-                let ok = if u.handshaking {
-                    Some(true)
+                // Ok(()) connected, Err(cause) failed, None still connecting.
+                let outcome = if u.handshaking {
+                    Some(Ok(()))
                 } else {
                     match u.sock.take_error() {
                         Ok(None) => match u.sock.peer_addr() {
-                            Ok(_) => Some(true),
+                            Ok(_) => Some(Ok(())),
                             Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
-                            Err(_) => Some(false),
+                            Err(e) => Some(Err(connect_cause(&e))),
                         },
-                        _ => Some(false),
+                        Ok(Some(e)) => Some(Err(connect_cause(&e))),
+                        Err(_) => Some(Err(Cause::ConnectFailed)),
                     }
                 };
-                let Some(mut ok) = ok else { return };
-                if ok && u.tls.is_some() {
+                let Some(mut outcome) = outcome else { return };
+                if outcome.is_ok() && u.tls.is_some() {
                     // TCP is up: the TLS handshake runs while the connection stays Connecting.
                     u.handshaking = true;
                     let node = &mut self.counters.nodes[u.node];
@@ -2772,7 +3117,7 @@ impl Core {
                             } else {
                                 debug!("{line}");
                             }
-                            ok = false;
+                            outcome = Err(Cause::TlsHandshake);
                         }
                     }
                 }
@@ -2780,7 +3125,19 @@ impl Core {
                 let owner = u.owner;
                 u.budget.connect_done(u.max_connecting);
                 self.pools[node].connecting -= 1;
-                if ok {
+                if let Err(cause) = outcome {
+                    debug!("connect to {} failed", u.addr);
+                    self.counters.nodes[node].connect_failures += 1;
+                    u.state = UpState::Broken(cause);
+                    match owner {
+                        // The exchange counts it against the node when it sees the break.
+                        Some(cid) => self.drive(cid),
+                        None => {
+                            self.close_up(uid, CloseReason::Error);
+                            self.node_failed(node);
+                        }
+                    }
+                } else {
                     u.state = UpState::Active;
                     u.deadline = 0;
                     u.connect_ms = self.now.saturating_sub(u.opened_at);
@@ -2791,21 +3148,9 @@ impl Core {
                             None => self.close_up(uid, CloseReason::Removed),
                         },
                     }
-                } else {
-                    debug!("connect to {} failed", u.addr);
-                    self.counters.nodes[node].connect_failures += 1;
-                    u.state = UpState::Broken;
-                    match owner {
-                        // The exchange counts it against the node when it sees the break.
-                        Some(cid) => self.drive(cid),
-                        None => {
-                            self.close_up(uid, CloseReason::Error);
-                            self.node_failed(node);
-                        }
-                    }
                 }
             }
-            UpState::Active | UpState::Broken => {
+            UpState::Active | UpState::Broken(_) => {
                 if let Some(cid) = u.owner {
                     self.drive(cid);
                 }
@@ -2980,19 +3325,19 @@ impl Core {
                     self.budgets[node].add_waiter(self.id);
                     return;
                 }
-                Err(ConnectError::Failed) => self.fail_waiter(cid, 502),
+                Err(ConnectError::Failed(cause)) => self.fail_waiter(cid, cause),
             }
         }
     }
 
     /// Ends a queued request with a canned answer and closes its connection after it.
-    fn fail_waiter(&mut self, cid: usize, status: u16) {
+    fn fail_waiter(&mut self, cid: usize, cause: Cause) {
         let Some(c) = self.clients.get_mut(cid) else {
             return;
         };
         if let Phase::Exchange(ex) = mem::replace(&mut c.phase, Phase::Closing) {
+            let (phase, step) = self.answer_for(cid, cause, false, Some(&ex));
             self.retire(ex);
-            let (phase, step) = self.answer(cid, status, false);
             if step != Step::Closed {
                 if let Some(c) = self.clients.get_mut(cid) {
                     c.phase = phase;
@@ -3206,16 +3551,24 @@ impl Core {
             },
             Phase::Exchange(ex) => {
                 let state = ex.up.and_then(|u| self.ups.get(u)).map(|u| u.state);
+                // While answer bytes wait for the client, hearth is not reading the upstream (the
+                // client sets the pace): the client's send timeout runs, not the upstream's read
+                // timeout, which starts over once the client has caught up (`step_exchange`).
+                let behind = c.wbuf.as_ref().is_some_and(|w| !w.is_empty());
                 let mut d = match state {
                     None => ex.queued_at + ex.set.queue_ms,
                     Some(UpState::Connecting) => ex.up_progress + ex.set.connect_ms,
+                    _ if behind => u64::MAX,
                     _ => ex.up_progress + ex.set.read_ms,
                 };
-                if c.wbuf.as_ref().is_some_and(|w| !w.is_empty()) {
+                if behind {
                     d = d.min(c.last_write + ms(cfg.client.send_timeout));
                 }
                 if !matches!(ex.req, BodyIn::Done) && c.rbuf.as_ref().is_none_or(Buf::is_empty) {
                     d = d.min(c.last_active + ms(cfg.client.body_timeout));
+                }
+                if ex.drain_until != 0 {
+                    d = d.min(ex.drain_until);
                 }
                 d
             }
@@ -3290,7 +3643,7 @@ impl Core {
             Phase::Head => {
                 if c.rbuf.as_ref().is_some_and(|b| !b.is_empty()) {
                     c.rbuf.as_mut().expect("checked").clear();
-                    self.answer(cid, 408, false)
+                    self.answer(cid, Cause::HeaderTimeout, false)
                 } else {
                     self.close_client(cid);
                     (Phase::Closing, Step::Closed)
@@ -3303,25 +3656,34 @@ impl Core {
                         >= c.last_write + self.shared.cfg.client.send_timeout.as_millis() as u64;
                 let body_stuck =
                     !matches!(ex.req, BodyIn::Done) && c.rbuf.as_ref().is_none_or(Buf::is_empty);
+                let drained_out = ex.drain_until != 0 && self.now >= ex.drain_until;
                 match ex.up.and_then(|u| self.ups.get(u)).map(|u| u.state) {
                     None => {
-                        debug!("queue timeout for pool {node}: 503");
                         self.counters.nodes[node].queue_timeouts += 1;
                         self.forget_waiter(node, cid);
+                        let r = self.answer_for(cid, Cause::QueueTimeout, false, Some(&ex));
                         self.retire(ex);
-                        self.answer(cid, 503, false)
+                        r
                     }
-                    _ if send_stuck || ex.answered => {
+                    _ if send_stuck => {
                         ex.up_eof = false;
-                        self.fail(cid, ex, Fault::ClientGone)
+                        self.fail(cid, ex, Fault::ClientGone(Cause::SendTimeout))
+                    }
+                    // The answer is out; the rest of the request body did not come in time to
+                    // keep the upstream connection.
+                    _ if drained_out && matches!(ex.resp, Resp::Done) => {
+                        self.finish_exchange(cid, ex, false)
                     }
                     _ if body_stuck
                         && self.now
                             >= c.last_active
                                 + self.shared.cfg.client.body_timeout.as_millis() as u64 =>
                     {
-                        self.fail(cid, ex, Fault::ClientBad(408))
+                        self.fail(cid, ex, Fault::ClientBad(Cause::BodyTimeout))
                     }
+                    // The upstream went quiet in the middle of its answer: what arrived goes
+                    // out, then the connection is cut.
+                    _ if ex.answered => self.fail(cid, ex, Fault::UpstreamGone(Cause::ReadTimeout)),
                     state => {
                         if let Some(uid) = ex.up.take() {
                             self.close_up(uid, CloseReason::Error);
@@ -3329,11 +3691,18 @@ impl Core {
                         // A connect timeout or a read timeout: either counts against the node,
                         // and a connect timeout moves the request on while tries are left.
                         self.node_failed(node);
-                        if state == Some(UpState::Connecting) && self.next_try(cid, &mut ex) {
+                        let connecting = state == Some(UpState::Connecting);
+                        if connecting && self.next_try(cid, &mut ex) {
                             self.start_exchange(cid, ex, false)
                         } else {
+                            let cause = if connecting {
+                                Cause::ConnectTimeout
+                            } else {
+                                Cause::ReadTimeout
+                            };
+                            let r = self.answer_for(cid, cause, false, Some(&ex));
                             self.retire(ex);
-                            self.answer(cid, 504, false)
+                            r
                         }
                     }
                 }
@@ -3373,10 +3742,19 @@ fn balancers_of(cfg: &Config) -> Vec<Balancer> {
         .collect()
 }
 
+/// What a failed connect says about the node.
+fn connect_cause(e: &io::Error) -> Cause {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => Cause::ConnectRefused,
+        io::ErrorKind::TimedOut => Cause::ConnectTimeout,
+        _ => Cause::ConnectFailed,
+    }
+}
+
 enum ConnectError {
     /// A cap on connections or connects in flight is reached.
     Budget,
-    Failed,
+    Failed(Cause),
 }
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ pub struct Process {
     /// Keys the tags of upstream SNI names (`tls::sni_tag`); one per process, because
     /// connections move between cores and pools outlive generations.
     pub sni_key: RandomState,
+    /// When each cause that concerns no node (the clients' doing) was last logged as a warning.
+    pub warned: crate::runtime::cause::WarnClock,
 }
 
 impl Process {
@@ -82,6 +84,7 @@ impl Process {
             clients_open: AtomicUsize::new(0),
             registry: Mutex::new(Registry::default()),
             sni_key: RandomState::new(),
+            warned: crate::runtime::cause::WarnClock::default(),
         }
     }
 

@@ -28,6 +28,7 @@
 //! (`Core::dispatch`): a pooled connection whose EOF is in the batch is known closed before any
 //! request in the same batch can take it.
 
+pub mod cause;
 pub mod control;
 pub mod core;
 pub mod generation;

@@ -42,10 +42,14 @@ pub enum CloseReason {
     KeepAliveHint,
     /// Active health checks took the node out.
     Health,
+    /// The upstream answered before the whole request body was sent, and the rest did not
+    /// follow within the bound that keeps such a connection (it could not be pooled with part of
+    /// a request in it).
+    RequestUnfinished,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::IdleTimeout,
         CloseReason::Lifetime,
         CloseReason::MaxRequests,
@@ -57,6 +61,7 @@ impl CloseReason {
         CloseReason::Removed,
         CloseReason::KeepAliveHint,
         CloseReason::Health,
+        CloseReason::RequestUnfinished,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +77,7 @@ impl CloseReason {
             CloseReason::Removed => "removed",
             CloseReason::KeepAliveHint => "keepalive_hint",
             CloseReason::Health => "health",
+            CloseReason::RequestUnfinished => "request_unfinished",
         }
     }
 
@@ -300,6 +306,8 @@ pub struct NodeBudget {
     /// When the "upstream closes idle connections early" warning was last logged (seconds on
     /// the wall clock), so it is logged at most once a minute per node.
     warned_at: AtomicU64,
+    /// When each cause of a failed request at this node was last logged as a warning.
+    pub warned: crate::runtime::cause::WarnClock,
 }
 
 impl NodeBudget {

@@ -46,8 +46,9 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// The decoded body.
     pub body: Vec<u8>,
-    /// Whether the body came with chunked framing.
+    /// Whether the body came with chunked framing, and in how many chunks of data.
     pub chunked: bool,
+    pub chunks: usize,
     pub trailers: Vec<(String, String)>,
     /// Whether the mock answered `100 Continue` before reading the body.
     pub continued: bool,
@@ -115,6 +116,9 @@ pub enum Action {
     Reset,
     /// Act as a tunnel: send back every byte received until the peer closes.
     Echo,
+    /// Read this many bytes and drop them (with `MockUpstream::early`: part of the body, as a
+    /// server reads before it decides to refuse the rest).
+    Read(usize),
 }
 
 /// What the mock does with a request. Without a `Close`, `Reset` or `Echo` the connection stays
@@ -224,6 +228,12 @@ impl Reply {
         }
     }
 
+    /// Reads and drops `n` bytes before the rest of the script.
+    pub fn after_reading(mut self, n: usize) -> Reply {
+        self.actions.insert(0, Action::Read(n));
+        self
+    }
+
     /// Waits `d` before the rest of the script.
     pub fn after(mut self, d: Duration) -> Reply {
         self.actions.insert(0, Action::Sleep(d));
@@ -293,6 +303,8 @@ type Handler = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
 
 struct Shared {
     handler: Box<Handler>,
+    /// Answer as soon as the head is in, then read the body (see `MockUpstream::early`).
+    early: bool,
     stop: AtomicBool,
     accepted: AtomicUsize,
     open: AtomicUsize,
@@ -322,12 +334,31 @@ impl MockUpstream {
     where
         F: Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
     {
+        MockUpstream::launch(handler, false)
+    }
+
+    /// A mock that answers each request as soon as its head has arrived (the handler sees an
+    /// empty body) and reads the body afterwards, as servers do that answer without reading:
+    /// auth failures, redirects, fixed answers. A reply script that closes leaves the body
+    /// unread. `requests()` records each request with its body once that has been read.
+    pub fn early<F>(handler: F) -> MockUpstream
+    where
+        F: Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    {
+        MockUpstream::launch(handler, true)
+    }
+
+    fn launch<F>(handler: F, early: bool) -> MockUpstream
+    where
+        F: Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").expect("mock: bind 127.0.0.1:0");
         let addr = listener
             .local_addr()
             .expect("mock: local_addr of a bound listener");
         let shared = Arc::new(Shared {
             handler: Box::new(handler),
+            early,
             stop: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
@@ -577,23 +608,12 @@ fn serve_requests(shared: &Shared, wire: &mut Wire, id: usize) -> ConnEnd {
             && framing != Framing::Length(0)
             && wire::header(&headers, "expect")
                 .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        if continued {
+        if continued && !shared.early {
             if let Err(e) = wire.write_all(b"HTTP/1.1 100 Continue\r\n\r\n") {
                 return read_error_end(shared, id, e, "writing 100 Continue");
             }
         }
-        let (body, chunked, trailers) = match framing {
-            Framing::Empty | Framing::Close => (Vec::new(), false, Vec::new()),
-            Framing::Length(n) => match wire.take_exact(n) {
-                Ok(b) => (b, false, Vec::new()),
-                Err(e) => return read_error_end(shared, id, e, "reading a body"),
-            },
-            Framing::Chunked => match wire.read_chunked() {
-                Ok(c) => (c.body, true, c.trailers),
-                Err(e) => return read_error_end(shared, id, e, "reading a chunked body"),
-            },
-        };
-        let rec = Recorded {
+        let mut rec = Recorded {
             conn_id: id,
             index,
             method,
@@ -601,21 +621,50 @@ fn serve_requests(shared: &Shared, wire: &mut Wire, id: usize) -> ConnEnd {
             version,
             head_text: String::from_utf8_lossy(&head).into_owned(),
             headers,
-            body,
-            chunked,
-            trailers,
-            continued,
+            body: Vec::new(),
+            chunked: false,
+            chunks: 0,
+            trailers: Vec::new(),
+            continued: continued && !shared.early,
             at: Instant::now(),
         };
+        let early_end = if shared.early {
+            let reply = (shared.handler)(&rec, index);
+            run_script(shared, wire, id, reply)
+        } else {
+            None
+        };
+        if let Some(end) = early_end {
+            return end;
+        }
+        match framing {
+            Framing::Empty | Framing::Close => {}
+            Framing::Length(n) => match wire.take_exact(n) {
+                Ok(b) => rec.body = b,
+                Err(e) => return read_error_end(shared, id, e, "reading a body"),
+            },
+            Framing::Chunked => match wire.read_chunked() {
+                Ok(c) => {
+                    rec.body = c.body;
+                    rec.chunked = true;
+                    rec.chunks = c.chunks;
+                    rec.trailers = c.trailers;
+                }
+                Err(e) => return read_error_end(shared, id, e, "reading a chunked body"),
+            },
+        }
+        rec.at = Instant::now();
         lock(&shared.requests).push(rec.clone());
         if let Some(c) = lock(&shared.conns).iter_mut().find(|c| c.id == id) {
             c.requests += 1;
         }
-        let reply = (shared.handler)(&rec, index);
-        index += 1;
-        if let Some(end) = run_script(shared, wire, id, reply) {
-            return end;
+        if !shared.early {
+            let reply = (shared.handler)(&rec, index);
+            if let Some(end) = run_script(shared, wire, id, reply) {
+                return end;
+            }
         }
+        index += 1;
         if let Some(c) = lock(&shared.conns).iter_mut().find(|c| c.id == id) {
             c.last_reply_at = Some(Instant::now());
         }
@@ -648,6 +697,11 @@ fn run_script(shared: &Shared, wire: &mut Wire, id: usize, reply: Reply) -> Opti
                 return Some(ConnEnd::MockClosed);
             }
             Action::Echo => return Some(echo(shared, wire, id)),
+            Action::Read(n) => {
+                if let Err(e) = wire.take_exact(n) {
+                    return Some(read_error_end(shared, id, e, "reading before the reply"));
+                }
+            }
         }
     }
     None

@@ -34,6 +34,8 @@ pub struct Chunked {
     pub trailers: Vec<(String, String)>,
     /// The body exactly as it was on the wire, chunk framing included.
     pub raw: Vec<u8>,
+    /// Chunks of data it came in (the last, empty chunk not counted).
+    pub chunks: usize,
 }
 
 pub struct Wire {
@@ -182,6 +184,7 @@ impl Wire {
             let data = self.take_exact(size)?;
             out.raw.extend_from_slice(&data);
             out.body.extend_from_slice(&data);
+            out.chunks += 1;
             let crlf = self.take_exact(2)?;
             if crlf != b"\r\n" {
                 return Err(invalid(format!(
