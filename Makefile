@@ -4,7 +4,7 @@ CARGO ?= cargo
 CONFIG ?= examples/hearth.toml
 SECS ?= 600
 
-.PHONY: help build run test test-deps lint bench bench-micro profile callgrind levers fuzz-smoke soak clean
+.PHONY: help build run test test-deps lint bench bench-posts bench-micro profile callgrind levers fuzz-smoke soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,9 @@ lint: ## rustfmt and clippy, warnings are errors; the fuzz targets must still co
 bench: ## end-to-end load vs nginx and HAProxy (installs them), idle-connection RSS, strace breakdown -> bench/results.md; then criterion
 	bash bench/run.sh
 	$(MAKE) bench-micro
+
+bench-posts: ## upstream connections for bursts of GETs vs POSTs, hearth vs nginx and HAProxy (installs them) -> bench/posts.md
+	bash bench/posts.sh
 
 profile: ## perf record -e cpu-clock -g on a loaded 1-worker hearth -> bench/profile.txt
 	bash bench/profile.sh
