@@ -34,8 +34,9 @@ lint: ## rustfmt and clippy, warnings are errors; the fuzz targets must still co
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) check --manifest-path fuzz/Cargo.toml
 
-bench: ## end-to-end load vs nginx and HAProxy (installs them), idle-connection RSS, strace breakdown -> bench/results.md; then criterion
+bench: ## end-to-end load vs nginx and HAProxy (installs them), idle-connection RSS, strace breakdown -> bench/results.md; chunked uploads -> bench/chunks.md; then criterion
 	bash bench/run.sh
+	BUILD=0 bash bench/chunks.sh
 	$(MAKE) bench-micro
 
 bench-posts: ## upstream connections for bursts of GETs vs POSTs, hearth vs nginx and HAProxy (installs them) -> bench/posts.md

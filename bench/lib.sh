@@ -224,6 +224,11 @@ $(nginx_http_common "$up")
         # The static module refuses POST with 405; turn that into the file itself, so the body
         # shape gets 16 KiB answers to its 1 KiB uploads.
         location = /big { error_page 405 =200 \$uri; }
+        # Reads a whole request body before it answers (nginx's own proxy buffers it, then asks
+        # /sink), for bench/chunks.sh: an origin that answered first would leave the body
+        # undrained, and hearth would rightly close the connection.
+        location = /upload { client_max_body_size 0; proxy_pass http://127.0.0.1:$UP_PORT/sink; }
+        location = /sink { return 200 "ok\n"; }
         location = /nginx_status { stub_status; }
     }
 $(origin_tls_server "$up")
