@@ -27,7 +27,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use log::{debug, info, warn};
 use serde_json::{json, Value};
@@ -121,9 +121,10 @@ impl Fleet {
     /// store. A write it does not see in time is in etcd all the same and arrives when the
     /// watch catches up, so the answer is still a success; the log says why it was slow.
     fn wait_applied(&self, kind: Kind, id: &str, rev: i64) {
-        let deadline = std::time::Instant::now() + APPLY_WAIT;
+        let clock = crate::clock::Clock;
+        let deadline = clock.now_ms() + APPLY_WAIT.as_millis() as u64;
         while self.revision.load(Ordering::Acquire) < rev {
-            if std::time::Instant::now() >= deadline {
+            if clock.now_ms() >= deadline {
                 warn!(
                     "admin: {}/{}/{id} is in etcd at revision {rev}, not applied here within \
                      {APPLY_WAIT:?} (the watch is at {}); it will be once the watch catches up",
@@ -510,9 +511,8 @@ fn respond(s: &mut TcpStream, status: &str, content_type: &str, body: &str) -> i
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    let clock = crate::clock::Clock;
+    clock.wall_ms(clock.now_ms())
 }
 
 /// Splits a metric label `upstream="NAME",node="HOST"` (as the pool registry writes it) into

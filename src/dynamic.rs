@@ -35,7 +35,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{error, info, warn};
 use serde_json::Value;
@@ -701,9 +700,7 @@ fn check(cfg: &Config) -> Result<(), String> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::Clock.unix_secs()
 }
 
 /// `invalid JSON at line L, column C: what`, from serde_json's error (whose own text ends in

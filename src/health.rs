@@ -27,7 +27,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use log::{debug, error, info, warn};
@@ -498,7 +498,7 @@ pub fn start(process: Arc<Process>, first: Arc<Shared>) -> io::Result<(Health, J
         schedule: Schedule::default(),
         probes: Slab::default(),
         results: Vec::new(),
-        start: Instant::now(),
+        clock: crate::clock::Clock,
     };
     let thread = std::thread::Builder::new()
         .name("hearth-health".into())
@@ -594,12 +594,12 @@ struct Checker {
     probes: Slab<Probe>,
     /// Probe verdicts by pool id, indexed by `Verdict::index`.
     results: Vec<[u64; Verdict::ALL.len()]>,
-    start: Instant,
+    clock: crate::clock::Clock,
 }
 
 impl Checker {
     fn now(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.clock.now_ms()
     }
 
     fn run(mut self, first: Arc<Shared>) {

@@ -13,6 +13,7 @@ pub mod apisix;
 pub mod balance;
 pub mod buf;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod config_center;
 pub mod dynamic;

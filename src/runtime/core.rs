@@ -26,7 +26,7 @@ use std::mem;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use log::{debug, info, warn};
@@ -39,6 +39,7 @@ use rustls::{ClientConnection, Connection, HandshakeKind, ServerConnection};
 use crate::accesslog::{AccessLog, Outcome, Pending, Start};
 use crate::balance::{self, Balancer, Latency, Load, Passive, Tried};
 use crate::buf::{Buf, BufPool};
+use crate::clock::Clock;
 use crate::config::{Balance, Config, PassHost, PoolSettings};
 use crate::http::answer::canned;
 use crate::http::body::{self, BodyError, ChunkedDecoder};
@@ -813,7 +814,8 @@ pub struct Core {
     pending: Vec<usize>,
     /// Clients that used up their steps and resume on the next loop turn.
     deferred: Vec<usize>,
-    start: Instant,
+    /// The process's clock, read once per loop turn (`tick`); `now` is its reading.
+    clock: Clock,
     now: u64,
     counters: Counters,
     shutdown_at: Option<u64>,
@@ -828,8 +830,6 @@ pub struct Core {
     /// `Client` so idle connections stay small).
     access: Option<AccessLog>,
     logs: Vec<Option<Pending>>,
-    /// Unix time in ms at the core's `start`, so a line's timestamp needs no clock call.
-    wall_base: u64,
     ctl: Receiver<Control>,
 }
 
@@ -873,7 +873,7 @@ impl Core {
             spare: Vec::new(),
             pending: Vec::new(),
             deferred: Vec::new(),
-            start: Instant::now(),
+            clock: Clock,
             now: 0,
             counters: Counters::with_nodes(budgets.len()),
             down: vec![false; budgets.len()],
@@ -887,9 +887,7 @@ impl Core {
                 None => None,
             },
             logs: Vec::new(),
-            wall_base: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+
             ctl,
             shared,
             process,
@@ -908,7 +906,7 @@ impl Core {
     }
 
     fn tick(&mut self) {
-        self.now = self.start.elapsed().as_millis() as u64;
+        self.now = self.clock.now_ms();
     }
 
     /// Runs the event loop until shutdown completes.
@@ -980,8 +978,7 @@ impl Core {
         if self.next_warm != 0 {
             next = Some(next.map_or(self.next_warm, |n| n.min(self.next_warm)));
         }
-        let now = self.start.elapsed().as_millis() as u64;
-        next.map(|d| Duration::from_millis(d.saturating_sub(now)))
+        next.map(|d| self.clock.until(d))
     }
 
     /// Records what event `ev` says of its socket, without acting on it (`dispatch` does).
@@ -1495,7 +1492,7 @@ impl Core {
             answered: ex.is_some_and(|e| e.resp_started),
             limit_ms,
         };
-        let now_ms = self.wall_base + self.now;
+        let now_ms = self.now;
         let clock = match ex {
             Some(e) if cause.upstream() => self.budgets.get(e.node).map(|b| &b.warned),
             _ => None,
@@ -1637,7 +1634,7 @@ impl Core {
                 host: host.unwrap_or(b""),
                 referer: field(b"referer"),
                 user_agent: field(b"user-agent"),
-                wall_ms: self.wall_base + self.now,
+                wall_ms: self.clock.wall_ms(self.now),
             });
             if self.logs.len() <= cid {
                 self.logs.resize_with(cid + 1, || None);
@@ -3475,9 +3472,7 @@ impl Core {
         budget.saw_idle_close(age);
         if let Some(set) = self.shared.settings_of_pool(node) {
             let ours = set.pool.idle_timeout.as_millis() as u64;
-            let now_s = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now_s = self.clock.wall_ms(self.now) / 1_000;
             if !set.pool.idle_auto && age < ours && budget.may_warn(now_s) {
                 warn!(
                     "upstream {addr} closed a pooled connection idle for {:.1} s, before keepalive_pool.idle_timeout ({:.1} s) ran out; set keepalive_pool.idle_timeout below {:.1} s, or to \"auto\" to learn it",
