@@ -9,29 +9,40 @@
 //!
 //! The run under test mirrors `Core::step_head` and `Core::pump_request`: read into a fixed-size
 //! `hearth::buf::Buf`, parse a head once one is whole, consume it, move the body on by
-//! Content-Length or through a `ChunkedDecoder`, then parse the next head from what is left, and
-//! stop after a request that does not keep the connection. The reference parses the whole stream
-//! in place at increasing offsets with no buffer at all. Both must tell the same story: the same
-//! heads, the same body bytes, the same ending. The one difference allowed is the kind of
-//! refusal: a request line whose target is already too long when a read ends is refused with 414
-//! at once, while the whole line may show a 400 first.
+//! Content-Length, or framed afresh by `body::reframe` (the decoder lenient when the limits
+//! accept bare LF) at most `reframe_window(room)` bytes at a time, then parse the next head from
+//! what is left, and stop after a request that does not keep the connection. The reference parses
+//! the whole stream in place at increasing offsets with no buffer at all, and reframes each body
+//! in one call. Both must tell the same story: the same heads, the same body bytes (for a chunked
+//! body, whose chunks follow the reads, the same payload and trailers read back strictly), the
+//! same ending. The one difference allowed is the kind of refusal: a request line whose target is
+//! already too long when a read ends is refused with 414 at once, while the whole line may show a
+//! 400 first. What a chunked body becomes decodes strictly with CRLF only, and no step writes
+//! more than the room `to_up` had.
 
 use hearth::buf::BufPool;
-use hearth::http::body::{BodyError, ChunkedDecoder, MAX_EXT_BYTES, MAX_TRAILER_BYTES};
+use hearth::http::body::{self, BodyError, ChunkedDecoder, REFRAME_SLACK};
 use hearth::http::head::{parse_request, HeadError, Limits, ReqBody, MAX_HEAD_BYTES};
 
+use crate::chunked::{reread, Reread};
 use crate::request_head::OwnedRequest;
-use crate::{pieces, read_boundaries, Input, LIMITS, ROOMS};
-
-/// The core's smallest buffer: `BufPool::new(max_head_bytes.max(16_384), ..)`.
-const CORE_MIN_BUF: usize = 16_384;
+use crate::{pieces, read_boundaries, reframe_window, Input, BUF_BYTES, LIMITS, ROOMS};
 
 #[derive(Debug, PartialEq, Eq)]
 struct Request {
     head: OwnedRequest,
-    /// The body bytes moved on as received (chunked framing included); None when the body
-    /// failed, since how much went out before the failure depends on the reads.
-    body: Option<Vec<u8>>,
+    /// The body bytes moved on; None when the body failed, since how much went out before the
+    /// failure depends on the reads.
+    body: Option<Moved>,
+}
+
+/// A request body as it went upstream.
+#[derive(Debug, PartialEq, Eq)]
+enum Moved {
+    /// Delimited by Content-Length: the bytes as received.
+    Bytes(Vec<u8>),
+    /// Chunked, framed afresh: what a strict decoder reads in it.
+    Reframed(Reread),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +76,7 @@ pub fn check(data: &[u8]) {
     let capacity = if config & 0x80 != 0 {
         limits.max_head_bytes.max(1)
     } else {
-        limits.max_head_bytes.max(CORE_MIN_BUF)
+        limits.max_head_bytes.max(BUF_BYTES)
     };
     let (points, room) = input.splits();
     let stream = input.rest();
@@ -110,16 +121,17 @@ fn in_place(stream: &[u8], limits: &Limits) -> Transcript {
         let head = OwnedRequest::new(rest, &h, &headers);
         at += h.head_len;
         let rest = &stream[at..];
-        let (taken, ended) = match h.body {
-            ReqBody::None => (0, true),
+        let (taken, ended, moved) = match h.body {
+            ReqBody::None => (0, true, Moved::Bytes(Vec::new())),
             ReqBody::Length(n) => {
                 let take = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
-                (take, take as u64 == n)
+                (take, take as u64 == n, Moved::Bytes(rest[..take].to_vec()))
             }
             ReqBody::Chunked => {
-                let mut d = ChunkedDecoder::new(MAX_EXT_BYTES, MAX_TRAILER_BYTES);
-                match d.decode(rest, &mut |_, _| {}) {
-                    Ok(d) => (d.consumed, d.done),
+                let mut d = decoder(limits);
+                let mut out = Vec::new();
+                match body::reframe(&mut d, rest, &mut out) {
+                    Ok(d) => (d.consumed, d.done, Moved::Reframed(reread(&out))),
                     Err(e) => {
                         requests.push(Request { head, body: None });
                         break End::BodyRefused(e);
@@ -129,7 +141,7 @@ fn in_place(stream: &[u8], limits: &Limits) -> Transcript {
         };
         requests.push(Request {
             head,
-            body: Some(rest[..taken].to_vec()),
+            body: Some(moved),
         });
         at += taken;
         if !ended {
@@ -163,9 +175,24 @@ impl Socket<'_> {
     }
 }
 
+/// The decoder `Core::step_head` makes for a chunked request body (`max_body_bytes` unset).
+fn decoder(limits: &Limits) -> ChunkedDecoder {
+    ChunkedDecoder::from_limits(limits).lenient(limits.accept_bare_lf)
+}
+
 enum BodyIn {
     Length(u64),
-    Chunked(ChunkedDecoder),
+    /// The decoder, and what has gone upstream so far.
+    Chunked(ChunkedDecoder, Vec<u8>),
+}
+
+/// Chunked bodies a step left in framed form, read back now that they are whole (or cut).
+fn settle(requests: &mut [Request], reading: &mut Option<(BodyIn, bool)>) {
+    if let (Some((BodyIn::Chunked(_, out), _)), Some(r)) = (reading.take(), requests.last_mut()) {
+        if r.body.is_some() {
+            r.body = Some(Moved::Reframed(reread(&out)));
+        }
+    }
 }
 
 /// The run under test: the core's read, parse, consume and pump loop over one fixed buffer.
@@ -190,15 +217,14 @@ fn buffered(pieces: &[&[u8]], limits: &Limits, capacity: usize, room: usize) -> 
                             buf.consume(h.head_len);
                             requests.push(Request {
                                 head,
-                                body: Some(Vec::new()),
+                                body: Some(Moved::Bytes(Vec::new())),
                             });
                             let body = match h.body {
                                 ReqBody::None | ReqBody::Length(0) => None,
                                 ReqBody::Length(n) => Some(BodyIn::Length(n)),
-                                ReqBody::Chunked => Some(BodyIn::Chunked(ChunkedDecoder::new(
-                                    MAX_EXT_BYTES,
-                                    MAX_TRAILER_BYTES,
-                                ))),
+                                ReqBody::Chunked => {
+                                    Some(BodyIn::Chunked(decoder(limits), Vec::new()))
+                                }
                             };
                             match body {
                                 Some(b) => reading = Some((b, h.keep_alive)),
@@ -231,16 +257,41 @@ fn buffered(pieces: &[&[u8]], limits: &Limits, capacity: usize, room: usize) -> 
                     }
                     continue;
                 }
-                let avail = buf.len().min(room);
+                let keep_alive = *keep_alive;
                 let (n, done) = match body_in {
                     BodyIn::Length(rem) => {
-                        let n = avail.min(usize::try_from(*rem).unwrap_or(usize::MAX));
+                        let n = buf
+                            .len()
+                            .min(room)
+                            .min(usize::try_from(*rem).unwrap_or(usize::MAX));
                         *rem -= n as u64;
+                        match requests.last_mut().and_then(|r| r.body.as_mut()) {
+                            Some(Moved::Bytes(b)) => b.extend_from_slice(&buf.filled()[..n]),
+                            other => panic!("a length-delimited body in {other:?}"),
+                        }
                         (n, *rem == 0)
                     }
-                    BodyIn::Chunked(dec) => {
-                        match dec.decode(&buf.filled()[..avail], &mut |_, _| {}) {
-                            Ok(d) => (d.consumed, d.done),
+                    BodyIn::Chunked(dec, sent) => {
+                        // The core makes room in `to_up` (dropping what the upstream has taken)
+                        // before it reframes into less than twice the slack; here the upstream
+                        // has taken everything.
+                        let room = if room <= 2 * REFRAME_SLACK {
+                            BUF_BYTES
+                        } else {
+                            room
+                        };
+                        let take = buf
+                            .len()
+                            .min(room)
+                            .min(reframe_window(room, limits.accept_bare_lf));
+                        let mut wrote = Vec::new();
+                        match body::reframe(dec, &buf.filled()[..take], &mut wrote) {
+                            Ok(d) => {
+                                // `to_up` truncates what does not fit.
+                                assert!(wrote.len() <= room, "{} bytes into {room}", wrote.len());
+                                sent.extend_from_slice(&wrote);
+                                (d.consumed, d.done)
+                            }
                             Err(e) => {
                                 requests.last_mut().expect("checked above").body = None;
                                 break End::BodyRefused(e);
@@ -248,21 +299,17 @@ fn buffered(pieces: &[&[u8]], limits: &Limits, capacity: usize, room: usize) -> 
                         }
                     }
                 };
-                requests
-                    .last_mut()
-                    .and_then(|r| r.body.as_mut())
-                    .expect("a body follows its head")
-                    .extend_from_slice(&buf.filled()[..n]);
                 buf.consume(n);
                 if done {
-                    if !*keep_alive {
+                    settle(&mut requests, &mut reading);
+                    if !keep_alive {
                         break End::Closed;
                     }
-                    reading = None;
                 }
             }
         }
     };
+    settle(&mut requests, &mut reading);
     pool.give_back(buf);
     Transcript { requests, end }
 }

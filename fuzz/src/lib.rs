@@ -94,15 +94,33 @@ pub(crate) fn pieces<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
 /// unbounded, the rest are small enough to cut bodies into many calls.
 pub(crate) const ROOMS: [usize; 8] = [usize::MAX, 1, 2, 3, 5, 16, 100, 4096];
 
+/// The core's smallest buffer (`BUF_BYTES` in `runtime/core.rs`): the pool's buffers, `to_up`
+/// and the client's write buffer among them, are `max_head_bytes.max(BUF_BYTES)` bytes.
+pub(crate) const BUF_BYTES: usize = 32_768;
+
+/// The core's `reframe_window`, as `Core::pump_request` and `Core::relay_response` use it: how
+/// many input bytes `body::reframe` may take when `room` bytes of buffer are free, so that what
+/// it writes fits (a lenient decoder may write up to half as much again as it reads).
+pub(crate) fn reframe_window(room: usize, lenient: bool) -> usize {
+    let room = room.saturating_sub(hearth::http::body::REFRAME_SLACK);
+    if lenient {
+        room / 3 * 2
+    } else {
+        room
+    }
+}
+
 /// Head limits the targets choose among: the defaults hearth runs with, small ones that put
-/// every limit within reach of a short input, and the extremes.
-pub(crate) const LIMITS: [Limits; 6] = [
+/// every limit within reach of a short input, and the extremes; the extremes and the last entry
+/// (the defaults with `client.accept_bare_lf`) take a lone LF as a line end in request heads.
+pub(crate) const LIMITS: [Limits; 7] = [
     Limits {
         max_head_bytes: MAX_HEAD_BYTES,
         max_headers: 100,
         max_uri_bytes: 8_192,
         max_ext_bytes: MAX_EXT_BYTES,
         max_trailer_bytes: MAX_TRAILER_BYTES,
+        accept_bare_lf: false,
     },
     Limits {
         max_head_bytes: 64,
@@ -110,6 +128,7 @@ pub(crate) const LIMITS: [Limits; 6] = [
         max_uri_bytes: 8,
         max_ext_bytes: 4,
         max_trailer_bytes: 16,
+        accept_bare_lf: false,
     },
     Limits {
         max_head_bytes: usize::MAX,
@@ -117,6 +136,7 @@ pub(crate) const LIMITS: [Limits; 6] = [
         max_uri_bytes: usize::MAX,
         max_ext_bytes: usize::MAX,
         max_trailer_bytes: usize::MAX,
+        accept_bare_lf: true,
     },
     Limits {
         max_head_bytes: 0,
@@ -124,6 +144,7 @@ pub(crate) const LIMITS: [Limits; 6] = [
         max_uri_bytes: 0,
         max_ext_bytes: 0,
         max_trailer_bytes: 0,
+        accept_bare_lf: false,
     },
     Limits {
         max_head_bytes: 40,
@@ -131,6 +152,7 @@ pub(crate) const LIMITS: [Limits; 6] = [
         max_uri_bytes: 8_192,
         max_ext_bytes: MAX_EXT_BYTES,
         max_trailer_bytes: MAX_TRAILER_BYTES,
+        accept_bare_lf: false,
     },
     Limits {
         max_head_bytes: MAX_HEAD_BYTES,
@@ -138,17 +160,54 @@ pub(crate) const LIMITS: [Limits; 6] = [
         max_uri_bytes: 1,
         max_ext_bytes: 1,
         max_trailer_bytes: 1,
+        accept_bare_lf: false,
+    },
+    Limits {
+        max_head_bytes: MAX_HEAD_BYTES,
+        max_headers: 100,
+        max_uri_bytes: 8_192,
+        max_ext_bytes: MAX_EXT_BYTES,
+        max_trailer_bytes: MAX_TRAILER_BYTES,
+        accept_bare_lf: true,
     },
 ];
 
-/// Limits no fuzz input can reach, for parsing hearth's own output again.
+/// Limits looser than every entry of [`LIMITS`] in every respect, the bare-LF opt-in included:
+/// whatever a [`LIMITS`] entry accepts, these must accept the same way, and whatever it is still
+/// waiting on, these must wait on too.
 pub(crate) const LOOSE: Limits = Limits {
     max_head_bytes: usize::MAX,
     max_headers: MAX_HEADERS_CEILING,
     max_uri_bytes: usize::MAX,
     max_ext_bytes: usize::MAX,
     max_trailer_bytes: usize::MAX,
+    accept_bare_lf: true,
 };
+
+/// [`LOOSE`] without the bare-LF opt-in, for parsing hearth's own output again: what hearth sends
+/// on must parse without any leniency, since the next hop may have none.
+pub(crate) const OWN: Limits = Limits {
+    accept_bare_lf: false,
+    ..LOOSE
+};
+
+/// Whether `bytes` hold an LF that no CR comes right before.
+pub(crate) fn has_lone_lf(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+}
+
+/// What hearth writes for a peer ends every line in CRLF, whatever it read (RFC 9112 §2.2 lets a
+/// recipient take a lone LF, never a sender send one).
+pub(crate) fn assert_no_lone_lf(out: &[u8], what: &str) {
+    assert!(
+        !has_lone_lf(out),
+        "{what} has a lone LF: {:?}",
+        String::from_utf8_lossy(out)
+    );
+}
 
 pub(crate) fn assert_span_within(span: Span, head_len: usize, what: &str) {
     assert!(
@@ -171,6 +230,49 @@ pub(crate) fn named<'a>(fields: &'a [Field], name: &'a str) -> impl Iterator<Ite
     fields
         .iter()
         .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Every field name hearth interprets or writes in a head, lowercase.
+pub(crate) const KNOWN: [&str; 15] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "http2-settings",
+    "expect",
+    "idempotency-key",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// Whether `name` spells a [`KNOWN`] name with `_` for one or more of its `-`, as CGI-style peers
+/// read it (`X_Forwarded_For`, `x_forwarded-proto`).
+pub(crate) fn is_alias(name: &[u8]) -> bool {
+    name.contains(&b'_')
+        && KNOWN.iter().any(|k| {
+            k.len() == name.len()
+                && name
+                    .iter()
+                    .zip(k.bytes())
+                    .all(|(&a, c)| a.to_ascii_lowercase() == c || (a == b'_' && c == b'-'))
+        })
+}
+
+/// Whether `name` is a [`KNOWN`] name in any case, or an alias of one.
+pub(crate) fn is_known_or_alias(name: &[u8]) -> bool {
+    is_one_of(name, &KNOWN) || is_alias(name)
+}
+
+pub(crate) fn is_one_of(name: &[u8], names: &[&str]) -> bool {
+    names
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
 /// The elements of a comma-separated field value, without surrounding whitespace.
