@@ -35,9 +35,10 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::ActiveChecks;
+use crate::id::NodeId;
 use crate::metrics::HealthCounters;
 use crate::runtime::control::Control;
-use crate::runtime::generation::{PoolId, Process, Shared};
+use crate::runtime::generation::{Process, Shared};
 use crate::slab::Slab;
 
 /// Bytes of the response read before a status line must have ended (RFC 9112 section 4 puts
@@ -217,7 +218,7 @@ pub fn parse_status_line(buf: &[u8]) -> StatusLine {
 /// One checked pool, as a generation describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetSpec {
-    pub pool: PoolId,
+    pub pool: NodeId,
     pub addr: SocketAddr,
     /// For logs: the upstream that supplied the checks, and the node as written.
     pub upstream: String,
@@ -262,7 +263,7 @@ pub fn targets_of(shared: &Shared) -> Vec<TargetSpec> {
 /// A node changed state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    pub pool: PoolId,
+    pub pool: NodeId,
     pub healthy: bool,
     pub upstream: String,
     pub node: String,
@@ -298,7 +299,7 @@ impl Schedule {
     pub fn apply(&mut self, specs: Vec<TargetSpec>, now: u64) -> Vec<Change> {
         let mut listed = vec![false; self.targets.len()];
         for spec in specs {
-            let pool = spec.pool;
+            let pool = spec.pool.index();
             if self.targets.len() <= pool {
                 self.targets.resize_with(pool + 1, || None);
                 listed.resize(pool + 1, false);
@@ -335,7 +336,7 @@ impl Schedule {
             if let Some(t) = slot.take() {
                 if !t.state.healthy {
                     changes.push(Change {
-                        pool,
+                        pool: NodeId(pool),
                         healthy: true,
                         upstream: t.spec.upstream,
                         node: t.spec.node,
@@ -348,13 +349,13 @@ impl Schedule {
     }
 
     /// Pools whose probe is due, marked in flight; each with the epoch `finish` wants back.
-    pub fn start_due(&mut self, now: u64) -> Vec<(PoolId, u64)> {
+    pub fn start_due(&mut self, now: u64) -> Vec<(NodeId, u64)> {
         let mut out = Vec::new();
         for (pool, slot) in self.targets.iter_mut().enumerate() {
             if let Some(t) = slot {
                 if !t.in_flight && t.due <= now {
                     t.in_flight = true;
-                    out.push((pool, t.epoch));
+                    out.push((NodeId(pool), t.epoch));
                 }
             }
         }
@@ -371,13 +372,16 @@ impl Schedule {
             .min()
     }
 
-    pub fn target(&self, pool: PoolId) -> Option<&TargetSpec> {
-        self.targets.get(pool)?.as_ref().map(|t| &t.spec)
+    pub fn target(&self, pool: NodeId) -> Option<&TargetSpec> {
+        self.targets.get(pool.index())?.as_ref().map(|t| &t.spec)
     }
 
     /// None for pools that are not checked.
-    pub fn healthy(&self, pool: PoolId) -> Option<bool> {
-        self.targets.get(pool)?.as_ref().map(|t| t.state.healthy)
+    pub fn healthy(&self, pool: NodeId) -> Option<bool> {
+        self.targets
+            .get(pool.index())?
+            .as_ref()
+            .map(|t| t.state.healthy)
     }
 
     pub fn len(&self) -> usize {
@@ -392,12 +396,12 @@ impl Schedule {
     /// probe belonged to a pool that has since left) and the change it caused, if any.
     pub fn finish(
         &mut self,
-        pool: PoolId,
+        pool: NodeId,
         epoch: u64,
         outcome: Outcome,
         now: u64,
     ) -> (Option<Verdict>, Option<Change>) {
-        let Some(t) = self.targets.get_mut(pool).and_then(Option::as_mut) else {
+        let Some(t) = self.targets.get_mut(pool.index()).and_then(Option::as_mut) else {
             return (None, None);
         };
         if t.epoch != epoch || !t.in_flight {
@@ -514,7 +518,7 @@ enum ProbePhase {
 }
 
 struct Probe {
-    pool: PoolId,
+    pool: NodeId,
     epoch: u64,
     sock: TcpStream,
     phase: ProbePhase,
@@ -666,7 +670,7 @@ impl Checker {
         Some(Duration::from_millis(next.saturating_sub(now)))
     }
 
-    fn start_probe(&mut self, pool: PoolId, epoch: u64, now: u64) {
+    fn start_probe(&mut self, pool: NodeId, epoch: u64, now: u64) {
         let Some(spec) = self.schedule.target(pool) else {
             return;
         };
@@ -721,14 +725,15 @@ impl Checker {
         }
     }
 
-    fn finish(&mut self, pool: PoolId, epoch: u64, outcome: Outcome, now: u64) {
+    fn finish(&mut self, pool: NodeId, epoch: u64, outcome: Outcome, now: u64) {
         let (verdict, change) = self.schedule.finish(pool, epoch, outcome, now);
         if let Some(v) = verdict {
             debug!("health: pool {pool}: {outcome:?} counts as {}", v.name());
-            if self.results.len() <= pool {
-                self.results.resize(pool + 1, [0; Verdict::ALL.len()]);
+            let i = pool.index();
+            if self.results.len() <= i {
+                self.results.resize(i + 1, [0; Verdict::ALL.len()]);
             }
-            self.results[pool][v.index()] += 1;
+            self.results[i][v.index()] += 1;
         }
         if let Some(c) = change {
             self.publish(&c);
@@ -769,7 +774,7 @@ impl Checker {
             if let Some(r) = self.results.get(pool) {
                 node.probes = *r;
             }
-            node.healthy = self.schedule.healthy(pool).unwrap_or(true);
+            node.healthy = self.schedule.healthy(NodeId(pool)).unwrap_or(true);
         }
         out
     }
@@ -905,7 +910,7 @@ mod tests {
         assert_eq!(s.record(&c, Verdict::TcpFailure), Some((false, 1)));
     }
 
-    fn spec(pool: PoolId, c: ActiveChecks) -> TargetSpec {
+    fn spec(pool: NodeId, c: ActiveChecks) -> TargetSpec {
         TargetSpec {
             pool,
             addr: "127.0.0.1:9".parse().unwrap(),
@@ -920,7 +925,7 @@ mod tests {
     #[test]
     fn schedule_follows_intervals_and_reports_changes() {
         let mut s = Schedule::default();
-        assert!(s.apply(vec![spec(0, checks(2, 2))], 0).is_empty());
+        assert!(s.apply(vec![spec(NodeId(0), checks(2, 2))], 0).is_empty());
         assert_eq!(s.next_due(), Some(0), "new targets are probed at once");
         let mut changes = Vec::new();
         // Each step: the probe starts when due and ends 10 ms later with the outcome.
@@ -962,27 +967,39 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(s.healthy(0), Some(true));
+        assert_eq!(s.healthy(NodeId(0)), Some(true));
     }
 
     #[test]
     fn pools_that_leave_stop_and_come_back_up() {
         let mut s = Schedule::default();
-        s.apply(vec![spec(0, checks(1, 1)), spec(2, checks(1, 1))], 0);
+        s.apply(
+            vec![spec(NodeId(0), checks(1, 1)), spec(NodeId(2), checks(1, 1))],
+            0,
+        );
         let started = s.start_due(0);
         assert_eq!(started.len(), 2);
         for (pool, epoch) in started {
             s.finish(pool, epoch, REFUSED, 5);
         }
-        assert_eq!((s.healthy(0), s.healthy(2)), (Some(false), Some(false)));
+        assert_eq!(
+            (s.healthy(NodeId(0)), s.healthy(NodeId(2))),
+            (Some(false), Some(false))
+        );
         // Pool 0 leaves while down: announced healthy. Pool 2 stays down, pool 1 is new.
-        let changes = s.apply(vec![spec(1, checks(1, 1)), spec(2, checks(1, 1))], 10);
+        let changes = s.apply(
+            vec![spec(NodeId(1), checks(1, 1)), spec(NodeId(2), checks(1, 1))],
+            10,
+        );
         assert_eq!(changes.len(), 1);
-        assert_eq!((changes[0].pool, changes[0].healthy), (0, true));
-        assert_eq!(s.healthy(0), None);
-        assert_eq!(s.healthy(2), Some(false));
+        assert_eq!((changes[0].pool, changes[0].healthy), (NodeId(0), true));
+        assert_eq!(s.healthy(NodeId(0)), None);
+        assert_eq!(s.healthy(NodeId(2)), Some(false));
         // A probe of a pool that left is not counted, nor is one of an earlier incarnation.
-        assert_eq!(s.finish(0, 1, Outcome::Status(200), 20), (None, None));
+        assert_eq!(
+            s.finish(NodeId(0), 1, Outcome::Status(200), 20),
+            (None, None)
+        );
         let started = s.start_due(1000);
         assert_eq!(
             started.iter().map(|p| p.0).collect::<Vec<_>>(),
@@ -990,22 +1007,22 @@ mod tests {
             "pool 0 is no longer probed"
         );
         s.apply(vec![], 1001);
-        s.apply(vec![spec(1, checks(1, 1))], 1002);
+        s.apply(vec![spec(NodeId(1), checks(1, 1))], 1002);
         let stale = started[0];
         assert_eq!(s.finish(stale.0, stale.1, REFUSED, 1003), (None, None));
-        assert_eq!(s.healthy(1), Some(true));
+        assert_eq!(s.healthy(NodeId(1)), Some(true));
     }
 
     #[test]
     fn a_shorter_interval_applies_at_once() {
         let mut s = Schedule::default();
-        s.apply(vec![spec(0, checks(1, 1))], 0);
+        s.apply(vec![spec(NodeId(0), checks(1, 1))], 0);
         let (pool, epoch) = s.start_due(0)[0];
         s.finish(pool, epoch, Outcome::Status(200), 0);
         assert_eq!(s.next_due(), Some(1000));
         let mut fast = checks(1, 1);
         fast.healthy_interval = Duration::from_millis(50);
-        s.apply(vec![spec(0, fast)], 10);
+        s.apply(vec![spec(NodeId(0), fast)], 10);
         assert_eq!(s.next_due(), Some(60));
     }
 
@@ -1071,7 +1088,14 @@ upstream = "c"
             .iter()
             .map(|t| (t.pool, t.upstream.as_str(), t.checks.http_path.as_str()))
             .collect();
-        assert_eq!(got, [(0, "a", "/a"), (1, "a", "/a"), (2, "b", "/b")]);
+        assert_eq!(
+            got,
+            [
+                (NodeId(0), "a", "/a"),
+                (NodeId(1), "a", "/a"),
+                (NodeId(2), "b", "/b")
+            ]
+        );
         assert_eq!(
             String::from_utf8(t[0].request()).unwrap(),
             "GET /a HTTP/1.1\r\nHost: a.example\r\nUser-Agent: hearth-health\r\nConnection: close\r\n\r\n"

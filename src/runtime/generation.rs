@@ -7,7 +7,7 @@
 //!
 //! Pools outlive generations. A pool is identified by its `PoolKey` (address, scheme and TLS
 //! identity: what makes two upstream connections interchangeable) and the `Registry` gives each
-//! key a `PoolId` once, for the life of the process. Cores index their idle lists, waiters and counters by that
+//! key a `NodeId` once, for the life of the process. Cores index their idle lists, waiters and counters by that
 //! id, so a node that stays in the new configuration keeps its pooled connections, whatever else
 //! changed. The registry's lock is taken only when a generation is built, never per request.
 //!
@@ -28,13 +28,11 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::config::{Config, PassHost, PoolSettings, Scheme};
+use crate::id::NodeId;
 use crate::route::Router;
 use crate::runtime::control::Peer;
 use crate::tls::{self, ClientIdentity};
-use crate::upstream::pool::NodeBudget;
-
-/// A pool's identity for the life of the process (an index into per-core pool tables).
-pub type PoolId = usize;
+use crate::upstream::NodeBudget;
 
 /// What makes two upstream connections interchangeable.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -57,7 +55,7 @@ struct Entry {
 /// Every pool key ever configured, with its id, metric label and process-wide budget.
 #[derive(Debug, Default)]
 pub struct Registry {
-    ids: HashMap<PoolKey, PoolId>,
+    ids: HashMap<PoolKey, NodeId>,
     entries: Vec<Entry>,
     /// By listener index: the last TLS configuration made, kept for a reload whose
     /// certificate files vanished between validation and use.
@@ -74,7 +72,7 @@ pub struct Process {
     /// connections move between cores and pools outlive generations.
     pub sni_key: RandomState,
     /// When each cause that concerns no node (the clients' doing) was last logged as a warning.
-    pub warned: crate::runtime::cause::WarnClock,
+    pub warned: crate::cause::WarnClock,
 }
 
 impl Process {
@@ -84,7 +82,7 @@ impl Process {
             clients_open: AtomicUsize::new(0),
             registry: Mutex::new(Registry::default()),
             sni_key: RandomState::new(),
-            warned: crate::runtime::cause::WarnClock::default(),
+            warned: crate::cause::WarnClock::default(),
         }
     }
 
@@ -132,7 +130,7 @@ impl Process {
                     scheme: u.scheme,
                     tls: material.as_ref().map(|m| m.identity.clone()),
                 };
-                let next = reg.entries.len();
+                let next = NodeId(reg.entries.len());
                 let id = *reg.ids.entry(key).or_insert(next);
                 if id == next {
                     let tls = material.as_ref().and_then(|m| {
@@ -150,12 +148,12 @@ impl Process {
                         tls,
                     });
                 }
-                if pools.len() <= id {
-                    pools.resize_with(id + 1, || None);
+                if pools.len() <= id.index() {
+                    pools.resize_with(id.index() + 1, || None);
                 }
                 // A node listed by several upstreams is one pool; the first listing names it.
-                if pools[id].is_none() {
-                    let tls = match (&material, &reg.entries[id].tls) {
+                if pools[id.index()].is_none() {
+                    let tls = match (&material, &reg.entries[id.index()].tls) {
                         (Some(_), Some(config)) => node_sni
                             .as_deref()
                             .and_then(|sni| tls::server_name(sni).ok().map(|name| (sni, name)))
@@ -171,7 +169,7 @@ impl Process {
                             }),
                         _ => None,
                     };
-                    pools[id] = Some(PoolInfo {
+                    pools[id.index()] = Some(PoolInfo {
                         addr: n.addr,
                         host: n.host.clone(),
                         upstream: ui,
@@ -289,7 +287,7 @@ pub struct Shared {
     /// By upstream index.
     pub up_settings: Vec<UpSettings>,
     /// By upstream index: the pool id of each node, in the config's order.
-    pub up_nodes: Vec<Vec<PoolId>>,
+    pub up_nodes: Vec<Vec<NodeId>>,
     /// By pool id: None for pools no upstream of this generation lists.
     pub pools: Vec<Option<PoolInfo>>,
     /// By listener index (the order of `[[listen]]`).
@@ -297,12 +295,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn pool(&self, id: PoolId) -> Option<&PoolInfo> {
-        self.pools.get(id).and_then(Option::as_ref)
+    pub fn pool(&self, id: NodeId) -> Option<&PoolInfo> {
+        self.pools.get(id.index()).and_then(Option::as_ref)
     }
 
     /// The settings that govern pool `id` outside any exchange.
-    pub fn settings_of_pool(&self, id: PoolId) -> Option<UpSettings> {
+    pub fn settings_of_pool(&self, id: NodeId) -> Option<UpSettings> {
         self.pool(id).map(|p| self.up_settings[p.upstream])
     }
 }
@@ -382,10 +380,10 @@ upstream = "a"
         let g2 = p.generation(cfg(&b));
         assert_eq!(g2.up_nodes, vec![vec![1], vec![2]]);
         assert!(
-            g2.pool(0).is_none(),
+            g2.pool(NodeId(0)).is_none(),
             "removed node has no pool in the new generation"
         );
-        assert_eq!(g2.pool(1).map(|i| i.upstream), Some(0));
+        assert_eq!(g2.pool(NodeId(1)).map(|i| i.upstream), Some(0));
         assert_eq!(p.budgets().len(), 3);
         assert_eq!(p.labels()[1], "upstream=\"a\",node=\"127.0.0.1:9002\"");
     }

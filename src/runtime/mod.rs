@@ -28,10 +28,13 @@
 //! (`Core::dispatch`): a pooled connection whose EOF is in the batch is known closed before any
 //! request in the same batch can take it.
 
-pub mod cause;
 pub mod control;
 pub mod core;
+mod deadline;
+mod exchange;
 pub mod generation;
+mod io;
 pub mod server;
+pub mod upconn;
 
 pub use server::Server;
