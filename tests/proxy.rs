@@ -890,9 +890,11 @@ fn busy_node_with_no_queue_gets_503_at_once() {
         second.0, 503,
         "request while the only connection is busy and no queue"
     );
+    // At once: while the first request still holds the connection, not when it frees (the
+    // queue's rules themselves are tested on a virtual clock in upstream::tests).
     assert!(
-        second.1 < Duration::from_millis(500),
-        "503 took {:?}, want at once",
+        !first.is_finished(),
+        "the 503 came only after the connection freed ({:?})",
         second.1
     );
     let first = first.join().expect("first client panicked");
@@ -929,16 +931,18 @@ fn queued_request_times_out_with_503_and_full_queue_refuses_at_once() {
         (503, 503),
         "queued and overflowing requests"
     );
-    // Whichever got in the queue waited its 300 ms; the other was refused at once.
+    // Whichever got in the queue waited its 300 ms and no less; both were answered while the
+    // first request still held the connection (the queue's deadlines themselves are tested on a
+    // virtual clock in runtime::deadline).
     waits.sort_by_key(|w| w.1);
     assert!(
-        waits[0].1 < Duration::from_millis(250),
-        "full queue refused after {:?}",
-        waits[0].1
+        waits[1].1 >= Duration::from_millis(250),
+        "queue timeout fired after {:?}, before its 300 ms",
+        waits[1].1
     );
     assert!(
-        waits[1].1 >= Duration::from_millis(250) && waits[1].1 < Duration::from_millis(1200),
-        "queue timeout fired after {:?}, want about 300 ms",
+        !first.is_finished(),
+        "the queued request was answered only after the connection freed ({:?})",
         waits[1].1
     );
     assert_eq!(
