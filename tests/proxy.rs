@@ -957,6 +957,39 @@ fn queued_request_times_out_with_503_and_full_queue_refuses_at_once() {
     );
 }
 
+/// A queued request whose client stops sending its body is timed out by the body clock, as 408,
+/// and not taken for a queue timeout (before, any timer of a queued request was a 503 from the
+/// queue, here 9 s early).
+#[test]
+fn a_queued_request_that_stalls_its_body_gets_408_not_a_queue_timeout() {
+    let mock = MockUpstream::start(|_, _| Reply::ok("slow").after(Duration::from_secs(3)));
+    let h = conf(&[mock.addr()])
+        .client("body_timeout = \"1s\"")
+        .upstream("max_connections = 1")
+        .upstream("queue = { size = 1, timeout = \"10s\" }")
+        .start();
+    let first = timed_get(h.addr(), "/first");
+    assert!(
+        mock.wait_requests(1, SHORT),
+        "first request never reached the upstream"
+    );
+    let mut c = h.client();
+    // The head alone: hearth holds no unread body bytes, so the client is the one awaited.
+    c.send(b"POST /queued HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 408, "{}", r.head_text());
+    assert!(
+        !first.is_finished(),
+        "answered only after the connection freed"
+    );
+    assert_eq!(first.join().expect("first client panicked").0, 200);
+    assert_eq!(
+        mock.request_count(),
+        1,
+        "the stalled request reached the upstream"
+    );
+}
+
 #[test]
 fn queued_request_is_served_when_the_connection_frees() {
     let mock = MockUpstream::start(|_, _| Reply::ok("slow").after(Duration::from_millis(500)));

@@ -67,15 +67,17 @@ impl Clocks {
         d
     }
 
-    /// Which timeout it was, when the timer armed at `deadline` fires at `now`. A queued
-    /// request only ever times out in the queue; otherwise the client's clocks are looked at
-    /// before the upstream's, so a client that stopped reading is not blamed on the upstream.
+    /// Which timeout it was, when the timer armed at `deadline` fires at `now`: always one whose
+    /// time has come. The client's send clock is looked at first, so a client that stopped
+    /// reading is not blamed on the upstream or the queue.
     pub(super) fn due(&self, now: u64) -> Due {
         match self.leg {
-            Leg::Queued { .. } | Leg::Unattached => Due::Queue,
             _ if self.behind && now >= self.last_write + self.send_ms => Due::Send,
+            Leg::Queued { since } if now >= since + self.queue_ms => Due::Queue,
             Leg::Draining { until, .. } if now >= until => Due::DrainEnd,
             _ if self.body_waits && now >= self.last_active + self.body_ms => Due::Body,
+            // Between tries, and for a queued request whose timer fired early: the queue's.
+            Leg::Queued { .. } | Leg::Unattached => Due::Queue,
             _ => Due::Upstream,
         }
     }
@@ -85,6 +87,8 @@ impl Clocks {
 mod tests {
     use super::*;
     use crate::id::UpId;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
 
     fn clocks(leg: Leg) -> Clocks {
         Clocks {
@@ -121,12 +125,26 @@ mod tests {
         };
         assert_eq!(a.deadline(), 35_000, "not the read timeout at 61,000");
         assert_eq!(a.due(35_000), Due::Send);
-        // Queued requests have no answer bytes, but the queue clock wins regardless.
+        // A pipelined request queued behind an answer the client is not reading: the client's
+        // clock, not a queue timeout. Before, any timer of a queued request was a queue timeout.
         let q = Clocks {
             behind: true,
+            queue_ms: 60_000,
             ..clocks(Leg::Queued { since: 0 })
         };
-        assert_eq!(q.due(31_000), Due::Queue);
+        assert_eq!((q.deadline(), q.due(31_000)), (31_000, Due::Send));
+    }
+
+    #[test]
+    fn a_queued_request_is_only_timed_out_by_the_queue_once_its_time_has_come() {
+        // queue.timeout over client.body_timeout: the body clock fires first and is named.
+        let q = Clocks {
+            body_waits: true,
+            queue_ms: 120_000,
+            ..clocks(Leg::Queued { since: 1_000 })
+        };
+        assert_eq!((q.deadline(), q.due(11_000)), (11_000, Due::Body));
+        assert_eq!(q.due(121_000), Due::Queue);
     }
 
     #[test]
@@ -145,5 +163,81 @@ mod tests {
             })
         };
         assert_eq!((d.deadline(), d.due(4_000)), (4_000, Due::DrainEnd));
+    }
+
+    /// The naive model: every clock that runs for this state, as (time, what came due), in the
+    /// order `due` looks at them.
+    fn running(k: &Clocks) -> Vec<(u64, Due)> {
+        let mut v = Vec::new();
+        match k.leg {
+            Leg::Queued { since } => v.push((since + k.queue_ms, Due::Queue)),
+            Leg::Unattached => {}
+            Leg::Connecting(_) => v.push((k.up_progress + k.connect_ms, Due::Upstream)),
+            _ if !k.behind => v.push((k.up_progress + k.read_ms, Due::Upstream)),
+            _ => {}
+        }
+        if k.behind {
+            v.push((k.last_write + k.send_ms, Due::Send));
+        }
+        if let Leg::Draining { until, .. } = k.leg {
+            v.push((until, Due::DrainEnd));
+        }
+        if k.body_waits {
+            v.push((k.last_active + k.body_ms, Due::Body));
+        }
+        v
+    }
+
+    #[test]
+    fn the_timer_fires_when_the_first_running_clock_comes_due_and_names_it() {
+        for seed in 0..2_000u64 {
+            let mut r = StdRng::seed_from_u64(seed);
+            let up = UpId(r.random_range(0..4));
+            let leg = match r.random_range(0..4) {
+                0 => Leg::Queued {
+                    since: r.random_range(0..5_000),
+                },
+                1 => Leg::Connecting(up),
+                2 => Leg::Attached(up),
+                _ => Leg::Draining {
+                    up,
+                    until: r.random_range(0..20_000),
+                    left: 1,
+                },
+            };
+            let k = Clocks {
+                leg,
+                up_progress: r.random_range(0..5_000),
+                queue_ms: r.random_range(1..10_000),
+                connect_ms: r.random_range(1..10_000),
+                read_ms: r.random_range(1..10_000),
+                behind: r.random_bool(0.5),
+                last_write: r.random_range(0..5_000),
+                send_ms: r.random_range(1..10_000),
+                body_waits: r.random_bool(0.5),
+                last_active: r.random_range(0..5_000),
+                body_ms: r.random_range(1..10_000),
+            };
+            let clocks = running(&k);
+            let first = clocks
+                .iter()
+                .map(|c| c.0)
+                .min()
+                .expect("some clock always runs");
+            assert_eq!(k.deadline(), first, "seed {seed}: {k:?}");
+            let due = k.due(first);
+            assert!(
+                clocks.iter().any(|&(t, d)| d == due && t <= first),
+                "seed {seed}: {due:?} is not a clock that came due at {first}: {k:?}"
+            );
+            // Where the first clock to come due is the client's, it is the one named: a stalled
+            // client is never reported as a slow upstream.
+            let client_due = clocks
+                .iter()
+                .any(|&(t, d)| t == first && matches!(d, Due::Send));
+            if client_due {
+                assert_eq!(due, Due::Send, "seed {seed}: {k:?}");
+            }
+        }
     }
 }
