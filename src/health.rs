@@ -38,7 +38,8 @@ use crate::config::ActiveChecks;
 use crate::id::NodeId;
 use crate::metrics::HealthCounters;
 use crate::runtime::control::Control;
-use crate::runtime::generation::{Process, Shared};
+use crate::runtime::generation::Shared;
+use crate::runtime::process::Process;
 use crate::slab::Slab;
 
 /// Bytes of the response read before a status line must have ended (RFC 9112 section 4 puts

@@ -11,7 +11,7 @@ use log::warn;
 use crate::id::NodeId;
 use crate::metrics::Counters;
 use crate::runtime::generation::Shared;
-use crate::runtime::upconn::UpHandover;
+use crate::runtime::io::UpHandover;
 
 pub const CHANNEL_CAPACITY: usize = 1024;
 

@@ -43,13 +43,13 @@ use crate::route::Router;
 use crate::runtime::control::Control;
 use crate::runtime::deadline::{Clocks, Due};
 use crate::runtime::exchange::{Exchange, Fault, Leg, Tries};
-use crate::runtime::generation::{ListenTls, Process, Shared};
-use crate::runtime::io::{end, pump, ReadOutcome};
-use crate::runtime::upconn::{waiting_for, UpIo};
+use crate::runtime::generation::{ListenTls, Shared};
+use crate::runtime::io::{end, pump, ReadOutcome, UpIo};
+use crate::runtime::process::Process;
 use crate::slab::Slab;
 use crate::timer::TimerWheel;
 use crate::upstream::pool::CloseReason;
-use crate::upstream::{Expiry, Upstreams};
+use crate::upstream::{Expiry, Upstreams, Waiting};
 
 const WAKER: Token = Token(usize::MAX);
 const CONN_BASE: usize = 1 << 16;
@@ -1279,6 +1279,17 @@ impl Core {
             c.phase = next;
         }
         self.drive(cid);
+    }
+}
+
+/// What the pool needs to know of queued client `cid` when a connection to `node` frees: the SNI
+/// tag of the connection it waits for, or None when it no longer waits.
+pub(super) fn waiting_for(clients: &Slab<Client>, cid: ClientId, node: NodeId) -> Waiting {
+    match clients.get(cid.index()).map(|c| &c.phase) {
+        Some(Phase::Exchange(ex)) if ex.node == node && matches!(ex.leg, Leg::Queued { .. }) => {
+            Some(ex.sni)
+        }
+        _ => None,
     }
 }
 

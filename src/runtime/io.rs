@@ -16,6 +16,7 @@ use rustls::Connection;
 
 use crate::buf::{Buf, BufPool};
 use crate::sys::Raw;
+use crate::upstream::Handover;
 
 /// Plaintext handed to rustls per write: one TLS record, so at most that much waits inside
 /// rustls when the socket stops taking bytes.
@@ -342,3 +343,20 @@ pub(super) fn pump(
     }
     Ok(progress)
 }
+
+/// One upstream connection's I/O: the socket, the TLS session of an https connection (kept
+/// while the connection is pooled), and readiness as events reported it.
+#[derive(Debug)]
+pub struct UpIo {
+    pub(super) sock: TcpStream,
+    pub(super) tls: Option<Box<Connection>>,
+    /// TCP is up and the TLS handshake runs (the connection is still connecting).
+    pub(super) handshaking: bool,
+    pub(super) readable: bool,
+    pub(super) writable: bool,
+    /// The peer's FIN (or an error) was reported by an event; sticky.
+    pub(super) hup: bool,
+}
+
+/// A connection on its way to another core.
+pub type UpHandover = Handover<UpIo>;

@@ -34,6 +34,8 @@ mod deadline;
 mod exchange;
 pub mod generation;
 mod io;
+pub mod process;
+mod relay;
 pub mod server;
 pub mod upconn;
 

@@ -3,8 +3,8 @@
 //! `Upstreams` keeps the books and makes every pool decision; this module opens sockets, drives
 //! connects and TLS handshakes, checks that a pooled connection is still quiet, finishes closes
 //! (a clean TLS close where the session may be resumed), and moves sockets between cores. An
-//! upstream connection's I/O state is an [`UpIo`]: the socket, its TLS session, and its
-//! readiness, driven by the same user-space flags as a client's (`io::End`).
+//! upstream connection's I/O state is an `io::UpIo`, driven by the same user-space readiness
+//! flags as a client's (`io::End`).
 
 use std::io;
 use std::sync::Arc;
@@ -19,30 +19,12 @@ use crate::cause::Cause;
 use crate::config::PoolSettings;
 use crate::id::{ClientId, NodeId, UpId};
 use crate::runtime::control::Control;
-use crate::runtime::core::{up_token, Client, Core, Phase, TimerKey};
+use crate::runtime::core::{up_token, waiting_for, Core, Phase, TimerKey};
 use crate::runtime::exchange::Leg;
 use crate::runtime::generation::{UpSettings, UpTls};
-use crate::runtime::io::{tls_feed, tls_flush, Fed, ShortRead};
-use crate::slab::Slab;
+use crate::runtime::io::{tls_feed, tls_flush, Fed, ShortRead, UpHandover, UpIo};
 use crate::upstream::pool::{CloseReason, KeepAliveHint};
-use crate::upstream::{Closed, ConnState, Handover, Opening, Release, Return, Waiting};
-
-/// One upstream connection's I/O: the socket, the TLS session of an https connection (kept
-/// while the connection is pooled), and readiness as events reported it.
-#[derive(Debug)]
-pub struct UpIo {
-    pub(super) sock: TcpStream,
-    pub(super) tls: Option<Box<Connection>>,
-    /// TCP is up and the TLS handshake runs (the connection is still connecting).
-    pub(super) handshaking: bool,
-    pub(super) readable: bool,
-    pub(super) writable: bool,
-    /// The peer's FIN (or an error) was reported by an event; sticky.
-    pub(super) hup: bool,
-}
-
-/// A connection on its way to another core.
-pub type UpHandover = Handover<UpIo>;
+use crate::upstream::{Closed, ConnState, Opening, Release, Return};
 
 /// Why `Core::connect` did not open a connection.
 pub(super) enum ConnectError {
@@ -144,17 +126,6 @@ pub(super) fn up_quiet(u: &mut UpIo) -> bool {
         {
             return false;
         }
-    }
-}
-
-/// What the pool needs to know of queued client `cid` when a connection to `node` frees: the SNI
-/// tag of the connection it waits for, or None when it no longer waits.
-pub(super) fn waiting_for(clients: &Slab<Client>, cid: ClientId, node: NodeId) -> Waiting {
-    match clients.get(cid.index()).map(|c| &c.phase) {
-        Some(Phase::Exchange(ex)) if ex.node == node && matches!(ex.leg, Leg::Queued { .. }) => {
-            Some(ex.sni)
-        }
-        _ => None,
     }
 }
 
