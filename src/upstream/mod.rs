@@ -5,7 +5,7 @@
 //! to do: its methods take `now` and return decisions (reuse this connection, open one, queue,
 //! pool it, give it to a waiter or another core, close it and why) that the loop carries out.
 //! A connection's I/O state is a type parameter `C`, so every rule here is tested with plain
-//! values on a virtual clock (see the model tests at the bottom).
+//! values on a virtual clock (`upstream/tests.rs`, with a seeded model test).
 //!
 //! Invariants kept here, and only here:
 //! - A connection is in exactly one state: connecting, active (owned by a client, or briefly by
