@@ -14,10 +14,8 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use super::head::{
-    absolute_authority, alias_of, field_name, is_token, list_elements, FieldName, Header, ReqBody,
-    RequestHead, RespBody, ResponseHead, Version,
-};
+use super::field::{absolute_authority, alias_of, field_name, is_token, list_elements, FieldName};
+use super::head::{Header, ReqBody, RequestHead, RespBody, ResponseHead, Version};
 
 /// How the request reaches the upstream.
 pub struct Forward<'a> {
