@@ -22,6 +22,7 @@ pub mod health;
 pub mod http;
 pub mod lru;
 pub mod metrics;
+pub mod probe;
 pub mod route;
 pub mod runtime;
 pub mod slab;

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::health::Verdict;
+use crate::probe::Verdict;
 use crate::runtime::cause::Cause;
 use crate::upstream::pool::CloseReason;
 
