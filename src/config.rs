@@ -25,6 +25,10 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+pub use crate::balance::Balance;
+pub use crate::http::rewrite::{default_upgrade, upgrade_protocol};
+pub use crate::route::{route_host, uri_pattern, HostPattern, Route, UriPattern};
+
 /// Smallest accepted `client.max_head_bytes`: below this even an ordinary browser request head
 /// with a few cookies would be refused.
 pub const MIN_HEAD_BYTES: usize = 1024;
@@ -223,48 +227,6 @@ pub struct Upstream {
     pub upgrade: Vec<String>,
 }
 
-/// The default `upgrade` list.
-pub fn default_upgrade() -> Vec<String> {
-    vec!["websocket".to_owned()]
-}
-
-/// Checks one `upgrade` entry and returns it lowercased: a protocol name (a token, no version).
-/// h2c and h2 are refused: an h2c tunnel carries HTTP/2 requests the route table never sees (RFC
-/// 9113 §3.1 deprecates the upgrade), and h2 is not negotiated by Upgrade at all.
-pub fn upgrade_protocol(name: &str) -> Result<String, String> {
-    let lower = name.to_ascii_lowercase();
-    if lower == "h2c" || lower == "h2" {
-        return Err(format!(
-            "{name:?} cannot be allowed: requests inside an h2c tunnel would reach the upstream \
-             without passing the route table (RFC 9113 §3.1 deprecates the h2c upgrade)"
-        ));
-    }
-    let token = !lower.is_empty()
-        && lower
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token {
-        return Err(format!(
-            "{name:?} is not a protocol name; expected a token such as \"websocket\" (no version)"
-        ));
-    }
-    Ok(lower)
-}
-
-/// Node choice, per core.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Balance {
-    /// Smooth weighted round robin, as nginx.
-    #[default]
-    RoundRobin,
-    /// Fewest active requests relative to weight, per core.
-    LeastConn,
-    /// Consistent hashing of the value of `key`.
-    Chash { key: crate::route::Var },
-    /// Lowest recent latency (exponentially weighted moving average).
-    Ewma,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassiveHealth {
     /// 0 turns passive health off.
@@ -425,51 +387,6 @@ impl Default for QueueSettings {
             timeout: Duration::from_secs(1),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// `id` in the file or the admin API; in the file it defaults to `file-N`, N the route's
-    /// 1-based position, so file routes do not take the short ids ("1", "2") that APISIX users
-    /// give the routes they PUT through the admin API or etcd. Unique within a configuration.
-    pub id: String,
-    /// Never empty.
-    pub uris: Vec<UriPattern>,
-    /// Empty means any host.
-    pub hosts: Vec<HostPattern>,
-    /// Upper-case method names (`GET`, `POST`, ...); empty means any method.
-    pub methods: Vec<String>,
-    /// Higher wins; among equal priorities the longest uri match wins.
-    pub priority: i64,
-    /// APISIX `status`: false (`status = 0`) disables the route without removing it.
-    pub enabled: bool,
-    /// APISIX `vars`: every condition must hold.
-    pub vars: Vec<crate::route::Cond>,
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
-    /// APISIX `enable_websocket`: when given, whether a WebSocket upgrade may pass this route,
-    /// whatever the upstream's `upgrade` list says of websocket.
-    pub websocket: Option<bool>,
-}
-
-/// How a route matches the request's host (compared without the port, ignoring ASCII case).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// Lowercased host name: `api.example.com`.
-    Exact(String),
-    /// `*.example.com` stored as `.example.com` (lowercased): any host ending in it, with at
-    /// least one character before the dot.
-    Wildcard(String),
-}
-
-/// How a route matches the request path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UriPattern {
-    /// The path must equal this.
-    Exact(String),
-    /// The path must start with this (`"/api/*"` is `Prefix("/api/")`, `"/api*"` is
-    /// `Prefix("/api")`).
-    Prefix(String),
 }
 
 /// Something in the file that is valid but probably not what was meant.
@@ -2088,74 +2005,6 @@ fn spelled_out(d: Duration) -> String {
         format!("{days}d {hours}h {minutes}m")
     } else {
         format!("{hours}h {minutes}m")
-    }
-}
-
-/// A route uri as APISIX writes it: `"/x/*"` is every path under `/x/`, `"/x*"` every path
-/// starting with `/x` (so `"/*"` is every path), and anything else must match exactly.
-pub fn uri_pattern(uri: &str) -> Result<UriPattern, String> {
-    if !uri.starts_with('/') {
-        return Err(format!("must start with \"/\", found {uri:?}"));
-    }
-    // Request targets are visible ASCII (RFC 9112 section 3.2 via RFC 3986), so a pattern with
-    // anything else could never match.
-    if uri.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err(format!(
-            "{uri:?} contains a space or a non-ASCII character; percent-encode it"
-        ));
-    }
-    // APISIX's radixtree reads `/:name` as a parameter; matching it literally would silently
-    // route differently, so it is refused rather than misread.
-    if uri.contains("/:") {
-        return Err(format!(
-            "{uri:?}: path parameters (\"/:name\") are not supported; use a prefix such as \"/user/*\""
-        ));
-    }
-    match uri.strip_suffix('*') {
-        Some(prefix) if !prefix.contains('*') => Ok(UriPattern::Prefix(prefix.to_owned())),
-        _ if uri.contains('*') => Err(format!(
-            "{uri:?}: '*' is only allowed at the end, e.g. \"/api/*\" or \"/api*\""
-        )),
-        _ => Ok(UriPattern::Exact(uri.to_owned())),
-    }
-}
-
-/// Hosts are compared to the request's Host without its port and ignoring case (RFC 9110
-/// section 4.2.3: the host is case-insensitive), so they are stored lowercased and portless.
-/// `*.example.com` is a wildcard for any name ending in `.example.com`.
-pub fn route_host(host: &str) -> Result<HostPattern, String> {
-    if host.is_empty() || host.bytes().any(|b| !b.is_ascii_graphic() || b == b'/') {
-        return Err(format!(
-            "expected a host name such as \"example.com\", found {host:?}"
-        ));
-    }
-    // A longer name could never match: the router ignores Host values past this length.
-    if host.len() > crate::route::MAX_HOST_LEN {
-        return Err(format!(
-            "{} bytes is longer than any host name ({} at most)",
-            host.len(),
-            crate::route::MAX_HOST_LEN
-        ));
-    }
-    let has_port = if host.starts_with('[') {
-        !host.ends_with(']')
-    } else {
-        host.contains(':')
-    };
-    if has_port {
-        return Err(format!(
-            "{host:?}: hosts are matched without the port; leave the port out"
-        ));
-    }
-    let host = host.to_ascii_lowercase();
-    match host.strip_prefix('*') {
-        Some(rest) if rest.starts_with('.') && rest.len() > 1 && !rest.contains('*') => {
-            Ok(HostPattern::Wildcard(rest.into()))
-        }
-        _ if host.contains('*') => Err(format!(
-            "{host:?}: '*' is only allowed as a leading \"*.\", e.g. \"*.example.com\""
-        )),
-        _ => Ok(HostPattern::Exact(host)),
     }
 }
 
