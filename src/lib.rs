@@ -10,6 +10,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod apisix;
+pub mod app;
 pub mod balance;
 pub mod buf;
 pub mod cli;
