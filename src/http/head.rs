@@ -17,11 +17,11 @@
 //! (`Content_Length`, `X_Forwarded_For`) are aliases: CGI and the servers modelled on it
 //! (PHP-FPM, WSGI, Rack) turn both spellings into one variable, so an upstream may read the alias
 //! as the real field. An alias of a framing field makes the message [`HeadError::Malformed`] in
-//! either direction; [`alias_of`](super::field::alias_of) lets the rewriter drop the others. nginx
-//! drops every name with an underscore by default; hearth refuses the framing aliases outright
-//! because no honest peer sends them, and keeps unrelated underscore names (`X_Api_Key`) that some
-//! applications use. Field names, lists, tokens and the Host grammar are [`field`](super::field)'s;
-//! the bounds are [`limits`](super::limits)'.
+//! either direction; `field::alias_of` lets the rewriter drop the others. nginx drops every name
+//! with an underscore by default; hearth refuses the framing aliases outright because no honest
+//! peer sends them, and keeps unrelated underscore names (`X_Api_Key`) that some applications use.
+//! Field names, lists, tokens and the Host grammar are the `field` module's; the bounds are the
+//! `limits` module's.
 //!
 //! Invariants: a parsed head is a set of [`Span`]s into the caller's buffer, never a copy, so it is
 //! `Copy` and holds no borrow; every span lies within `buf[..head_len]`; `head_len` never exceeds
