@@ -37,6 +37,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::config::ActiveChecks;
 use crate::id::NodeId;
 use crate::metrics::HealthCounters;
+pub use crate::probe::Verdict;
 use crate::runtime::control::Control;
 use crate::runtime::generation::Shared;
 use crate::runtime::process::Process;
@@ -62,41 +63,6 @@ pub enum Outcome {
     Timeout,
     /// Bytes that are not an HTTP/1.x status line.
     Garbled,
-}
-
-/// What a probe counts as under the node's checks; also the `result` label of the probe metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Success,
-    HttpFailure,
-    TcpFailure,
-    Timeout,
-    /// A status in neither `http_statuses` list: counts for nothing (as in APISIX).
-    Neither,
-}
-
-impl Verdict {
-    pub const ALL: [Verdict; 5] = [
-        Verdict::Success,
-        Verdict::HttpFailure,
-        Verdict::TcpFailure,
-        Verdict::Timeout,
-        Verdict::Neither,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Verdict::Success => "success",
-            Verdict::HttpFailure => "http_failure",
-            Verdict::TcpFailure => "tcp_failure",
-            Verdict::Timeout => "timeout",
-            Verdict::Neither => "neither",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// Healthy statuses are looked at first, so a status listed twice counts as a success.

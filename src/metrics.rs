@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use crate::cause::Cause;
-use crate::health::Verdict;
+use crate::probe::Verdict;
 use crate::upstream::pool::CloseReason;
 
 /// Upper bounds of histogram buckets, in milliseconds (the last bucket is +Inf). They span a

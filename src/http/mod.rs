@@ -3,6 +3,8 @@
 
 pub mod answer;
 pub mod body;
+mod field;
 pub mod head;
 mod lex;
+mod limits;
 pub mod rewrite;
