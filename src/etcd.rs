@@ -10,14 +10,18 @@
 //! answer and is returned at once, since every member would say the same.
 //!
 //! The gateway's JSON carries keys and values in base64 and int64 fields as strings; both are
-//! decoded here, so callers see bytes and `i64`s. The sans-io parts (base64, chunked framing, the
-//! watch stream decoder) take bytes and return bytes, and are tested on arbitrary splits of input.
+//! decoded here (base64 by the `base64` crate), so callers see bytes and `i64`s. The sans-io parts
+//! (chunked framing, the watch stream decoder) take bytes and return bytes, and are tested on
+//! arbitrary splits of input.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
@@ -880,62 +884,41 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Standard base64 (RFC 4648 §4) with padding, as the gateway writes bytes fields (Go's
+/// `StdEncoding`). Decoding allows non-zero trailing bits, as Go's non-strict decoder does.
+const PADDED: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(true),
+);
+/// The same alphabet without padding. The decoder this crate replaced took unpadded text too,
+/// and a cache file may have been edited by hand, so text whose length is not a multiple of four
+/// is read as unpadded rather than refused; partial padding (`Zg=`) stays an error.
+const UNPADDED: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
 
-/// Standard base64 (RFC 4648 §4) with padding, as the gateway writes bytes fields.
+/// Encodes bytes as the gateway expects them.
 pub fn base64_encode(input: &[u8]) -> String {
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for group in input.chunks(3) {
-        let b = [
-            group[0],
-            *group.get(1).unwrap_or(&0),
-            *group.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(char::from(BASE64[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    PADDED.encode(input)
 }
 
-/// Decodes standard base64; padding is optional, anything outside the alphabet is an error.
+/// Decodes a bytes field; padding is optional, anything outside the alphabet is an error.
 pub fn base64_decode(input: &str) -> Result<Vec<u8>, String> {
-    let text = input.trim_end_matches('=');
-    let padding = input.len() - text.len();
-    if padding > 2 || (padding > 0 && input.len() % 4 != 0) || text.len() % 4 == 1 {
-        return Err(format!("bad base64 length or padding in {input:?}"));
-    }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => {
-                return Err(format!(
-                    "bad base64 character {:?} in {input:?}",
-                    char::from(c)
-                ))
-            }
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
+    let engine = if input.len() % 4 == 0 {
+        &PADDED
+    } else {
+        &UNPADDED
+    };
+    engine
+        .decode(input)
+        .map_err(|e| format!("bad base64 in {input:?}: {e}"))
 }
 
 // The gateway's JSON. int64 fields arrive as strings ("revision":"12"); fields at their zero
@@ -1182,6 +1165,14 @@ mod tests {
                 &all[..len]
             );
         }
+    }
+
+    #[test]
+    fn base64_takes_trailing_bits_as_go_does() {
+        // "Zh==" carries a set bit past the last byte; Go's StdEncoding and the old decoder
+        // both read it as "f".
+        assert_eq!(base64_decode("Zh==").unwrap(), b"f");
+        assert_eq!(base64_decode("Zh").unwrap(), b"f");
     }
 
     #[test]
