@@ -7,11 +7,13 @@
 //! consecutive verdicts against the thresholds, and [`Schedule`] keeps, per pool id, the checks,
 //! the state and when the next probe is due. The [`Checker`] at the edge owns the sockets.
 //!
-//! A probe is a non-blocking `GET {http_path} HTTP/1.1` with `Connection: close`, polled with
-//! `mio` on the checker thread until its status line arrives or its `timeout` passes. One poll
-//! for every probe keeps probes of different nodes from waiting for each other's timeouts while
-//! staying on one thread whatever the number of nodes: no thread per probe to spawn, bound or
-//! join at shutdown.
+//! A probe is a non-blocking `GET {http_path} HTTP/1.1` with `Connection: close`, polled with `mio`
+//! on the checker thread until its response head arrives or its `timeout` passes. The head is read
+//! by [`http::read`](crate::http::read) to the rules and default bounds the data path applies to
+//! upstream responses, so a node whose answers hearth could not relay does not pass its checks; its
+//! status decides, and the probe closes before any body. One poll for every probe keeps probes of
+//! different nodes from waiting for each other's timeouts while staying on one thread whatever the
+//! number of nodes: no thread per probe to spawn, bound or join at shutdown.
 //!
 //! Invariants:
 //! - At most one probe per pool is in flight, and each ends within its `timeout`.
@@ -35,6 +37,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::ActiveChecks;
+use crate::http::head::Limits;
+use crate::http::read::{Event, MessageError, ResponseDecoder};
 use crate::id::NodeId;
 use crate::metrics::HealthCounters;
 pub use crate::probe::Verdict;
@@ -43,9 +47,8 @@ use crate::runtime::generation::Shared;
 use crate::runtime::process::Process;
 use crate::slab::Slab;
 
-/// Bytes of the response read before a status line must have ended (RFC 9112 section 4 puts
-/// no limit on the reason phrase; a real one is a few words).
-pub const MAX_STATUS_LINE: usize = 1024;
+/// Bytes asked of a probe's socket at a time: most response heads fit.
+const READ_BYTES: usize = 2048;
 /// Messages waiting for the checker: generations, stats requests, stop. Reloads are rare.
 const CHANNEL_CAPACITY: usize = 64;
 const WAKER: Token = Token(usize::MAX);
@@ -55,13 +58,13 @@ const WAKER: Token = Token(usize::MAX);
 /// How a probe ended, before the node's checks judge it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// A status line arrived.
+    /// A response head arrived.
     Status(u16),
-    /// Refused, reset, or closed before a whole status line.
+    /// Refused, reset, or closed before a whole response head.
     Tcp(io::ErrorKind),
-    /// No status line within `timeout`.
+    /// No response head within `timeout`.
     Timeout,
-    /// Bytes that are not an HTTP/1.x status line.
+    /// Bytes that are not an HTTP/1.x response head hearth accepts.
     Garbled,
 }
 
@@ -140,44 +143,22 @@ impl NodeState {
     }
 }
 
-/// What the start of a response says so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusLine {
-    /// The line has not ended yet.
-    Partial,
-    Status(u16),
-    /// Not an HTTP/1.x status line.
-    Garbled,
-}
-
-/// Parses the status line at the start of `buf` (RFC 9112 section 4: `HTTP-version SP
-/// status-code SP [reason-phrase]`). The space after the code is optional here, as section 4
-/// asks recipients to accept a line without a reason phrase.
-pub fn parse_status_line(buf: &[u8]) -> StatusLine {
-    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
-        // A start that cannot become a status line is garbage already.
-        let n = buf.len().min(5);
-        return if buf[..n] == b"HTTP/"[..n] {
-            StatusLine::Partial
-        } else {
-            StatusLine::Garbled
-        };
-    };
-    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
-    let Some((version, rest)) = line.split_at_checked(9) else {
-        return StatusLine::Garbled;
-    };
-    let version_ok =
-        version.starts_with(b"HTTP/1.") && version[7].is_ascii_digit() && version[8] == b' ';
-    let code = rest.get(..3).unwrap_or(b"");
-    if !version_ok
-        || code.len() != 3
-        || !code.iter().all(u8::is_ascii_digit)
-        || rest.get(3).is_some_and(|&b| b != b' ')
-    {
-        return StatusLine::Garbled;
+/// What a probe's answer says once its head is complete or can no longer become one (RFC 9112
+/// §4 and §5, through [`ResponseDecoder`]); `None` while more bytes are needed.
+fn answer_outcome(answer: &mut ResponseDecoder) -> Option<Outcome> {
+    match answer.next_event() {
+        Ok(Event::NeedMore) => None,
+        // The head comes first, so any other event means there is one.
+        Ok(_) => Some(
+            answer
+                .head()
+                .map_or(Outcome::Garbled, |h| Outcome::Status(h.status)),
+        ),
+        Err(MessageError::Closed | MessageError::HeadCut) => {
+            Some(Outcome::Tcp(io::ErrorKind::UnexpectedEof))
+        }
+        Err(_) => Some(Outcome::Garbled),
     }
-    StatusLine::Status(code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
 }
 
 // ---------------------------------------------------------------- sans-io: the schedule
@@ -401,7 +382,7 @@ fn reason(spec: &TargetSpec, outcome: Outcome, run: u32) -> String {
     match outcome {
         Outcome::Status(s) => format!("{run} probe(s) of {path} in a row answered {s}"),
         Outcome::Garbled => {
-            format!("{run} probe(s) of {path} in a row got no HTTP/1.x status line")
+            format!("{run} probe(s) of {path} in a row got no valid HTTP/1.x response head")
         }
         Outcome::Tcp(kind) => format!("{run} tcp failure(s) in a row, the last: {kind}"),
         Outcome::Timeout => format!(
@@ -491,7 +472,7 @@ struct Probe {
     phase: ProbePhase,
     request: Vec<u8>,
     sent: usize,
-    response: Vec<u8>,
+    answer: ResponseDecoder,
     deadline: u64,
 }
 
@@ -525,30 +506,17 @@ impl Probe {
                     Err(e) => return Some(Outcome::Tcp(e.kind())),
                 },
                 ProbePhase::Reading => {
-                    let mut chunk = [0u8; 512];
+                    let mut chunk = [0u8; READ_BYTES];
                     match self.sock.read(&mut chunk) {
-                        Ok(0) => {
-                            return Some(match parse_status_line(&self.response) {
-                                StatusLine::Status(s) => Outcome::Status(s),
-                                StatusLine::Partial => Outcome::Tcp(io::ErrorKind::UnexpectedEof),
-                                StatusLine::Garbled => Outcome::Garbled,
-                            })
-                        }
-                        Ok(n) => {
-                            let room = MAX_STATUS_LINE - self.response.len();
-                            self.response.extend_from_slice(&chunk[..n.min(room)]);
-                            match parse_status_line(&self.response) {
-                                StatusLine::Status(s) => return Some(Outcome::Status(s)),
-                                StatusLine::Garbled => return Some(Outcome::Garbled),
-                                StatusLine::Partial if self.response.len() >= MAX_STATUS_LINE => {
-                                    return Some(Outcome::Garbled)
-                                }
-                                StatusLine::Partial => {}
-                            }
-                        }
+                        Ok(0) => self.answer.end_input(),
+                        Ok(n) => self.answer.feed(&chunk[..n]),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Some(Outcome::Tcp(e.kind())),
+                    }
+                    // Never None once the input has ended: the head is then whole or cut.
+                    if let Some(outcome) = answer_outcome(&mut self.answer) {
+                        return Some(outcome);
                     }
                 }
             }
@@ -662,7 +630,8 @@ impl Checker {
             phase: ProbePhase::Connecting,
             request,
             sent: 0,
-            response: Vec::with_capacity(256),
+            // No body is read, so none may be.
+            answer: ResponseDecoder::new(Limits::default(), 0),
             deadline,
         });
     }
@@ -993,35 +962,68 @@ mod tests {
         assert_eq!(s.next_due(), Some(60));
     }
 
+    /// What a probe makes of `parts` read in turn, then, if `eof`, of the peer closing.
+    fn outcome_of(parts: &[&[u8]], eof: bool) -> Option<Outcome> {
+        let mut answer = ResponseDecoder::new(Limits::default(), 0);
+        for part in parts {
+            answer.feed(part);
+            if let Some(o) = answer_outcome(&mut answer) {
+                return Some(o);
+            }
+        }
+        if eof {
+            answer.end_input();
+            return answer_outcome(&mut answer);
+        }
+        None
+    }
+
     #[test]
-    fn status_lines() {
-        use StatusLine::{Garbled, Partial, Status};
-        let table: &[(&[u8], StatusLine)] = &[
-            (b"HTTP/1.1 200 OK\r\n", Status(200)),
+    fn answers_become_outcomes() {
+        use Outcome::{Garbled, Status};
+        const CUT: Outcome = Outcome::Tcp(io::ErrorKind::UnexpectedEof);
+        let huge = [&b"HTTP/1.1 200 OK\r\nX: "[..], &[b'a'; 17_000], b"\r\n\r\n"].concat();
+        let table: &[(&[u8], bool, Option<Outcome>)] = &[
             (
-                b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n",
-                Status(503),
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                false,
+                Some(Status(200)),
             ),
-            (b"HTTP/1.1 204\r\n", Status(204)),
-            (b"HTTP/1.1 302 \n", Status(302)),
-            (b"HTTP/1.1 200 OK", Partial),
-            (b"HTT", Partial),
-            (b"", Partial),
-            (b"SSH-2.0-OpenSSH\r\n", Garbled),
-            (b"SSH", Garbled),
-            (b"HTTP/2 200\r\n", Garbled),
-            (b"HTTP/1.1 20\r\n", Garbled),
-            (b"HTTP/1.1 2000 OK\r\n", Garbled),
-            (b"HTTP/1.1 abc OK\r\n", Garbled),
-            (b"HTTP/1.1  200 OK\r\n", Garbled),
+            (
+                b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+                false,
+                Some(Status(503)),
+            ),
+            (b"HTTP/1.1 204\r\n\r\n", false, Some(Status(204))),
+            (b"HTTP/1.1 302 \nLocation: /\n\n", false, Some(Status(302))),
+            // The head must be whole: the status line alone is not enough.
+            (b"HTTP/1.1 200 OK\r\n", false, None),
+            (b"HTTP/1.1 200 OK\r\n", true, Some(CUT)),
+            (b"HTT", false, None),
+            (b"HTT", true, Some(CUT)),
+            (b"", true, Some(CUT)),
+            (b"SSH-2.0-OpenSSH\r\n", false, Some(Garbled)),
+            (b"SSH", false, Some(Garbled)),
+            (b"HTTP/2 200\r\n", false, Some(Garbled)),
+            (b"HTTP/1.1 20\r\n", false, Some(Garbled)),
+            (b"HTTP/1.1 2000 OK\r\n", false, Some(Garbled)),
+            (b"HTTP/1.1 abc OK\r\n", false, Some(Garbled)),
+            (b"HTTP/1.1  200 OK\r\n", false, Some(Garbled)),
+            // Heads the data path would refuse from this node.
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false,
+                Some(Garbled),
+            ),
+            (&huge, false, Some(Garbled)),
         ];
-        for (bytes, want) in table {
-            assert_eq!(
-                parse_status_line(bytes),
-                *want,
-                "{:?}",
-                String::from_utf8_lossy(bytes)
-            );
+        for (bytes, eof, want) in table {
+            let name = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]);
+            assert_eq!(outcome_of(&[bytes], *eof), *want, "{name:?}");
+            for k in 0..=bytes.len().min(200) {
+                let (a, b) = bytes.split_at(k);
+                assert_eq!(outcome_of(&[a, b], *eof), *want, "{name:?} split at {k}");
+            }
         }
     }
 
