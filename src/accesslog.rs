@@ -72,7 +72,7 @@ pub enum Format {
     /// `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer"
     /// "$http_user_agent" upstream=ADDR|- connect_ms=N reused=0|1 total_ms=N cause=TOKEN|-`,
     /// where the cause says why hearth answered or cut the request itself (see
-    /// `runtime::cause`), `-` when the answer is the upstream's.
+    /// `cause`), `-` when the answer is the upstream's.
     Combined,
     /// One JSON object per line with keys `time` (RFC 3339, UTC, milliseconds), `client`,
     /// `method`, `target`, `version`, `host`, `status`, `bytes_sent`, `referer`, `user_agent`,

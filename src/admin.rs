@@ -34,6 +34,8 @@ use serde_json::{json, Value};
 
 use crate::config_center::Writer;
 use crate::dynamic::{json_error, CenterCounts, ChangeError, Dynamic, Kind};
+use crate::http::head::{HeadError, Limits, ReqBody};
+use crate::http::read::{self, MessageError, MessageReader, RequestDecoder};
 use crate::metrics::{Counters, NodeCounters, ANSWER_CODES};
 use crate::runtime::server::Handle;
 use crate::upstream::pool::CloseReason;
@@ -43,6 +45,8 @@ const STATUS_PAGE: &str = include_str!("status_page.html");
 
 /// Largest request head.
 const MAX_REQUEST_BYTES: usize = 8_192;
+/// Most field lines in a request head; the tools operators use send a handful.
+const MAX_REQUEST_FIELDS: usize = 32;
 /// Largest request body: an APISIX route or upstream is a few KiB; this leaves room for large
 /// node lists while bounding what one connection can make the admin thread hold.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -205,81 +209,73 @@ enum ReadError {
     Answer(&'static str, String),
 }
 
-impl From<io::Error> for ReadError {
-    fn from(e: io::Error) -> ReadError {
-        ReadError::Io(e)
+/// Reads one request head and its body (RFC 9112 §6.3) through [`MessageReader`], within
+/// [`MAX_REQUEST_BYTES`] and [`MAX_BODY_BYTES`].
+fn read_request(s: impl Read) -> Result<AdminRequest, ReadError> {
+    let limits = Limits {
+        max_head_bytes: MAX_REQUEST_BYTES,
+        max_headers: MAX_REQUEST_FIELDS,
+        // Nothing read here is passed on, which is what makes a lone LF safe to take as a line
+        // end (RFC 9112 §2.2); operators typing requests by hand send them.
+        accept_bare_lf: true,
+        ..Limits::default()
+    };
+    let decoder = RequestDecoder::new(limits, MAX_BODY_BYTES as u64);
+    let mut reader = MessageReader::new(s, decoder);
+    let head = reader.read_head().map_err(refusal)?;
+    if head.body == ReqBody::Chunked {
+        return Err(length_required());
     }
+    let d = reader.decoder();
+    let req = AdminRequest {
+        method: String::from_utf8_lossy(d.bytes(head.method_span)).into_owned(),
+        path: String::from_utf8_lossy(d.bytes(head.target)).into_owned(),
+        // The last of several, as the admin listener has always taken it.
+        api_key: d.fields("x-api-key").last().map(<[u8]>::to_vec),
+        body: Vec::new(),
+    };
+    let body = reader.read_body().map_err(refusal)?;
+    Ok(AdminRequest { body, ..req })
 }
 
-/// Reads one request head and its Content-Length body (RFC 9112 section 6.2).
-fn read_request(s: &mut TcpStream) -> Result<AdminRequest, ReadError> {
-    let mut buf = vec![0u8; MAX_REQUEST_BYTES];
-    let mut len = 0;
-    let bad = |m: &str| ReadError::Answer("400 Bad Request", m.to_owned());
-    let (mut req, head_len, content_length) = loop {
-        let n = s.read(&mut buf[len..])?;
-        if n == 0 {
-            return Err(ReadError::Closed);
-        }
-        len += n;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let mut api_key = None;
-                let mut content_length: Option<usize> = None;
-                for h in parsed.headers.iter() {
-                    if h.name.eq_ignore_ascii_case("x-api-key") {
-                        api_key = Some(h.value.to_vec());
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        return Err(ReadError::Answer(
-                            "411 Length Required",
-                            "send the body with Content-Length".into(),
-                        ));
-                    } else if h.name.eq_ignore_ascii_case("content-length") {
-                        let n = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .ok_or_else(|| bad("invalid Content-Length"))?;
-                        if content_length.is_some_and(|c| c != n) {
-                            return Err(bad("conflicting Content-Length headers"));
-                        }
-                        content_length = Some(n);
-                    }
-                }
-                let req = AdminRequest {
-                    method: parsed.method.unwrap_or("").to_owned(),
-                    path: parsed.path.unwrap_or("").to_owned(),
-                    api_key,
-                    body: Vec::new(),
-                };
-                break (req, head_len, content_length.unwrap_or(0));
-            }
-            Ok(httparse::Status::Partial) if len < buf.len() => continue,
-            Ok(httparse::Status::Partial) => {
-                return Err(ReadError::Answer(
-                    "431 Request Header Fields Too Large",
-                    "request head too large".into(),
-                ))
-            }
-            Err(_) => return Err(bad("bad request")),
-        }
+/// The answer to a request body not framed by Content-Length, which is all the admin API takes.
+fn length_required() -> ReadError {
+    ReadError::Answer(
+        "411 Length Required",
+        "send the body with Content-Length".into(),
+    )
+}
+
+/// What to do about a request that could not be read.
+fn refusal(e: read::ReadError) -> ReadError {
+    let e = match e {
+        read::ReadError::Io(e) => return ReadError::Io(e),
+        read::ReadError::Message(e) => e,
     };
-    if content_length > MAX_BODY_BYTES {
-        return Err(ReadError::Answer(
+    let too_large = "431 Request Header Fields Too Large";
+    match e {
+        // Nobody is left to answer.
+        MessageError::Closed | MessageError::HeadCut => ReadError::Closed,
+        MessageError::BodyCut => ReadError::Io(io::ErrorKind::UnexpectedEof.into()),
+        MessageError::BodyTooLarge => ReadError::Answer(
             "413 Content Too Large",
             format!("the body may be at most {MAX_BODY_BYTES} bytes"),
-        ));
+        ),
+        MessageError::Head(HeadError::HeadTooLarge) => {
+            ReadError::Answer(too_large, "request head too large".into())
+        }
+        MessageError::Head(HeadError::TooManyHeaders) => ReadError::Answer(
+            too_large,
+            format!("request head has more than {MAX_REQUEST_FIELDS} header fields"),
+        ),
+        MessageError::Head(HeadError::UriTooLong) => {
+            ReadError::Answer("414 URI Too Long", "request-target too long".into())
+        }
+        MessageError::Head(HeadError::UnsupportedCoding) => length_required(),
+        MessageError::Head(HeadError::Malformed) | MessageError::Body(_) => {
+            ReadError::Answer("400 Bad Request", format!("bad request: {e}"))
+        }
     }
-    let mut body = buf[head_len..len].to_vec();
-    body.truncate(content_length);
-    if body.len() < content_length {
-        let start = body.len();
-        body.resize(content_length, 0);
-        s.read_exact(&mut body[start..])?;
-    }
-    req.body = body;
-    Ok(req)
 }
 
 fn serve(
@@ -735,6 +731,83 @@ mod tests {
             let got = got.to_string();
             assert_eq!(got_status, *status, "{method} {rest}: {got}");
             assert!(got.contains(want), "{method} {rest}: {got}");
+        }
+    }
+
+    /// What `read_request` made of a request: the method, path, key and body it read, or the
+    /// status it answers with.
+    type Outcome = Result<(String, String, Option<Vec<u8>>, Vec<u8>), String>;
+
+    fn read(wire: &[u8]) -> Outcome {
+        match read_request(wire) {
+            Ok(r) => Ok((r.method, r.path, r.api_key, r.body)),
+            Err(ReadError::Answer(status, message)) => Err(format!("{status}: {message}")),
+            Err(ReadError::Closed) => Err("closed".into()),
+            Err(ReadError::Io(e)) => Err(format!("io: {e:?}")),
+        }
+    }
+
+    #[test]
+    fn requests_are_read_or_answered() {
+        let ok = |m: &str, p: &str, k: Option<&[u8]>, b: &[u8]| {
+            Ok((
+                m.to_owned(),
+                p.to_owned(),
+                k.map(<[u8]>::to_vec),
+                b.to_vec(),
+            ))
+        };
+        let big = format!(
+            "PUT /apisix/admin/routes/1 HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY_BYTES + 1
+        );
+        let many: String = (0..MAX_REQUEST_FIELDS)
+            .map(|i| format!("X-{i}: 1\r\n"))
+            .collect();
+        let many = format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n");
+        let long = format!(
+            "GET /{} HTTP/1.1\r\nHost: h\r\n\r\n",
+            "a".repeat(MAX_REQUEST_BYTES)
+        );
+        type Case<'a> = (&'a [u8], Outcome);
+        let table: &[Case] = &[
+            (b"GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n", ok("GET", "/metrics", None, b"")),
+            (
+                b"PUT /apisix/admin/routes/1?x=1 HTTP/1.1\r\nHost: h\r\nX-API-KEY: a\r\nx-api-key: k\r\nContent-Length: 2\r\n\r\n{}extra",
+                ok("PUT", "/apisix/admin/routes/1?x=1", Some(b"k"), b"{}"),
+            ),
+            (b"POST /reload HTTP/1.0\nContent-Length: 0\n\n", ok("POST", "/reload", None, b"")),
+            (
+                b"PUT /apisix/admin/routes/1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+                Err("411 Length Required: send the body with Content-Length".into()),
+            ),
+            (
+                big.as_bytes(),
+                Err(format!("413 Content Too Large: the body may be at most {MAX_BODY_BYTES} bytes")),
+            ),
+            (
+                many.as_bytes(),
+                Err(format!("431 Request Header Fields Too Large: request head has more than {MAX_REQUEST_FIELDS} header fields")),
+            ),
+            (
+                long.as_bytes(),
+                Err("431 Request Header Fields Too Large: request head too large".into()),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                Err("400 Bad Request: bad request: malformed head".into()),
+            ),
+            (b"GET / HTTP/1.1\r\n\r\n", Err("400 Bad Request: bad request: malformed head".into())),
+            (b"", Err("closed".into())),
+            (b"GET / HTTP/1.1\r\nHo", Err("closed".into())),
+            (
+                b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab",
+                Err("io: Kind(UnexpectedEof)".into()),
+            ),
+        ];
+        for (wire, want) in table {
+            let shown = String::from_utf8_lossy(&wire[..wire.len().min(80)]);
+            assert_eq!(read(wire), *want, "{shown}");
         }
     }
 

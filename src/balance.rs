@@ -17,9 +17,25 @@
 //!   times, interleaved rather than in runs (weights 5,1,1 give a a b a c a a).
 //! - The hash ring places a node's points by hashing its address as written, never its index,
 //!   so adding or removing a node moves only the keys of the arcs it gains or loses (about 1/n).
+//!
+//! The kind of choice an upstream asks for, [`Balance`], is defined here and parsed by
+//! [`parse_balance`]; `config` validates with it and re-exports the type as `config::Balance`.
 
-use crate::config::Balance;
 use crate::route::{parse_var, Var};
+
+/// Node choice, per core.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Smooth weighted round robin, as nginx.
+    #[default]
+    RoundRobin,
+    /// Fewest active requests relative to weight, per core.
+    LeastConn,
+    /// Consistent hashing of the value of `key`.
+    Chash { key: Var },
+    /// Lowest recent latency (exponentially weighted moving average).
+    Ewma,
+}
 
 /// Parses APISIX's `type`, `hash_on` and `key` into a [`Balance`].
 pub fn parse_balance(

@@ -1,7 +1,7 @@
 //! Command line: which configuration file to load and whether only to check it.
 //!
-//! This module owns the argument grammar and nothing else; `main` acts on the result, so the
-//! grammar can be tested without starting anything.
+//! This module owns the argument grammar and nothing else; [`app::run`](crate::app::run) acts on
+//! the result, so the grammar can be tested without starting anything.
 
 use std::path::PathBuf;
 

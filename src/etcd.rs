@@ -10,26 +10,34 @@
 //! answer and is returned at once, since every member would say the same.
 //!
 //! The gateway's JSON carries keys and values in base64 and int64 fields as strings; both are
-//! decoded here, so callers see bytes and `i64`s. The sans-io parts (base64, chunked framing, the
-//! watch stream decoder) take bytes and return bytes, and are tested on arbitrary splits of input.
+//! decoded here (base64 by the `base64` crate), so callers see bytes and `i64`s. Answers are read
+//! by [`http::read`](crate::http::read), to the rules hearth applies to any upstream's response;
+//! the watch stream's payload goes to [`WatchDecoder`], which is sans-io: it takes the payload as
+//! it arrives, whatever the read boundaries, and returns messages.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
+
+use crate::http::head::{Limits, RespBody, ResponseHead};
+use crate::http::read::{MessageError, MessageReader, ReadError, ResponseDecoder};
 
 /// Keys fetched per range request; a larger prefix is read in pages at one pinned revision.
 const RANGE_PAGE: usize = 1000;
 /// Longest response head accepted from the gateway (its heads are a few hundred bytes).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most field lines in a response head from the gateway (it sends a handful).
+const MAX_HEADERS: usize = 64;
 /// Largest response body accepted: well above a page of keys at etcd's 1.5 MiB value limit,
 /// small enough that a confused peer cannot exhaust memory.
 const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
-/// Longest chunk-size or trailer line accepted in chunked framing.
-const MAX_LINE_BYTES: usize = 4096;
 /// How long one `Watch::poll` waits for bytes before returning `None`, so the caller can check
 /// whether it was asked to stop.
 const WATCH_POLL: Duration = Duration::from_millis(200);
@@ -326,18 +334,18 @@ impl Client {
         }});
         let body = body.to_string();
         let opened = self.with_endpoints("/v3/watch", body.as_bytes(), |s, r| {
-            let mut stream = r.send(s)?;
-            let head = read_head(&mut stream)?;
+            let mut reader = MessageReader::new(r.send(s)?, answer_decoder());
+            let head = reader.read_head()?;
             if head.status >= 500 {
                 return Err(Failure::Skip(format!("HTTP {}", head.status)));
             }
             if head.status != 200 {
-                let answer = read_body(&mut stream, &head)?;
+                let answer = reader.read_body()?;
                 return Err(Failure::Fatal(etcd_error(head.status, &answer)));
             }
-            Ok((stream, head))
+            Ok((reader, head))
         });
-        let (stream, head) = match opened {
+        let (mut reader, head) = match opened {
             Ok(opened) => opened,
             Err(e) => {
                 // The next attempt fetches a fresh token.
@@ -347,35 +355,37 @@ impl Client {
                 return Err(e);
             }
         };
-        let mut decoder = WatchDecoder::new(head.chunked);
-        let mut pending = std::collections::VecDeque::new();
+        // The body of a watch never ends, so its total is not bounded; what the decoder keeps of
+        // it, a message not yet complete, is (MAX_BODY_BYTES).
+        reader.decoder_mut().set_max_body(u64::MAX);
+        let mut watch = Watch {
+            reader,
+            decoder: WatchDecoder::default(),
+            pending: std::collections::VecDeque::new(),
+            payload: Vec::new(),
+            close_delimited: head.body == RespBody::Close,
+            over: false,
+        };
         // etcd may have cancelled the watch in the very bytes that came with the head.
-        match decoder.feed(&head.rest) {
-            Ok(msgs) => pending.extend(msgs),
-            Err(e) => {
-                if e.is_bad_token() {
-                    self.token = None;
-                }
-                return Err(e);
+        if let Err(e) = watch.take_buffered() {
+            if e.is_bad_token() {
+                self.token = None;
             }
+            return Err(e);
         }
         // The stream is idle whenever nothing changes: short reads let the caller check for a
         // stop request, and TCP keep-alive notices a peer that vanished without a FIN.
+        let stream = watch.reader.io();
         stream
             .set_read_timeout(Some(WATCH_POLL))
             .map_err(|e| Error::Broken(e.to_string()))?;
-        let sock = socket2::SockRef::from(&stream);
+        let sock = socket2::SockRef::from(stream);
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(Duration::from_secs(10))
             .with_interval(Duration::from_secs(5));
         // Best effort: without keep-alive a silent peer is only noticed on the next reconnect.
         let _ = sock.set_tcp_keepalive(&keepalive);
-        Ok(Watch {
-            stream,
-            decoder,
-            pending,
-            buf: vec![0; 64 * 1024],
-        })
+        Ok(watch)
     }
 
     /// POSTs `body` to `path` on the first endpoint that answers and returns a 200 answer's body.
@@ -385,17 +395,14 @@ impl Client {
         let mut reauthenticated = false;
         loop {
             let (status, answer) = self.with_endpoints(path, body.as_bytes(), |s, r| {
-                let mut stream = r.send(s)?;
-                let head = read_head(&mut stream)?;
-                let answer = read_body(&mut stream, &head)?;
-                if head.status >= 500 {
+                let (status, answer) = read_answer(r.send(s)?)?;
+                if status >= 500 {
                     return Err(Failure::Skip(format!(
-                        "HTTP {}: {}",
-                        head.status,
+                        "HTTP {status}: {}",
                         String::from_utf8_lossy(&answer).trim()
                     )));
                 }
-                Ok((head.status, answer))
+                Ok((status, answer))
             })?;
             if status == 200 {
                 return Ok(answer);
@@ -469,6 +476,22 @@ impl From<io::Error> for Failure {
     }
 }
 
+impl From<ReadError> for Failure {
+    fn from(e: ReadError) -> Failure {
+        let e = match e {
+            ReadError::Io(e) => return Failure::from(e),
+            ReadError::Message(e) => e,
+        };
+        Failure::Skip(match e {
+            MessageError::Closed => "the connection closed before a response".to_owned(),
+            MessageError::HeadCut => "the connection closed inside the response head".to_owned(),
+            MessageError::BodyCut => "the connection closed inside the body".to_owned(),
+            MessageError::BodyTooLarge => "response body too large".to_owned(),
+            e => format!("bad response: {e}"),
+        })
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         Failure::Skip(e.to_string())
@@ -533,17 +556,12 @@ fn authenticate(
         token: None,
         timeout,
     };
-    let mut stream = request.send(endpoint)?;
-    let head = read_head(&mut stream)?;
-    let answer = read_body(&mut stream, &head)?;
-    if head.status >= 500 {
-        return Err(Failure::Skip(format!(
-            "authentication: HTTP {}",
-            head.status
-        )));
+    let (status, answer) = read_answer(request.send(endpoint)?)?;
+    if status >= 500 {
+        return Err(Failure::Skip(format!("authentication: HTTP {status}")));
     }
-    if head.status != 200 {
-        return Err(Failure::Fatal(etcd_error(head.status, &answer)));
+    if status != 200 {
+        return Err(Failure::Fatal(etcd_error(status, &answer)));
     }
     #[derive(Deserialize)]
     struct Auth {
@@ -561,131 +579,36 @@ fn authenticate(
     Ok(auth.token)
 }
 
-/// A response head: status, framing, and the bytes read past it.
-struct Head {
-    status: u16,
-    chunked: bool,
-    content_length: Option<usize>,
-    rest: Vec<u8>,
-}
-
-fn read_head(stream: &mut impl Read) -> Result<Head, Failure> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(Failure::Skip(
-                "the connection closed before a response".to_owned(),
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(head) = parse_head(&buf)? {
-            return Ok(head);
-        }
-        if buf.len() > MAX_HEAD_BYTES {
-            return Err(Failure::Skip("response head too large".to_owned()));
-        }
-    }
-}
-
-/// Parses a complete response head at the start of `buf`, or `None` when more bytes are needed
-/// (RFC 9112 §6.3: chunked wins over Content-Length; neither means the body runs to EOF).
-fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failure> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(Failure::Skip(format!("bad response head: {e}"))),
+/// A reader of one answer from the gateway, within this client's bounds.
+fn answer_decoder() -> ResponseDecoder {
+    let limits = Limits {
+        max_head_bytes: MAX_HEAD_BYTES,
+        max_headers: MAX_HEADERS,
+        ..Limits::default()
     };
-    let status = response.code.unwrap_or(0);
-    let mut chunked = false;
-    let mut content_length = None;
-    for h in response.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = std::str::from_utf8(h.value).is_ok_and(|v| {
-                v.rsplit(',')
-                    .next()
-                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
-            });
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
-            content_length = Some(v.ok_or_else(|| Failure::Skip("bad Content-Length".to_owned()))?);
-        }
-    }
-    Ok(Some(Head {
-        status,
-        chunked,
-        content_length,
-        rest: buf[len..].to_vec(),
-    }))
+    ResponseDecoder::new(limits, MAX_BODY_BYTES as u64)
 }
 
-fn read_body(stream: &mut impl Read, head: &Head) -> Result<Vec<u8>, Failure> {
-    let mut body = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    if head.chunked {
-        let mut decoder = ChunkDecoder::default();
-        decoder.feed(&head.rest, &mut body).map_err(Failure::Skip)?;
-        while !decoder.is_done() {
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(Failure::Skip(
-                    "the connection closed inside a chunked body".to_owned(),
-                ));
-            }
-            decoder
-                .feed(&chunk[..n], &mut body)
-                .map_err(Failure::Skip)?;
-            if body.len() > MAX_BODY_BYTES {
-                return Err(Failure::Skip("response body too large".to_owned()));
-            }
-        }
-        return Ok(body);
-    }
-    body.extend_from_slice(&head.rest);
-    match head.content_length {
-        Some(len) if len > MAX_BODY_BYTES => {
-            Err(Failure::Skip("response body too large".to_owned()))
-        }
-        Some(len) => {
-            while body.len() < len {
-                let n = stream.read(&mut chunk)?;
-                if n == 0 {
-                    return Err(Failure::Skip(
-                        "the connection closed inside the body".to_owned(),
-                    ));
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
-            body.truncate(len);
-            Ok(body)
-        }
-        None => {
-            loop {
-                let n = stream.read(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-                if body.len() > MAX_BODY_BYTES {
-                    return Err(Failure::Skip("response body too large".to_owned()));
-                }
-            }
-            Ok(body)
-        }
-    }
+/// Reads one answer whole: its status and its body, however framed (RFC 9112 §6.3).
+fn read_answer(stream: impl Read) -> Result<(u16, Vec<u8>), Failure> {
+    let mut reader = MessageReader::new(stream, answer_decoder());
+    let head = reader.read_head()?;
+    let body = reader.read_body()?;
+    Ok((head.status, body))
 }
 
 /// An open watch stream.
 pub struct Watch {
-    stream: TcpStream,
+    reader: MessageReader<TcpStream, ResponseHead>,
     decoder: WatchDecoder,
     pending: std::collections::VecDeque<WatchMsg>,
-    buf: Vec<u8>,
+    /// Payload of the last read, on its way to `decoder`.
+    payload: Vec<u8>,
+    /// The body runs until etcd closes the connection, so its end is a break, not the end of
+    /// the watch.
+    close_delimited: bool,
+    /// The body has ended: once `pending` is empty, there is nothing more.
+    over: bool,
 }
 
 impl Watch {
@@ -696,10 +619,13 @@ impl Watch {
             if let Some(msg) = self.pending.pop_front() {
                 return Ok(Some(msg));
             }
-            let n = match self.stream.read(&mut self.buf) {
-                Ok(0) => return Err(Error::Broken("etcd closed the stream".to_owned())),
-                Ok(n) => n,
-                Err(e)
+            if self.over {
+                return Err(Error::Broken("etcd closed the stream".to_owned()));
+            }
+            self.payload.clear();
+            let ended = match self.reader.read_payload(&mut self.payload) {
+                Ok(ended) => ended,
+                Err(ReadError::Io(e))
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -707,38 +633,53 @@ impl Watch {
                 {
                     return Ok(None)
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::Broken(e.to_string())),
+                Err(ReadError::Io(e)) => return Err(Error::Broken(e.to_string())),
+                Err(ReadError::Message(MessageError::BodyCut)) => {
+                    return Err(Error::Broken("etcd closed the stream".to_owned()))
+                }
+                Err(ReadError::Message(e)) => {
+                    return Err(Error::Broken(format!("bad watch stream: {e}")))
+                }
             };
-            let msgs = self.decoder.feed(&self.buf[..n])?;
-            self.pending.extend(msgs);
+            self.deliver(ended)?;
         }
+    }
+
+    /// Decodes what came with the head, without reading.
+    fn take_buffered(&mut self) -> Result<(), Error> {
+        let ended = self
+            .reader
+            .decoder_mut()
+            .decode_payload(&mut self.payload)
+            .map_err(|e| Error::Broken(format!("bad watch stream: {e}")))?;
+        self.deliver(ended)
+    }
+
+    /// Hands `payload` to the message decoder and queues what it completes.
+    fn deliver(&mut self, ended: bool) -> Result<(), Error> {
+        let msgs = self
+            .decoder
+            .feed(&self.payload, ended && !self.close_delimited)?;
+        self.payload.clear();
+        self.pending.extend(msgs);
+        self.over = ended;
+        Ok(())
     }
 }
 
-/// Turns the bytes of a watch response body into messages, whatever the read boundaries: the
-/// gateway writes one JSON object per message (`{"result":{...}}` or `{"error":{...}}`), inside
-/// chunked framing.
+/// Turns the payload of a watch response into messages, whatever the read boundaries: the
+/// gateway writes one JSON object per message (`{"result":{...}}` or `{"error":{...}}`).
+#[derive(Default)]
 pub struct WatchDecoder {
-    chunks: Option<ChunkDecoder>,
+    /// Payload not yet parsed: the start of a message still arriving.
     body: Vec<u8>,
 }
 
 impl WatchDecoder {
-    /// `chunked`: whether the body is in chunked framing (otherwise it runs to EOF).
-    pub fn new(chunked: bool) -> WatchDecoder {
-        WatchDecoder {
-            chunks: chunked.then(ChunkDecoder::default),
-            body: Vec::new(),
-        }
-    }
-
-    /// Feeds bytes as read from the socket; returns the messages they complete.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<WatchMsg>, Error> {
-        match &mut self.chunks {
-            Some(c) => c.feed(bytes, &mut self.body).map_err(Error::Broken)?,
-            None => self.body.extend_from_slice(bytes),
-        }
+    /// Feeds the next payload bytes; returns the messages they complete. `ended`: the body
+    /// ended here (etcd ended the stream), which is reported as a cancelled watch after them.
+    pub fn feed(&mut self, payload: &[u8], ended: bool) -> Result<Vec<WatchMsg>, Error> {
+        self.body.extend_from_slice(payload);
         let mut msgs = Vec::new();
         let mut stream =
             serde_json::Deserializer::from_slice(&self.body).into_iter::<WatchEnvelope>();
@@ -761,108 +702,13 @@ impl WatchDecoder {
         if self.body.len() > MAX_BODY_BYTES {
             return Err(Error::Broken("watch message too large".to_owned()));
         }
-        if self.chunks.as_ref().is_some_and(ChunkDecoder::is_done) {
-            // The gateway ends the stream when the watch ends; say so once the messages before
-            // the end have been handed out.
+        if ended {
+            // Said once the messages before the end have been handed out.
             msgs.push(WatchMsg::Canceled {
                 reason: "etcd ended the watch stream".to_owned(),
             });
         }
         Ok(msgs)
-    }
-}
-
-/// Chunked transfer coding (RFC 9112 §7.1), decoded incrementally. Chunk extensions and trailer
-/// fields are read and ignored; a bare LF is accepted as a line end.
-#[derive(Debug, Default)]
-pub struct ChunkDecoder {
-    state: ChunkState,
-    line: Vec<u8>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    /// Reading a chunk-size line.
-    #[default]
-    Size,
-    /// Reading chunk data; `left` bytes remain.
-    Data {
-        left: usize,
-    },
-    /// Reading the CRLF after chunk data.
-    DataEnd,
-    /// Reading trailer lines after the last chunk, until an empty one.
-    Trailer,
-    Done,
-}
-
-impl ChunkDecoder {
-    pub fn is_done(&self) -> bool {
-        self.state == ChunkState::Done
-    }
-
-    /// Appends the data carried by `input` to `out`; bytes after the end are ignored.
-    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        while !input.is_empty() {
-            match self.state {
-                ChunkState::Done => return Ok(()),
-                ChunkState::Data { left } => {
-                    let n = left.min(input.len());
-                    out.extend_from_slice(&input[..n]);
-                    input = &input[n..];
-                    self.state = if n == left {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data { left: left - n }
-                    };
-                }
-                ChunkState::Size | ChunkState::DataEnd | ChunkState::Trailer => {
-                    let Some(nl) = input.iter().position(|&b| b == b'\n') else {
-                        self.line.extend_from_slice(input);
-                        if self.line.len() > MAX_LINE_BYTES {
-                            return Err("chunked framing: line too long".to_owned());
-                        }
-                        return Ok(());
-                    };
-                    self.line.extend_from_slice(&input[..nl]);
-                    input = &input[nl + 1..];
-                    let line = std::mem::take(&mut self.line);
-                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
-                    self.state = self.after_line(line)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn after_line(&self, line: &[u8]) -> Result<ChunkState, String> {
-        Ok(match self.state {
-            ChunkState::Size => {
-                let size = line.split(|&b| b == b';').next().unwrap_or_default();
-                let size = std::str::from_utf8(size)
-                    .ok()
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty() && s.len() <= 15)
-                    .and_then(|s| usize::from_str_radix(s, 16).ok())
-                    .ok_or_else(|| {
-                        format!(
-                            "chunked framing: bad chunk size {:?}",
-                            String::from_utf8_lossy(line)
-                        )
-                    })?;
-                if size == 0 {
-                    ChunkState::Trailer
-                } else {
-                    ChunkState::Data { left: size }
-                }
-            }
-            ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
-            ChunkState::DataEnd => {
-                return Err("chunked framing: data longer than its chunk size".to_owned())
-            }
-            ChunkState::Trailer if line.is_empty() => ChunkState::Done,
-            other => other,
-        })
     }
 }
 
@@ -880,62 +726,41 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Standard base64 (RFC 4648 §4) with padding, as the gateway writes bytes fields (Go's
+/// `StdEncoding`). Decoding allows non-zero trailing bits, as Go's non-strict decoder does.
+const PADDED: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(true),
+);
+/// The same alphabet without padding. The decoder this crate replaced took unpadded text too,
+/// and a cache file may have been edited by hand, so text whose length is not a multiple of four
+/// is read as unpadded rather than refused; partial padding (`Zg=`) stays an error.
+const UNPADDED: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
 
-/// Standard base64 (RFC 4648 §4) with padding, as the gateway writes bytes fields.
+/// Encodes bytes as the gateway expects them.
 pub fn base64_encode(input: &[u8]) -> String {
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for group in input.chunks(3) {
-        let b = [
-            group[0],
-            *group.get(1).unwrap_or(&0),
-            *group.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(char::from(BASE64[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    PADDED.encode(input)
 }
 
-/// Decodes standard base64; padding is optional, anything outside the alphabet is an error.
+/// Decodes a bytes field; padding is optional, anything outside the alphabet is an error.
 pub fn base64_decode(input: &str) -> Result<Vec<u8>, String> {
-    let text = input.trim_end_matches('=');
-    let padding = input.len() - text.len();
-    if padding > 2 || (padding > 0 && input.len() % 4 != 0) || text.len() % 4 == 1 {
-        return Err(format!("bad base64 length or padding in {input:?}"));
-    }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => {
-                return Err(format!(
-                    "bad base64 character {:?} in {input:?}",
-                    char::from(c)
-                ))
-            }
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
+    let engine = if input.len() % 4 == 0 {
+        &PADDED
+    } else {
+        &UNPADDED
+    };
+    engine
+        .decode(input)
+        .map_err(|e| format!("bad base64 in {input:?}: {e}"))
 }
 
 // The gateway's JSON. int64 fields arrive as strings ("revision":"12"); fields at their zero
@@ -1185,6 +1010,14 @@ mod tests {
     }
 
     #[test]
+    fn base64_takes_trailing_bits_as_go_does() {
+        // "Zh==" carries a set bit past the last byte; Go's StdEncoding and the old decoder
+        // both read it as "f".
+        assert_eq!(base64_decode("Zh==").unwrap(), b"f");
+        assert_eq!(base64_decode("Zh").unwrap(), b"f");
+    }
+
+    #[test]
     fn base64_refuses_what_is_not_base64() {
         for bad in ["Zg=", "Z", "Zg===", "Zm9v!", "Zm 9v", "Z===", "=Zm9"] {
             assert!(base64_decode(bad).is_err(), "{bad:?}");
@@ -1247,47 +1080,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn chunked_bodies_decode_whatever_the_split() {
-        let wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n1\n!\n0\r\nTrailer: x\r\n\r\nignored";
-        for split in 0..wire.len() {
-            let mut d = ChunkDecoder::default();
-            let mut out = Vec::new();
-            d.feed(&wire[..split], &mut out).unwrap();
-            d.feed(&wire[split..], &mut out).unwrap();
-            assert!(d.is_done(), "split {split}");
-            assert_eq!(out, b"hello, world!", "split {split}");
-        }
-        // One byte at a time.
-        let mut d = ChunkDecoder::default();
-        let mut out = Vec::new();
-        for b in wire {
-            d.feed(std::slice::from_ref(b), &mut out).unwrap();
-        }
-        assert_eq!(out, b"hello, world!");
-    }
-
-    #[test]
-    fn chunked_framing_errors_are_errors() {
-        for bad in [
-            &b"zz\r\n"[..],
-            b"3\r\nabcd\r\n",
-            b"\r\n",
-            b"fffffffffffffffff\r\n",
-        ] {
-            let mut d = ChunkDecoder::default();
-            assert!(
-                d.feed(bad, &mut Vec::new()).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let mut d = ChunkDecoder::default();
-        assert!(d
-            .feed(&[b'1'; MAX_LINE_BYTES + 1], &mut Vec::new())
-            .is_err());
-    }
-
     /// A watch stream as etcd 3.4's gateway sends it (captured with curl --raw), chunked.
     fn watch_wire() -> Vec<u8> {
         let messages = [
@@ -1336,84 +1128,103 @@ mod tests {
         ]
     }
 
+    /// The head etcd's gateway sends before a watch stream.
+    const WATCH_HEAD: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    /// What a watch makes of `parts`, read in turn: the response decoder's payload, handed to
+    /// the watch decoder after each part, as `Watch::poll` does after each read.
+    fn watch_messages(parts: &[&[u8]]) -> Result<Vec<WatchMsg>, Error> {
+        let mut http = answer_decoder();
+        http.set_max_body(u64::MAX);
+        let mut watch = WatchDecoder::default();
+        let mut msgs = Vec::new();
+        for part in parts {
+            http.feed(part);
+            let mut payload = Vec::new();
+            let ended = http
+                .decode_payload(&mut payload)
+                .map_err(|e| Error::Broken(e.to_string()))?;
+            msgs.extend(watch.feed(&payload, ended)?);
+        }
+        Ok(msgs)
+    }
+
     #[test]
     fn watch_streams_decode_whatever_the_split() {
-        let wire = watch_wire();
+        let wire = [WATCH_HEAD, &watch_wire()].concat();
         for split in 0..wire.len() {
-            let mut d = WatchDecoder::new(true);
-            let mut msgs = d.feed(&wire[..split]).unwrap();
-            msgs.extend(d.feed(&wire[split..]).unwrap());
+            let msgs = watch_messages(&[&wire[..split], &wire[split..]]).unwrap();
             assert_eq!(msgs, expected_watch(), "split {split}");
         }
+        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(watch_messages(&bytes).unwrap(), expected_watch());
     }
 
     #[test]
     fn watch_stream_end_and_errors_are_reported() {
-        let mut d = WatchDecoder::new(true);
-        let msgs = d.feed(b"0\r\n\r\n").unwrap();
+        let msgs = watch_messages(&[WATCH_HEAD, b"0\r\n\r\n"]).unwrap();
         assert!(
             matches!(msgs.as_slice(), [WatchMsg::Canceled { .. }]),
             "{msgs:?}"
         );
+        // Bad framing, and a bad message in good framing.
+        let e = watch_messages(&[WATCH_HEAD, b"zz\r\n"]);
+        assert!(matches!(e, Err(Error::Broken(_))), "{e:?}");
+        let e = watch_messages(&[WATCH_HEAD, b"5\r\nabc\r\n\r\n"]);
+        assert!(matches!(e, Err(Error::Broken(_))), "{e:?}");
 
-        let mut d = WatchDecoder::new(false);
-        let e = d.feed(br#"{"error":{"grpc_code":16,"http_code":401,"message":"etcdserver: invalid auth token","http_status":"Unauthorized"}}"#);
+        let mut d = WatchDecoder::default();
+        let e = d.feed(br#"{"error":{"grpc_code":16,"http_code":401,"message":"etcdserver: invalid auth token","http_status":"Unauthorized"}}"#, false);
         assert!(matches!(e, Err(Error::Etcd { status: 401, .. })), "{e:?}");
 
         // Captured from etcd 3.4 with a token it does not know.
-        let mut d = WatchDecoder::new(false);
-        let e = d.feed(br#"{"result":{"header":{"revision":"1"},"watch_id":"-1","created":true,"canceled":true,"cancel_reason":"rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"}}"#);
+        let mut d = WatchDecoder::default();
+        let e = d.feed(br#"{"result":{"header":{"revision":"1"},"watch_id":"-1","created":true,"canceled":true,"cancel_reason":"rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"}}"#, false);
         assert!(e.as_ref().is_err_and(Error::is_bad_token), "{e:?}");
 
-        let mut d = WatchDecoder::new(false);
+        let mut d = WatchDecoder::default();
         assert!(matches!(
-            d.feed(b"{\"result\":{}} nonsense"),
+            d.feed(b"{\"result\":{}} nonsense", false),
             Err(Error::Broken(_))
         ));
 
-        let mut d = WatchDecoder::new(false);
-        let e = d.feed(br#"{"result":{"events":[{"type":"WEIRD","kv":{}}]}}"#);
+        let mut d = WatchDecoder::default();
+        let e = d.feed(
+            br#"{"result":{"events":[{"type":"WEIRD","kv":{}}]}}"#,
+            false,
+        );
         assert!(matches!(e, Err(Error::Broken(_))), "{e:?}");
     }
 
-    #[test]
-    fn response_heads_give_status_and_framing() {
-        let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n8a\r\n";
-        let Ok(Some(h)) = parse_head(head) else {
-            panic!("head not parsed")
-        };
-        assert_eq!((h.status, h.chunked, h.content_length), (200, true, None));
-        assert_eq!(h.rest, b"8a\r\n");
+    /// What `read_answer` made of an answer: its status and body, or why the endpoint is skipped.
+    type Answer = Result<(u16, Vec<u8>), String>;
 
-        let Ok(Some(h)) = parse_head(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 12\r\n\r\n")
-        else {
-            panic!("head not parsed")
-        };
-        assert_eq!(
-            (h.status, h.chunked, h.content_length),
-            (400, false, Some(12))
-        );
-
-        assert!(matches!(
-            parse_head(b"HTTP/1.1 200 OK\r\nContent-"),
-            Ok(None)
-        ));
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
-        assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+    fn answer(wire: &[u8]) -> Answer {
+        read_answer(io::Cursor::new(wire)).map_err(|f| match f {
+            Failure::Skip(why) => why,
+            Failure::Fatal(e) => panic!("fatal: {e}"),
+        })
     }
 
     #[test]
-    fn bodies_are_read_by_their_framing() {
-        let cases: [(&[u8], &[u8]); 3] = [
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, extra", b"hello"),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n", b"hello"),
-            (b"HTTP/1.1 200 OK\r\n\r\nhello", b"hello"),
+    fn answers_are_read_by_their_framing() {
+        let ok = |status: u16, body: &[u8]| Ok((status, body.to_vec()));
+        let table: &[(&[u8], Answer)] = &[
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, extra", ok(200, b"hello")),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n", ok(200, b"hello")),
+            (b"HTTP/1.1 200 OK\r\n\r\nhello", ok(200, b"hello")),
+            (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\n\r\n{\"code\":11}", ok(400, b"{\"code\":11}")),
+            (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 12\r\n\r\n{\"code\":11}", Err("the connection closed inside the body".into())),
+            (b"", Err("the connection closed before a response".into())),
+            (b"HTTP/1.1 200 OK\r\nContent-", Err("the connection closed inside the response head".into())),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", Err("bad response: malformed head".into())),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", Err("bad response: malformed head".into())),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", Err("bad response: malformed chunked framing".into())),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 268435457\r\n\r\n", Err("response body too large".into())),
         ];
-        for (wire, body) in cases {
-            let mut reader = io::Cursor::new(wire.to_vec());
-            let head = read_head(&mut reader).unwrap_or_else(|_| panic!("head"));
-            let got = read_body(&mut reader, &head).unwrap_or_else(|_| panic!("body"));
-            assert_eq!(got, body);
+        for (wire, want) in table {
+            assert_eq!(answer(wire), *want, "{}", String::from_utf8_lossy(wire));
         }
     }
 

@@ -7,11 +7,13 @@
 //! consecutive verdicts against the thresholds, and [`Schedule`] keeps, per pool id, the checks,
 //! the state and when the next probe is due. The [`Checker`] at the edge owns the sockets.
 //!
-//! A probe is a non-blocking `GET {http_path} HTTP/1.1` with `Connection: close`, polled with
-//! `mio` on the checker thread until its status line arrives or its `timeout` passes. One poll
-//! for every probe keeps probes of different nodes from waiting for each other's timeouts while
-//! staying on one thread whatever the number of nodes: no thread per probe to spawn, bound or
-//! join at shutdown.
+//! A probe is a non-blocking `GET {http_path} HTTP/1.1` with `Connection: close`, polled with `mio`
+//! on the checker thread until its response head arrives or its `timeout` passes. The head is read
+//! by [`http::read`](crate::http::read) to the rules and default bounds the data path applies to
+//! upstream responses, so a node whose answers hearth could not relay does not pass its checks; its
+//! status decides, and the probe closes before any body. One poll for every probe keeps probes of
+//! different nodes from waiting for each other's timeouts while staying on one thread whatever the
+//! number of nodes: no thread per probe to spawn, bound or join at shutdown.
 //!
 //! Invariants:
 //! - At most one probe per pool is in flight, and each ends within its `timeout`.
@@ -35,14 +37,18 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::ActiveChecks;
+use crate::http::head::Limits;
+use crate::http::read::{Event, MessageError, ResponseDecoder};
+use crate::id::NodeId;
 use crate::metrics::HealthCounters;
+pub use crate::probe::Verdict;
 use crate::runtime::control::Control;
-use crate::runtime::generation::{PoolId, Process, Shared};
+use crate::runtime::generation::Shared;
+use crate::runtime::process::Process;
 use crate::slab::Slab;
 
-/// Bytes of the response read before a status line must have ended (RFC 9112 section 4 puts
-/// no limit on the reason phrase; a real one is a few words).
-pub const MAX_STATUS_LINE: usize = 1024;
+/// Bytes asked of a probe's socket at a time: most response heads fit.
+const READ_BYTES: usize = 2048;
 /// Messages waiting for the checker: generations, stats requests, stop. Reloads are rare.
 const CHANNEL_CAPACITY: usize = 64;
 const WAKER: Token = Token(usize::MAX);
@@ -52,49 +58,14 @@ const WAKER: Token = Token(usize::MAX);
 /// How a probe ended, before the node's checks judge it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// A status line arrived.
+    /// A response head arrived.
     Status(u16),
-    /// Refused, reset, or closed before a whole status line.
+    /// Refused, reset, or closed before a whole response head.
     Tcp(io::ErrorKind),
-    /// No status line within `timeout`.
+    /// No response head within `timeout`.
     Timeout,
-    /// Bytes that are not an HTTP/1.x status line.
+    /// Bytes that are not an HTTP/1.x response head hearth accepts.
     Garbled,
-}
-
-/// What a probe counts as under the node's checks; also the `result` label of the probe metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Success,
-    HttpFailure,
-    TcpFailure,
-    Timeout,
-    /// A status in neither `http_statuses` list: counts for nothing (as in APISIX).
-    Neither,
-}
-
-impl Verdict {
-    pub const ALL: [Verdict; 5] = [
-        Verdict::Success,
-        Verdict::HttpFailure,
-        Verdict::TcpFailure,
-        Verdict::Timeout,
-        Verdict::Neither,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Verdict::Success => "success",
-            Verdict::HttpFailure => "http_failure",
-            Verdict::TcpFailure => "tcp_failure",
-            Verdict::Timeout => "timeout",
-            Verdict::Neither => "neither",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// Healthy statuses are looked at first, so a status listed twice counts as a success.
@@ -172,44 +143,22 @@ impl NodeState {
     }
 }
 
-/// What the start of a response says so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusLine {
-    /// The line has not ended yet.
-    Partial,
-    Status(u16),
-    /// Not an HTTP/1.x status line.
-    Garbled,
-}
-
-/// Parses the status line at the start of `buf` (RFC 9112 section 4: `HTTP-version SP
-/// status-code SP [reason-phrase]`). The space after the code is optional here, as section 4
-/// asks recipients to accept a line without a reason phrase.
-pub fn parse_status_line(buf: &[u8]) -> StatusLine {
-    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
-        // A start that cannot become a status line is garbage already.
-        let n = buf.len().min(5);
-        return if buf[..n] == b"HTTP/"[..n] {
-            StatusLine::Partial
-        } else {
-            StatusLine::Garbled
-        };
-    };
-    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
-    let Some((version, rest)) = line.split_at_checked(9) else {
-        return StatusLine::Garbled;
-    };
-    let version_ok =
-        version.starts_with(b"HTTP/1.") && version[7].is_ascii_digit() && version[8] == b' ';
-    let code = rest.get(..3).unwrap_or(b"");
-    if !version_ok
-        || code.len() != 3
-        || !code.iter().all(u8::is_ascii_digit)
-        || rest.get(3).is_some_and(|&b| b != b' ')
-    {
-        return StatusLine::Garbled;
+/// What a probe's answer says once its head is complete or can no longer become one (RFC 9112
+/// §4 and §5, through [`ResponseDecoder`]); `None` while more bytes are needed.
+fn answer_outcome(answer: &mut ResponseDecoder) -> Option<Outcome> {
+    match answer.next_event() {
+        Ok(Event::NeedMore) => None,
+        // The head comes first, so any other event means there is one.
+        Ok(_) => Some(
+            answer
+                .head()
+                .map_or(Outcome::Garbled, |h| Outcome::Status(h.status)),
+        ),
+        Err(MessageError::Closed | MessageError::HeadCut) => {
+            Some(Outcome::Tcp(io::ErrorKind::UnexpectedEof))
+        }
+        Err(_) => Some(Outcome::Garbled),
     }
-    StatusLine::Status(code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
 }
 
 // ---------------------------------------------------------------- sans-io: the schedule
@@ -217,7 +166,7 @@ pub fn parse_status_line(buf: &[u8]) -> StatusLine {
 /// One checked pool, as a generation describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetSpec {
-    pub pool: PoolId,
+    pub pool: NodeId,
     pub addr: SocketAddr,
     /// For logs: the upstream that supplied the checks, and the node as written.
     pub upstream: String,
@@ -262,7 +211,7 @@ pub fn targets_of(shared: &Shared) -> Vec<TargetSpec> {
 /// A node changed state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    pub pool: PoolId,
+    pub pool: NodeId,
     pub healthy: bool,
     pub upstream: String,
     pub node: String,
@@ -298,7 +247,7 @@ impl Schedule {
     pub fn apply(&mut self, specs: Vec<TargetSpec>, now: u64) -> Vec<Change> {
         let mut listed = vec![false; self.targets.len()];
         for spec in specs {
-            let pool = spec.pool;
+            let pool = spec.pool.index();
             if self.targets.len() <= pool {
                 self.targets.resize_with(pool + 1, || None);
                 listed.resize(pool + 1, false);
@@ -335,7 +284,7 @@ impl Schedule {
             if let Some(t) = slot.take() {
                 if !t.state.healthy {
                     changes.push(Change {
-                        pool,
+                        pool: NodeId(pool),
                         healthy: true,
                         upstream: t.spec.upstream,
                         node: t.spec.node,
@@ -348,13 +297,13 @@ impl Schedule {
     }
 
     /// Pools whose probe is due, marked in flight; each with the epoch `finish` wants back.
-    pub fn start_due(&mut self, now: u64) -> Vec<(PoolId, u64)> {
+    pub fn start_due(&mut self, now: u64) -> Vec<(NodeId, u64)> {
         let mut out = Vec::new();
         for (pool, slot) in self.targets.iter_mut().enumerate() {
             if let Some(t) = slot {
                 if !t.in_flight && t.due <= now {
                     t.in_flight = true;
-                    out.push((pool, t.epoch));
+                    out.push((NodeId(pool), t.epoch));
                 }
             }
         }
@@ -371,13 +320,16 @@ impl Schedule {
             .min()
     }
 
-    pub fn target(&self, pool: PoolId) -> Option<&TargetSpec> {
-        self.targets.get(pool)?.as_ref().map(|t| &t.spec)
+    pub fn target(&self, pool: NodeId) -> Option<&TargetSpec> {
+        self.targets.get(pool.index())?.as_ref().map(|t| &t.spec)
     }
 
     /// None for pools that are not checked.
-    pub fn healthy(&self, pool: PoolId) -> Option<bool> {
-        self.targets.get(pool)?.as_ref().map(|t| t.state.healthy)
+    pub fn healthy(&self, pool: NodeId) -> Option<bool> {
+        self.targets
+            .get(pool.index())?
+            .as_ref()
+            .map(|t| t.state.healthy)
     }
 
     pub fn len(&self) -> usize {
@@ -392,12 +344,12 @@ impl Schedule {
     /// probe belonged to a pool that has since left) and the change it caused, if any.
     pub fn finish(
         &mut self,
-        pool: PoolId,
+        pool: NodeId,
         epoch: u64,
         outcome: Outcome,
         now: u64,
     ) -> (Option<Verdict>, Option<Change>) {
-        let Some(t) = self.targets.get_mut(pool).and_then(Option::as_mut) else {
+        let Some(t) = self.targets.get_mut(pool.index()).and_then(Option::as_mut) else {
             return (None, None);
         };
         if t.epoch != epoch || !t.in_flight {
@@ -430,7 +382,7 @@ fn reason(spec: &TargetSpec, outcome: Outcome, run: u32) -> String {
     match outcome {
         Outcome::Status(s) => format!("{run} probe(s) of {path} in a row answered {s}"),
         Outcome::Garbled => {
-            format!("{run} probe(s) of {path} in a row got no HTTP/1.x status line")
+            format!("{run} probe(s) of {path} in a row got no valid HTTP/1.x response head")
         }
         Outcome::Tcp(kind) => format!("{run} tcp failure(s) in a row, the last: {kind}"),
         Outcome::Timeout => format!(
@@ -514,13 +466,13 @@ enum ProbePhase {
 }
 
 struct Probe {
-    pool: PoolId,
+    pool: NodeId,
     epoch: u64,
     sock: TcpStream,
     phase: ProbePhase,
     request: Vec<u8>,
     sent: usize,
-    response: Vec<u8>,
+    answer: ResponseDecoder,
     deadline: u64,
 }
 
@@ -554,30 +506,17 @@ impl Probe {
                     Err(e) => return Some(Outcome::Tcp(e.kind())),
                 },
                 ProbePhase::Reading => {
-                    let mut chunk = [0u8; 512];
+                    let mut chunk = [0u8; READ_BYTES];
                     match self.sock.read(&mut chunk) {
-                        Ok(0) => {
-                            return Some(match parse_status_line(&self.response) {
-                                StatusLine::Status(s) => Outcome::Status(s),
-                                StatusLine::Partial => Outcome::Tcp(io::ErrorKind::UnexpectedEof),
-                                StatusLine::Garbled => Outcome::Garbled,
-                            })
-                        }
-                        Ok(n) => {
-                            let room = MAX_STATUS_LINE - self.response.len();
-                            self.response.extend_from_slice(&chunk[..n.min(room)]);
-                            match parse_status_line(&self.response) {
-                                StatusLine::Status(s) => return Some(Outcome::Status(s)),
-                                StatusLine::Garbled => return Some(Outcome::Garbled),
-                                StatusLine::Partial if self.response.len() >= MAX_STATUS_LINE => {
-                                    return Some(Outcome::Garbled)
-                                }
-                                StatusLine::Partial => {}
-                            }
-                        }
+                        Ok(0) => self.answer.end_input(),
+                        Ok(n) => self.answer.feed(&chunk[..n]),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Some(Outcome::Tcp(e.kind())),
+                    }
+                    // Never None once the input has ended: the head is then whole or cut.
+                    if let Some(outcome) = answer_outcome(&mut self.answer) {
+                        return Some(outcome);
                     }
                 }
             }
@@ -666,7 +605,7 @@ impl Checker {
         Some(Duration::from_millis(next.saturating_sub(now)))
     }
 
-    fn start_probe(&mut self, pool: PoolId, epoch: u64, now: u64) {
+    fn start_probe(&mut self, pool: NodeId, epoch: u64, now: u64) {
         let Some(spec) = self.schedule.target(pool) else {
             return;
         };
@@ -691,7 +630,8 @@ impl Checker {
             phase: ProbePhase::Connecting,
             request,
             sent: 0,
-            response: Vec::with_capacity(256),
+            // No body is read, so none may be.
+            answer: ResponseDecoder::new(Limits::default(), 0),
             deadline,
         });
     }
@@ -721,14 +661,15 @@ impl Checker {
         }
     }
 
-    fn finish(&mut self, pool: PoolId, epoch: u64, outcome: Outcome, now: u64) {
+    fn finish(&mut self, pool: NodeId, epoch: u64, outcome: Outcome, now: u64) {
         let (verdict, change) = self.schedule.finish(pool, epoch, outcome, now);
         if let Some(v) = verdict {
             debug!("health: pool {pool}: {outcome:?} counts as {}", v.name());
-            if self.results.len() <= pool {
-                self.results.resize(pool + 1, [0; Verdict::ALL.len()]);
+            let i = pool.index();
+            if self.results.len() <= i {
+                self.results.resize(i + 1, [0; Verdict::ALL.len()]);
             }
-            self.results[pool][v.index()] += 1;
+            self.results[i][v.index()] += 1;
         }
         if let Some(c) = change {
             self.publish(&c);
@@ -769,7 +710,7 @@ impl Checker {
             if let Some(r) = self.results.get(pool) {
                 node.probes = *r;
             }
-            node.healthy = self.schedule.healthy(pool).unwrap_or(true);
+            node.healthy = self.schedule.healthy(NodeId(pool)).unwrap_or(true);
         }
         out
     }
@@ -905,7 +846,7 @@ mod tests {
         assert_eq!(s.record(&c, Verdict::TcpFailure), Some((false, 1)));
     }
 
-    fn spec(pool: PoolId, c: ActiveChecks) -> TargetSpec {
+    fn spec(pool: NodeId, c: ActiveChecks) -> TargetSpec {
         TargetSpec {
             pool,
             addr: "127.0.0.1:9".parse().unwrap(),
@@ -920,7 +861,7 @@ mod tests {
     #[test]
     fn schedule_follows_intervals_and_reports_changes() {
         let mut s = Schedule::default();
-        assert!(s.apply(vec![spec(0, checks(2, 2))], 0).is_empty());
+        assert!(s.apply(vec![spec(NodeId(0), checks(2, 2))], 0).is_empty());
         assert_eq!(s.next_due(), Some(0), "new targets are probed at once");
         let mut changes = Vec::new();
         // Each step: the probe starts when due and ends 10 ms later with the outcome.
@@ -962,27 +903,39 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(s.healthy(0), Some(true));
+        assert_eq!(s.healthy(NodeId(0)), Some(true));
     }
 
     #[test]
     fn pools_that_leave_stop_and_come_back_up() {
         let mut s = Schedule::default();
-        s.apply(vec![spec(0, checks(1, 1)), spec(2, checks(1, 1))], 0);
+        s.apply(
+            vec![spec(NodeId(0), checks(1, 1)), spec(NodeId(2), checks(1, 1))],
+            0,
+        );
         let started = s.start_due(0);
         assert_eq!(started.len(), 2);
         for (pool, epoch) in started {
             s.finish(pool, epoch, REFUSED, 5);
         }
-        assert_eq!((s.healthy(0), s.healthy(2)), (Some(false), Some(false)));
+        assert_eq!(
+            (s.healthy(NodeId(0)), s.healthy(NodeId(2))),
+            (Some(false), Some(false))
+        );
         // Pool 0 leaves while down: announced healthy. Pool 2 stays down, pool 1 is new.
-        let changes = s.apply(vec![spec(1, checks(1, 1)), spec(2, checks(1, 1))], 10);
+        let changes = s.apply(
+            vec![spec(NodeId(1), checks(1, 1)), spec(NodeId(2), checks(1, 1))],
+            10,
+        );
         assert_eq!(changes.len(), 1);
-        assert_eq!((changes[0].pool, changes[0].healthy), (0, true));
-        assert_eq!(s.healthy(0), None);
-        assert_eq!(s.healthy(2), Some(false));
+        assert_eq!((changes[0].pool, changes[0].healthy), (NodeId(0), true));
+        assert_eq!(s.healthy(NodeId(0)), None);
+        assert_eq!(s.healthy(NodeId(2)), Some(false));
         // A probe of a pool that left is not counted, nor is one of an earlier incarnation.
-        assert_eq!(s.finish(0, 1, Outcome::Status(200), 20), (None, None));
+        assert_eq!(
+            s.finish(NodeId(0), 1, Outcome::Status(200), 20),
+            (None, None)
+        );
         let started = s.start_due(1000);
         assert_eq!(
             started.iter().map(|p| p.0).collect::<Vec<_>>(),
@@ -990,54 +943,87 @@ mod tests {
             "pool 0 is no longer probed"
         );
         s.apply(vec![], 1001);
-        s.apply(vec![spec(1, checks(1, 1))], 1002);
+        s.apply(vec![spec(NodeId(1), checks(1, 1))], 1002);
         let stale = started[0];
         assert_eq!(s.finish(stale.0, stale.1, REFUSED, 1003), (None, None));
-        assert_eq!(s.healthy(1), Some(true));
+        assert_eq!(s.healthy(NodeId(1)), Some(true));
     }
 
     #[test]
     fn a_shorter_interval_applies_at_once() {
         let mut s = Schedule::default();
-        s.apply(vec![spec(0, checks(1, 1))], 0);
+        s.apply(vec![spec(NodeId(0), checks(1, 1))], 0);
         let (pool, epoch) = s.start_due(0)[0];
         s.finish(pool, epoch, Outcome::Status(200), 0);
         assert_eq!(s.next_due(), Some(1000));
         let mut fast = checks(1, 1);
         fast.healthy_interval = Duration::from_millis(50);
-        s.apply(vec![spec(0, fast)], 10);
+        s.apply(vec![spec(NodeId(0), fast)], 10);
         assert_eq!(s.next_due(), Some(60));
     }
 
+    /// What a probe makes of `parts` read in turn, then, if `eof`, of the peer closing.
+    fn outcome_of(parts: &[&[u8]], eof: bool) -> Option<Outcome> {
+        let mut answer = ResponseDecoder::new(Limits::default(), 0);
+        for part in parts {
+            answer.feed(part);
+            if let Some(o) = answer_outcome(&mut answer) {
+                return Some(o);
+            }
+        }
+        if eof {
+            answer.end_input();
+            return answer_outcome(&mut answer);
+        }
+        None
+    }
+
     #[test]
-    fn status_lines() {
-        use StatusLine::{Garbled, Partial, Status};
-        let table: &[(&[u8], StatusLine)] = &[
-            (b"HTTP/1.1 200 OK\r\n", Status(200)),
+    fn answers_become_outcomes() {
+        use Outcome::{Garbled, Status};
+        const CUT: Outcome = Outcome::Tcp(io::ErrorKind::UnexpectedEof);
+        let huge = [&b"HTTP/1.1 200 OK\r\nX: "[..], &[b'a'; 17_000], b"\r\n\r\n"].concat();
+        let table: &[(&[u8], bool, Option<Outcome>)] = &[
             (
-                b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n",
-                Status(503),
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                false,
+                Some(Status(200)),
             ),
-            (b"HTTP/1.1 204\r\n", Status(204)),
-            (b"HTTP/1.1 302 \n", Status(302)),
-            (b"HTTP/1.1 200 OK", Partial),
-            (b"HTT", Partial),
-            (b"", Partial),
-            (b"SSH-2.0-OpenSSH\r\n", Garbled),
-            (b"SSH", Garbled),
-            (b"HTTP/2 200\r\n", Garbled),
-            (b"HTTP/1.1 20\r\n", Garbled),
-            (b"HTTP/1.1 2000 OK\r\n", Garbled),
-            (b"HTTP/1.1 abc OK\r\n", Garbled),
-            (b"HTTP/1.1  200 OK\r\n", Garbled),
+            (
+                b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+                false,
+                Some(Status(503)),
+            ),
+            (b"HTTP/1.1 204\r\n\r\n", false, Some(Status(204))),
+            (b"HTTP/1.1 302 \nLocation: /\n\n", false, Some(Status(302))),
+            // The head must be whole: the status line alone is not enough.
+            (b"HTTP/1.1 200 OK\r\n", false, None),
+            (b"HTTP/1.1 200 OK\r\n", true, Some(CUT)),
+            (b"HTT", false, None),
+            (b"HTT", true, Some(CUT)),
+            (b"", true, Some(CUT)),
+            (b"SSH-2.0-OpenSSH\r\n", false, Some(Garbled)),
+            (b"SSH", false, Some(Garbled)),
+            (b"HTTP/2 200\r\n", false, Some(Garbled)),
+            (b"HTTP/1.1 20\r\n", false, Some(Garbled)),
+            (b"HTTP/1.1 2000 OK\r\n", false, Some(Garbled)),
+            (b"HTTP/1.1 abc OK\r\n", false, Some(Garbled)),
+            (b"HTTP/1.1  200 OK\r\n", false, Some(Garbled)),
+            // Heads the data path would refuse from this node.
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false,
+                Some(Garbled),
+            ),
+            (&huge, false, Some(Garbled)),
         ];
-        for (bytes, want) in table {
-            assert_eq!(
-                parse_status_line(bytes),
-                *want,
-                "{:?}",
-                String::from_utf8_lossy(bytes)
-            );
+        for (bytes, eof, want) in table {
+            let name = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]);
+            assert_eq!(outcome_of(&[bytes], *eof), *want, "{name:?}");
+            for k in 0..=bytes.len().min(200) {
+                let (a, b) = bytes.split_at(k);
+                assert_eq!(outcome_of(&[a, b], *eof), *want, "{name:?} split at {k}");
+            }
         }
     }
 
@@ -1071,7 +1057,14 @@ upstream = "c"
             .iter()
             .map(|t| (t.pool, t.upstream.as_str(), t.checks.http_path.as_str()))
             .collect();
-        assert_eq!(got, [(0, "a", "/a"), (1, "a", "/a"), (2, "b", "/b")]);
+        assert_eq!(
+            got,
+            [
+                (NodeId(0), "a", "/a"),
+                (NodeId(1), "a", "/a"),
+                (NodeId(2), "b", "/b")
+            ]
+        );
         assert_eq!(
             String::from_utf8(t[0].request()).unwrap(),
             "GET /a HTTP/1.1\r\nHost: a.example\r\nUser-Agent: hearth-health\r\nConnection: close\r\n\r\n"

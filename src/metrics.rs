@@ -6,8 +6,8 @@
 
 use std::fmt::Write as _;
 
-use crate::health::Verdict;
-use crate::runtime::cause::Cause;
+use crate::cause::Cause;
+use crate::probe::Verdict;
 use crate::upstream::pool::CloseReason;
 
 /// Upper bounds of histogram buckets, in milliseconds (the last bucket is +Inf). They span a

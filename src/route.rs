@@ -17,12 +17,15 @@
 //! Invariants: the router is immutable once built and shared by every core; `find` touches no
 //! lock, atomic or heap allocation (the host is lowercased and the client address formatted into
 //! buffers on the stack), with one exception documented on [`Op::Regex`].
+//!
+//! What a route is ([`Route`], with its [`UriPattern`]s and [`HostPattern`]s) and the grammar of
+//! its patterns ([`uri_pattern`], [`route_host`]) and conditions ([`parse_var`], [`parse_cond`])
+//! live here, below the configuration: `config` validates a file's routes with these functions
+//! and re-exports the types, so `config::Route` and `route::Route` are one type.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write as _;
-
-use crate::config::{HostPattern, Route, UriPattern};
 
 /// Longest host name that can match a route host. DNS names stop at 253 bytes (RFC 1035
 /// section 2.3.4); a longer Host header matches no host pattern and reads as `""` in `vars`.
@@ -43,6 +46,119 @@ fn method_bit(method: &[u8]) -> u16 {
         .iter()
         .position(|m| m.as_bytes() == method)
         .map_or(0, |i| 1 << i)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `id` in the file or the admin API; in the file it defaults to `file-N`, N the route's
+    /// 1-based position, so file routes do not take the short ids ("1", "2") that APISIX users
+    /// give the routes they PUT through the admin API or etcd. Unique within a configuration.
+    pub id: String,
+    /// Never empty.
+    pub uris: Vec<UriPattern>,
+    /// Empty means any host.
+    pub hosts: Vec<HostPattern>,
+    /// Upper-case method names (`GET`, `POST`, ...); empty means any method.
+    pub methods: Vec<String>,
+    /// Higher wins; among equal priorities the longest uri match wins.
+    pub priority: i64,
+    /// APISIX `status`: false (`status = 0`) disables the route without removing it.
+    pub enabled: bool,
+    /// APISIX `vars`: every condition must hold.
+    pub vars: Vec<Cond>,
+    /// Index into [`Config::upstreams`](crate::config::Config::upstreams).
+    pub upstream: usize,
+    /// APISIX `enable_websocket`: when given, whether a WebSocket upgrade may pass this route,
+    /// whatever the upstream's `upgrade` list says of websocket.
+    pub websocket: Option<bool>,
+}
+
+/// How a route matches the request's host (compared without the port, ignoring ASCII case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Lowercased host name: `api.example.com`.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com` (lowercased): any host ending in it, with at
+    /// least one character before the dot.
+    Wildcard(String),
+}
+
+/// How a route matches the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UriPattern {
+    /// The path must equal this.
+    Exact(String),
+    /// The path must start with this (`"/api/*"` is `Prefix("/api/")`, `"/api*"` is
+    /// `Prefix("/api")`).
+    Prefix(String),
+}
+
+/// A route uri as APISIX writes it: `"/x/*"` is every path under `/x/`, `"/x*"` every path
+/// starting with `/x` (so `"/*"` is every path), and anything else must match exactly.
+pub fn uri_pattern(uri: &str) -> Result<UriPattern, String> {
+    if !uri.starts_with('/') {
+        return Err(format!("must start with \"/\", found {uri:?}"));
+    }
+    // Request targets are visible ASCII (RFC 9112 section 3.2 via RFC 3986), so a pattern with
+    // anything else could never match.
+    if uri.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(format!(
+            "{uri:?} contains a space or a non-ASCII character; percent-encode it"
+        ));
+    }
+    // APISIX's radixtree reads `/:name` as a parameter; matching it literally would silently
+    // route differently, so it is refused rather than misread.
+    if uri.contains("/:") {
+        return Err(format!(
+            "{uri:?}: path parameters (\"/:name\") are not supported; use a prefix such as \"/user/*\""
+        ));
+    }
+    match uri.strip_suffix('*') {
+        Some(prefix) if !prefix.contains('*') => Ok(UriPattern::Prefix(prefix.to_owned())),
+        _ if uri.contains('*') => Err(format!(
+            "{uri:?}: '*' is only allowed at the end, e.g. \"/api/*\" or \"/api*\""
+        )),
+        _ => Ok(UriPattern::Exact(uri.to_owned())),
+    }
+}
+
+/// Hosts are compared to the request's Host without its port and ignoring case (RFC 9110
+/// section 4.2.3: the host is case-insensitive), so they are stored lowercased and portless.
+/// `*.example.com` is a wildcard for any name ending in `.example.com`.
+pub fn route_host(host: &str) -> Result<HostPattern, String> {
+    if host.is_empty() || host.bytes().any(|b| !b.is_ascii_graphic() || b == b'/') {
+        return Err(format!(
+            "expected a host name such as \"example.com\", found {host:?}"
+        ));
+    }
+    // A longer name could never match: the router ignores Host values past this length.
+    if host.len() > MAX_HOST_LEN {
+        return Err(format!(
+            "{} bytes is longer than any host name ({} at most)",
+            host.len(),
+            MAX_HOST_LEN
+        ));
+    }
+    let has_port = if host.starts_with('[') {
+        !host.ends_with(']')
+    } else {
+        host.contains(':')
+    };
+    if has_port {
+        return Err(format!(
+            "{host:?}: hosts are matched without the port; leave the port out"
+        ));
+    }
+    let host = host.to_ascii_lowercase();
+    match host.strip_prefix('*') {
+        Some(rest) if rest.starts_with('.') && rest.len() > 1 && !rest.contains('*') => {
+            Ok(HostPattern::Wildcard(rest.into()))
+        }
+        _ if host.contains('*') => Err(format!(
+            "{host:?}: '*' is only allowed as a leading \"*.\", e.g. \"*.example.com\""
+        )),
+        _ => Ok(HostPattern::Exact(host)),
+    }
 }
 
 /// One APISIX `vars` condition: `[variable, operator, value]`, with `!` before the operator
@@ -936,7 +1052,7 @@ mod tests {
     }
 
     fn uri(u: &str) -> UriPattern {
-        crate::config::uri_pattern(u).unwrap()
+        uri_pattern(u).unwrap()
     }
 
     fn route(uris: &[&str], hosts: &[&str], upstream: usize) -> Route {
@@ -947,10 +1063,7 @@ mod tests {
             enabled: true,
             vars: Vec::new(),
             uris: uris.iter().map(|u| uri(u)).collect(),
-            hosts: hosts
-                .iter()
-                .map(|h| crate::config::route_host(h).unwrap())
-                .collect(),
+            hosts: hosts.iter().map(|h| route_host(h).unwrap()).collect(),
             upstream,
             websocket: None,
         }

@@ -68,6 +68,14 @@ impl<T> Slab<T> {
         self.get(i).is_some()
     }
 
+    /// Every occupied slot with its index.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|v| (i, v)))
+    }
+
     /// Indices of every occupied slot (allocates; for shutdown and sweeps, not the hot path).
     pub fn keys(&self) -> Vec<usize> {
         self.entries

@@ -33,7 +33,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
-use crate::config::{CertFiles, ListenTls, PassHost, UpstreamTls};
+use crate::config::types::{CertFiles, ListenTls, PassHost, UpstreamTls};
 
 /// Server names whose sessions an https pool with per-request SNI remembers for resumption.
 const REQUEST_SNI_SESSIONS: usize = 256;

@@ -26,17 +26,15 @@
 //! caller that forwards what [`ChunkedDecoder::decode`] accepted has sent at most part of the
 //! name, never a field line.
 
-use super::head::{alias_of, field_name, is_tchar, FieldName, Limits, LONGEST_KNOWN_NAME};
+use super::field::{alias_of, field_name, is_tchar, FieldName, LONGEST_KNOWN_NAME};
+use super::limits::{Limits, MAX_BODY_LENGTH};
+
+pub use super::limits::{MAX_EXT_BYTES, MAX_TRAILER_BYTES};
 
 /// Longest chunk size accepted, in hex digits: 16 fit a u64, so a valid size can never overflow.
 const MAX_SIZE_DIGITS: u8 = 16;
 /// Largest chunk size accepted, 2^63 - 1, as for Content-Length.
-const MAX_CHUNK_SIZE: u64 = super::head::MAX_BODY_LENGTH;
-
-/// Default bound on the extension bytes of one chunk line.
-pub const MAX_EXT_BYTES: usize = 4_096;
-/// Default bound on the trailer section.
-pub const MAX_TRAILER_BYTES: usize = 16_384;
+const MAX_CHUNK_SIZE: u64 = MAX_BODY_LENGTH;
 
 /// The last chunk with an empty trailer section, for re-framing a body as chunked.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";

@@ -13,8 +13,49 @@
 //! Why not httparse itself: for the short heads of API traffic its per-line costs dominate, and
 //! the checks the caller had to make after it (bare LF, the reason's span) each took another pass.
 //! Field values, where most of a head's bytes are, are scanned eight bytes at a time.
+//!
+//! What it produces, [`Span`] and [`Header`], is defined here, below every module that reads a
+//! parsed head; [`head`](super::head) re-exports both, which is where the rest of the crate names
+//! them.
 
-use super::head::{Header, Span};
+/// A byte range in the buffer a head was parsed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    /// The bytes this span covers. A span applied to a buffer it was not parsed from yields an
+    /// empty slice rather than panicking, since a panic aborts the whole process.
+    pub fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// A sub-range of this span, `from..to` relative to its start.
+    pub(crate) fn sub(self, from: usize, to: usize) -> Span {
+        Span {
+            start: self.start + from as u32,
+            end: self.start + to as u32,
+        }
+    }
+}
+
+/// One field line: name and value (value without leading or trailing whitespace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: Span,
+    pub value: Span,
+}
 
 /// A head that is complete: where it ends, and whether a line in it ended in LF alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,14 +10,16 @@
 //! field itself; the parser has already refused aliases of framing fields. Everything else is
 //! copied in order, byte for byte as received. Output is appended to the caller's reused `Vec`;
 //! nothing else is allocated.
+//!
+//! Which protocols an upstream's `upgrade` list may name ([`upgrade_protocol`], never h2c) and
+//! the default list ([`default_upgrade`]) are defined next to [`Upgrades`], which applies them;
+//! `config` validates the list with them and re-exports both.
 
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use super::head::{
-    absolute_authority, alias_of, field_name, is_token, list_elements, FieldName, Header, ReqBody,
-    RequestHead, RespBody, ResponseHead, Version,
-};
+use super::field::{absolute_authority, alias_of, field_name, is_token, list_elements, FieldName};
+use super::head::{Header, ReqBody, RequestHead, RespBody, ResponseHead, Version};
 
 /// How the request reaches the upstream.
 pub struct Forward<'a> {
@@ -58,6 +60,34 @@ impl Upgrades<'_> {
                 .any(|a| a.as_bytes().eq_ignore_ascii_case(name)),
         }
     }
+}
+
+/// The default `upgrade` list.
+pub fn default_upgrade() -> Vec<String> {
+    vec!["websocket".to_owned()]
+}
+
+/// Checks one `upgrade` entry and returns it lowercased: a protocol name (a token, no version).
+/// h2c and h2 are refused: an h2c tunnel carries HTTP/2 requests the route table never sees (RFC
+/// 9113 §3.1 deprecates the upgrade), and h2 is not negotiated by Upgrade at all.
+pub fn upgrade_protocol(name: &str) -> Result<String, String> {
+    let lower = name.to_ascii_lowercase();
+    if lower == "h2c" || lower == "h2" {
+        return Err(format!(
+            "{name:?} cannot be allowed: requests inside an h2c tunnel would reach the upstream \
+             without passing the route table (RFC 9113 §3.1 deprecates the h2c upgrade)"
+        ));
+    }
+    let token = !lower.is_empty()
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        return Err(format!(
+            "{name:?} is not a protocol name; expected a token such as \"websocket\" (no version)"
+        ));
+    }
+    Ok(lower)
 }
 
 /// The protocols an upgrade request offered its upstream (the value of the Upgrade field hearth
@@ -548,8 +578,7 @@ mod tests {
     }
 
     /// The default `upgrade` list: websocket only.
-    static WEBSOCKET: std::sync::LazyLock<Vec<String>> =
-        std::sync::LazyLock::new(crate::config::default_upgrade);
+    static WEBSOCKET: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(default_upgrade);
 
     fn ws() -> Upgrades<'static> {
         Upgrades {

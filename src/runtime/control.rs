@@ -8,9 +8,10 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, TrySendError};
 use log::warn;
 
+use crate::id::NodeId;
 use crate::metrics::Counters;
-use crate::runtime::generation::{PoolId, Shared};
-use crate::upstream::pool::{KeepAliveHint, NodeBudget};
+use crate::runtime::generation::Shared;
+use crate::runtime::io::UpHandover;
 
 pub const CHANNEL_CAPACITY: usize = 1024;
 
@@ -21,37 +22,19 @@ pub enum Control {
     /// Send a copy of this core's counters.
     Stats(Sender<Counters>),
     /// Core `from` has requests waiting for this node's budget: hand it an idle connection.
-    ShedIdle { node: usize, from: usize },
+    ShedIdle { node: NodeId, from: usize },
     /// Budget for this node was freed: retry the requests waiting for it.
-    Freed(usize),
-    /// A live, idle upstream connection handed over by another core for its waiters.
-    Adopt(Box<Handover>),
+    Freed(NodeId),
+    /// A live, idle upstream connection handed over by another core for its waiters, with its
+    /// place in the node's caps.
+    Adopt(Box<UpHandover>),
     /// A new configuration generation, already validated.
     Reload(Arc<Shared>),
     /// Active health checks took this node out (close its pooled connections, skip it) or
     /// brought it back.
-    NodeHealth { node: PoolId, healthy: bool },
+    NodeHealth { node: NodeId, healthy: bool },
     /// The access log file was rotated away (SIGUSR1): open the configured path afresh.
     ReopenLog,
-}
-
-/// An upstream connection moving between cores. It keeps its place in the node's budget.
-#[derive(Debug)]
-pub struct Handover {
-    pub node: usize,
-    pub sock: mio::net::TcpStream,
-    pub addr: std::net::SocketAddr,
-    pub age_ms: u64,
-    pub served: u64,
-    pub hint: KeepAliveHint,
-    pub budget: Arc<NodeBudget>,
-    pub max_connections: u32,
-    pub max_connecting: u32,
-    /// The TLS session of an https connection, which moves with its socket.
-    pub tls: Option<Box<rustls::Connection>>,
-    /// The tag of the SNI name it was made for (0 for pools with one name): the adopting core
-    /// gives it only to a request for that name.
-    pub sni: u64,
 }
 
 /// The sending half of a core's control path.

@@ -19,7 +19,7 @@ use crate::health::{self, Health};
 use crate::metrics::Counters;
 use crate::runtime::control::{Control, Peer, CHANNEL_CAPACITY};
 use crate::runtime::core::Core;
-use crate::runtime::generation::Process;
+use crate::runtime::process::Process;
 
 const LISTEN_BACKLOG: i32 = 4_096;
 

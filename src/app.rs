@@ -1,0 +1,300 @@
+//! hearth as a program: load the configuration, start the cores, the admin listener and the
+//! config-center watcher, follow signals, stop. `main` parses the arguments, sets up logging and
+//! calls [`run`]; tests call [`start`] to run the same hearth in-process and [`Running::stop`] to
+//! end it.
+//!
+//! Reloads of the file (SIGHUP, `POST /reload`), changes through the admin API and, with
+//! `[config_center]`, changes read from etcd all go through one [`Dynamic`], so a reload of the
+//! file keeps the routes added through the API or etcd. With a config center, everything in etcd
+//! is read before the cores start (etcd unreachable and no cache: [`Error::ConfigCenter`]), and
+//! the watcher follows etcd until shutdown.
+//!
+//! Invariants: only [`run`] touches process-wide state (signal handlers, `process::exit`), so
+//! [`start`] may be called any number of times in one process; a fatal error is printed once, by
+//! [`run`], as `hearth: ...`; whatever [`start`] started is stopped by [`Running::stop`], or by
+//! dropping the [`Running`], except the admin listener, which has no stop and lives until the
+//! process exits.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use log::info;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
+use crate::admin::Fleet;
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::config_center::{StartError, Watcher, Writer};
+use crate::dynamic::{load_file, CenterCounts, CenterSink, Dynamic};
+use crate::runtime::server::Handle;
+use crate::runtime::Server;
+
+/// Why hearth could not start, or stopped on its own. Displays as the line `run` prints after
+/// `hearth: `.
+#[derive(Debug)]
+pub enum Error {
+    /// The configuration file did not load; the message names its file, line and key.
+    Load(String),
+    Signals(io::Error),
+    /// etcd could not be read and there is no cache to start from.
+    ConfigCenter(StartError),
+    /// The cores did not start: a listen address, the access log, a thread.
+    Start(io::Error),
+    Admin(io::Error),
+    /// A core failed while running.
+    Core(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Load(message) => f.write_str(message),
+            Error::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            Error::ConfigCenter(e) => write!(f, "config center: {e}"),
+            Error::Start(e) | Error::Admin(e) | Error::Core(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Load(_) => None,
+            Error::ConfigCenter(e) => Some(e),
+            Error::Signals(e) | Error::Start(e) | Error::Admin(e) | Error::Core(e) => Some(e),
+        }
+    }
+}
+
+/// Runs hearth as the binary does: `--check` validates the file; otherwise hearth runs until
+/// SIGTERM or SIGINT (reloading the file on SIGHUP, reopening the access log on SIGUSR1), then
+/// lets requests in flight finish for up to `shutdown_grace`; a second stop signal exits at once
+/// with status 130. A fatal error is printed once and is status 1.
+pub fn run(cli: &Cli) -> ExitCode {
+    match serve(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hearth: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(cli: &Cli) -> Result<ExitCode, Error> {
+    let cfg = load_file(&cli.config).map_err(Error::Load)?;
+    if cli.check {
+        println!("{}: ok", cli.config.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Register before the cores start so an early signal is not lost.
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]).map_err(Error::Signals)?;
+    let mut running = start(&cli.config, cfg)?;
+    let grace = running.grace();
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            info!("SIGHUP: reloading {}", cli.config.display());
+            // A refused reload is logged where it is refused, and changes nothing.
+            let _ = running.reload_file();
+            continue;
+        }
+        if sig == SIGUSR1 {
+            info!("SIGUSR1: reopening the access log");
+            running.reopen_logs();
+            continue;
+        }
+        info!("signal {sig}: finishing requests in flight (up to {grace:?}), then exiting");
+        break;
+    }
+    running.shutdown();
+    // A second stop signal exits at once.
+    std::thread::spawn(move || {
+        if signals.forever().any(|s| s != SIGHUP && s != SIGUSR1) {
+            std::process::exit(130);
+        }
+    });
+    running.join()?;
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the dynamic store sends a configuration it built.
+enum Target {
+    /// The cores are not running yet: the latest build waits to be their first.
+    Starting(Option<Box<Config>>),
+    Running(Handle),
+}
+
+fn lock(target: &Mutex<Target>) -> MutexGuard<'_, Target> {
+    // Nothing panics while holding it; if something did, the value is still whole.
+    target.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts hearth on `cfg`, loaded from `path` (which a reload reads again): the config-center
+/// watcher first when configured, then the cores, then the admin listener. Installs no signal
+/// handler. On error, whatever had started is stopped again, except a watcher, which stops as it
+/// is dropped.
+pub fn start(path: &Path, cfg: Config) -> Result<Running, Error> {
+    let workers = cfg.workers;
+    let grace = cfg.shutdown_grace;
+    let admin = cfg.admin.clone();
+    let center = cfg.config_center.clone();
+
+    // The store applies through `target`: until the cores run it keeps the latest build, which
+    // becomes their first configuration, so routes read from etcd are live from the first
+    // accepted connection, and a start without etcd fails before anything listens.
+    let target = Arc::new(Mutex::new(Target::Starting(None)));
+    let apply = {
+        let target = Arc::clone(&target);
+        Box::new(move |built: Config| match &mut *lock(&target) {
+            Target::Starting(first) => *first = Some(Box::new(built)),
+            Target::Running(handle) => handle.reload(built),
+        })
+    };
+    let dynamic = Arc::new(Dynamic::new(path.to_path_buf(), cfg.clone(), apply));
+    let watcher = match &center {
+        None => None,
+        Some(settings) => {
+            let counts = Arc::new(CenterCounts::default());
+            let sink = CenterSink::new(dynamic.clone(), &settings.prefix, counts.clone());
+            let w = Watcher::start(settings, Box::new(sink)).map_err(Error::ConfigCenter)?;
+            Some((w, counts))
+        }
+    };
+
+    let server = {
+        // Held while the cores start, so a change the watcher applies meanwhile waits for them
+        // rather than landing in `Starting` after its build was taken.
+        let mut t = lock(&target);
+        let first = match &mut *t {
+            Target::Starting(first) => first.take(),
+            Target::Running(_) => None,
+        }
+        .map_or(cfg, |b| *b);
+        let s = Server::start(first).map_err(Error::Start)?;
+        *t = Target::Running(s.handle());
+        s
+    };
+    let mut admin_addr = None;
+    if let Some(admin) = &admin {
+        let fleet = match (&center, &watcher) {
+            (Some(settings), Some((w, counts))) => Some(Fleet {
+                writer: Writer::new(settings),
+                prefix: settings.prefix.clone(),
+                connected: w.connected(),
+                revision: w.revision(),
+                counts: counts.clone(),
+            }),
+            _ => None,
+        };
+        match crate::admin::start(admin.addr, server.handle(), dynamic.clone(), fleet) {
+            // The listener's thread is never joined: it serves until the process exits.
+            Ok((addr, _thread)) => admin_addr = Some(addr),
+            Err(e) => {
+                server.shutdown(Duration::ZERO);
+                let _ = server.join();
+                return Err(Error::Admin(e));
+            }
+        }
+    }
+    info!(
+        "hearth {} started with {workers} worker(s)",
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok(Running {
+        server: Some(server),
+        dynamic,
+        watcher: watcher.map(|(w, _)| w),
+        grace,
+        admin: admin_addr,
+    })
+}
+
+/// A running hearth, as [`start`] returns it.
+pub struct Running {
+    /// Some until [`Running::join`] takes it; only `join` and `drop` run after that.
+    server: Option<Server>,
+    dynamic: Arc<Dynamic>,
+    /// Taken by [`Running::shutdown`], which stops it.
+    watcher: Option<Watcher>,
+    grace: Duration,
+    admin: Option<SocketAddr>,
+}
+
+impl Running {
+    fn server(&self) -> &Server {
+        // `server` is taken only by `join`, which consumes the `Running`.
+        self.server.as_ref().expect("the server runs until join")
+    }
+
+    /// The bound address of each `[[listen]]` entry, in order (port 0 resolved).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        self.server().addrs()
+    }
+
+    /// The admin listener's bound address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// A handle to the cores: counters, metrics, reload with a built configuration.
+    pub fn handle(&self) -> Handle {
+        self.server().handle()
+    }
+
+    /// How long requests in flight may take to finish once [`Running::shutdown`] is asked.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Re-reads the file and applies it over the routes and upstreams from the admin API and
+    /// etcd, as SIGHUP does. Err: the file was refused (and logged), nothing changed.
+    pub fn reload_file(&self) -> Result<(), String> {
+        self.dynamic.reload_file()
+    }
+
+    /// Asks every core to reopen its access log at the configured path, as SIGUSR1 does.
+    pub fn reopen_logs(&self) {
+        self.server().reopen_logs();
+    }
+
+    /// Stops accepting and lets requests in flight finish for up to the grace period; then stops
+    /// the config-center watcher, which can take up to one etcd timeout, so the cores stop
+    /// accepting first. [`Running::join`] waits for the cores.
+    pub fn shutdown(&mut self) {
+        self.server().shutdown(self.grace);
+        if let Some(w) = self.watcher.take() {
+            w.stop();
+        }
+    }
+
+    /// Waits for every core to stop. [`Error::Core`] names the first core that failed.
+    pub fn join(mut self) -> Result<(), Error> {
+        match self.server.take() {
+            Some(server) => server.join().map_err(Error::Core),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Running::shutdown`], then [`Running::join`].
+    pub fn stop(mut self) -> Result<(), Error> {
+        self.shutdown();
+        self.join()
+    }
+}
+
+impl Drop for Running {
+    /// A `Running` dropped without `stop` (a test that panicked, say) stops its cores at once,
+    /// without a grace period; the watcher stops as it is dropped after them.
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown(Duration::ZERO);
+            let _ = server.join();
+        }
+    }
+}

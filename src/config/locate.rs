@@ -1,0 +1,190 @@
+//! Where in the file: [`ConfigError`] (`file:line: key: message`), [`Warning`], and `Locator`,
+//! which turns a byte offset from toml into the 1-based line and the dotted key path there.
+//!
+//! Key paths come from a second, spanned parse of the text: the deepest key whose key or value
+//! span covers the offset. Invariants: a path is written as TOML would need it (keys that are not
+//! bare are quoted), so it reads back unambiguous; offsets past the text or inside a character
+//! never panic; an error with nothing to point at has no line and no key rather than a wrong one.
+
+use std::fmt::{self, Write as _};
+use std::ops::Range;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// Something in the file that is valid but probably not what was meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning(pub String);
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a configuration was refused. Displays as `file:line: key: message`; `line` and `key`
+/// are left out when there is nothing to point at (an unreadable file, a missing section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub(super) file: String,
+    pub(super) line: Option<usize>,
+    pub(super) key: Option<String>,
+    pub(super) message: String,
+}
+
+impl ConfigError {
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// 1-based.
+    pub fn line(&self) -> Option<usize> {
+        self.line
+    }
+
+    /// Dotted path such as `upstreams.backend.timeout.connect` or `routes[0].upstream`.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Turns byte offsets into the `file:line: key` part of errors and warnings.
+pub(super) struct Locator<'a> {
+    pub(super) file: &'a str,
+    pub(super) text: &'a str,
+    pub(super) tree: &'a DeTable<'a>,
+}
+
+impl Locator<'_> {
+    pub(super) fn error(
+        &self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: span.as_ref().map(|s| line_of(self.text, s.start)),
+            key: span.and_then(|s| key_path(self.tree, s.start)),
+            message: message.into(),
+        }
+    }
+
+    /// For things that are absent, so have no span of their own.
+    pub(super) fn missing(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: None,
+            key: Some(key.to_owned()),
+            message: message.into(),
+        }
+    }
+}
+
+/// 1-based line of a byte offset; counts bytes, so an offset inside a character cannot panic.
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The dotted path of the deepest key whose key or value span covers `offset`. Leaf spans never
+/// overlap, so the first match in a depth-first walk is the one; table spans (which toml sets to
+/// their header) are checked only after their children.
+pub(super) fn key_path(tree: &DeTable<'_>, offset: usize) -> Option<String> {
+    let mut path = String::new();
+    path_in_table(tree, offset, &mut path).then_some(path)
+}
+
+fn path_in_table(table: &DeTable<'_>, offset: usize, path: &mut String) -> bool {
+    for (key, value) in table.iter() {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        push_key(path, key.get_ref());
+        if path_in_value(value, offset, path)
+            || covers(&key.span(), offset)
+            || covers(&value.span(), offset)
+        {
+            return true;
+        }
+        path.truncate(len);
+    }
+    false
+}
+
+fn path_in_value(value: &Spanned<DeValue<'_>>, offset: usize, path: &mut String) -> bool {
+    match value.get_ref() {
+        DeValue::Table(table) => path_in_table(table, offset, path),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                // Writing to a String cannot fail.
+                let _ = write!(path, "[{i}]");
+                if path_in_value(item, offset, path) || covers(&item.span(), offset) {
+                    return true;
+                }
+                path.truncate(len);
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Empty spans never cover: toml gives implicit tables empty spans at offset 0, which would
+/// otherwise claim every error on the first line.
+fn covers(span: &Range<usize>, offset: usize) -> bool {
+    span.start <= offset && offset < span.end
+}
+
+/// Keys are written as TOML would need them, so `nodes."127.0.0.1:9001"` reads back unambiguous.
+fn push_key(path: &mut String, key: &str) {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        path.push_str(key);
+    } else {
+        let _ = write!(path, "{key:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_quote_keys_that_are_not_bare() {
+        let mut path = String::new();
+        push_key(&mut path, "backend_2-x");
+        path.push('.');
+        push_key(&mut path, "127.0.0.1:9001");
+        path.push('.');
+        push_key(&mut path, "");
+        assert_eq!(path, "backend_2-x.\"127.0.0.1:9001\".\"\"");
+    }
+}

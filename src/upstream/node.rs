@@ -1,0 +1,87 @@
+//! Everything one core keeps about one node, in one record: its pool lists, how many
+//! connections it has open and connecting, its share of the process-wide caps, its passive
+//! health and recent latency, whether active checks took it out, and its counters.
+//!
+//! The counts here are changed only by [`super::Upstreams`], so that what it reports
+//! (`open`, `connecting`, idle and waiters) is always what its connection slab holds.
+
+use std::sync::Arc;
+
+use crate::balance::{Latency, Passive};
+use crate::metrics::NodeCounters;
+
+use super::budget::NodeBudget;
+use super::pool::NodePool;
+
+#[derive(Debug)]
+pub struct Node {
+    pub(super) pool: NodePool,
+    /// Connections open on this core to this node: idle, active or connecting.
+    pub(super) open: u32,
+    /// Of those, connects not yet completed.
+    pub(super) connecting: u32,
+    pub(super) budget: Arc<NodeBudget>,
+    /// Passive health: failures take the node out for `fail_timeout`.
+    pub health: Passive,
+    /// Recent response time, for `ewma` balancing.
+    pub latency: Latency,
+    /// Active health checks took the node out.
+    pub down: bool,
+    pub counters: NodeCounters,
+    /// Evictions since the last "pool too small" warning, and when that was.
+    pub(super) evictions: (u64, u64),
+    /// When a failed TLS handshake was last logged as a warning (at most once a minute).
+    pub tls_warned: u64,
+}
+
+impl Node {
+    pub(super) fn new(budget: Arc<NodeBudget>) -> Node {
+        Node {
+            pool: NodePool::default(),
+            open: 0,
+            connecting: 0,
+            budget,
+            health: Passive::default(),
+            latency: Latency::default(),
+            down: false,
+            counters: NodeCounters::default(),
+            evictions: (0, 0),
+            tls_warned: 0,
+        }
+    }
+
+    pub fn open(&self) -> u32 {
+        self.open
+    }
+
+    pub fn connecting(&self) -> u32 {
+        self.connecting
+    }
+
+    pub fn idle(&self) -> usize {
+        self.pool.idle_len()
+    }
+
+    pub fn waiters(&self) -> usize {
+        self.pool.waiters_len()
+    }
+
+    pub fn budget(&self) -> &Arc<NodeBudget> {
+        &self.budget
+    }
+
+    /// Whether new requests may go to the node now: active checks have it in, and passive
+    /// health has not taken it out.
+    pub fn usable(&self, now: u64) -> bool {
+        !self.down && self.health.usable(now)
+    }
+
+    /// The counters with the gauges filled in from the lists.
+    pub fn snapshot(&self) -> NodeCounters {
+        let mut c = self.counters.clone();
+        c.idle_now = self.idle() as u64;
+        c.open_now = u64::from(self.open);
+        c.waiters_now = self.waiters() as u64;
+        c
+    }
+}
