@@ -461,8 +461,13 @@ impl<'a> ConnectionNames<'a> {
             .flat_map(move |h| list_elements(h.value.of(src)))
     }
 
+    /// Whether a field called `name` is named by the Connection list. "close" there is the
+    /// connection option, never a field name: a field called Close is kept whatever else the
+    /// list names, as when close is all it names (`any` false).
     fn lists(&self, name: &[u8]) -> bool {
-        self.any && Self::listed(self.src, self.headers).any(|t| t.eq_ignore_ascii_case(name))
+        self.any
+            && Self::listed(self.src, self.headers)
+                .any(|t| t.eq_ignore_ascii_case(name) && !t.eq_ignore_ascii_case(b"close"))
     }
 }
 
@@ -644,6 +649,12 @@ mod tests {
                 b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close, X-Secret\r\nconnection: x-trace, host, x-forwarded-for\r\nX-Secret: 1\r\nX-Keep: 2\r\nX-Trace: 3\r\nTE: trailers\r\nTrailer: X\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\n\r\n",
                 &plain(V4),
                 "GET / HTTP/1.1\r\nHost: h\r\nX-Keep: 2\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+            ),
+            (
+                "a field called Close is kept, whether or not the list names more than close",
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close, x-a\r\nClose: 1\r\nX-A: 2\r\n\r\n",
+                &plain(V4),
+                "GET / HTTP/1.1\r\nHost: h\r\nClose: 1\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
             ),
             (
                 "x-forwarded-for appended on one line; proto and host replaced",
