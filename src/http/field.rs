@@ -216,13 +216,19 @@ pub(crate) fn host_port(value: &[u8]) -> Option<Option<&[u8]>> {
         }
         &value[close + 1..]
     } else {
-        // Every request's Host comes through here: one table load per byte.
-        let end = value
-            .iter()
-            .position(|&b| !REG_NAME[usize::from(b)])
-            .unwrap_or(value.len());
+        // Every request's Host comes through here: one pass, one table load per byte, noting
+        // on the way whether a percent-escape needs a second look.
+        let mut end = 0;
+        let mut escaped = false;
+        while let Some(&b) = value.get(end) {
+            if !REG_NAME[usize::from(b)] {
+                break;
+            }
+            escaped |= b == b'%';
+            end += 1;
+        }
         let name = &value[..end];
-        if name.is_empty() || (name.contains(&b'%') && !percent_escapes_valid(name)) {
+        if name.is_empty() || (escaped && !percent_escapes_valid(name)) {
             return None;
         }
         &value[end..]
@@ -236,9 +242,18 @@ pub(crate) fn host_port(value: &[u8]) -> Option<Option<&[u8]>> {
 
 /// `*DIGIT` of at most five digits and no more than 65535.
 fn valid_port(port: &[u8]) -> bool {
-    port.len() <= 5
-        && port.iter().all(u8::is_ascii_digit)
-        && port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65_535
+    if port.len() > 5 {
+        return false;
+    }
+    let mut n = 0u32;
+    for &d in port {
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 {
+            return false;
+        }
+        n = n * 10 + u32::from(digit);
+    }
+    n <= 65_535
 }
 
 /// IP-literal without its brackets (RFC 3986 §3.2.2): an IPv6 address, or IPvFuture

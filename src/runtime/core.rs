@@ -196,6 +196,7 @@ pub struct Core {
     /// contends with another core.
     pub(super) router: Router,
     pub(super) limits: Limits,
+    pub(super) client_ms: ClientMs,
     pub(super) headers: Vec<Header>,
     pub(super) out: Vec<u8>,
     fired: Vec<(TimerKey, u64)>,
@@ -252,6 +253,7 @@ impl Core {
                 accept_bare_lf: cfg.client.accept_bare_lf,
                 ..head::Limits::default()
             },
+            client_ms: ClientMs::of(&cfg.client),
             headers: Vec::with_capacity(head::MAX_HEADERS),
             out: Vec::with_capacity(cfg.client.max_head_bytes + 1024),
             fired: Vec::new(),
@@ -464,6 +466,7 @@ impl Core {
         // Buffers keep the size they were made with; a larger head limit takes a restart.
         self.limits.max_head_bytes = shared.cfg.client.max_head_bytes.min(self.bufs.buf_size());
         self.limits.accept_bare_lf = shared.cfg.client.accept_bare_lf;
+        self.client_ms = ClientMs::of(&shared.cfg.client);
         self.shared = shared;
         for node in (0..self.ups.nodes()).map(NodeId) {
             if self.shared.pool(node).is_some() {
@@ -1138,22 +1141,21 @@ impl Core {
     }
 
     fn rearm_client(&mut self, cid: ClientId) {
-        let cfg = &self.shared.cfg;
+        let ms = &self.client_ms;
         let Some(c) = self.clients.get(cid.index()) else {
             return;
         };
-        let ms = |d: Duration| d.as_millis() as u64;
         let deadline = match &c.phase {
             Phase::Head => match c.head_started {
-                Some(t) => t + ms(cfg.client.header_timeout),
-                None if c.served == 0 => c.accepted_at + ms(cfg.client.header_timeout),
-                None => c.last_active + ms(cfg.client.idle_timeout),
+                Some(t) => t + ms.header,
+                None if c.served == 0 => c.accepted_at + ms.header,
+                None => c.last_active + ms.idle,
             },
             // The upstream's read timeout starts over once a client that was behind has caught
             // up (`step_exchange`).
-            Phase::Exchange(ex) => clocks(c, ex, &cfg.client).deadline(),
+            Phase::Exchange(ex) => clocks(c, ex, ms).deadline(),
             Phase::Tunnel(t) => c.last_active + t.idle_ms,
-            Phase::Closing => c.last_write + ms(cfg.client.send_timeout),
+            Phase::Closing => c.last_write + ms.send,
             Phase::Lingering => c.last_write + LINGER.as_millis() as u64,
         };
         if let Some(c) = self.clients.get_mut(cid.index()) {
@@ -1221,7 +1223,7 @@ impl Core {
             }
             Phase::Exchange(mut ex) => {
                 let node = ex.node;
-                match clocks(c, &ex, &self.shared.cfg.client).due(self.now) {
+                match clocks(c, &ex, &self.client_ms).due(self.now) {
                     Due::Queue => {
                         self.node_counters(node, |c| c.queue_timeouts += 1);
                         self.ups.forget_waiter(node, cid);
@@ -1293,9 +1295,30 @@ pub(super) fn waiting_for(clients: &Slab<Client>, cid: ClientId, node: NodeId) -
     }
 }
 
+/// The client timeouts in clock milliseconds, converted once per generation rather than each
+/// time a client's timer is armed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientMs {
+    header: u64,
+    idle: u64,
+    body: u64,
+    send: u64,
+}
+
+impl ClientMs {
+    fn of(cfg: &ClientSettings) -> ClientMs {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        ClientMs {
+            header: ms(cfg.header_timeout),
+            idle: ms(cfg.idle_timeout),
+            body: ms(cfg.body_timeout),
+            send: ms(cfg.send_timeout),
+        }
+    }
+}
+
 /// What an exchange's timeouts count from, read off its client.
-fn clocks(c: &Client, ex: &Exchange, cfg: &ClientSettings) -> Clocks {
-    let ms = |d: Duration| d.as_millis() as u64;
+fn clocks(c: &Client, ex: &Exchange, ms: &ClientMs) -> Clocks {
     Clocks {
         leg: ex.leg,
         up_progress: ex.up_progress,
@@ -1304,10 +1327,10 @@ fn clocks(c: &Client, ex: &Exchange, cfg: &ClientSettings) -> Clocks {
         read_ms: ex.set.read_ms,
         behind: c.wbuf.as_ref().is_some_and(|w| !w.is_empty()),
         last_write: c.last_write,
-        send_ms: ms(cfg.send_timeout),
+        send_ms: ms.send,
         body_waits: ex.body_pending() && c.rbuf.as_ref().is_none_or(Buf::is_empty),
         last_active: c.last_active,
-        body_ms: ms(cfg.body_timeout),
+        body_ms: ms.body,
     }
 }
 
