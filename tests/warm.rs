@@ -246,3 +246,61 @@ fn upstream_closing_idle_connections_early_is_warned_about() {
         "warning should name the node and the remedy:\n{text}"
     );
 }
+
+/// The value of `hearth_upstream_{name}` for the one node of upstream `backend`.
+fn node_metric(h: &Hearth, name: &str, node: SocketAddr) -> f64 {
+    metric(
+        &h.metrics(),
+        &format!("hearth_upstream_{name}{{upstream=\"backend\",node=\"{node}\"}}"),
+    )
+}
+
+/// `n` GETs at once, each on its own client connection, all answered 200.
+fn at_once(addr: SocketAddr, n: usize, tag: &str) {
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let path = format!("/{tag}/{i}");
+            thread::spawn(move || Client::connect(addr).get(&path).status)
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("client thread"), 200);
+    }
+}
+
+// `preconnect = 2.0`: as requests take connections, the core opens more in the background until
+// twice as many as are in use are open, so a load that doubles finds them warm. Connects in a
+// request's path and background ones are counted apart.
+#[test]
+fn preconnect_opens_ahead_of_the_load() {
+    let mock = MockUpstream::start(|req, _| {
+        Reply::ok(req.target.as_bytes()).after(Duration::from_millis(300))
+    });
+    let h = conf(&[mock.addr()])
+        .admin()
+        .upstream("keepalive_pool = { preconnect = 2.0 }")
+        .start();
+    at_once(h.addr(), 3, "first");
+    assert!(
+        wait_until(Duration::from_secs(3), || mock.connections() == 6),
+        "{} upstream connections for 3 in use at preconnect 2.0",
+        mock.connections()
+    );
+    let in_request = || {
+        node_metric(&h, "connects_total", mock.addr())
+            - node_metric(&h, "background_connects_total", mock.addr())
+    };
+    // Whether the third request found a background connection ready depends on timing; at
+    // most the three requests connected themselves.
+    let first = in_request();
+    assert!(
+        (1.0..=3.0).contains(&first),
+        "{first} connects in requests' paths"
+    );
+    at_once(h.addr(), 6, "double");
+    assert_eq!(
+        in_request(),
+        first,
+        "the doubled load connected in its requests' path"
+    );
+}

@@ -280,6 +280,7 @@ impl Core {
                     ex.leg = Leg::Attached(uid);
                     ex.reused = true;
                     ex.up_progress = self.now;
+                    self.preconnect(node, &ex.set);
                     return (Phase::Exchange(ex), Step::Continue);
                 }
             }
@@ -298,6 +299,7 @@ impl Core {
                     ex.leg = Leg::Connecting(uid);
                     ex.reused = false;
                     ex.up_progress = self.now;
+                    self.preconnect(node, &ex.set);
                     return (Phase::Exchange(ex), Step::Continue);
                 }
                 Err(ConnectError::Budget) => {

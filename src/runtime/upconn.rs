@@ -387,12 +387,7 @@ impl Core {
         {
             Release::ToWaiter(cid) => self.attach(id, cid, true),
             Release::HandOver(core) => self.hand_over(id, core),
-            Release::Pooled { deadline, evicted } => {
-                self.arm(TimerKey::Up(id), deadline);
-                if let Some(old) = evicted {
-                    self.close_up(old, CloseReason::Evicted);
-                }
-            }
+            Release::Pooled { deadline } => self.arm(TimerKey::Up(id), deadline),
             Release::Close(why) => self.close_up(id, why),
         }
     }

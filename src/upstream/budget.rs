@@ -13,6 +13,15 @@ use std::sync::Arc;
 
 use super::pool::MIN_LEARNED_IDLE_MS;
 
+/// Which cap refused a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `max_connections`: the node has as many connections as it may.
+    Connections,
+    /// `max_connecting`: as many connects are in flight as may be.
+    Connecting,
+}
+
 /// Process-wide counts for one node, for the caps that span cores.
 #[derive(Debug, Default)]
 pub struct NodeBudget {
@@ -35,17 +44,17 @@ pub struct NodeBudget {
 
 impl NodeBudget {
     /// Reserves one connection and one connect slot if both caps allow (0 = no cap).
-    fn try_open(&self, max_conns: u32, max_connecting: u32) -> bool {
+    fn try_open(&self, max_conns: u32, max_connecting: u32) -> Result<(), Full> {
         if max_conns > 0 && !bump_below(&self.conns, max_conns) {
-            return false;
+            return Err(Full::Connections);
         }
         if max_connecting > 0 && !bump_below(&self.connecting, max_connecting) {
             if max_conns > 0 {
                 self.conns.fetch_sub(1, Ordering::AcqRel);
             }
-            return false;
+            return Err(Full::Connecting);
         }
-        true
+        Ok(())
     }
 
     fn connect_done(&self, max_connecting: u32) {
@@ -152,20 +161,19 @@ pub struct Reservation {
 
 impl Reservation {
     /// A place for one more connection to the node of `budget`, holding a connect slot, when both
-    /// caps allow it (0 = no cap); None at a cap.
+    /// caps allow it (0 = no cap); which cap is reached otherwise.
     pub fn take(
         budget: &Arc<NodeBudget>,
         max_connections: u32,
         max_connecting: u32,
-    ) -> Option<Reservation> {
-        budget
-            .try_open(max_connections, max_connecting)
-            .then(|| Reservation {
-                budget: Arc::clone(budget),
-                max_connections,
-                max_connecting,
-                connect_slot: true,
-            })
+    ) -> Result<Reservation, Full> {
+        budget.try_open(max_connections, max_connecting)?;
+        Ok(Reservation {
+            budget: Arc::clone(budget),
+            max_connections,
+            max_connecting,
+            connect_slot: true,
+        })
     }
 
     /// The connect finished (either way): its slot in `max_connecting` goes back.
@@ -253,14 +261,19 @@ mod tests {
     fn reservations_hold_the_caps_until_dropped() {
         let b = Arc::new(NodeBudget::new(1));
         let mut first = Reservation::take(&b, 2, 1).expect("room");
-        assert!(
-            Reservation::take(&b, 2, 1).is_none(),
+        assert_eq!(
+            Reservation::take(&b, 2, 1).err(),
+            Some(Full::Connecting),
             "one connect in flight already"
         );
         first.connect_done();
         let mut second = Reservation::take(&b, 2, 1).expect("a connect slot again");
         second.connect_done();
-        assert!(Reservation::take(&b, 2, 1).is_none(), "two open already");
+        assert_eq!(
+            Reservation::take(&b, 2, 1).err(),
+            Some(Full::Connections),
+            "two open already"
+        );
         assert_eq!(b.open_now(), 2);
         drop(first);
         assert_eq!(b.open_now(), 1);
@@ -271,6 +284,6 @@ mod tests {
         // A reservation dropped before its connect finished gives back both places.
         let r = Reservation::take(&b, 1, 1).unwrap();
         drop(r);
-        assert!(Reservation::take(&b, 1, 1).is_some());
+        assert!(Reservation::take(&b, 1, 1).is_ok());
     }
 }
