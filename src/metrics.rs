@@ -38,6 +38,16 @@ impl Histogram {
         self.counts.iter().sum()
     }
 
+    /// Per bucket, not cumulative: slot `i` counts values up to `BUCKETS_MS[i]` and over the
+    /// bound before it; the last slot, values over every bound.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    pub fn sum_ms(&self) -> u64 {
+        self.sum_ms
+    }
+
     fn merge(&mut self, o: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(o.counts.iter()) {
             *a += b;
@@ -116,12 +126,13 @@ pub struct NodeCounters {
     pub idle_now: u64,
     pub open_now: u64,
     pub waiters_now: u64,
-    /// Connections serving a request now, and the most at once since the last purge. Summed
-    /// over cores like the other gauges; `in_use_peak_core` keeps the largest single core's
-    /// peak, which is what `keepalive_pool.size` (per core) must cover.
+    /// Connections serving a request now, and the most at once since the last purge (summed
+    /// over cores like the other gauges).
     pub in_use_now: u64,
     pub in_use_peak: u64,
-    pub in_use_peak_core: u64,
+    /// The idle connections the load needed at the last purge that `size` cut short: what
+    /// `keepalive_pool.size` (per core) must be raised to. The largest core's, not a sum.
+    pub size_short_of: u64,
 }
 
 impl NodeCounters {
@@ -165,7 +176,7 @@ impl NodeCounters {
         self.waiters_now += o.waiters_now;
         self.in_use_now += o.in_use_now;
         self.in_use_peak += o.in_use_peak;
-        self.in_use_peak_core = self.in_use_peak_core.max(o.in_use_peak_core);
+        self.size_short_of = self.size_short_of.max(o.size_short_of);
     }
 
     /// Counts a final response by its class.

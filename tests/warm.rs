@@ -228,22 +228,40 @@ fn learned_idle_timeout_converges_below_the_upstreams() {
     );
 }
 
+// An upstream that closes idle connections before hearth's idle_timeout gets the advice to
+// lower it or set "auto", once, with the figure: in the log, on /metrics and in /status.json.
 #[test]
-fn upstream_closing_idle_connections_early_is_warned_about() {
+fn upstream_closing_idle_connections_early_is_advised_about() {
     let up = IdleCloser::start(Duration::from_millis(500));
-    let h = conf(&[up.addr]).start();
+    let h = conf(&[up.addr]).admin().start();
     assert_eq!(h.client().get("/x").status, 200);
+    let series = format!(
+        "hearth_upstream_advice{{upstream=\"backend\",node=\"{}\",kind=\"upstream_closes_first\"}}",
+        up.addr
+    );
+    // Each scrape shows the advisor fresh counters (at most once a second).
     assert!(
-        wait_until(Duration::from_secs(4), || h
-            .logs_text()
-            .contains("keepalive_pool.idle_timeout")),
-        "no warning naming the setting; logs:\n{}",
-        h.logs_text()
+        wait_until(Duration::from_secs(5), || metric(&h.metrics(), &series)
+            == 1.0),
+        "no advice on /metrics:\n{}",
+        h.metrics()
     );
     let text = h.logs_text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("advice upstream_closes_first"))
+        .unwrap_or_else(|| panic!("no advice line in the log:\n{text}"));
     assert!(
-        text.contains(&up.addr.to_string()) && text.contains("\"auto\""),
-        "warning should name the node and the remedy:\n{text}"
+        line.contains(&up.addr.to_string())
+            && line.contains("after about 0.5 s")
+            && line.contains("idle_timeout is 60 s")
+            && line.contains("\"auto\""),
+        "the advice should name the node, the figure and the remedy: {line}"
+    );
+    assert_eq!(
+        text.matches("advice upstream_closes_first").count(),
+        1,
+        "one line when it appears, not one per reading"
     );
 }
 

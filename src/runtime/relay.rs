@@ -1137,7 +1137,11 @@ impl Core {
                 if let Some(uid) = ex.leg.take_up() {
                     self.close_up(uid, CloseReason::Error);
                 }
-                if !ex.reused {
+                if ex.reused {
+                    // A pooled connection failed under a request that may not be replayed: the
+                    // stale-reuse advice counts it.
+                    self.node_counters(node, |c| c.reused_failures += 1);
+                } else {
                     self.node_failed(node);
                 }
                 if self.next_try(cid, &mut ex) {

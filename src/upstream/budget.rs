@@ -35,9 +35,6 @@ pub struct NodeBudget {
     learned_idle_ms: AtomicU64,
     /// A shorter close age seen once, waiting for a second close to confirm it.
     candidate_idle_ms: AtomicU64,
-    /// When the "upstream closes idle connections early" warning was last logged (seconds on
-    /// the wall clock), so it is logged at most once a minute per node.
-    warned_at: AtomicU64,
     /// When each cause of a failed request at this node was last logged as a warning.
     pub warned: crate::cause::WarnClock,
 }
@@ -106,16 +103,6 @@ impl NodeBudget {
     pub fn learned_idle_ms(&self) -> Option<u64> {
         let v = self.learned_idle_ms.load(Ordering::Acquire);
         (v != u64::MAX).then_some(v)
-    }
-
-    /// True at most once per minute (wall clock `now_s`), for a rate-limited warning.
-    pub fn may_warn(&self, now_s: u64) -> bool {
-        let last = self.warned_at.load(Ordering::Acquire);
-        (last == 0 || now_s >= last + 60)
-            && self
-                .warned_at
-                .compare_exchange(last, now_s.max(1), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
     }
 
     pub fn add_waiter(&self, core: usize) {
@@ -239,9 +226,6 @@ mod tests {
         );
         assert_eq!(learned_idle_limit(2_000), 1_500);
         assert_eq!(learned_idle_limit(600), 350, "at least 250 ms under");
-        assert!(b.may_warn(1_000));
-        assert!(!b.may_warn(1_030), "twice within a minute");
-        assert!(b.may_warn(1_061));
     }
 
     #[test]

@@ -17,14 +17,13 @@
 //!   to its close (or its hand-over to another core, which takes the reservation with it), so the
 //!   caps' counts equal the connections open and connecting across the process.
 
+pub mod advice;
 pub mod budget;
 pub mod node;
 pub mod pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use log::warn;
 
 use crate::balance::Load;
 use crate::cause::Cause;
@@ -550,31 +549,14 @@ impl<C> Upstreams<C> {
     }
 
     /// An idle connection turned readable: the upstream closed it (or sent bytes nobody asked
-    /// for). Records its idle age, learns from it, warns when our idle timeout is the longer
-    /// one, and closes it as stale. `settings`: the node's pool settings now, if it is still
-    /// configured.
-    pub fn closed_by_upstream(
-        &mut self,
-        id: UpId,
-        now: u64,
-        settings: Option<PoolSettings>,
-    ) -> Option<Closed<C>> {
+    /// for). Records its idle age and learns from it (the advice says so when our idle timeout
+    /// is the longer one), and closes it as stale.
+    pub fn closed_by_upstream(&mut self, id: UpId, now: u64) -> Option<Closed<C>> {
         let c = self.conns.get(id.index())?;
-        let (node, age, addr) = (c.node, now.saturating_sub(c.idle_since), c.addr);
+        let (node, age) = (c.node, now.saturating_sub(c.idle_since));
         if let Some(n) = self.nodes.get_mut(node.index()) {
             n.counters.upstream_closed_idle_age.record(age);
             n.budget.saw_idle_close(age);
-            if let Some(set) = settings {
-                let ours = set.idle_timeout.as_millis() as u64;
-                if !set.idle_auto && age < ours && n.budget.may_warn(now / 1_000) {
-                    warn!(
-                        "upstream {addr} closed a pooled connection idle for {:.1} s, before keepalive_pool.idle_timeout ({:.1} s) ran out; set keepalive_pool.idle_timeout below {:.1} s, or to \"auto\" to learn it",
-                        age as f64 / 1000.0,
-                        ours as f64 / 1000.0,
-                        age as f64 / 1000.0
-                    );
-                }
-            }
         }
         self.close(id, CloseReason::Stale)
     }
@@ -795,6 +777,9 @@ impl<C> Upstreams<C> {
             out.push((id, why));
         }
         n.size_limited = need > set.size;
+        if n.size_limited {
+            n.size_short_of = need;
+        }
         n.peak_in_use = n.in_use;
         n.purged_at = Some(now);
     }

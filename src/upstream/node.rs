@@ -37,6 +37,9 @@ pub struct Node {
     /// The last purge kept fewer idle connections than the load had used, because of `size`;
     /// connects made in a request's path until the next purge are counted as the pool's.
     pub(super) size_limited: bool,
+    /// The need of the last purge that `size` cut short (0 before any): the figure the
+    /// pool-too-small advice names.
+    pub(super) size_short_of: usize,
     /// When a failed TLS handshake was last logged as a warning (at most once a minute).
     pub tls_warned: u64,
 }
@@ -56,6 +59,7 @@ impl Node {
             peak_in_use: 0,
             purged_at: None,
             size_limited: false,
+            size_short_of: 0,
             tls_warned: 0,
         }
     }
@@ -110,7 +114,7 @@ impl Node {
         c.waiters_now = self.waiters() as u64;
         c.in_use_now = self.in_use as u64;
         c.in_use_peak = self.peak_in_use as u64;
-        c.in_use_peak_core = self.peak_in_use as u64;
+        c.size_short_of = self.size_short_of as u64;
         c
     }
 }

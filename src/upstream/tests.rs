@@ -173,6 +173,11 @@ fn a_purge_keeps_the_recent_need_and_size_bounds_it() {
         u.close(id, why);
     }
     assert_eq!(u.node(A).unwrap().idle(), 4);
+    assert_eq!(
+        u.node(A).unwrap().snapshot().size_short_of,
+        6,
+        "the figure for the advice: the load needed 6"
+    );
     open(&mut u, A, Some(ClientId(1)), (0, 0), 15_500).unwrap();
     open(&mut u, A, None, (0, 0), 15_500).unwrap();
     let c = &u.node(A).unwrap().counters;
@@ -445,8 +450,7 @@ fn learned_idle_timeout_shortens_the_deadline() {
         let id = open(&mut u, A, Some(ClientId(i)), (0, 0), 0).unwrap();
         u.release(id, back(auto), 0, nobody_waits);
         // The upstream closes it after 2 s idle, twice: learned.
-        u.closed_by_upstream(id, 2_000 + i as u64 * 50, Some(auto))
-            .unwrap();
+        u.closed_by_upstream(id, 2_000 + i as u64 * 50).unwrap();
     }
     assert_eq!(
         u.node(A).unwrap().counters.closes[CloseReason::Stale.index()],
