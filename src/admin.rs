@@ -37,6 +37,7 @@ use crate::dynamic::{json_error, CenterCounts, ChangeError, Dynamic, Kind};
 use crate::http::head::{HeadError, Limits, ReqBody};
 use crate::http::read::{self, MessageError, MessageReader, RequestDecoder};
 use crate::metrics::{Counters, NodeCounters, ANSWER_CODES};
+use crate::runtime::advisor::Named;
 use crate::runtime::server::Handle;
 use crate::upstream::pool::CloseReason;
 
@@ -316,12 +317,11 @@ fn serve(
             respond(&mut s, "200 OK", "text/plain; version=0.0.4", &text)
         }
         ("GET", "/status") => respond(&mut s, "200 OK", "text/html; charset=utf-8", STATUS_PAGE),
-        ("GET", "/status.json") => respond(
-            &mut s,
-            "200 OK",
-            "application/json",
-            &status_json(&stats.stats(), &stats.pools(), unix_ms()),
-        ),
+        ("GET", "/status.json") => respond(&mut s, "200 OK", "application/json", &{
+            let counters = stats.stats();
+            let advice = stats.advice(&counters);
+            status_json(&counters, &stats.pools(), &advice, unix_ms())
+        }),
         ("POST", "/reload") => match dynamic.reload_file() {
             Ok(()) => respond(&mut s, "200 OK", "text/plain", "reloaded\n"),
             Err(e) => respond(
@@ -578,8 +578,14 @@ const NODE_FIELDS: [Field; 10] = [
 ];
 
 /// The document `/status.json` answers: the counters summed over cores, one entry per pool id
-/// (with its upstream, node and learned idle timeout from `pools`), and the reading's time.
-fn status_json(c: &Counters, pools: &[(String, Option<u64>)], now_ms: u64) -> String {
+/// (with its upstream, node and learned idle timeout from `pools`, and the advice in force
+/// for it), and the reading's time.
+fn status_json(
+    c: &Counters,
+    pools: &[(String, Option<u64>)],
+    advice: &[Named],
+    now_ms: u64,
+) -> String {
     let mut s = String::with_capacity(512 + 640 * pools.len().max(c.nodes.len()));
     let _ = write!(s, "{{\"version\":");
     json_str(&mut s, env!("CARGO_PKG_VERSION"));
@@ -623,7 +629,14 @@ fn status_json(c: &Counters, pools: &[(String, Option<u64>)], now_ms: u64) -> St
             }
             None => s.push_str("null"),
         }
-        s.push('}');
+        s.push_str(",\"advice\":[");
+        for (i, a) in advice.iter().filter(|a| a.advice.node == id).enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(s, "{sep}{{\"kind\":\"{}\",\"text\":", a.advice.kind.token());
+            json_str(&mut s, &a.advice.text);
+            s.push('}');
+        }
+        s.push_str("]}");
     }
     s.push_str("]}");
     s
@@ -870,7 +883,15 @@ mod tests {
             // Known to the registry, not yet to the counters: shown with zeros.
             ("upstream=\"api\",node=\"127.0.0.1:2\"".to_string(), None),
         ];
-        let j = status_json(&c, &pools, 42);
+        let advice = [Named {
+            label: pools[0].0.clone(),
+            advice: crate::upstream::advice::Advice {
+                node: 0,
+                kind: crate::upstream::advice::Kind::StaleReuse,
+                text: "2 \"requests\" met".to_owned(),
+            },
+        }];
+        let j = status_json(&c, &pools, &advice, 42);
         for want in [
             "\"time_ms\":42",
             "\"requests\":7}",
@@ -879,9 +900,9 @@ mod tests {
             "\"reuses\":19,",
             "\"idle_now\":1,",
             "\"stale\":1,",
-            "\"learned_idle_timeout_ms\":1500}",
+            "\"learned_idle_timeout_ms\":1500,\"advice\":[{\"kind\":\"stale_reuse\",\"text\":\"2 \\\"requests\\\" met\"}]}",
             "{\"id\":1,\"upstream\":\"api\",\"node\":\"127.0.0.1:2\",\"requests\":0,",
-            "\"learned_idle_timeout_ms\":null}]}",
+            "\"learned_idle_timeout_ms\":null,\"advice\":[]}]}",
         ] {
             assert!(j.contains(want), "{want} not in {j}");
         }
@@ -894,7 +915,7 @@ mod tests {
 
     #[test]
     fn status_json_without_nodes_is_an_empty_list() {
-        let j = status_json(&Counters::default(), &[], 0);
+        let j = status_json(&Counters::default(), &[], &[], 0);
         assert!(j.ends_with("\"nodes\":[]}"), "{j}");
     }
 }

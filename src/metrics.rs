@@ -38,6 +38,16 @@ impl Histogram {
         self.counts.iter().sum()
     }
 
+    /// Per bucket, not cumulative: slot `i` counts values up to `BUCKETS_MS[i]` and over the
+    /// bound before it; the last slot, values over every bound.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    pub fn sum_ms(&self) -> u64 {
+        self.sum_ms
+    }
+
     fn merge(&mut self, o: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(o.counts.iter()) {
             *a += b;
@@ -101,10 +111,28 @@ pub struct NodeCounters {
     pub tls_full_handshakes: u64,
     pub tls_resumed_handshakes: u64,
     pub tls_handshake_failures: u64,
+    /// Connects made with no request waiting for them: the warm floor (`min_idle`) and
+    /// `preconnect`. The rest of `connects` were made inside a request's path.
+    pub background_connects: u64,
+    /// Connects made inside a request's path while the pool was held under its need by `size`
+    /// (its last purge closed connections the load had used).
+    pub connects_pool_full: u64,
+    /// Times a new connection was refused by `max_connecting`.
+    pub connecting_capped: u64,
+    /// Requests lost with a reused connection that failed before answering and could not be
+    /// replayed (answered 502).
+    pub reused_failures: u64,
     /// Gauges, filled in when a snapshot is taken.
     pub idle_now: u64,
     pub open_now: u64,
     pub waiters_now: u64,
+    /// Connections serving a request now, and the most at once since the last purge (summed
+    /// over cores like the other gauges).
+    pub in_use_now: u64,
+    pub in_use_peak: u64,
+    /// The idle connections the load needed at the last purge that `size` cut short: what
+    /// `keepalive_pool.size` (per core) must be raised to. The largest core's, not a sum.
+    pub size_short_of: u64,
 }
 
 impl NodeCounters {
@@ -128,6 +156,10 @@ impl NodeCounters {
         self.tls_full_handshakes += o.tls_full_handshakes;
         self.tls_resumed_handshakes += o.tls_resumed_handshakes;
         self.tls_handshake_failures += o.tls_handshake_failures;
+        self.background_connects += o.background_connects;
+        self.connects_pool_full += o.connects_pool_full;
+        self.connecting_capped += o.connecting_capped;
+        self.reused_failures += o.reused_failures;
         for (a, b) in self.closes.iter_mut().zip(o.closes.iter()) {
             *a += b;
         }
@@ -142,6 +174,9 @@ impl NodeCounters {
         self.idle_now += o.idle_now;
         self.open_now += o.open_now;
         self.waiters_now += o.waiters_now;
+        self.in_use_now += o.in_use_now;
+        self.in_use_peak += o.in_use_peak;
+        self.size_short_of = self.size_short_of.max(o.size_short_of);
     }
 
     /// Counts a final response by its class.
@@ -236,7 +271,7 @@ impl Counters {
                 cause.token()
             );
         }
-        let series: [Series; 19] = [
+        let series: [Series; 24] = [
             ("requests_total", "counter", |n| n.requests),
             ("connects_total", "counter", |n| n.connects),
             ("connect_failures_total", "counter", |n| n.connect_failures),
@@ -258,12 +293,23 @@ impl Counters {
             ("tls_handshake_failures_total", "counter", |n| {
                 n.tls_handshake_failures
             }),
+            ("background_connects_total", "counter", |n| {
+                n.background_connects
+            }),
+            ("connects_pool_full_total", "counter", |n| {
+                n.connects_pool_full
+            }),
+            ("connecting_capped_total", "counter", |n| {
+                n.connecting_capped
+            }),
+            ("reused_failures_total", "counter", |n| n.reused_failures),
             ("idle_connections", "gauge", |n| n.idle_now),
             ("open_connections", "gauge", |n| n.open_now),
             ("active_connections", "gauge", |n| {
                 n.open_now.saturating_sub(n.idle_now)
             }),
             ("waiters", "gauge", |n| n.waiters_now),
+            ("in_use_peak_connections", "gauge", |n| n.in_use_peak),
         ];
         for (name, kind, f) in series {
             let _ = writeln!(s, "# TYPE hearth_upstream_{name} {kind}");

@@ -228,21 +228,97 @@ fn learned_idle_timeout_converges_below_the_upstreams() {
     );
 }
 
+// An upstream that closes idle connections before hearth's idle_timeout gets the advice to
+// lower it or set "auto", once, with the figure: in the log, on /metrics and in /status.json.
 #[test]
-fn upstream_closing_idle_connections_early_is_warned_about() {
+fn upstream_closing_idle_connections_early_is_advised_about() {
     let up = IdleCloser::start(Duration::from_millis(500));
-    let h = conf(&[up.addr]).start();
+    let h = conf(&[up.addr]).admin().start();
     assert_eq!(h.client().get("/x").status, 200);
+    let series = format!(
+        "hearth_upstream_advice{{upstream=\"backend\",node=\"{}\",kind=\"upstream_closes_first\"}}",
+        up.addr
+    );
+    // Each scrape shows the advisor fresh counters (at most once a second).
     assert!(
-        wait_until(Duration::from_secs(4), || h
-            .logs_text()
-            .contains("keepalive_pool.idle_timeout")),
-        "no warning naming the setting; logs:\n{}",
-        h.logs_text()
+        wait_until(Duration::from_secs(5), || metric(&h.metrics(), &series)
+            == 1.0),
+        "no advice on /metrics:\n{}",
+        h.metrics()
     );
     let text = h.logs_text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("advice upstream_closes_first"))
+        .unwrap_or_else(|| panic!("no advice line in the log:\n{text}"));
     assert!(
-        text.contains(&up.addr.to_string()) && text.contains("\"auto\""),
-        "warning should name the node and the remedy:\n{text}"
+        line.contains(&up.addr.to_string())
+            && line.contains("after about 0.5 s")
+            && line.contains("idle_timeout is 60 s")
+            && line.contains("\"auto\""),
+        "the advice should name the node, the figure and the remedy: {line}"
+    );
+    assert_eq!(
+        text.matches("advice upstream_closes_first").count(),
+        1,
+        "one line when it appears, not one per reading"
+    );
+}
+
+/// The value of `hearth_upstream_{name}` for the one node of upstream `backend`.
+fn node_metric(h: &Hearth, name: &str, node: SocketAddr) -> f64 {
+    metric(
+        &h.metrics(),
+        &format!("hearth_upstream_{name}{{upstream=\"backend\",node=\"{node}\"}}"),
+    )
+}
+
+/// `n` GETs at once, each on its own client connection, all answered 200.
+fn at_once(addr: SocketAddr, n: usize, tag: &str) {
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let path = format!("/{tag}/{i}");
+            thread::spawn(move || Client::connect(addr).get(&path).status)
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("client thread"), 200);
+    }
+}
+
+// `preconnect = 2.0`: as requests take connections, the core opens more in the background until
+// twice as many as are in use are open, so a load that doubles finds them warm. Connects in a
+// request's path and background ones are counted apart.
+#[test]
+fn preconnect_opens_ahead_of_the_load() {
+    let mock = MockUpstream::start(|req, _| {
+        Reply::ok(req.target.as_bytes()).after(Duration::from_millis(300))
+    });
+    let h = conf(&[mock.addr()])
+        .admin()
+        .upstream("keepalive_pool = { preconnect = 2.0 }")
+        .start();
+    at_once(h.addr(), 3, "first");
+    assert!(
+        wait_until(Duration::from_secs(3), || mock.connections() == 6),
+        "{} upstream connections for 3 in use at preconnect 2.0",
+        mock.connections()
+    );
+    let in_request = || {
+        node_metric(&h, "connects_total", mock.addr())
+            - node_metric(&h, "background_connects_total", mock.addr())
+    };
+    // Whether the third request found a background connection ready depends on timing; at
+    // most the three requests connected themselves.
+    let first = in_request();
+    assert!(
+        (1.0..=3.0).contains(&first),
+        "{first} connects in requests' paths"
+    );
+    at_once(h.addr(), 6, "double");
+    assert_eq!(
+        in_request(),
+        first,
+        "the doubled load connected in its requests' path"
     );
 }

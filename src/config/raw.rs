@@ -147,6 +147,8 @@ pub(super) struct RawPool {
     pub(super) min_idle: Option<Count<usize>>,
     pub(super) idle_timeout: Option<Spanned<RawDuration>>,
     pub(super) max_lifetime: Option<Spanned<RawDuration>>,
+    pub(super) preconnect: Option<Spanned<f64>>,
+    pub(super) purge_interval: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]

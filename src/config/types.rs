@@ -333,6 +333,24 @@ pub struct PoolSettings {
     /// Idle connections kept open per node per core even without traffic, opened in the
     /// background at start, after reload and after losses.
     pub min_idle: usize,
+    /// `preconnect`, in thousandths: each core keeps at least `ceil(ratio x in use)`
+    /// connections open to a node (idle plus in use), opening them in the background; 0 is
+    /// off. Envoy's per-upstream preconnect ratio.
+    pub preconnect_permille: u32,
+    /// Every this long a core closes idle connections beyond the most it used at once during
+    /// the interval (never below `min_idle`); `size` bounds what is kept across intervals.
+    pub purge_interval: Duration,
+}
+
+impl PoolSettings {
+    /// The connections a core keeps open to a node with `in_use` of them serving requests, by
+    /// `preconnect` (0 when it is off).
+    pub fn preconnect_target(&self, in_use: usize) -> usize {
+        if self.preconnect_permille == 0 {
+            return 0;
+        }
+        (in_use * self.preconnect_permille as usize).div_ceil(1000)
+    }
 }
 
 impl Default for PoolSettings {
@@ -344,6 +362,8 @@ impl Default for PoolSettings {
             idle_auto: false,
             max_lifetime: Duration::from_secs(3600),
             min_idle: 0,
+            preconnect_permille: 0,
+            purge_interval: Duration::from_secs(5),
         }
     }
 }

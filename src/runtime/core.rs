@@ -43,7 +43,7 @@ use crate::route::Router;
 use crate::runtime::control::Control;
 use crate::runtime::deadline::{Clocks, Due};
 use crate::runtime::exchange::{Exchange, Fault, Leg, Tries};
-use crate::runtime::generation::{ListenTls, Shared};
+use crate::runtime::generation::{ListenTls, Shared, UpSettings};
 use crate::runtime::io::{end, pump, ReadOutcome, UpIo};
 use crate::runtime::process::Process;
 use crate::slab::Slab;
@@ -69,8 +69,9 @@ pub(super) const MAX_SPARE_EXCHANGES: usize = 1024;
 const ACCEPT_PAUSE_MS: u64 = 100;
 /// At `max_client_connections`, how often a paused core looks whether it may accept again.
 const CAP_RECHECK_MS: u64 = 50;
-/// How often a core tops up `keepalive_pool.min_idle` after losses.
-const WARM_EVERY_MS: u64 = 1_000;
+/// How often a core looks after its pools: purges that are due, the warm floor
+/// (`keepalive_pool.min_idle`) and `preconnect` top-ups.
+const TICK_EVERY_MS: u64 = 1_000;
 
 fn client_token(id: ClientId) -> Token {
     Token(CONN_BASE + 2 * id.index())
@@ -214,7 +215,10 @@ pub struct Core {
     pub(super) counters: Counters,
     pub(super) shutdown_at: Option<u64>,
     /// Next `min_idle` top-up; 0 when no upstream asks for a warm floor.
-    next_warm: u64,
+    /// When `pool_tick` runs next; 0 while no pool is configured.
+    next_tick: u64,
+    /// Connections a purge takes off the idle lists, kept for its allocation.
+    purging: Vec<(UpId, CloseReason)>,
     /// The access log, when configured; its entries in progress by client id (kept out of
     /// `Client` so idle connections stay small).
     pub(super) access: Option<AccessLog>,
@@ -265,7 +269,8 @@ impl Core {
             counters: Counters::default(),
             router: shared.router.clone(),
             shutdown_at: None,
-            next_warm: 0,
+            next_tick: 0,
+            purging: Vec::new(),
             access: match &cfg.access_log {
                 Some(a) => Some(AccessLog::open(&a.path, a.format)?),
                 None => None,
@@ -295,7 +300,7 @@ impl Core {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         self.tick();
-        self.warm();
+        self.pool_tick();
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -326,8 +331,8 @@ impl Core {
                     self.accept_paused_until = self.now + CAP_RECHECK_MS;
                 }
             }
-            if self.next_warm != 0 && self.now >= self.next_warm {
-                self.warm();
+            if self.next_tick != 0 && self.now >= self.next_tick {
+                self.pool_tick();
             }
             if let Some(a) = self.access.as_mut() {
                 a.tick(self.now);
@@ -357,8 +362,8 @@ impl Core {
         if let Some(d) = self.access.as_ref().and_then(AccessLog::next_deadline) {
             next = Some(next.map_or(d, |n| n.min(d)));
         }
-        if self.next_warm != 0 {
-            next = Some(next.map_or(self.next_warm, |n| n.min(self.next_warm)));
+        if self.next_tick != 0 {
+            next = Some(next.map_or(self.next_tick, |n| n.min(self.next_tick)));
         }
         next.map(|d| self.clock.until(d))
     }
@@ -487,7 +492,7 @@ impl Core {
             }
         }
         debug!("core {}: configuration reloaded", self.id);
-        self.warm();
+        self.pool_tick();
     }
 
     /// SIGUSR1: start the access log anew at its configured path, after a rotation renamed the
@@ -520,7 +525,7 @@ impl Core {
         n.down = !healthy;
         debug!("core {}: pool {node} healthy={healthy}", self.id);
         if healthy {
-            self.warm();
+            self.pool_tick();
             return;
         }
         for uid in self.ups.drain_idle(node) {
@@ -528,36 +533,57 @@ impl Core {
         }
     }
 
-    /// Opens connections in the background until every node whose upstream sets
-    /// `keepalive_pool.min_idle` has that many idle (or connecting) on this core. Connects go
-    /// through the node's budget, so `max_connecting` paces them.
-    fn warm(&mut self) {
-        self.next_warm = 0;
+    /// The pools' housekeeping, once a second: each node of the generation is purged toward its
+    /// recent need when its `purge_interval` is up (`Upstreams::purge`), then topped up in the
+    /// background to its warm floor (`min_idle`) and what `preconnect` keeps open. Connects go
+    /// through the node's budget, so the caps and `max_connecting` pace them.
+    fn pool_tick(&mut self) {
+        self.next_tick = 0;
         if self.shutdown_at.is_some() {
             return;
         }
         let shared = self.shared.clone(); // once a second at most, not per request
-        for (ui, nodes) in shared.up_nodes.iter().enumerate() {
-            let set = shared.up_settings[ui];
-            let want = set.pool.min_idle.min(set.pool.size);
-            if want == 0 {
+        let mut closing = mem::take(&mut self.purging);
+        for node in (0..self.ups.nodes()).map(NodeId) {
+            let Some(set) = shared.settings_of_pool(node) else {
                 continue;
+            };
+            self.next_tick = self.now + TICK_EVERY_MS;
+            self.ups.purge(node, self.now, &set.pool, &mut closing);
+            for (uid, why) in closing.drain(..) {
+                self.close_up(uid, why);
             }
-            self.next_warm = self.now + WARM_EVERY_MS;
-            for &node in nodes {
-                if !self.node_usable(node) {
-                    continue; // health checks took it out: it would only be closed again
-                }
-                // Warm connections carry the node's name (and tag).
-                let tag = shared
-                    .pool(node)
-                    .and_then(|p| p.tls.as_ref())
-                    .map_or(0, |t| t.node_tag);
-                for _ in 0..self.ups.warm_gap(node, want) {
-                    if self.connect(node, None, &set, tag).is_err() {
-                        break;
-                    }
-                }
+            self.warm(node, &set);
+        }
+        self.purging = closing;
+    }
+
+    /// A request just took a connection to `node`: with `preconnect` on, the node's open
+    /// connections follow the load up at once rather than at the next tick.
+    pub(super) fn preconnect(&mut self, node: NodeId, set: &UpSettings) {
+        if set.pool.preconnect_permille != 0 {
+            self.warm(node, set);
+        }
+    }
+
+    /// Opens what `Upstreams::warm_gap` says `node` lacks, without a request. Warm connections
+    /// carry the node's own name (and tag).
+    pub(super) fn warm(&mut self, node: NodeId, set: &UpSettings) {
+        if !self.node_usable(node) {
+            return; // health checks took it out: it would only be closed again
+        }
+        let gap = self.ups.warm_gap(node, &set.pool);
+        if gap == 0 {
+            return;
+        }
+        let tag = self
+            .shared
+            .pool(node)
+            .and_then(|p| p.tls.as_ref())
+            .map_or(0, |t| t.node_tag);
+        for _ in 0..gap {
+            if self.connect(node, None, set, tag).is_err() {
+                break;
             }
         }
     }

@@ -62,6 +62,7 @@
 //! (`Core::dispatch`): a pooled connection whose EOF is in the batch is known closed before any
 //! request in the same batch can take it.
 
+pub mod advisor;
 pub mod control;
 pub mod core;
 mod deadline;

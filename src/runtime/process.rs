@@ -25,8 +25,9 @@ use rustls::{ClientConfig, ServerConfig};
 
 use crate::config::{Config, Scheme};
 use crate::id::NodeId;
+use crate::metrics::Counters;
 use crate::route::Router;
-use crate::runtime::control::Peer;
+use crate::runtime::control::{Control, Peer};
 use crate::runtime::generation::{ListenTls, PoolInfo, Shared, UpSettings, UpTls};
 use crate::tls::{self, ClientIdentity};
 use crate::upstream::NodeBudget;
@@ -87,6 +88,23 @@ impl Process {
     pub fn labels(&self) -> Vec<String> {
         let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         reg.entries.iter().map(|e| e.label.clone()).collect()
+    }
+
+    /// Counters summed over every core, asked of each core by control message (each answers
+    /// between two passes of its loop; a core that does not within 2 s is left out).
+    pub fn stats(&self) -> Counters {
+        let mut total = Counters::default();
+        let (tx, rx) = crossbeam_channel::bounded(self.peers.len());
+        for p in &self.peers {
+            let _ = p.send(Control::Stats(tx.clone()));
+        }
+        for _ in 0..self.peers.len() {
+            match rx.recv_timeout(std::time::Duration::from_secs(2)) {
+                Ok(c) => total.merge(&c),
+                Err(_) => break,
+            }
+        }
+        total
     }
 
     /// Budgets by pool id (cores keep a copy, refreshed with each generation).

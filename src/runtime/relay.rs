@@ -280,6 +280,7 @@ impl Core {
                     ex.leg = Leg::Attached(uid);
                     ex.reused = true;
                     ex.up_progress = self.now;
+                    self.preconnect(node, &ex.set);
                     return (Phase::Exchange(ex), Step::Continue);
                 }
             }
@@ -298,6 +299,7 @@ impl Core {
                     ex.leg = Leg::Connecting(uid);
                     ex.reused = false;
                     ex.up_progress = self.now;
+                    self.preconnect(node, &ex.set);
                     return (Phase::Exchange(ex), Step::Continue);
                 }
                 Err(ConnectError::Budget) => {
@@ -1135,7 +1137,11 @@ impl Core {
                 if let Some(uid) = ex.leg.take_up() {
                     self.close_up(uid, CloseReason::Error);
                 }
-                if !ex.reused {
+                if ex.reused {
+                    // A pooled connection failed under a request that may not be replayed: the
+                    // stale-reuse advice counts it.
+                    self.node_counters(node, |c| c.reused_failures += 1);
+                } else {
                     self.node_failed(node);
                 }
                 if self.next_try(cid, &mut ex) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, Sender};
 use log::{info, warn};
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
@@ -17,9 +17,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::health::{self, Health};
 use crate::metrics::Counters;
+use crate::runtime::advisor::{self, Board, Named};
 use crate::runtime::control::{Control, Peer, CHANNEL_CAPACITY};
 use crate::runtime::core::Core;
 use crate::runtime::process::Process;
+use crate::upstream::advice::Kind;
 
 const LISTEN_BACKLOG: i32 = 4_096;
 
@@ -32,6 +34,8 @@ pub struct Server {
     listen: Vec<SocketAddr>,
     health: Health,
     health_thread: JoinHandle<()>,
+    board: Board,
+    advisor: (Sender<()>, JoinHandle<()>),
 }
 
 fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -92,6 +96,8 @@ impl Server {
         let shared = Arc::new(process.generation(Arc::new(cfg)));
         // Started for every configuration: idle, it only waits for a reload that adds checks.
         let (health, health_thread) = health::start(process.clone(), shared.clone())?;
+        let board = Board::new(process.clone(), shared.clone());
+        let advisor = advisor::start(board.clone())?;
         let mut threads = Vec::new();
         for (i, ((poll, listeners), rx)) in
             polls.into_iter().zip(per_core).zip(receivers).enumerate()
@@ -118,6 +124,8 @@ impl Server {
             listen,
             health,
             health_thread,
+            board,
+            advisor,
         })
     }
 
@@ -137,6 +145,7 @@ impl Server {
             process: self.process.clone(),
             listen: self.listen.clone(),
             health: self.health.clone(),
+            board: self.board.clone(),
         }
     }
 
@@ -162,6 +171,7 @@ pub struct Handle {
     process: Arc<Process>,
     listen: Vec<SocketAddr>,
     health: Health,
+    board: Board,
 }
 
 impl Handle {
@@ -180,6 +190,7 @@ impl Handle {
                 warn!("reload: a core did not take the new configuration");
             }
         }
+        self.board.generation(shared.clone());
         // After the cores: a node state the checker sends for a new pool finds the pool known.
         if !self.health.send(health::Msg::Generation(shared)) {
             warn!("reload: the health checker did not take the new configuration");
@@ -189,18 +200,7 @@ impl Handle {
 
     /// Counters summed over every core, asked of each core by message.
     pub fn stats(&self) -> Counters {
-        let mut total = Counters::default();
-        let (tx, rx) = bounded(self.process.peers.len());
-        for p in &self.process.peers {
-            let _ = p.send(Control::Stats(tx.clone()));
-        }
-        for _ in 0..self.process.peers.len() {
-            match rx.recv_timeout(Duration::from_secs(2)) {
-                Ok(c) => total.merge(&c),
-                Err(_) => break,
-            }
-        }
-        total
+        self.process.stats()
     }
 
     /// The metric label (`upstream="..",node=".."`) and learned idle timeout in milliseconds
@@ -215,10 +215,32 @@ impl Handle {
             .collect()
     }
 
-    /// Prometheus text of `stats()`.
+    /// The advice in force, after showing the advisor fresh counters (at most once a second).
+    pub fn advice(&self, stats: &Counters) -> Vec<Named> {
+        self.board.observe(stats, false);
+        self.board.list()
+    }
+
+    /// Prometheus text of `stats()`, and of the advice in force: one series per node and kind,
+    /// 1 while the advice holds.
     pub fn metrics_text(&self) -> String {
         let labels = self.process.labels();
-        let mut text = self.stats().render(&labels);
+        let stats = self.stats();
+        let advice = self.advice(&stats);
+        let mut text = stats.render(&labels);
+        text.push_str("# TYPE hearth_upstream_advice gauge\n");
+        for (i, label) in labels.iter().enumerate().take(stats.nodes.len()) {
+            for kind in Kind::ALL {
+                let on = advice
+                    .iter()
+                    .any(|a| a.advice.node == i && a.advice.kind == kind);
+                text.push_str(&format!(
+                    "hearth_upstream_advice{{{label},kind=\"{}\"}} {}\n",
+                    kind.token(),
+                    u8::from(on)
+                ));
+            }
+        }
         text.push_str(&self.health.stats().render(&labels));
         text.push_str("# TYPE hearth_upstream_learned_idle_timeout_seconds gauge\n");
         for (label, budget) in labels.iter().zip(self.process.budgets()) {
@@ -254,6 +276,11 @@ impl Server {
         }
         // Also when a core failed on its own and nobody asked to stop.
         self.health.send(health::Msg::Stop);
+        let (stop, advisor) = self.advisor;
+        drop(stop);
+        if advisor.join().is_err() {
+            warn!("the advisor panicked");
+        }
         if self.health_thread.join().is_err() {
             warn!("the health checker panicked");
         }

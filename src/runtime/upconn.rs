@@ -387,12 +387,7 @@ impl Core {
         {
             Release::ToWaiter(cid) => self.attach(id, cid, true),
             Release::HandOver(core) => self.hand_over(id, core),
-            Release::Pooled { deadline, evicted } => {
-                self.arm(TimerKey::Up(id), deadline);
-                if let Some(old) = evicted {
-                    self.close_up(old, CloseReason::Evicted);
-                }
-            }
+            Release::Pooled { deadline } => self.arm(TimerKey::Up(id), deadline),
             Release::Close(why) => self.close_up(id, why),
         }
     }
@@ -502,12 +497,7 @@ impl Core {
     /// An idle pooled connection turned readable: the upstream closed it (or sent bytes nobody
     /// asked for). `Upstreams::closed_by_upstream` learns from its idle age and closes it.
     pub(super) fn closed_by_upstream(&mut self, id: UpId) {
-        let settings = self
-            .ups
-            .conn(id)
-            .and_then(|c| self.shared.settings_of_pool(c.node))
-            .map(|s| s.pool);
-        if let Some(closed) = self.ups.closed_by_upstream(id, self.now, settings) {
+        if let Some(closed) = self.ups.closed_by_upstream(id, self.now) {
             self.finish_close(closed);
         }
     }

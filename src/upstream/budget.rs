@@ -13,6 +13,15 @@ use std::sync::Arc;
 
 use super::pool::MIN_LEARNED_IDLE_MS;
 
+/// Which cap refused a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `max_connections`: the node has as many connections as it may.
+    Connections,
+    /// `max_connecting`: as many connects are in flight as may be.
+    Connecting,
+}
+
 /// Process-wide counts for one node, for the caps that span cores.
 #[derive(Debug, Default)]
 pub struct NodeBudget {
@@ -26,26 +35,23 @@ pub struct NodeBudget {
     learned_idle_ms: AtomicU64,
     /// A shorter close age seen once, waiting for a second close to confirm it.
     candidate_idle_ms: AtomicU64,
-    /// When the "upstream closes idle connections early" warning was last logged (seconds on
-    /// the wall clock), so it is logged at most once a minute per node.
-    warned_at: AtomicU64,
     /// When each cause of a failed request at this node was last logged as a warning.
     pub warned: crate::cause::WarnClock,
 }
 
 impl NodeBudget {
     /// Reserves one connection and one connect slot if both caps allow (0 = no cap).
-    fn try_open(&self, max_conns: u32, max_connecting: u32) -> bool {
+    fn try_open(&self, max_conns: u32, max_connecting: u32) -> Result<(), Full> {
         if max_conns > 0 && !bump_below(&self.conns, max_conns) {
-            return false;
+            return Err(Full::Connections);
         }
         if max_connecting > 0 && !bump_below(&self.connecting, max_connecting) {
             if max_conns > 0 {
                 self.conns.fetch_sub(1, Ordering::AcqRel);
             }
-            return false;
+            return Err(Full::Connecting);
         }
-        true
+        Ok(())
     }
 
     fn connect_done(&self, max_connecting: u32) {
@@ -99,16 +105,6 @@ impl NodeBudget {
         (v != u64::MAX).then_some(v)
     }
 
-    /// True at most once per minute (wall clock `now_s`), for a rate-limited warning.
-    pub fn may_warn(&self, now_s: u64) -> bool {
-        let last = self.warned_at.load(Ordering::Acquire);
-        (last == 0 || now_s >= last + 60)
-            && self
-                .warned_at
-                .compare_exchange(last, now_s.max(1), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-    }
-
     pub fn add_waiter(&self, core: usize) {
         if let Some(w) = self.waiting.get(core) {
             w.fetch_add(1, Ordering::AcqRel);
@@ -152,20 +148,19 @@ pub struct Reservation {
 
 impl Reservation {
     /// A place for one more connection to the node of `budget`, holding a connect slot, when both
-    /// caps allow it (0 = no cap); None at a cap.
+    /// caps allow it (0 = no cap); which cap is reached otherwise.
     pub fn take(
         budget: &Arc<NodeBudget>,
         max_connections: u32,
         max_connecting: u32,
-    ) -> Option<Reservation> {
-        budget
-            .try_open(max_connections, max_connecting)
-            .then(|| Reservation {
-                budget: Arc::clone(budget),
-                max_connections,
-                max_connecting,
-                connect_slot: true,
-            })
+    ) -> Result<Reservation, Full> {
+        budget.try_open(max_connections, max_connecting)?;
+        Ok(Reservation {
+            budget: Arc::clone(budget),
+            max_connections,
+            max_connecting,
+            connect_slot: true,
+        })
     }
 
     /// The connect finished (either way): its slot in `max_connecting` goes back.
@@ -231,9 +226,6 @@ mod tests {
         );
         assert_eq!(learned_idle_limit(2_000), 1_500);
         assert_eq!(learned_idle_limit(600), 350, "at least 250 ms under");
-        assert!(b.may_warn(1_000));
-        assert!(!b.may_warn(1_030), "twice within a minute");
-        assert!(b.may_warn(1_061));
     }
 
     #[test]
@@ -253,14 +245,19 @@ mod tests {
     fn reservations_hold_the_caps_until_dropped() {
         let b = Arc::new(NodeBudget::new(1));
         let mut first = Reservation::take(&b, 2, 1).expect("room");
-        assert!(
-            Reservation::take(&b, 2, 1).is_none(),
+        assert_eq!(
+            Reservation::take(&b, 2, 1).err(),
+            Some(Full::Connecting),
             "one connect in flight already"
         );
         first.connect_done();
         let mut second = Reservation::take(&b, 2, 1).expect("a connect slot again");
         second.connect_done();
-        assert!(Reservation::take(&b, 2, 1).is_none(), "two open already");
+        assert_eq!(
+            Reservation::take(&b, 2, 1).err(),
+            Some(Full::Connections),
+            "two open already"
+        );
         assert_eq!(b.open_now(), 2);
         drop(first);
         assert_eq!(b.open_now(), 1);
@@ -271,6 +268,6 @@ mod tests {
         // A reservation dropped before its connect finished gives back both places.
         let r = Reservation::take(&b, 1, 1).unwrap();
         drop(r);
-        assert!(Reservation::take(&b, 1, 1).is_some());
+        assert!(Reservation::take(&b, 1, 1).is_ok());
     }
 }

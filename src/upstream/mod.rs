@@ -17,14 +17,13 @@
 //!   to its close (or its hand-over to another core, which takes the reservation with it), so the
 //!   caps' counts equal the connections open and connecting across the process.
 
+pub mod advice;
 pub mod budget;
 pub mod node;
 pub mod pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use log::warn;
 
 use crate::balance::Load;
 use crate::cause::Cause;
@@ -34,7 +33,7 @@ use crate::lru::Handle;
 use crate::metrics::NodeCounters;
 use crate::slab::Slab;
 
-pub use budget::{NodeBudget, Reservation};
+pub use budget::{Full, NodeBudget, Reservation};
 pub use node::Node;
 use pool::{idle_deadline, retire_reason, CloseReason, KeepAliveHint, Verdict};
 
@@ -140,12 +139,8 @@ pub enum Release {
     ToWaiter(ClientId),
     /// Give it to this core, whose requests wait for the node (`hand_over`).
     HandOver(usize),
-    /// Filed as idle until `deadline`; `evicted` is the one it pushed out of the list, which the
-    /// loop closes (as `CloseReason::Evicted`).
-    Pooled {
-        deadline: u64,
-        evicted: Option<UpId>,
-    },
+    /// Filed as idle until `deadline`.
+    Pooled { deadline: u64 },
     /// Close it, for this reason.
     Close(CloseReason),
 }
@@ -264,18 +259,23 @@ impl<C> Upstreams<C> {
 
     // ------------------------------------------------------------------ opening
 
-    /// A place in `node`'s caps for a new connection (0 = no cap); None at a cap.
+    /// A place in `node`'s caps for a new connection (0 = no cap); None at a cap. A refusal by
+    /// `max_connecting` is counted: it is what a connect storm looks like.
     pub fn reserve(
-        &self,
+        &mut self,
         node: NodeId,
         max_connections: u32,
         max_connecting: u32,
     ) -> Option<Reservation> {
-        Reservation::take(
-            &self.nodes.get(node.index())?.budget,
-            max_connections,
-            max_connecting,
-        )
+        let n = self.nodes.get_mut(node.index())?;
+        match Reservation::take(&n.budget, max_connections, max_connecting) {
+            Ok(r) => Some(r),
+            Err(Full::Connecting) => {
+                n.counters.connecting_capped += 1;
+                None
+            }
+            Err(Full::Connections) => None,
+        }
     }
 
     /// Files a connection the loop started, under `reservation`.
@@ -301,6 +301,14 @@ impl<C> Upstreams<C> {
             n.open += 1;
             n.connecting += 1;
             n.counters.connects += 1;
+            if o.owner.is_some() {
+                n.took();
+                if n.size_limited {
+                    n.counters.connects_pool_full += 1;
+                }
+            } else {
+                n.counters.background_connects += 1;
+            }
         }
         id
     }
@@ -343,7 +351,11 @@ impl<C> Upstreams<C> {
     /// connected, as a warm connection is.
     pub fn disown(&mut self, id: UpId) {
         if let Some(c) = self.conns.get_mut(id.index()) {
-            c.owner = None;
+            if c.owner.take().is_some() {
+                if let Some(n) = self.nodes.get_mut(c.node.index()) {
+                    n.let_go();
+                }
+            }
         }
     }
 
@@ -395,10 +407,13 @@ impl<C> Upstreams<C> {
         let Some(c) = self.conns.get_mut(id.index()) else {
             return;
         };
-        c.owner = Some(owner);
+        let took = c.owner.replace(owner).is_none();
         c.deadline = 0;
         let age = now.saturating_sub(c.idle_since);
         if let Some(n) = self.nodes.get_mut(c.node.index()) {
+            if took {
+                n.took();
+            }
             n.counters.reuses += 1;
             n.counters.reuse_idle_age.record(age);
         }
@@ -414,8 +429,11 @@ impl<C> Upstreams<C> {
             c.state = ConnState::Active;
             c.deadline = 0;
         }
-        c.owner = Some(owner);
+        let took = c.owner.replace(owner).is_none();
         if let Some(n) = self.nodes.get_mut(c.node.index()) {
+            if took {
+                n.took();
+            }
             n.counters.wait.record(waited_ms);
             if reused {
                 n.counters.reuses += 1;
@@ -441,14 +459,17 @@ impl<C> Upstreams<C> {
         let Some(c) = self.conns.get_mut(id.index()) else {
             return Release::Close(CloseReason::Error);
         };
-        c.served += u64::from(c.owner.is_some());
-        c.owner = None;
+        let had_owner = c.owner.take().is_some();
+        c.served += u64::from(had_owner);
         c.hint = ret.hint;
         c.state = ConnState::Active;
         let node = c.node;
         let Some(n) = self.nodes.get_mut(node.index()) else {
             return Release::Close(CloseReason::Removed);
         };
+        if had_owner {
+            n.let_go();
+        }
         if ret.shutting {
             return Release::Close(CloseReason::NotReusable);
         }
@@ -489,40 +510,11 @@ impl<C> Upstreams<C> {
         }
         let learned = n.budget.learned_idle_ms();
         let (deadline, why) = idle_deadline(now, c.opened_at, &ret.settings, ret.hint, learned);
-        let (h, evicted) = n.pool.put_idle(id, ret.settings.size);
-        c.state = ConnState::Idle(h);
+        c.state = ConnState::Idle(n.pool.put_idle(id));
         c.idle_since = now;
         c.deadline = deadline;
         c.idle_reason = why;
-        if let Some(old) = evicted {
-            if let Some(o) = self.conns.get_mut(old.index()) {
-                o.state = ConnState::Active; // off the list already
-            }
-            let addr = self.conns.get(id.index()).map(|c| c.addr);
-            self.note_eviction(node, addr, ret.settings.size, now);
-        }
-        Release::Pooled { deadline, evicted }
-    }
-
-    /// Evicting idle connections means the pool is smaller than the concurrency it serves and
-    /// connections are being reopened; says so, at most once a minute per node and core.
-    fn note_eviction(&mut self, node: NodeId, addr: Option<SocketAddr>, size: usize, now: u64) {
-        let core = self.core;
-        let Some(n) = self.nodes.get_mut(node.index()) else {
-            return;
-        };
-        let (since, count) = &mut n.evictions;
-        *count += 1;
-        if *since != 0 && now < *since + 60_000 {
-            return;
-        }
-        let addr = addr.map_or_else(|| format!("node {node}"), |a| a.to_string());
-        warn!(
-            "core {core}: closed {} idle connection(s) to {addr} because more than keepalive_pool.size ({size}) were idle at once; connections are being reopened: raise size to cover the concurrency per core",
-            *count
-        );
-        *since = now.max(1);
-        *count = 0;
+        Release::Pooled { deadline }
     }
 
     // ------------------------------------------------------------------ closing
@@ -535,6 +527,9 @@ impl<C> Upstreams<C> {
         if let Some(n) = self.nodes.get_mut(c.node.index()) {
             if let ConnState::Idle(h) = c.state {
                 n.pool.remove_idle(h);
+            }
+            if c.owner.is_some() {
+                n.let_go();
             }
             if connecting {
                 n.connecting -= 1;
@@ -554,31 +549,14 @@ impl<C> Upstreams<C> {
     }
 
     /// An idle connection turned readable: the upstream closed it (or sent bytes nobody asked
-    /// for). Records its idle age, learns from it, warns when our idle timeout is the longer
-    /// one, and closes it as stale. `settings`: the node's pool settings now, if it is still
-    /// configured.
-    pub fn closed_by_upstream(
-        &mut self,
-        id: UpId,
-        now: u64,
-        settings: Option<PoolSettings>,
-    ) -> Option<Closed<C>> {
+    /// for). Records its idle age and learns from it (the advice says so when our idle timeout
+    /// is the longer one), and closes it as stale.
+    pub fn closed_by_upstream(&mut self, id: UpId, now: u64) -> Option<Closed<C>> {
         let c = self.conns.get(id.index())?;
-        let (node, age, addr) = (c.node, now.saturating_sub(c.idle_since), c.addr);
+        let (node, age) = (c.node, now.saturating_sub(c.idle_since));
         if let Some(n) = self.nodes.get_mut(node.index()) {
             n.counters.upstream_closed_idle_age.record(age);
             n.budget.saw_idle_close(age);
-            if let Some(set) = settings {
-                let ours = set.idle_timeout.as_millis() as u64;
-                if !set.idle_auto && age < ours && n.budget.may_warn(now / 1_000) {
-                    warn!(
-                        "upstream {addr} closed a pooled connection idle for {:.1} s, before keepalive_pool.idle_timeout ({:.1} s) ran out; set keepalive_pool.idle_timeout below {:.1} s, or to \"auto\" to learn it",
-                        age as f64 / 1000.0,
-                        ours as f64 / 1000.0,
-                        age as f64 / 1000.0
-                    );
-                }
-            }
         }
         self.close(id, CloseReason::Stale)
     }
@@ -731,11 +709,79 @@ impl<C> Upstreams<C> {
         }
     }
 
-    /// How many connections a warm floor of `want` still needs on `node` (idle and connecting
-    /// count).
-    pub fn warm_gap(&self, node: NodeId, want: usize) -> usize {
-        self.node(node)
-            .map_or(0, |n| want.saturating_sub(n.idle() + n.connecting as usize))
+    /// How many connections `node` should open in the background now: to bring its idle (and
+    /// connecting) ones up to the warm floor `min_idle` (at most `size`), and all its open ones
+    /// up to `preconnect` times those in use.
+    pub fn warm_gap(&self, node: NodeId, set: &PoolSettings) -> usize {
+        let Some(n) = self.node(node) else {
+            return 0;
+        };
+        let floor = set
+            .min_idle
+            .min(set.size)
+            .saturating_sub(n.idle() + n.connecting as usize);
+        let ahead = set
+            .preconnect_target(n.in_use)
+            .saturating_sub(n.open as usize);
+        floor.max(ahead)
+    }
+
+    // ------------------------------------------------------------------ purging
+
+    /// Once per `set.purge_interval`, takes off `node`'s idle list the connections beyond its
+    /// recent need, oldest first, into `out` with the reason each closes for; the loop closes
+    /// them. The need is the most connections in use at once during the interval less those in
+    /// use now, never below the warm floor and what `preconnect` keeps; `set.size` bounds what
+    /// is kept. Those beyond the need close as `Purged`; those within the need but beyond
+    /// `size` as `Evicted`, and connects made in a request's path until the next purge are then
+    /// counted as the pool's (`connects_pool_full`). Each call that purges starts a new
+    /// interval; the first only starts one.
+    pub fn purge(
+        &mut self,
+        node: NodeId,
+        now: u64,
+        set: &PoolSettings,
+        out: &mut Vec<(UpId, CloseReason)>,
+    ) {
+        let Some(n) = self.nodes.get_mut(node.index()) else {
+            return;
+        };
+        let interval = u64::try_from(set.purge_interval.as_millis()).unwrap_or(u64::MAX);
+        match n.purged_at {
+            None => {
+                n.purged_at = Some(now);
+                return;
+            }
+            Some(at) if now < at.saturating_add(interval) => return,
+            Some(_) => {}
+        }
+        let floor = set
+            .min_idle
+            .max(set.preconnect_target(n.in_use).saturating_sub(n.in_use));
+        let need = n.peak_in_use.saturating_sub(n.in_use).max(floor);
+        let keep = need.min(set.size);
+        let idle = n.pool.idle_len();
+        let surplus = idle.saturating_sub(need);
+        for i in 0..idle.saturating_sub(keep) {
+            let Some(id) = n.pool.oldest_idle() else {
+                break;
+            };
+            if let Some(c) = self.conns.get_mut(id.index()) {
+                c.state = ConnState::Active;
+            }
+            let why = if i < surplus {
+                CloseReason::Purged
+            } else {
+                CloseReason::Evicted
+            };
+            out.push((id, why));
+        }
+        n.size_limited = need > set.size;
+        if n.size_limited {
+            n.size_short_of = need;
+        }
+        n.peak_in_use = n.in_use;
+        n.purged_at = Some(now);
     }
 }
 

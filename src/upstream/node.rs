@@ -28,8 +28,18 @@ pub struct Node {
     /// Active health checks took the node out.
     pub down: bool,
     pub counters: NodeCounters,
-    /// Evictions since the last "pool too small" warning, and when that was.
-    pub(super) evictions: (u64, u64),
+    /// Connections serving a request (with an owner) now, and the most at once since the last
+    /// purge: the load's recent need, which purges keep.
+    pub(super) in_use: usize,
+    pub(super) peak_in_use: usize,
+    /// When this node was last purged; None until the first interval starts.
+    pub(super) purged_at: Option<u64>,
+    /// The last purge kept fewer idle connections than the load had used, because of `size`;
+    /// connects made in a request's path until the next purge are counted as the pool's.
+    pub(super) size_limited: bool,
+    /// The need of the last purge that `size` cut short (0 before any): the figure the
+    /// pool-too-small advice names.
+    pub(super) size_short_of: usize,
     /// When a failed TLS handshake was last logged as a warning (at most once a minute).
     pub tls_warned: u64,
 }
@@ -45,7 +55,11 @@ impl Node {
             latency: Latency::default(),
             down: false,
             counters: NodeCounters::default(),
-            evictions: (0, 0),
+            in_use: 0,
+            peak_in_use: 0,
+            purged_at: None,
+            size_limited: false,
+            size_short_of: 0,
             tls_warned: 0,
         }
     }
@@ -66,6 +80,22 @@ impl Node {
         self.pool.waiters_len()
     }
 
+    /// Connections serving a request now.
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+
+    /// A request took a connection.
+    pub(super) fn took(&mut self) {
+        self.in_use += 1;
+        self.peak_in_use = self.peak_in_use.max(self.in_use);
+    }
+
+    /// A request let its connection go.
+    pub(super) fn let_go(&mut self) {
+        self.in_use = self.in_use.saturating_sub(1);
+    }
+
     pub fn budget(&self) -> &Arc<NodeBudget> {
         &self.budget
     }
@@ -82,6 +112,9 @@ impl Node {
         c.idle_now = self.idle() as u64;
         c.open_now = u64::from(self.open);
         c.waiters_now = self.waiters() as u64;
+        c.in_use_now = self.in_use as u64;
+        c.in_use_peak = self.peak_in_use as u64;
+        c.size_short_of = self.size_short_of as u64;
         c
     }
 }

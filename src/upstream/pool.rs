@@ -26,7 +26,9 @@ pub enum CloseReason {
     UpstreamClose,
     /// The idle connection turned readable: the upstream closed it or sent stray bytes.
     Stale,
-    /// Pushed out of the idle list by a more recently used one (`keepalive_pool.size`).
+    /// Idle beyond `keepalive_pool.size` at a purge although recent load had used it (the pool
+    /// is smaller than the concurrency it serves), or closed so that requests waiting for
+    /// connections made for another name get its place in the caps.
     Evicted,
     /// Not reusable: close-delimited body, body not fully transferred, error, upgrade, shutdown.
     NotReusable,
@@ -43,10 +45,13 @@ pub enum CloseReason {
     /// follow within the bound that keeps such a connection (it could not be pooled with part of
     /// a request in it).
     RequestUnfinished,
+    /// Idle beyond what the node needed: more than the most connections in use at once during
+    /// the last `keepalive_pool.purge_interval` (and than `min_idle`).
+    Purged,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::IdleTimeout,
         CloseReason::Lifetime,
         CloseReason::MaxRequests,
@@ -59,6 +64,7 @@ impl CloseReason {
         CloseReason::KeepAliveHint,
         CloseReason::Health,
         CloseReason::RequestUnfinished,
+        CloseReason::Purged,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +81,7 @@ impl CloseReason {
             CloseReason::KeepAliveHint => "keepalive_hint",
             CloseReason::Health => "health",
             CloseReason::RequestUnfinished => "request_unfinished",
+            CloseReason::Purged => "purged",
         }
     }
 
@@ -204,14 +211,10 @@ impl NodePool {
 
     /// Files `conn` as the most recently used idle connection. Returns its handle and, when that
     /// makes more than `size` idle, the least recently used one, which the caller closes.
-    pub fn put_idle(&mut self, conn: UpId, size: usize) -> (Handle, Option<UpId>) {
-        let h = self.idle.push_front(conn);
-        let evicted = if self.idle.len() > size {
-            self.idle.pop_back()
-        } else {
-            None
-        };
-        (h, evicted)
+    /// Files `conn` as the most recently used idle connection. Nothing is pushed out here: how
+    /// many stay idle is decided at each purge, toward the recent need.
+    pub fn put_idle(&mut self, conn: UpId) -> Handle {
+        self.idle.push_front(conn)
     }
 
     pub fn remove_idle(&mut self, h: Handle) -> Option<UpId> {
@@ -299,6 +302,7 @@ mod tests {
             idle_auto: false,
             max_lifetime: Duration::from_secs(life_s),
             min_idle: 0,
+            ..PoolSettings::default()
         }
     }
 
@@ -363,17 +367,15 @@ mod tests {
     }
 
     #[test]
-    fn mru_checkout_and_lru_eviction() {
+    fn mru_checkout_and_lru_order() {
         let mut p = NodePool::default();
-        assert_eq!(p.put_idle(UpId(1), 2).1, None);
-        assert_eq!(p.put_idle(UpId(2), 2).1, None);
-        assert_eq!(
-            p.put_idle(UpId(3), 2).1,
-            Some(UpId(1)),
-            "oldest evicted past size"
-        );
+        p.put_idle(UpId(1));
+        p.put_idle(UpId(2));
+        p.put_idle(UpId(3));
+        assert_eq!(p.idle_len(), 3, "nothing pushed out at filing");
         assert_eq!(p.take_idle(), Some(UpId(3)), "most recent first");
-        let (h, _) = p.put_idle(UpId(4), 2);
+        assert_eq!(p.oldest_idle(), Some(UpId(1)), "least recent last");
+        let h = p.put_idle(UpId(4));
         assert_eq!(p.remove_idle(h), Some(UpId(4)));
         assert_eq!(p.take_idle(), Some(UpId(2)));
         assert_eq!(p.take_idle(), None);
@@ -428,7 +430,7 @@ mod tests {
     fn idle_checkout_takes_the_most_recent_fitting_connection() {
         let mut p = NodePool::default();
         for c in 1..=3 {
-            p.put_idle(UpId(c), 8);
+            p.put_idle(UpId(c));
         }
         assert_eq!(
             p.take_idle_where(|&c| c == UpId(1)),
@@ -441,7 +443,7 @@ mod tests {
         // Only IDLE_SCAN connections are looked at.
         let mut p = NodePool::default();
         for c in 0..=IDLE_SCAN {
-            p.put_idle(UpId(c), IDLE_SCAN + 1);
+            p.put_idle(UpId(c));
         }
         assert_eq!(
             p.take_idle_where(|&c| c == UpId(0)),

@@ -23,6 +23,8 @@ fn settings(size: usize, requests: u64, idle_ms: u64, life_ms: u64) -> PoolSetti
         idle_auto: false,
         max_lifetime: Duration::from_millis(life_ms),
         min_idle: 0,
+        preconnect_permille: 0,
+        purge_interval: Duration::from_secs(5),
     }
 }
 
@@ -94,29 +96,23 @@ fn check_books(u: &Upstreams<u32>) {
 }
 
 #[test]
-fn most_recently_used_goes_first_and_the_least_is_evicted() {
+fn most_recently_used_goes_first_and_nothing_is_pushed_out_at_release() {
     let mut u = Upstreams::new(0, &budgets(1, 1));
     let set = settings(2, 100, 60_000, 3_600_000);
     let ids: Vec<UpId> = (0..3)
         .map(|i| open(&mut u, A, Some(ClientId(i)), (0, 0), 0).unwrap())
         .collect();
-    assert!(matches!(
-        u.release(ids[0], back(set), 10, nobody_waits),
-        Release::Pooled { evicted: None, .. }
-    ));
-    assert!(matches!(
-        u.release(ids[1], back(set), 20, nobody_waits),
-        Release::Pooled { evicted: None, .. }
-    ));
-    assert_eq!(
-        u.release(ids[2], back(set), 30, nobody_waits),
-        Release::Pooled {
-            deadline: 60_030,
-            evicted: Some(ids[0])
-        },
-        "past size the least recently used goes"
-    );
-    u.close(ids[0], CloseReason::Evicted).unwrap();
+    for (i, &id) in ids.iter().enumerate() {
+        let at = 10 * (i as u64 + 1);
+        assert_eq!(
+            u.release(id, back(set), at, nobody_waits),
+            Release::Pooled {
+                deadline: at + 60_000
+            },
+            "a burst may leave more idle than size for a moment"
+        );
+    }
+    assert_eq!(u.node(A).unwrap().idle(), 3);
     let p = u.pop_idle(A, None, 40).unwrap();
     assert_eq!(
         p,
@@ -128,11 +124,109 @@ fn most_recently_used_goes_first_and_the_least_is_evicted() {
     );
     u.reuse(p.id, ClientId(9), 40);
     assert_eq!(u.node(A).unwrap().counters.reuses, 1);
+    check_books(&u);
+}
+
+/// Opens `n` connections for requests on `node` and gives them back, so that `n` were in use at
+/// once and are now idle.
+fn burst(u: &mut Upstreams<u32>, node: NodeId, n: usize, set: PoolSettings, now: u64) {
+    let ids: Vec<UpId> = (0..n)
+        .map(|i| open(u, node, Some(ClientId(100 + i)), (0, 0), now).unwrap())
+        .collect();
+    for id in ids {
+        assert!(matches!(
+            u.release(id, back(set), now, nobody_waits),
+            Release::Pooled { .. }
+        ));
+    }
+}
+
+#[test]
+fn a_purge_keeps_the_recent_need_and_size_bounds_it() {
+    let mut u = Upstreams::new(0, &budgets(1, 1));
+    let set = settings(4, 100, 600_000, 3_600_000); // size 4, purged every 5 s
+    let mut out = Vec::new();
+    u.purge(A, 0, &set, &mut out);
+    assert!(out.is_empty(), "the first call only starts an interval");
+    burst(&mut u, A, 3, set, 1_000);
+    u.purge(A, 4_999, &set, &mut out);
+    assert!(out.is_empty(), "not due before the interval is up");
+    u.purge(A, 5_000, &set, &mut out);
+    assert!(out.is_empty(), "3 were in use at once: 3 idle are kept");
+    // The next interval uses none: all three go, the oldest first, as beyond the need.
+    u.purge(A, 10_000, &set, &mut out);
+    assert_eq!(out.len(), 3);
+    assert!(out.iter().all(|&(_, why)| why == CloseReason::Purged));
+    for (id, why) in out.drain(..) {
+        u.close(id, why);
+    }
+    assert_eq!(u.node(A).unwrap().idle(), 0);
+    // A burst of 6 against a size of 4: 2 of the 6 the load needed go, as evicted, and connects
+    // in requests' paths until the next purge are the pool's fault.
+    burst(&mut u, A, 6, set, 11_000);
+    u.purge(A, 15_000, &set, &mut out);
     assert_eq!(
-        u.node(A).unwrap().counters.closes[CloseReason::Evicted.index()],
-        1
+        out.iter().map(|&(_, why)| why).collect::<Vec<_>>(),
+        [CloseReason::Evicted, CloseReason::Evicted]
+    );
+    for (id, why) in out.drain(..) {
+        u.close(id, why);
+    }
+    assert_eq!(u.node(A).unwrap().idle(), 4);
+    assert_eq!(
+        u.node(A).unwrap().snapshot().size_short_of,
+        6,
+        "the figure for the advice: the load needed 6"
+    );
+    open(&mut u, A, Some(ClientId(1)), (0, 0), 15_500).unwrap();
+    open(&mut u, A, None, (0, 0), 15_500).unwrap();
+    let c = &u.node(A).unwrap().counters;
+    assert_eq!(
+        (c.connects_pool_full, c.background_connects),
+        (1, 1),
+        "the request's connect is the pool's; the background one is not"
     );
     check_books(&u);
+}
+
+#[test]
+fn the_warm_floor_and_preconnect_say_what_to_open() {
+    let mut u = Upstreams::new(0, &budgets(1, 1));
+    let mut set = settings(8, 100, 60_000, 3_600_000);
+    set.min_idle = 2;
+    assert_eq!(u.warm_gap(A, &set), 2, "an empty node opens its floor");
+    set.min_idle = 0;
+    set.preconnect_permille = 1_500;
+    let ids: Vec<UpId> = (0..3)
+        .map(|i| open(&mut u, A, Some(ClientId(i)), (0, 0), 0).unwrap())
+        .collect();
+    assert_eq!(u.node(A).unwrap().in_use(), 3);
+    assert_eq!(u.warm_gap(A, &set), 2, "ceil(1.5 x 3) = 5 open, 3 are");
+    u.release(ids[0], back(set), 1, nobody_waits);
+    assert_eq!(u.node(A).unwrap().in_use(), 2);
+    assert_eq!(u.warm_gap(A, &set), 0, "ceil(1.5 x 2) = 3 open already");
+    // The purge keeps what preconnect wants beside those in use.
+    let mut out = Vec::new();
+    u.purge(A, 0, &set, &mut out);
+    u.purge(A, 5_000, &set, &mut out);
+    assert!(
+        out.is_empty(),
+        "the one idle connection is within ceil(1.5 x 2) - 2"
+    );
+    check_books(&u);
+}
+
+#[test]
+fn a_connect_refused_by_max_connecting_is_counted() {
+    let mut u: Upstreams<u32> = Upstreams::new(0, &budgets(1, 1));
+    let first = u.reserve(A, 0, 1).expect("room");
+    assert!(u.reserve(A, 0, 1).is_none());
+    assert!(u.reserve(A, 1, 0).is_some_and(|r| {
+        drop(r);
+        true
+    }));
+    drop(first);
+    assert_eq!(u.node(A).unwrap().counters.connecting_capped, 1);
 }
 
 #[test]
@@ -185,8 +279,7 @@ fn retirement_by_requests_lifetime_and_the_upstreams_hints() {
     assert_eq!(
         u.release(id, hinted, 20_001, nobody_waits),
         Release::Pooled {
-            deadline: 20_001 + 5_000 - HINT_MARGIN_MS,
-            evicted: None
+            deadline: 20_001 + 5_000 - HINT_MARGIN_MS
         }
     );
     assert_eq!(u.expire(id, 24_000), Expiry::Rearm(24_001));
@@ -273,10 +366,7 @@ fn waiters_get_connections_for_their_name_in_queue_order() {
     // Client 1 leaves; the next release finds nobody and pools the connection.
     assert_eq!(
         u.release(id, back(set), 2, |_| None),
-        Release::Pooled {
-            deadline: 60_002,
-            evicted: None
-        }
+        Release::Pooled { deadline: 60_002 }
     );
     assert_eq!(u.node(A).unwrap().waiters(), 0);
     assert_eq!(
@@ -360,8 +450,7 @@ fn learned_idle_timeout_shortens_the_deadline() {
         let id = open(&mut u, A, Some(ClientId(i)), (0, 0), 0).unwrap();
         u.release(id, back(auto), 0, nobody_waits);
         // The upstream closes it after 2 s idle, twice: learned.
-        u.closed_by_upstream(id, 2_000 + i as u64 * 50, Some(auto))
-            .unwrap();
+        u.closed_by_upstream(id, 2_000 + i as u64 * 50).unwrap();
     }
     assert_eq!(
         u.node(A).unwrap().counters.closes[CloseReason::Stale.index()],
@@ -370,10 +459,7 @@ fn learned_idle_timeout_shortens_the_deadline() {
     let id = open(&mut u, A, Some(ClientId(9)), (0, 0), 10_000).unwrap();
     assert_eq!(
         u.release(id, back(auto), 10_000, nobody_waits),
-        Release::Pooled {
-            deadline: 11_500,
-            evicted: None
-        },
+        Release::Pooled { deadline: 11_500 },
         "a quarter under the learned 2 s"
     );
 }
@@ -484,10 +570,13 @@ fn run_model(seed: u64) {
         5_000 + rng.below(20_000),
     );
     let cap = rng.below(4) as u32; // 0: no cap
+                                   // Per node: the most connections in use at once since the last purge, and when that was.
+    let mut peak = [0usize; 2];
+    let mut purged_at: [Option<u64>; 2] = [None; 2];
     for step in 0..400 {
         let ctx = format!("seed {seed} step {step}");
         now += rng.below(400);
-        match rng.below(6) {
+        match rng.below(7) {
             // Open a connection for a request, maybe for a second SNI name.
             0 | 1 => {
                 let node = if rng.below(3) == 0 { B } else { A };
@@ -520,6 +609,12 @@ fn run_model(seed: u64) {
                             why: CloseReason::IdleTimeout,
                             connecting: true,
                         });
+                        // In use from here, even if its connect fails within this step.
+                        let in_use = model
+                            .iter()
+                            .filter(|m| m.node == node && m.idle.is_none())
+                            .count();
+                        peak[node.index()] = peak[node.index()].max(in_use);
                         if rng.below(5) == 0 {
                             u.connect_failed(id, Cause::ConnectRefused);
                             u.close(id, CloseReason::Error).unwrap();
@@ -566,25 +661,13 @@ fn run_model(seed: u64) {
                         u.close(model[i].id, why).unwrap();
                         model.remove(i);
                     }
-                    (None, Release::Pooled { deadline, evicted }) => {
+                    (None, Release::Pooled { deadline }) => {
                         let (d, why) = model_deadline(&model[i], now, &set, hint);
                         assert_eq!(deadline, d, "{ctx}: idle deadline");
                         order += 1;
                         model[i].idle = Some(order);
                         model[i].deadline = d;
                         model[i].why = why;
-                        let node = model[i].node;
-                        let idle: Vec<&Model> = model
-                            .iter()
-                            .filter(|m| m.node == node && m.idle.is_some())
-                            .collect();
-                        let want_evicted = (idle.len() > set.size)
-                            .then(|| idle.iter().min_by_key(|m| m.idle).unwrap().id);
-                        assert_eq!(evicted, want_evicted, "{ctx}: eviction");
-                        if let Some(old) = evicted {
-                            u.close(old, CloseReason::Evicted).unwrap();
-                            model.retain(|m| m.id != old);
-                        }
                     }
                     other => panic!("{ctx}: model {want:?}, pool {other:?}"),
                 }
@@ -642,6 +725,54 @@ fn run_model(seed: u64) {
                     );
                 }
             }
+            // The core's tick purges a node.
+            5 => {
+                let node = if rng.below(3) == 0 { B } else { A };
+                let mut got = Vec::new();
+                u.purge(node, now, &set, &mut got);
+                let k = node.index();
+                let want: Vec<(UpId, CloseReason)> = match purged_at[k] {
+                    None => {
+                        purged_at[k] = Some(now);
+                        Vec::new()
+                    }
+                    Some(at) if now < at + 5_000 => Vec::new(),
+                    Some(_) => {
+                        let in_use = model
+                            .iter()
+                            .filter(|m| m.node == node && m.idle.is_none())
+                            .count();
+                        let need = peak[k].saturating_sub(in_use);
+                        let keep = need.min(set.size);
+                        let mut idle: Vec<&Model> = model
+                            .iter()
+                            .filter(|m| m.node == node && m.idle.is_some())
+                            .collect();
+                        idle.sort_by_key(|m| m.idle);
+                        let surplus = idle.len().saturating_sub(need);
+                        let n = idle.len().saturating_sub(keep);
+                        peak[k] = in_use;
+                        purged_at[k] = Some(now);
+                        idle[..n]
+                            .iter()
+                            .enumerate()
+                            .map(|(j, m)| {
+                                let why = if j < surplus {
+                                    CloseReason::Purged
+                                } else {
+                                    CloseReason::Evicted
+                                };
+                                (m.id, why)
+                            })
+                            .collect()
+                    }
+                };
+                assert_eq!(got, want, "{ctx}: purge");
+                for (id, why) in got {
+                    u.close(id, why).unwrap();
+                    model.retain(|m| m.id != id);
+                }
+            }
             // Something fails on an active connection.
             _ => {
                 let active: Vec<usize> = (0..model.len())
@@ -655,6 +786,16 @@ fn run_model(seed: u64) {
         }
         check_books(&u);
         for node in [A, B] {
+            let in_use = model
+                .iter()
+                .filter(|m| m.node == node && m.idle.is_none())
+                .count();
+            peak[node.index()] = peak[node.index()].max(in_use);
+            assert_eq!(
+                u.node(node).unwrap().in_use(),
+                in_use,
+                "{ctx}: connections in use"
+            );
             let held = model.iter().filter(|m| m.node == node).count() as u32;
             let counted = shared[node.index()].open_now();
             if cap > 0 {

@@ -286,7 +286,12 @@ impl Hearth {
 
     /// `GET /metrics` from the admin listener.
     pub fn metrics(&self) -> String {
-        Client::connect(self.admin_addr()).get("/metrics").text()
+        self.admin_get("/metrics")
+    }
+
+    /// The body of `GET path` from the admin listener.
+    pub fn admin_get(&self, path: &str) -> String {
+        Client::connect(self.admin_addr()).get(path).text()
     }
 
     /// Sends SIGUSR1, asking hearth to reopen its access log (after log rotation).

@@ -672,7 +672,7 @@ scheme = "http"
 pass_host = "rewrite"
 upstream_host = "api.example.com"
 timeout = { connect = 180, send = "3s", read = "4s" }
-keepalive_pool = { size = 10, requests = 11, idle_timeout = "12s", max_lifetime = "13m", min_idle = 2 }
+keepalive_pool = { size = 10, requests = 11, idle_timeout = "12s", max_lifetime = "13m", min_idle = 2, preconnect = 1.5, purge_interval = "2s" }
 max_connections = 14
 max_connecting = 15
 queue = { size = 16, timeout = "17ms" }
@@ -735,6 +735,8 @@ upstream = "zeta"
                 idle_auto: false,
                 max_lifetime: Duration::from_secs(13 * 60),
                 min_idle: 2,
+                preconnect_permille: 1_500,
+                purge_interval: Duration::from_secs(2),
             }
         );
         assert_eq!((z.max_connections, z.max_connecting), (14, 15));

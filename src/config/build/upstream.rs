@@ -136,6 +136,34 @@ impl Builder<'_> {
                 },
                 max_lifetime: self.duration(r.max_lifetime, p.max_lifetime)?,
                 min_idle: r.min_idle.map_or(p.min_idle, |c| c.0),
+                preconnect_permille: match r.preconnect {
+                    None => p.preconnect_permille,
+                    Some(ratio) => {
+                        let v = *ratio.get_ref();
+                        // Envoy's bounds: below 1 would keep fewer connections than in use, and
+                        // above 3 opens more than any load has been seen to need.
+                        if !(1.0..=3.0).contains(&v) {
+                            return Err(self.locator.error(
+                                Some(ratio.span()),
+                                format!("expected a ratio from 1.0 to 3.0, found {v}"),
+                            ));
+                        }
+                        (v * 1000.0).round() as u32
+                    }
+                },
+                purge_interval: match r.purge_interval {
+                    Some(d) => {
+                        let span = d.span();
+                        let v = self.duration(Some(d), p.purge_interval)?;
+                        if v.is_zero() {
+                            return Err(self
+                                .locator
+                                .error(Some(span), "expected a positive duration".to_owned()));
+                        }
+                        v
+                    }
+                    None => p.purge_interval,
+                },
             },
         };
         let q = QueueSettings::default();
