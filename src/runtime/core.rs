@@ -250,7 +250,7 @@ impl Core {
             generation: 0,
             tries: Vec::new(),
             sni_names: Vec::new(),
-            timers: TimerWheel::new(0),
+            timers: TimerWheel::new(Clock.now_ms()),
             bufs: BufPool::new(cfg.client.max_head_bytes.max(BUF_BYTES), MAX_BUFFERS),
             limits: Limits {
                 max_head_bytes: cfg.client.max_head_bytes,
