@@ -476,6 +476,31 @@ fn an_adopted_connection_keeps_its_age_and_count() {
     check_books(&u);
 }
 
+/// An idle connection exported for a binary upgrade leaves this process's books as a close for
+/// `upgrade`, with its age and count, and its reservation frees its place in the caps once the
+/// loop drops it.
+#[test]
+fn an_export_is_a_close_for_upgrade() {
+    let shared = budgets(1, 1);
+    let mut u = Upstreams::new(0, &shared);
+    let set = settings(8, 100, 60_000, 3_600_000);
+    let id = open(&mut u, A, Some(ClientId(1)), (4, 0), 100).unwrap();
+    assert!(matches!(
+        u.release(id, back(set), 200, nobody_waits),
+        Release::Pooled { .. }
+    ));
+    let h = u.export(id, 700).expect("idle");
+    assert_eq!((h.age_ms, h.served, h.node), (600, 1, A));
+    assert_eq!(shared[0].open_now(), 1, "held until the loop drops it");
+    drop(h.reservation);
+    assert_eq!(shared[0].open_now(), 0);
+    let n = &u.snapshot()[0];
+    assert_eq!(n.closes[CloseReason::Upgrade.index()], 1);
+    assert_eq!(n.handed_over, 0, "not a hand-over between cores");
+    assert!(u.pop_idle(A, None, 800).is_none(), "off the idle list");
+    check_books(&u);
+}
+
 #[test]
 fn a_capped_connection_closes_for_waiters_of_other_names() {
     let mut u = Upstreams::new(0, &budgets(1, 1));
