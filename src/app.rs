@@ -32,7 +32,7 @@ use crate::cli::Cli;
 use crate::config::Config;
 use crate::config_center::{StartError, Watcher, Writer};
 use crate::dynamic::{load_file, CenterCounts, CenterSink, Dynamic};
-use crate::runtime::server::Handle;
+use crate::runtime::server::{Handle, Listeners};
 use crate::runtime::Server;
 
 /// Why hearth could not start, or stopped on its own. Displays as the line `run` prints after
@@ -176,7 +176,8 @@ pub fn start(path: &Path, cfg: Config) -> Result<Running, Error> {
             Target::Running(_) => None,
         }
         .map_or(cfg, |b| *b);
-        let s = Server::start(first).map_err(Error::Start)?;
+        let listeners = Listeners::bind(&first.listen, first.workers).map_err(Error::Start)?;
+        let s = Server::start(first, listeners).map_err(Error::Start)?;
         *t = Target::Running(s.handle());
         s
     };

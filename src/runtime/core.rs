@@ -164,10 +164,17 @@ pub(super) struct Client {
     timer_at: u64,
 }
 
+/// A listening socket of a core, and the `[[listen]]` entry it serves (a core may have several
+/// sockets of one entry after a binary upgrade from a hearth with more cores).
+struct Listening {
+    sock: TcpListener,
+    entry: usize,
+}
+
 pub struct Core {
     pub(super) id: usize,
     pub(super) poll: Poll,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listening>,
     accept_paused_until: u64,
     emfile_logged: bool,
     pub(super) clients: Slab<Client>,
@@ -230,7 +237,7 @@ impl Core {
     pub fn new(
         id: usize,
         poll: Poll,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<(usize, TcpListener)>,
         shared: Arc<Shared>,
         process: Arc<Process>,
         ctl: Receiver<Control>,
@@ -240,7 +247,10 @@ impl Core {
         let mut core = Core {
             id,
             poll,
-            listeners,
+            listeners: listeners
+                .into_iter()
+                .map(|(entry, sock)| Listening { sock, entry })
+                .collect(),
             accept_paused_until: 0,
             emfile_logged: false,
             clients: Slab::default(),
@@ -283,7 +293,7 @@ impl Core {
         for (i, l) in core.listeners.iter_mut().enumerate() {
             core.poll
                 .registry()
-                .register(l, Token(i), Interest::READABLE)?;
+                .register(&mut l.sock, Token(i), Interest::READABLE)?;
         }
         Ok(core)
     }
@@ -609,7 +619,9 @@ impl Core {
         self.tick();
         self.shutdown_at = Some(self.now + grace.as_millis() as u64);
         for mut l in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut l);
+            // Deregistered before the close: after an upgrade the new hearth holds the same
+            // socket, and epoll forgets a socket only when its last descriptor closes.
+            let _ = self.poll.registry().deregister(&mut l.sock);
         }
         for cid in self.clients.keys() {
             self.pending.push(ClientId(cid));
@@ -649,6 +661,7 @@ impl Core {
             let Some(l) = self.listeners.get(li) else {
                 return;
             };
+            let entry = l.entry;
             if cap > 0 && !self.reserve_client_slot(cap) {
                 // Leave new connections in the backlog rather than failing requests in flight.
                 if self.accept_paused_until == 0 {
@@ -660,14 +673,14 @@ impl Core {
                 self.accept_paused_until = self.now + CAP_RECHECK_MS;
                 return;
             }
-            let accepted = l.accept();
+            let accepted = l.sock.accept();
             if cap > 0 && accepted.is_err() {
                 self.process.clients_open.fetch_sub(1, Ordering::AcqRel);
             }
             match accepted {
                 Ok((mut sock, peer)) => {
                     let _ = sock.set_nodelay(true);
-                    let tls = match self.shared.listen_tls.get(li) {
+                    let tls = match self.shared.listen_tls.get(entry) {
                         None | Some(ListenTls::Plain) => None,
                         // One Arc clone per connection (not per request) for the session.
                         Some(ListenTls::Tls(cfg)) => match ServerConnection::new(cfg.clone()) {
@@ -681,7 +694,7 @@ impl Core {
                     };
                     if tls.is_none()
                         && !matches!(
-                            self.shared.listen_tls.get(li),
+                            self.shared.listen_tls.get(entry),
                             None | Some(ListenTls::Plain)
                         )
                     {

@@ -1,10 +1,16 @@
-//! Starting and stopping the cores: listeners bound once per core with `SO_REUSEPORT` (the
-//! kernel spreads connections across them), one thread per core, control channels, signals,
-//! and the one health-checker thread, which gets every generation the cores get.
+//! Starting and stopping the cores: listening sockets, one thread per core, control channels,
+//! signals, and the one health-checker thread, which gets every generation the cores get.
+//!
+//! Listening sockets come one of two ways, kept apart so that each can have its own rules:
+//! [`Listeners::bind`] binds every `[[listen]]` address, one socket per core with `SO_REUSEPORT`
+//! (the kernel spreads connections across them); [`Listeners::inherit`] takes over the sockets
+//! of the hearth a binary upgrade replaces, for the addresses both configurations have, and binds
+//! only the others. The [`Server`] keeps every socket it started with (the cores work on copies
+//! of them), so that a later upgrade can pass them all on, accept queues and all.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,7 +20,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Config;
+use crate::config::{Config, Listen};
 use crate::health::{self, Health};
 use crate::metrics::Counters;
 use crate::runtime::advisor::{self, Board, Named};
@@ -25,11 +31,137 @@ use crate::upstream::advice::Kind;
 
 const LISTEN_BACKLOG: i32 = 4_096;
 
+/// The listening sockets of one `[[listen]]` address.
+#[derive(Debug)]
+pub struct ListenSet {
+    /// The address as configured (port 0 included).
+    pub addr: SocketAddr,
+    /// The address bound.
+    pub bound: SocketAddr,
+    /// Bound here: one per core, in one `SO_REUSEPORT` group; inherited: as many as the old
+    /// hearth had. Each has an accept queue of its own.
+    pub socks: Vec<std::net::TcpListener>,
+}
+
+impl ListenSet {
+    /// Copies of the sockets (the same sockets, new descriptors).
+    pub fn try_clone(&self) -> io::Result<ListenSet> {
+        Ok(ListenSet {
+            addr: self.addr,
+            bound: self.bound,
+            socks: self
+                .socks
+                .iter()
+                .map(std::net::TcpListener::try_clone)
+                .collect::<io::Result<_>>()?,
+        })
+    }
+}
+
+/// Every listening socket of a configuration, by `[[listen]]` entry, before the cores take them.
+#[derive(Debug)]
+pub struct Listeners {
+    sets: Vec<ListenSet>,
+}
+
+fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    Ok(sock.into())
+}
+
+/// Binds `addr` once per core. The first socket fixes the port (port 0 picks one), the others
+/// join it through SO_REUSEPORT.
+fn bind_set(addr: SocketAddr, workers: usize) -> io::Result<ListenSet> {
+    let first = listener(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let bound = first.local_addr()?;
+    let mut socks = vec![first];
+    for _ in 1..workers {
+        socks.push(
+            listener(bound)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {bound}: {e}")))?,
+        );
+    }
+    info!("listening on {bound}");
+    Ok(ListenSet { addr, bound, socks })
+}
+
+impl Listeners {
+    /// Binds every address of `listen`, one socket per core.
+    pub fn bind(listen: &[Listen], workers: usize) -> io::Result<Listeners> {
+        let sets = listen
+            .iter()
+            .map(|l| bind_set(l.addr, workers.max(1)))
+            .collect::<io::Result<_>>()?;
+        Ok(Listeners { sets })
+    }
+
+    /// The bound address of each entry, in order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.sets.iter().map(|s| s.bound).collect()
+    }
+
+    /// Gives each of `workers` cores its sockets, as (entry index, socket): every socket goes to
+    /// at least one core, and every core gets at least one socket of each entry, so with fewer
+    /// sockets than cores some are shared (each core accepts from it) and with more a core takes
+    /// several.
+    fn spread(&self, workers: usize) -> io::Result<Vec<Vec<(usize, TcpListener)>>> {
+        let mut per_core: Vec<Vec<(usize, TcpListener)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for (li, set) in self.sets.iter().enumerate() {
+            let k = set.socks.len();
+            if k == 0 {
+                continue;
+            }
+            for i in 0..k.max(workers) {
+                let sock = set.socks[i % k].try_clone()?;
+                sock.set_nonblocking(true)?;
+                per_core[i % workers].push((li, TcpListener::from_std(sock)));
+            }
+        }
+        Ok(per_core)
+    }
+}
+
+/// The listening sockets a running hearth started with, kept for a binary upgrade to pass on;
+/// shared with whoever passes them (the upgrade socket's thread), and closed when the server
+/// stops, so that an address stops accepting once its cores stop instead of queueing
+/// connections nobody will take.
+#[derive(Debug, Clone)]
+pub struct Sockets(Arc<Mutex<Option<Listeners>>>);
+
+impl Sockets {
+    /// Copies of every socket, by `[[listen]]` entry; None once the server stopped.
+    pub fn copies(&self) -> io::Result<Option<Vec<ListenSet>>> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match kept.as_ref() {
+            None => Ok(None),
+            Some(l) => Ok(Some(
+                l.sets
+                    .iter()
+                    .map(ListenSet::try_clone)
+                    .collect::<io::Result<_>>()?,
+            )),
+        }
+    }
+
+    fn close(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
 /// A running set of cores.
 pub struct Server {
     process: Arc<Process>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     addrs: Vec<SocketAddr>,
+    /// Every socket the cores listen on, kept for a binary upgrade to pass on.
+    sockets: Sockets,
     /// The configured listen addresses (before port 0 was resolved), to spot changes on reload.
     listen: Vec<SocketAddr>,
     health: Health,
@@ -38,19 +170,9 @@ pub struct Server {
     advisor: (Sender<()>, JoinHandle<()>),
 }
 
-fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(LISTEN_BACKLOG)?;
-    Ok(TcpListener::from_std(sock.into()))
-}
-
 impl Server {
-    /// Binds every listener on every core and starts the core threads.
-    pub fn start(cfg: Config) -> io::Result<Server> {
+    /// Starts the core threads on `listeners` (bound or inherited for `cfg.listen`).
+    pub fn start(cfg: Config, listeners: Listeners) -> io::Result<Server> {
         let workers = cfg.workers.max(1);
         if let Some(a) = &cfg.access_log {
             // Each core opens its own handle; try once here so a bad path is one clear error.
@@ -61,24 +183,7 @@ impl Server {
                 )
             })?;
         }
-        // Per core, one listener per listen address. The first socket of an address fixes its
-        // port (port 0 picks one), the others join it through SO_REUSEPORT.
-        let mut per_core: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-        let mut addrs = Vec::new();
-        for l in &cfg.listen {
-            let first = listener(l.addr).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
-            })?;
-            let bound = first.local_addr()?;
-            per_core[0].push(first);
-            for core in per_core.iter_mut().skip(1) {
-                core.push(listener(bound).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot listen on {bound}: {e}"))
-                })?);
-            }
-            info!("listening on {bound}");
-            addrs.push(bound);
-        }
+        let per_core = listeners.spread(workers)?;
         let mut polls = Vec::new();
         let mut peers = Vec::new();
         let mut receivers = Vec::new();
@@ -99,9 +204,7 @@ impl Server {
         let board = Board::new(process.clone(), shared.clone());
         let advisor = advisor::start(board.clone())?;
         let mut threads = Vec::new();
-        for (i, ((poll, listeners), rx)) in
-            polls.into_iter().zip(per_core).zip(receivers).enumerate()
-        {
+        for (i, ((poll, mine), rx)) in polls.into_iter().zip(per_core).zip(receivers).enumerate() {
             let shared = shared.clone();
             let process = process.clone();
             let t = std::thread::Builder::new()
@@ -112,7 +215,7 @@ impl Server {
                             warn!("core {i}: pinning to CPU {i} failed: {e}");
                         }
                     }
-                    let mut core = Core::new(i, poll, listeners, shared, process, rx)?;
+                    let mut core = Core::new(i, poll, mine, shared, process, rx)?;
                     core.run()
                 })?;
             threads.push(t);
@@ -120,7 +223,8 @@ impl Server {
         Ok(Server {
             process,
             threads,
-            addrs,
+            addrs: listeners.addrs(),
+            sockets: Sockets(Arc::new(Mutex::new(Some(listeners)))),
             listen,
             health,
             health_thread,
@@ -156,11 +260,17 @@ impl Server {
         }
     }
 
+    /// The listening sockets, for a binary upgrade to pass on.
+    pub fn sockets(&self) -> Sockets {
+        self.sockets.clone()
+    }
+
     /// Asks every core to stop (finishing requests in flight for up to `grace`).
     pub fn shutdown(&self, grace: Duration) {
         for p in &self.process.peers {
             let _ = p.send(Control::Shutdown { grace });
         }
+        self.sockets.close();
         self.health.send(health::Msg::Stop);
     }
 }
