@@ -177,7 +177,7 @@ pub fn start(path: &Path, cfg: Config) -> Result<Running, Error> {
         }
         .map_or(cfg, |b| *b);
         let listeners = Listeners::bind(&first.listen, first.workers).map_err(Error::Start)?;
-        let s = Server::start(first, listeners).map_err(Error::Start)?;
+        let s = Server::start(first, listeners, false).map_err(Error::Start)?;
         *t = Target::Running(s.handle());
         s
     };

@@ -40,7 +40,7 @@ use crate::http::head::{self, Header, Limits};
 use crate::id::{ClientId, NodeId, UpId};
 use crate::metrics::{Counters, NodeCounters};
 use crate::route::Router;
-use crate::runtime::control::Control;
+use crate::runtime::control::{Control, Export};
 use crate::runtime::deadline::{Clocks, Due};
 use crate::runtime::exchange::{Exchange, Fault, Leg, Tries};
 use crate::runtime::generation::{ListenTls, Shared, UpSettings};
@@ -221,6 +221,16 @@ pub struct Core {
     /// Client-side counters; each node's are in its record (`ups`).
     pub(super) counters: Counters,
     pub(super) shutdown_at: Option<u64>,
+    /// Some while draining for a binary upgrade: where idle plain upstream connections go.
+    pub(super) export: Option<crossbeam_channel::Sender<Export>>,
+    /// While draining for an upgrade, something changed what the remaining clients may still
+    /// need (a connection was pooled, a client left): look for idle connections to export.
+    pub(super) export_due: bool,
+    /// TLS connections closed for the upgrade, for the core's last word.
+    pub(super) upgrade_closed: u64,
+    /// Started on the sockets of a hearth it replaces, which is still handing over its
+    /// connections: no pool is warmed until it has (`Control::Inherited`).
+    inheriting: bool,
     /// Next `min_idle` top-up; 0 when no upstream asks for a warm floor.
     /// When `pool_tick` runs next; 0 while no pool is configured.
     next_tick: u64,
@@ -241,6 +251,7 @@ impl Core {
         shared: Arc<Shared>,
         process: Arc<Process>,
         ctl: Receiver<Control>,
+        inheriting: bool,
     ) -> io::Result<Core> {
         let cfg = shared.cfg.clone();
         let budgets = process.budgets();
@@ -279,6 +290,10 @@ impl Core {
             counters: Counters::default(),
             router: shared.router.clone(),
             shutdown_at: None,
+            export: None,
+            export_due: false,
+            upgrade_closed: 0,
+            inheriting,
             next_tick: 0,
             purging: Vec::new(),
             access: match &cfg.access_log {
@@ -331,6 +346,9 @@ impl Core {
             self.run_pending();
             self.expire_timers();
             self.run_pending();
+            if self.export_due {
+                self.export_surplus();
+            }
             if self.accept_paused_until != 0 && self.now >= self.accept_paused_until {
                 self.accept_paused_until = 0;
                 if self.below_resume_mark() {
@@ -446,6 +464,11 @@ impl Core {
                 Control::Reload(shared) => self.reload(shared),
                 Control::NodeHealth { node, healthy } => self.node_health(node, healthy),
                 Control::ReopenLog => self.reopen_access_log(),
+                Control::Upgrade { grace, export } => self.begin_upgrade(grace, export),
+                Control::Inherited => {
+                    self.inheriting = false;
+                    self.pool_tick();
+                }
             }
         }
     }
@@ -579,6 +602,9 @@ impl Core {
     /// Opens what `Upstreams::warm_gap` says `node` lacks, without a request. Warm connections
     /// carry the node's own name (and tag).
     pub(super) fn warm(&mut self, node: NodeId, set: &UpSettings) {
+        if self.inheriting {
+            return; // connections are still coming from the hearth this one replaced
+        }
         if !self.node_usable(node) {
             return; // health checks took it out: it would only be closed again
         }
@@ -628,9 +654,61 @@ impl Core {
         }
     }
 
+    /// A new hearth took over the listening sockets: drain as for a shutdown, but keep idle
+    /// clients for their next request (`step_head`), and export idle upstream connections as
+    /// the remaining clients stop needing them (`export_surplus`).
+    fn begin_upgrade(&mut self, grace: Duration, export: crossbeam_channel::Sender<Export>) {
+        if self.shutdown_at.is_some() {
+            // Already stopping: its connections close with it.
+            let _ = export.send(Export::Finished {
+                core: self.id,
+                closed: 0,
+            });
+            return;
+        }
+        self.export = Some(export);
+        self.export_due = true;
+        self.begin_shutdown(grace);
+    }
+
+    /// While draining for an upgrade: gives up the idle connections beyond what this core's
+    /// remaining clients may still ask for, oldest first (plain ones to the new hearth, TLS ones
+    /// closed). A client may still ask while it waits for a request head, or while its answer
+    /// goes out on a connection that it keeps.
+    fn export_surplus(&mut self) {
+        self.export_due = false;
+        if self.export.is_none() {
+            return;
+        }
+        let may_ask = self
+            .clients
+            .iter()
+            .filter(|(_, c)| match &c.phase {
+                Phase::Head => true,
+                Phase::Exchange(ex) => ex.keep_client,
+                _ => false,
+            })
+            .count();
+        for node in (0..self.ups.nodes()).map(NodeId) {
+            while self.ups.node(node).is_some_and(|n| n.idle() > may_ask) {
+                let Some(uid) = self.ups.pop_oldest_idle(node) else {
+                    break;
+                };
+                self.export_up(uid);
+            }
+        }
+    }
+
     fn finish_shutdown(&mut self) {
         for cid in self.clients.keys() {
             self.close_client(ClientId(cid));
+        }
+        if self.export.is_some() {
+            for node in (0..self.ups.nodes()).map(NodeId) {
+                for uid in self.ups.drain_idle(node) {
+                    self.export_up(uid);
+                }
+            }
         }
         for uid in self.ups.ids() {
             self.close_up(uid, CloseReason::NotReusable);
@@ -647,6 +725,12 @@ impl Core {
                     self.id, labels.get(i).map_or("", String::as_str), n.requests, n.connects, n.reuses, n.replays, n.connect_failures, n.queue_timeouts
                 );
             }
+        }
+        if let Some(export) = self.export.take() {
+            let _ = export.send(Export::Finished {
+                core: self.id,
+                closed: self.upgrade_closed,
+            });
         }
     }
 
@@ -854,6 +938,8 @@ impl Core {
         ex: Option<&Exchange>,
     ) -> (Phase, Step) {
         let status = cause.status();
+        // Stopping, an answer of our own says that the connection closes after it.
+        let keep = keep && self.shutdown_at.is_none();
         self.counters.answered(status);
         self.report(cid, cause, ex);
         self.log_end(cid, status, 0, ex.map(|e| (e, 0)), Some(cause));
@@ -958,6 +1044,7 @@ impl Core {
             return (Phase::Closing, Step::Closed);
         }
         let shutting = self.shutdown_at.is_some();
+        let upgrading = self.export.is_some();
         let max_requests = self.cfg().client.max_requests;
         let c = self
             .clients
@@ -973,7 +1060,10 @@ impl Core {
             }
         } else {
             c.head_started = None;
-            if shutting || (max_requests > 0 && c.served >= max_requests) {
+            // Draining for an upgrade, a client between requests is not closed under its
+            // feet (its next request could be on the way): that request is answered, with
+            // `Connection: close`, unless the idle timeout or the grace period ends first.
+            if (shutting && !upgrading) || (max_requests > 0 && c.served >= max_requests) {
                 return (Phase::Closing, Step::Continue);
             }
         }
@@ -1131,6 +1221,8 @@ impl Core {
     }
 
     pub(super) fn close_client(&mut self, cid: ClientId) {
+        // One client fewer may need an idle connection.
+        self.export_due |= self.export.is_some();
         self.log_end(cid, 499, 0, None, Some(Cause::ClientAbort));
         let Some(mut c) = self.clients.remove(cid.index()) else {
             return;

@@ -20,14 +20,17 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::{Config, Listen};
+use crate::config::{Config, Listen, Scheme};
 use crate::health::{self, Health};
 use crate::metrics::Counters;
 use crate::runtime::advisor::{self, Board, Named};
-use crate::runtime::control::{Control, Peer, CHANNEL_CAPACITY};
+use crate::runtime::control::{Control, Export, PassedConn, Peer, CHANNEL_CAPACITY};
 use crate::runtime::core::Core;
-use crate::runtime::process::Process;
+use crate::runtime::generation::Shared;
+use crate::runtime::io::{UpHandover, UpIo};
+use crate::runtime::process::{PoolKey, Process};
 use crate::upstream::advice::Kind;
+use crate::upstream::Reservation;
 
 const LISTEN_BACKLOG: i32 = 4_096;
 
@@ -101,6 +104,60 @@ impl Listeners {
         Ok(Listeners { sets })
     }
 
+    /// Takes over `passed`, the sockets of the hearth that a binary upgrade replaces, for the
+    /// entries of `listen` they match (the same address as configured, or an entry naming the
+    /// address the old hearth bound); binds, as [`Listeners::bind`] does, only the entries that
+    /// nothing matches; closes, saying so, the sockets of addresses `listen` no longer has. An
+    /// inherited address is never bound again: its sockets, and the connections waiting in
+    /// their accept queues, are the old hearth's own.
+    pub fn inherit(
+        listen: &[Listen],
+        workers: usize,
+        mut passed: Vec<ListenSet>,
+    ) -> io::Result<Listeners> {
+        let mut sets = Vec::with_capacity(listen.len());
+        for l in listen {
+            let found = passed
+                .iter()
+                .position(|p| p.addr == l.addr || p.bound == l.addr);
+            let set = match found {
+                Some(i) => {
+                    let p = passed.remove(i);
+                    for s in &p.socks {
+                        s.set_nonblocking(true)?;
+                        let at = s.local_addr()?;
+                        if at != p.bound {
+                            return Err(io::Error::other(format!(
+                                "a socket passed for {} is bound to {at}",
+                                p.bound
+                            )));
+                        }
+                    }
+                    info!(
+                        "listening on {} (taken over: {} socket(s))",
+                        p.bound,
+                        p.socks.len()
+                    );
+                    ListenSet {
+                        addr: l.addr,
+                        bound: p.bound,
+                        socks: p.socks,
+                    }
+                }
+                None => bind_set(l.addr, workers.max(1))?,
+            };
+            sets.push(set);
+        }
+        for p in passed {
+            info!(
+                "{} is not in the configuration any more: closing its {} listening socket(s)",
+                p.bound,
+                p.socks.len()
+            );
+        }
+        Ok(Listeners { sets })
+    }
+
     /// The bound address of each entry, in order.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.sets.iter().map(|s| s.bound).collect()
@@ -164,6 +221,8 @@ pub struct Server {
     sockets: Sockets,
     /// The configured listen addresses (before port 0 was resolved), to spot changes on reload.
     listen: Vec<SocketAddr>,
+    /// The generation in force, for those outside the cores that act on it.
+    current: Arc<Mutex<Arc<Shared>>>,
     health: Health,
     health_thread: JoinHandle<()>,
     board: Board,
@@ -172,7 +231,9 @@ pub struct Server {
 
 impl Server {
     /// Starts the core threads on `listeners` (bound or inherited for `cfg.listen`).
-    pub fn start(cfg: Config, listeners: Listeners) -> io::Result<Server> {
+    /// `inheriting`: the hearth this one replaces is about to hand over its idle upstream
+    /// connections, so no pool is warmed until [`Handle::inherited_all`].
+    pub fn start(cfg: Config, listeners: Listeners, inheriting: bool) -> io::Result<Server> {
         let workers = cfg.workers.max(1);
         if let Some(a) = &cfg.access_log {
             // Each core opens its own handle; try once here so a bad path is one clear error.
@@ -215,7 +276,7 @@ impl Server {
                             warn!("core {i}: pinning to CPU {i} failed: {e}");
                         }
                     }
-                    let mut core = Core::new(i, poll, mine, shared, process, rx)?;
+                    let mut core = Core::new(i, poll, mine, shared, process, rx, inheriting)?;
                     core.run()
                 })?;
             threads.push(t);
@@ -226,6 +287,7 @@ impl Server {
             addrs: listeners.addrs(),
             sockets: Sockets(Arc::new(Mutex::new(Some(listeners)))),
             listen,
+            current: Arc::new(Mutex::new(shared)),
             health,
             health_thread,
             board,
@@ -248,6 +310,7 @@ impl Server {
         Handle {
             process: self.process.clone(),
             listen: self.listen.clone(),
+            current: self.current.clone(),
             health: self.health.clone(),
             board: self.board.clone(),
         }
@@ -280,6 +343,7 @@ impl Server {
 pub struct Handle {
     process: Arc<Process>,
     listen: Vec<SocketAddr>,
+    current: Arc<Mutex<Arc<Shared>>>,
     health: Health,
     board: Board,
 }
@@ -294,7 +358,18 @@ impl Handle {
         if listen != self.listen {
             warn!("reload: [[listen]] changes take effect only after a restart");
         }
+        let socket_now = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cfg
+            .upgrade_socket
+            .clone();
+        if cfg.upgrade_socket != socket_now {
+            warn!("reload: an upgrade_socket change takes effect only after a restart");
+        }
         let shared = Arc::new(self.process.generation(Arc::new(cfg)));
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = shared.clone();
         for p in &self.process.peers {
             if p.send(Control::Reload(shared.clone())).is_err() {
                 warn!("reload: a core did not take the new configuration");
@@ -306,6 +381,91 @@ impl Handle {
             warn!("reload: the health checker did not take the new configuration");
         }
         info!("configuration reloaded");
+    }
+
+    /// How many cores there are.
+    pub fn cores(&self) -> usize {
+        self.process.peers.len()
+    }
+
+    /// A new hearth has taken over the listening sockets (binary upgrade): every core stops
+    /// accepting, drains for up to `grace`, and gives its idle plain upstream connections to
+    /// `export` (see `Control::Upgrade`). False if a core did not take the message.
+    pub fn upgrade(&self, grace: Duration, export: &Sender<Export>) -> bool {
+        let mut all = true;
+        for p in &self.process.peers {
+            all &= p
+                .send(Control::Upgrade {
+                    grace,
+                    export: export.clone(),
+                })
+                .is_ok();
+        }
+        all
+    }
+
+    /// Files an idle upstream connection that the hearth this one replaced handed over, with
+    /// core `core` (any: it goes to the right one as usual when requests wait elsewhere), as
+    /// an idle connection of the pool its address names (plain http). Err says why it was
+    /// closed instead: no pool of this configuration has that key, the pool is at its
+    /// `max_connections`, or the socket is not what it was said to be.
+    pub fn adopt_passed(&self, c: PassedConn, core: usize) -> Result<(), &'static str> {
+        let key = PoolKey {
+            addr: c.addr,
+            scheme: Scheme::Http,
+            tls: None,
+        };
+        let node = self.process.node_of(&key).ok_or("no such node")?;
+        let shared = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let set = shared.settings_of_pool(node).ok_or("no such node")?;
+        let budget = self
+            .process
+            .budgets()
+            .get(node.index())
+            .cloned()
+            .ok_or("no such node")?;
+        // An open connection holds no connect slot: only max_connections applies.
+        let reservation = Reservation::take(&budget, set.max_connections, 0)
+            .map_err(|_| "the node is at its max_connections")?;
+        if c.sock.peer_addr().ok() != Some(c.addr) {
+            return Err("the socket is not connected to the node");
+        }
+        c.sock
+            .set_nonblocking(true)
+            .map_err(|_| "the socket is unusable")?;
+        let _ = c.sock.set_nodelay(true);
+        let h = UpHandover {
+            io: UpIo {
+                sock: mio::net::TcpStream::from_std(c.sock),
+                tls: None,
+                handshaking: false,
+                readable: false,
+                writable: false,
+                hup: false,
+            },
+            node,
+            addr: c.addr,
+            age_ms: c.age_ms,
+            served: c.served,
+            hint: c.hint,
+            sni: 0,
+            reservation,
+        };
+        let peer = &self.process.peers[core % self.process.peers.len()];
+        peer.send(Control::Adopt(Box::new(h)))
+            .map_err(|_| "the core did not take it")
+    }
+
+    /// The hearth this one replaced has handed over all it had: the cores warm their pools
+    /// from now on.
+    pub fn inherited_all(&self) {
+        for p in &self.process.peers {
+            let _ = p.send(Control::Inherited);
+        }
     }
 
     /// Counters summed over every core, asked of each core by message.
@@ -395,5 +555,73 @@ impl Server {
             warn!("the health checker panicked");
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(addr: &str) -> Listen {
+        Listen {
+            addr: addr.parse().expect("literal address"),
+            tls: None,
+        }
+    }
+
+    /// Accepts one connection on any of `socks` (non-blocking), within a second.
+    fn accepts(socks: &[std::net::TcpListener]) -> bool {
+        for _ in 0..200 {
+            if socks.iter().any(|s| s.accept().is_ok()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn inherited_sockets_are_taken_not_bound_and_spread_over_the_cores() {
+        let old = Listeners::bind(&[entry("127.0.0.1:0"), entry("127.0.0.1:0")], 2).unwrap();
+        let (kept, dropped) = (old.sets[0].bound, old.sets[1].bound);
+        let mut passed: Vec<ListenSet> = old.sets.iter().map(|s| s.try_clone().unwrap()).collect();
+        drop(old);
+        // As if the old configuration had named the second address with its port.
+        passed[1].addr = dropped;
+        // A connection waiting in the old accept queue is still there for the new hearth.
+        let waiting = std::net::TcpStream::connect(kept).unwrap();
+        // The new configuration names the kept address by its port (the old one said port 0),
+        // drops the other and adds one.
+        let new = Listeners::inherit(&[entry(&kept.to_string()), entry("127.0.0.1:0")], 3, passed)
+            .unwrap();
+        assert_eq!(new.sets[0].bound, kept);
+        assert_eq!(new.sets[0].socks.len(), 2, "both of the old cores' sockets");
+        assert_eq!(
+            new.sets[1].socks.len(),
+            3,
+            "a new address is bound per core"
+        );
+        assert!(
+            accepts(&new.sets[0].socks),
+            "the waiting connection is accepted"
+        );
+        drop(waiting);
+        assert!(
+            std::net::TcpStream::connect(dropped).is_err(),
+            "the address left out is closed"
+        );
+        // Three cores, two sockets of the first entry: every socket is used, every core has one.
+        let cores = new.spread(3).unwrap();
+        for (i, mine) in cores.iter().enumerate() {
+            assert_eq!(
+                mine.iter().filter(|(e, _)| *e == 0).count(),
+                1,
+                "core {i} accepts on the inherited address"
+            );
+            assert_eq!(mine.iter().filter(|(e, _)| *e == 1).count(), 1);
+        }
+        // One core, two sockets: it takes both.
+        let one = new.spread(1).unwrap();
+        assert_eq!(one[0].iter().filter(|(e, _)| *e == 0).count(), 2);
     }
 }
