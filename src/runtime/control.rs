@@ -38,6 +38,10 @@ pub enum Control {
     NodeHealth { node: NodeId, healthy: bool },
     /// The access log file was rotated away (SIGUSR1): open the configured path afresh.
     ReopenLog,
+    /// A new hearth is about to take over (binary upgrade): give the idle plain upstream
+    /// connections this core's clients cannot use now to `export`, then `Export::Flushed`.
+    /// Serving goes on as before; the new hearth has them before any client is sent its way.
+    Export { export: Sender<Export> },
     /// A new hearth has taken over the listening sockets (binary upgrade): stop accepting and
     /// drain as for `Shutdown`, except that a client idle between requests is not closed but
     /// answered once more (with `Connection: close`); give the idle plain upstream connections
@@ -47,8 +51,13 @@ pub enum Control {
         grace: Duration,
         export: Sender<Export>,
     },
-    /// The hearth this one replaced has handed over all its connections: warm the pools from
-    /// now on (they are not warmed while connections may still come, which would open new ones).
+    /// The hearth this one replaces sends its clients this way now, and its connections follow
+    /// as its clients leave it: until `until` (on the process clock), a request that finds no
+    /// idle connection to a plain node waits for one rather than open one.
+    Expect { until: u64 },
+    /// The hearth this one replaced has handed over all its connections: requests waiting for
+    /// them connect, and the pools are warmed from now on (not before: that would open
+    /// connections that those handed over make unneeded).
     Inherited,
 }
 
@@ -71,6 +80,10 @@ pub struct PassedConn {
 #[derive(Debug)]
 pub enum Export {
     Conn(PassedConn),
+    /// The core has given what `Control::Export` asked for.
+    Flushed {
+        core: usize,
+    },
     /// The core has finished: nothing more comes from it. `closed`: TLS connections it closed.
     Finished {
         core: usize,

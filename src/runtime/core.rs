@@ -231,6 +231,9 @@ pub struct Core {
     /// Started on the sockets of a hearth it replaces, which is still handing over its
     /// connections: no pool is warmed until it has (`Control::Inherited`).
     inheriting: bool,
+    /// While connections still come from the hearth this one replaces, until when a request
+    /// waits for one of them rather than open one (`Control::Expect`); 0 otherwise.
+    pub(super) expect_until: u64,
     /// Next `min_idle` top-up; 0 when no upstream asks for a warm floor.
     /// When `pool_tick` runs next; 0 while no pool is configured.
     next_tick: u64,
@@ -294,6 +297,7 @@ impl Core {
             export_due: false,
             upgrade_closed: 0,
             inheriting,
+            expect_until: 0,
             next_tick: 0,
             purging: Vec::new(),
             access: match &cfg.access_log {
@@ -347,7 +351,10 @@ impl Core {
             self.expire_timers();
             self.run_pending();
             if self.export_due {
-                self.export_surplus();
+                self.export_surplus(true);
+            }
+            if self.expect_until != 0 && self.now >= self.expect_until {
+                self.stop_expecting();
             }
             if self.accept_paused_until != 0 && self.now >= self.accept_paused_until {
                 self.accept_paused_until = 0;
@@ -386,6 +393,9 @@ impl Core {
         }
         if let Some(at) = self.shutdown_at {
             next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        if self.expect_until != 0 {
+            next = Some(next.map_or(self.expect_until, |n| n.min(self.expect_until)));
         }
         if let Some(d) = self.access.as_ref().and_then(AccessLog::next_deadline) {
             next = Some(next.map_or(d, |n| n.min(d)));
@@ -464,9 +474,12 @@ impl Core {
                 Control::Reload(shared) => self.reload(shared),
                 Control::NodeHealth { node, healthy } => self.node_health(node, healthy),
                 Control::ReopenLog => self.reopen_access_log(),
+                Control::Export { export } => self.export_early(export),
                 Control::Upgrade { grace, export } => self.begin_upgrade(grace, export),
+                Control::Expect { until } => self.expect_until = until,
                 Control::Inherited => {
                     self.inheriting = false;
+                    self.stop_expecting();
                     self.pool_tick();
                 }
             }
@@ -671,11 +684,41 @@ impl Core {
         self.begin_shutdown(grace);
     }
 
-    /// While draining for an upgrade: gives up the idle connections beyond what this core's
-    /// remaining clients may still ask for, oldest first (plain ones to the new hearth, TLS ones
-    /// closed). A client may still ask while it waits for a request head, or while its answer
+    /// No more connections are expected from the hearth this one replaced: requests that waited
+    /// for them connect (`connect` no longer holds them back).
+    fn stop_expecting(&mut self) {
+        if self.expect_until == 0 {
+            return;
+        }
+        self.expect_until = 0;
+        for node in (0..self.ups.nodes()).map(NodeId) {
+            if self.ups.has_waiters(node) {
+                self.serve_waiters(node);
+            }
+        }
+    }
+
+    /// A new hearth is about to take over: it gets the idle plain connections that this core's
+    /// clients cannot use now, while this core serves on as before.
+    fn export_early(&mut self, export: crossbeam_channel::Sender<Export>) {
+        let core = self.id;
+        if self.shutdown_at.is_some() {
+            // Stopping already: nothing to give.
+            let _ = export.send(Export::Flushed { core });
+            return;
+        }
+        self.export = Some(export);
+        self.export_surplus(false);
+        if let Some(export) = self.export.take() {
+            let _ = export.send(Export::Flushed { core });
+        }
+    }
+
+    /// In an upgrade: gives up the idle connections beyond what this core's remaining clients
+    /// may still ask for, oldest first: plain ones to the new hearth, TLS ones (with `tls`)
+    /// closed. A client may still ask while it waits for a request head, or while its answer
     /// goes out on a connection that it keeps.
-    fn export_surplus(&mut self) {
+    fn export_surplus(&mut self, tls: bool) {
         self.export_due = false;
         if self.export.is_none() {
             return;
@@ -690,6 +733,9 @@ impl Core {
             })
             .count();
         for node in (0..self.ups.nodes()).map(NodeId) {
+            if !tls && self.shared.pool(node).is_some_and(|p| p.https) {
+                continue;
+            }
             while self.ups.node(node).is_some_and(|n| n.idle() > may_ask) {
                 let Some(uid) = self.ups.pop_oldest_idle(node) else {
                     break;

@@ -388,6 +388,28 @@ impl Handle {
         self.process.peers.len()
     }
 
+    /// A new hearth is about to take over (binary upgrade): every core gives `export` the idle
+    /// plain upstream connections its clients cannot use now, then `Export::Flushed` (see
+    /// `Control::Export`). Returns how many cores took the message.
+    pub fn export_idle(&self, export: &Sender<Export>) -> usize {
+        self.process
+            .peers
+            .iter()
+            .filter(|p| {
+                p.send(Control::Export {
+                    export: export.clone(),
+                })
+                .is_ok()
+            })
+            .count()
+    }
+
+    /// Returns once every core has handled every message sent to it before (a stats request
+    /// is answered in turn, after them).
+    pub fn settle(&self) {
+        let _ = self.process.stats();
+    }
+
     /// A new hearth has taken over the listening sockets (binary upgrade): every core stops
     /// accepting, drains for up to `grace`, and gives its idle plain upstream connections to
     /// `export` (see `Control::Upgrade`). False if a core did not take the message.
@@ -458,6 +480,15 @@ impl Handle {
         let peer = &self.process.peers[core % self.process.peers.len()];
         peer.send(Control::Adopt(Box::new(h)))
             .map_err(|_| "the core did not take it")
+    }
+
+    /// The hearth this one replaces sends its clients this way from now: until `until` (on the
+    /// process clock), a request that finds no idle connection waits for one it hands over
+    /// rather than open one (see `Control::Expect`).
+    pub fn expect_passed(&self, until: u64) {
+        for p in &self.process.peers {
+            let _ = p.send(Control::Expect { until });
+        }
     }
 
     /// The hearth this one replaced has handed over all it had: the cores warm their pools

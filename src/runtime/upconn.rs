@@ -164,6 +164,16 @@ impl Core {
             return Err(ConnectError::Failed(Cause::NodeRemoved));
         };
         let addr = pool.addr;
+        if owner.is_some()
+            && !pool.https
+            && self.now < self.expect_until
+            && self.expect_until - self.now < set.queue_ms
+        {
+            // The hearth this one replaces is handing over its connections as its clients move
+            // here: the request waits in the node's queue for one (`adopt` gives it to the first
+            // waiter), or connects when they stop coming, well before its queue timeout.
+            return Err(ConnectError::Budget);
+        }
         let per_request = pool.tls.as_ref().is_some_and(|t| t.from_request);
         let sni = if per_request { sni } else { 0 };
         let tls = match &pool.tls {

@@ -24,6 +24,13 @@ use crate::upgrade::socket;
 use crate::upgrade::wire::{Addrs, Channel, Msg, VERSION};
 use crate::upstream::pool::KeepAliveHint;
 
+/// From the moment the old hearth sends its clients here, how long a request that finds no idle
+/// connection waits for one it hands over (as its clients leave it, their connections follow)
+/// rather than open one. Long enough for the old hearth's requests in flight to finish at
+/// ordinary latencies; short enough that a request that waits in vain still connects well
+/// within its queue timeout (1 s by default; a shorter one is not held back at all).
+const EXPECT_WINDOW_MS: u64 = 250;
+
 /// How long the running hearth has to answer hello with its sockets.
 const ANSWER_WAIT: Duration = Duration::from_secs(30);
 const WRITE_WAIT: Duration = Duration::from_secs(10);
@@ -137,6 +144,17 @@ fn take_in(ch: &mut Channel, handle: &Handle, old: u32) {
         let (conns, fds) = match ch.recv() {
             Ok(Some((Msg::Conns { conns }, fds))) => (conns, fds),
             Ok(Some((Msg::Done, _))) => break,
+            Ok(Some((Msg::Settle, _))) => {
+                // The connections filed so far are in the cores' lists once each core has
+                // handled its messages; then clients may come.
+                handle.settle();
+                handle.expect_passed(crate::clock::Clock.now_ms() + EXPECT_WINDOW_MS);
+                if let Err(e) = ch.send(&Msg::Taken, &[]) {
+                    warn!("upgrade: telling the old hearth (pid {old}) the connections are taken: {e}");
+                    break;
+                }
+                continue;
+            }
             Ok(Some((other, _))) => {
                 warn!("upgrade: the old hearth (pid {old}) said {other:?}; taking no more from it");
                 break;

@@ -5,12 +5,16 @@
 //! user; it says hello, gets every listening socket (`runtime::server::Sockets`: all cores'
 //! sockets of each address, so that no accept queue is lost when this hearth closes its own)
 //! and the admin listener, and this hearth goes on serving until the peer says it is ready.
-//! Only then is it committed: it removes its socket file (the path is the new hearth's now),
-//! asks every core to drain for an upgrade (`Handle::upgrade`), tells the main thread
-//! ([`HandedOff`]), and passes the idle plain upstream connections the cores give up to the new
-//! hearth in batches until every core has finished, then says done. A peer that goes away
-//! before it is ready changes nothing here: the failure is logged and this hearth keeps
-//! serving on all its sockets.
+//! Then the cores give it the idle plain upstream connections their clients cannot use now
+//! (`Handle::export_idle`), and it says when it has filed them with its own cores. Only then is
+//! this hearth committed: it removes its socket file (the path is the new hearth's now), asks
+//! every core to drain for an upgrade (`Handle::upgrade`), tells the main thread
+//! ([`HandedOff`]), and passes the connections the cores give up as their clients leave, in
+//! batches, until every core has finished; then it says done. So the connections idle at the
+//! hand-over are the new hearth's before any client is sent its way. A peer that goes away
+//! before it has said both that it is ready and that it took the connections changes nothing
+//! here but those connections: the failure is logged and this hearth keeps serving on all its
+//! sockets.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -348,74 +352,120 @@ fn session(
             ))
         }
     }
+    // Before a client is sent its way, the new hearth gets the connections idle now, and has
+    // filed them with its cores when it says so.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let asked = source.handle.export_idle(&tx);
+    let mut relay = Relay::default();
+    let mut flushed = 0;
+    while flushed < asked {
+        match rx.recv() {
+            Ok(Export::Flushed { .. }) => flushed += 1,
+            Ok(e) => relay.take(&mut ch, e, pid),
+            Err(_) => break,
+        }
+    }
+    relay.flush(&mut ch, pid);
+    if relay.broken {
+        return Err(format!(
+            "the new hearth (pid {pid}) went away before it took this hearth's connections"
+        ));
+    }
+    ch.sock().set_read_timeout(Some(HELLO_WAIT)).map_err(io)?;
+    let settled = ch
+        .send(&Msg::Settle, &[])
+        .and_then(|()| ch.recv())
+        .map_err(|e| e.to_string());
+    match settled {
+        Ok(Some((Msg::Taken, _))) => {}
+        other => return Err(format!(
+            "the new hearth (pid {pid}) did not say it took this hearth's connections ({other:?})"
+        )),
+    }
     *lock(&state.stage) = Stage::HandedOff;
     if let Some(f) = lock(&state.file).take() {
         f.remove();
     }
     info!(
-        "upgrade: the new hearth (pid {pid}) is ready; this hearth stops accepting, drains for \
-         up to {:?} and hands over its idle upstream connections",
-        source.grace
+        "upgrade: the new hearth (pid {pid}) serves and took {} idle upstream connection(s); \
+         this hearth stops accepting, drains for up to {:?} and hands over the rest",
+        relay.passed, source.grace
     );
-    let (tx, rx) = crossbeam_channel::unbounded();
     if !source.handle.upgrade(source.grace, &tx) {
         warn!("upgrade: a core did not take the hand-over; its connections close with it");
     }
     drop(tx);
     let _ = handed.send(HandedOff { pid });
-    relay(&mut ch, &rx, pid);
-    Ok(())
-}
-
-/// Passes what the cores give up to the new hearth, in batches, until every core has finished
-/// (each drops its sender), then says done.
-fn relay(ch: &mut Channel, rx: &Receiver<Export>, pid: u32) {
-    let (mut passed, mut closed, mut lost) = (0usize, 0u64, 0usize);
-    let mut broken = false;
-    let mut batch: Vec<PassedConn> = Vec::with_capacity(MAX_FDS_PER_FRAME);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(e) = next.take() {
-            match e {
-                Export::Conn(c) => batch.push(c),
-                Export::Finished { closed: n, .. } => closed += n,
-            }
-            if batch.len() < MAX_FDS_PER_FRAME {
-                next = rx.try_recv().ok();
-            }
+    // Until every core has finished: each drops its sender then.
+    while let Ok(e) = rx.recv() {
+        relay.take(&mut ch, e, pid);
+        if rx.is_empty() {
+            relay.flush(&mut ch, pid);
         }
-        if batch.is_empty() {
-            continue;
-        }
-        if !broken {
-            match send_batch(ch, &batch) {
-                Ok(()) => passed += batch.len(),
-                Err(e) => {
-                    warn!("upgrade: passing connections to the new hearth (pid {pid}): {e}; the rest close");
-                    broken = true;
-                }
-            }
-        }
-        if broken {
-            lost += batch.len();
-        }
-        // Our descriptors close here; the new hearth has its own.
-        batch.clear();
     }
-    if !broken {
+    relay.flush(&mut ch, pid);
+    if !relay.broken {
         if let Err(e) = ch.send(&Msg::Done, &[]) {
             debug!("upgrade: saying done to pid {pid}: {e}");
         }
     }
     info!(
-        "upgrade: handed {passed} idle upstream connection(s) to the new hearth (pid {pid}); \
-         closed {closed} TLS one(s){}",
-        if lost > 0 {
-            format!(", and {lost} it did not take")
+        "upgrade: handed {} idle upstream connection(s) to the new hearth (pid {pid}); \
+         closed {} TLS one(s){}",
+        relay.passed,
+        relay.closed,
+        if relay.lost > 0 {
+            format!(", and {} it did not take", relay.lost)
         } else {
             String::new()
         }
     );
+    Ok(())
+}
+
+/// What the cores give up, on its way to the new hearth in batches.
+#[derive(Default)]
+struct Relay {
+    batch: Vec<PassedConn>,
+    passed: usize,
+    /// TLS connections the cores closed.
+    closed: u64,
+    /// Connections the new hearth did not take (it stopped reading).
+    lost: usize,
+    broken: bool,
+}
+
+impl Relay {
+    fn take(&mut self, ch: &mut Channel, e: Export, pid: u32) {
+        match e {
+            Export::Conn(c) => self.batch.push(c),
+            Export::Finished { closed, .. } => self.closed += closed,
+            Export::Flushed { .. } => {}
+        }
+        if self.batch.len() >= MAX_FDS_PER_FRAME {
+            self.flush(ch, pid);
+        }
+    }
+
+    fn flush(&mut self, ch: &mut Channel, pid: u32) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if !self.broken {
+            match send_batch(ch, &self.batch) {
+                Ok(()) => self.passed += self.batch.len(),
+                Err(e) => {
+                    warn!("upgrade: passing connections to the new hearth (pid {pid}): {e}; the rest close");
+                    self.broken = true;
+                }
+            }
+        }
+        if self.broken {
+            self.lost += self.batch.len();
+        }
+        // Our descriptors close here; the new hearth has its own.
+        self.batch.clear();
+    }
 }
 
 fn send_batch(ch: &mut Channel, batch: &[PassedConn]) -> io::Result<()> {

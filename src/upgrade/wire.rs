@@ -10,11 +10,13 @@
 //!
 //! The conversation (N the new hearth, O the running one):
 //! 1. N -> O `Hello`; O -> N `Listeners` with every listening socket (or `Refused`).
-//! 2. N starts its cores on them, then N -> O `Ready`. From here O has handed over: it stops
-//!    accepting and drains.
-//! 3. O -> N `Conns`, in batches, as its cores give up idle plain upstream connections; then
-//!    `Done` when every core has finished. EOF before `Ready` (N died) leaves O serving; EOF
-//!    before `Done` (O died) leaves N serving with what it got.
+//! 2. N starts its cores on them, then N -> O `Ready`.
+//! 3. O -> N `Conns` with the idle plain upstream connections its clients cannot use now, then
+//!    `Settle`; N files them with its cores, then N -> O `Taken`. From here O has handed over:
+//!    it stops accepting and drains.
+//! 4. O -> N `Conns`, in batches, as its cores give up more; then `Done` when every core has
+//!    finished. EOF before `Taken` (N died) leaves O serving; EOF before `Done` (O died) leaves
+//!    N serving with what it got.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -80,10 +82,14 @@ pub enum Msg {
     },
     /// More descriptors for the message before.
     More,
-    /// N serves on the sockets: O may stop accepting.
+    /// N serves on the sockets.
     Ready { pid: u32 },
     /// Idle upstream connections, one descriptor each, in order.
     Conns { conns: Vec<ConnInfo> },
+    /// O: those were the connections idle at the hand-over; say when they are filed.
+    Settle,
+    /// N: filed; O may stop accepting and send clients this way.
+    Taken,
     /// Nothing more will come.
     Done,
 }
