@@ -6,7 +6,9 @@
 //! `create_time`/`update_time`) next to its translation by [`crate::apisix`]. Every change builds
 //! a complete new `Config` from scratch: the file's upstreams and routes, then the stored
 //! upstreams (named `upstreams/ID`), then for each stored route its inline upstream (named
-//! `routes/ID`) and the route itself, pointing at its upstream by index. The whole is validated,
+//! `routes/ID`) and the route itself, pointing at its upstream by index: a route's `upstream_id`
+//! names a stored upstream or, when none has that id, one of the file's `[upstreams.NAME]` (which
+//! the API can use but not delete: they change with the file). The whole is validated,
 //! and only then sent to every core with one generation ([`crate::runtime::server::Handle::reload`]),
 //! which keeps the pools of every node that stays; so editing a route never closes an upstream
 //! connection.
@@ -332,6 +334,13 @@ impl Dynamic {
             }
             Kind::Upstream => {
                 if !st.upstreams.contains_key(id) {
+                    if st.file.upstreams.iter().any(|u| u.name == id) {
+                        return Err(ChangeError::Invalid(format!(
+                            "can not delete upstreams/{id}: {id:?} is an upstream of the \
+                             configuration file {}; change or remove it there",
+                            st.path.display()
+                        )));
+                    }
                     return Err(not_found());
                 }
                 let users: Vec<&str> = st
@@ -599,12 +608,18 @@ fn build(st: &State) -> Built {
     let mut cfg = st.file.clone();
     let mut skipped = BTreeMap::new();
     let file_routes: HashSet<String> = cfg.routes.iter().map(|r| r.id.clone()).collect();
-    let file_upstreams: HashSet<String> = cfg.upstreams.iter().map(|u| u.name.clone()).collect();
+    // By name, the index each of the file's upstreams keeps in the build.
+    let file_upstreams: HashMap<String, usize> = cfg
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.name.clone(), i))
+        .collect();
     let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(st.upstreams.len());
     cfg.upstreams.reserve(st.upstreams.len() + st.routes.len());
     for (id, e) in &st.upstreams {
         let key = key(Kind::Upstream, id);
-        if file_upstreams.contains(&key) {
+        if file_upstreams.contains_key(&key) {
             skipped.insert(
                 key.clone(),
                 format!("the file defines an upstream named {key:?}"),
@@ -626,7 +641,7 @@ fn build(st: &State) -> Built {
         }
         let upstream = match &e.parsed.upstream {
             RouteUpstream::Inline(u) => {
-                if file_upstreams.contains(&u.name) {
+                if file_upstreams.contains_key(&u.name) {
                     skipped.insert(
                         key,
                         format!("the file defines an upstream named {:?}", u.name),
@@ -636,7 +651,11 @@ fn build(st: &State) -> Built {
                 cfg.upstreams.push((**u).clone());
                 cfg.upstreams.len() - 1
             }
-            RouteUpstream::Id(uid) => match by_id.get(uid.as_str()) {
+            // A stored upstream first, as APISIX reads `upstream_id`; else one of the file's.
+            RouteUpstream::Id(uid) => match by_id
+                .get(uid.as_str())
+                .or_else(|| file_upstreams.get(uid.as_str()))
+            {
                 Some(&i) => i,
                 None => {
                     let why = if st.upstreams.contains_key(uid) {
@@ -924,6 +943,44 @@ upstream = "file"
             d.delete(Kind::Route, "r1"),
             Err(ChangeError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn routes_may_use_the_file_upstreams_which_stay_out_of_reach() {
+        let (d, applied, tmp) = dynamic(FILE);
+        d.put(Kind::Route, "r1", route_to("file")).unwrap();
+        let c = last(&applied);
+        assert_eq!(c.upstreams[c.routes[1].upstream].name, "file");
+        assert_eq!(c.upstreams.len(), 1, "the file's upstream, not a copy");
+        // Deleting it through the API is refused, whether a route uses it or not.
+        for _ in 0..2 {
+            let e = d.delete(Kind::Upstream, "file").unwrap_err();
+            assert!(
+                matches!(&e, ChangeError::Invalid(m) if m.contains("\"file\" is an upstream of the configuration file")),
+                "{e:?}"
+            );
+            assert!(d.check_delete(Kind::Upstream, "file").is_err());
+            d.delete(Kind::Route, "r1").ok();
+        }
+        // A stored upstream with the same id comes first, as APISIX reads upstream_id.
+        d.put(Kind::Upstream, "file", up(9005)).unwrap();
+        d.put(Kind::Route, "r1", route_to("file")).unwrap();
+        let c = last(&applied);
+        assert_eq!(c.upstreams[c.routes[1].upstream].name, "upstreams/file");
+        d.delete(Kind::Route, "r1").unwrap();
+        d.delete(Kind::Upstream, "file").unwrap();
+        // A file that drops an upstream an API route uses is refused on reload.
+        d.put(Kind::Route, "r1", route_to("file")).unwrap();
+        let other = FILE
+            .replace("upstreams.file", "upstreams.other")
+            .replace("upstream = \"file\"", "upstream = \"other\"");
+        std::fs::write(tmp.path(), other).unwrap();
+        let e = d.reload_file().unwrap_err();
+        assert!(
+            e.contains("routes/r1: upstream_id \"file\" names no upstream"),
+            "{e}"
+        );
+        assert_eq!(last(&applied).upstreams[0].name, "file");
     }
 
     #[test]
