@@ -492,6 +492,8 @@ fn change_answer(e: ChangeError) -> Answer {
     match e {
         ChangeError::Invalid(m) => ("400 Bad Request", json!({ "error_msg": m })),
         ChangeError::NotFound(m) => ("404 Not Found", json!({ "error_msg": m })),
+        // As when etcd does not take a change: nothing changed, and trying again may work.
+        ChangeError::Unavailable(m) => ("503 Service Unavailable", json!({ "error_msg": m })),
     }
 }
 

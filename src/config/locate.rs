@@ -33,6 +33,22 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// An error in another file hearth reads the way it reads its configuration (the admin
+    /// API's state file), displayed alike: `file:line: key: message`.
+    pub fn new(
+        file: impl Into<String>,
+        line: Option<usize>,
+        key: Option<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: file.into(),
+            line,
+            key,
+            message: message.into(),
+        }
+    }
+
     pub fn file(&self) -> &str {
         &self.file
     }

@@ -65,6 +65,7 @@ pub(super) struct RawAccessLogTable {
 pub(super) struct RawAdmin {
     pub(super) addr: Spanned<String>,
     pub(super) key: Option<Spanned<String>>,
+    pub(super) state: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -78,6 +78,11 @@ pub struct Admin {
     /// Required as header `X-API-KEY` on every `/apisix/admin` request; None: no check, which is
     /// accepted only on a loopback address. Never empty.
     pub key: Option<String>,
+    /// Where the routes and upstreams created through the admin API are kept across restarts
+    /// (`dynamic`, `admin_state`); relative to the configuration file's directory, which must
+    /// exist. None: they live in memory only. Never set with a config center, where etcd keeps
+    /// them.
+    pub state: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -134,6 +134,7 @@ impl Builder<'_> {
                 Some(Admin {
                     addr,
                     key: self.admin_key(addr, &a)?,
+                    state: self.admin_state(&a, from_center)?,
                 })
             }
         };
@@ -388,6 +389,47 @@ impl Builder<'_> {
             )),
             None => Ok(None),
         }
+    }
+
+    /// `[admin] state`: a file in a directory that exists, and no config center (whose etcd
+    /// already keeps every change of the admin API).
+    fn admin_state(
+        &self,
+        raw: &RawAdmin,
+        from_center: bool,
+    ) -> Result<Option<std::path::PathBuf>, ConfigError> {
+        let Some(state) = &raw.state else {
+            return Ok(None);
+        };
+        let err = |message: String| Err(self.locator.error(Some(state.span()), message));
+        if from_center {
+            return err(
+                "not used with [config_center]: etcd keeps the admin API's changes (and \
+                 config_center.cache the last copy read from it); remove one of the two"
+                    .to_owned(),
+            );
+        }
+        if state.get_ref().is_empty() {
+            return err("path must not be empty; omit state to keep changes in memory only".into());
+        }
+        let path = self.path(state.get_ref());
+        if path.is_dir() {
+            return err(format!(
+                "{} is a directory; name a file in it",
+                path.display()
+            ));
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        if !dir.is_dir() {
+            return err(format!(
+                "directory {} does not exist; create it, hearth makes only the file",
+                dir.display()
+            ));
+        }
+        Ok(Some(path))
     }
 
     fn routes(
@@ -1176,6 +1218,42 @@ upstream = "u"
         ] {
             let e = err(&with(admin));
             assert_eq!(e.key(), Some(key), "{admin}: {e}");
+            assert!(e.message().contains(want), "{admin}: {e}");
+        }
+    }
+
+    #[test]
+    fn admin_state_is_a_file_in_a_directory_that_exists() {
+        let dir = std::env::temp_dir();
+        let file = dir.join("hearth.toml");
+        let parse = |admin: &str| {
+            let text = format!("{MINIMAL}[admin]\naddr = \"127.0.0.1:9180\"\n{admin}\n");
+            Config::parse(&text, &file.display().to_string())
+        };
+        let state = |admin: &str| parse(admin).unwrap().0.admin.unwrap().state;
+        assert_eq!(state(""), None);
+        assert_eq!(
+            state("state = \"admin.jsonl\""),
+            Some(dir.join("admin.jsonl"))
+        );
+        let abs = dir.join("abs.jsonl").display().to_string();
+        assert_eq!(
+            state(&format!("state = {abs:?}")),
+            Some(dir.join("abs.jsonl"))
+        );
+        let center = "[config_center]\ntype = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]";
+        for (admin, want) in [
+            ("state = \"\"", "must not be empty"),
+            ("state = \"no-such-dir/admin.jsonl\"", "does not exist"),
+            ("state = \".\"", "is a directory"),
+            (
+                &format!("state = \"a.jsonl\"\n{center}"),
+                "not used with [config_center]",
+            ),
+        ] {
+            let e = parse(admin).unwrap_err();
+            assert_eq!(e.key(), Some("admin.state"), "{admin}: {e}");
+            assert_eq!(e.line(), Some(MINIMAL.lines().count() + 3), "{admin}: {e}");
             assert!(e.message().contains(want), "{admin}: {e}");
         }
     }
