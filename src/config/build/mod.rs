@@ -22,12 +22,12 @@ use toml::Spanned;
 use self::context::Builder;
 use super::locate::{line_of, ConfigError, Locator, Warning};
 use super::raw::{
-    RawAccessLog, RawAdmin, RawCertFiles, RawClient, RawConfig, RawConfigCenter, RawListen,
-    RawOperand, RawRoute,
+    RawAccessLog, RawAdmin, RawCertFiles, RawClient, RawConfig, RawConfigCenter, RawEtcdTls,
+    RawListen, RawOperand, RawRoute,
 };
 use super::types::{
-    AccessLogSettings, Admin, CertFiles, ClientSettings, Config, ConfigCenter, Listen, ListenTls,
-    Upstream, MAX_HEAD_BYTES, MAX_WORKERS, MIN_HEAD_BYTES,
+    AccessLogSettings, Admin, CertFiles, ClientSettings, Config, ConfigCenter, EtcdTls, Listen,
+    ListenTls, Upstream, MAX_HEAD_BYTES, MAX_WORKERS, MIN_HEAD_BYTES,
 };
 use crate::route::{route_host, uri_pattern, Route};
 
@@ -262,13 +262,102 @@ impl Builder<'_> {
             }
             Some(c) => Some(c.into_inner().into()),
         };
+        let tls = self.etcd_tls(raw.tls, &endpoints)?;
         Ok(ConfigCenter {
             endpoints,
             prefix,
             credentials,
             timeout,
             cache,
+            tls,
         })
+    }
+
+    /// `[config_center] tls`, with its files read and the client configuration made, so each
+    /// bad file is refused here naming its key. https endpoints without it trust the webpki
+    /// roots; it without an https endpoint is a mistake.
+    fn etcd_tls(
+        &mut self,
+        raw: Option<Spanned<RawEtcdTls>>,
+        endpoints: &[crate::etcd::Endpoint],
+    ) -> Result<Option<EtcdTls>, ConfigError> {
+        let https = endpoints.iter().any(|e| e.tls);
+        let Some(raw) = raw else {
+            if !https {
+                return Ok(None);
+            }
+            let client = crate::tls::etcd_client_config(None, None, true)
+                .map_err(|e| self.locator.missing("config_center.endpoints", e))?;
+            return Ok(Some(EtcdTls {
+                ca: None,
+                cert: None,
+                key: None,
+                verify: true,
+                client,
+            }));
+        };
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if !https {
+            return Err(self.locator.error(
+                Some(span),
+                "no endpoint is https://, so nothing would use these TLS settings; write the \
+                 endpoints as https://host:port",
+            ));
+        }
+        let verify = raw.verify.unwrap_or(true);
+        let file = |f: &Option<Spanned<String>>| -> Result<_, ConfigError> {
+            match f {
+                None => Ok(None),
+                Some(p) if p.get_ref().is_empty() => {
+                    Err(self.locator.error(Some(p.span()), "path must not be empty"))
+                }
+                Some(p) => Ok(Some((self.path(p.get_ref()), p.span()))),
+            }
+        };
+        let (ca, cert, key) = (file(&raw.ca)?, file(&raw.cert)?, file(&raw.key)?);
+        let at =
+            |span: &std::ops::Range<usize>, e: String| self.locator.error(Some(span.clone()), e);
+        let ca_certs = match &ca {
+            Some((path, span)) => Some(crate::tls::load_certs(path).map_err(|e| at(span, e))?),
+            None => None,
+        };
+        let client = match (&cert, &key) {
+            (None, None) => None,
+            (Some((c, cs)), Some((k, ks))) => Some((
+                crate::tls::load_certs(c).map_err(|e| at(cs, e))?,
+                crate::tls::load_key(k).map_err(|e| at(ks, e))?,
+                cs.clone(),
+            )),
+            (Some((_, s)), None) | (None, Some((_, s))) => {
+                return Err(at(
+                    s,
+                    "cert and key go together: give both for a client certificate, or neither"
+                        .to_owned(),
+                ))
+            }
+        };
+        let cert_span = client.as_ref().map(|(_, _, s)| s.clone());
+        let config = crate::tls::etcd_client_config(
+            ca_certs,
+            client.map(|(chain, key, _)| (chain, key)),
+            verify,
+        )
+        .map_err(|e| self.locator.error(cert_span.or(Some(span.clone())), e))?;
+        if !verify {
+            let at = self.prefix(Some(span), "config_center.tls.verify");
+            self.warnings.push(Warning(format!(
+                "{at}: false: etcd's certificate is not checked, so anyone who can take its \
+                 address can feed hearth routes"
+            )));
+        }
+        Ok(Some(EtcdTls {
+            ca: ca.map(|(p, _)| p),
+            cert: cert.map(|(p, _)| p),
+            key: key.map(|(p, _)| p),
+            verify,
+            client: config,
+        }))
     }
 
     fn listen(&self, raw: Option<Spanned<Vec<RawListen>>>) -> Result<Vec<Listen>, ConfigError> {
@@ -1259,6 +1348,123 @@ upstream = "u"
     }
 
     #[test]
+    fn config_center_tls_reads_its_files_and_names_the_bad_one() {
+        let dir = std::env::temp_dir().join(format!("hearth-etcd-tls-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["x.test".to_owned()]).unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let ca = write("ca.pem", &c.cert.pem());
+        let key = write("key.pem", &c.signing_key.serialize_pem());
+        let other_key = write("other.key", &other.signing_key.serialize_pem());
+        let junk = write(
+            "junk.pem",
+            "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+        );
+        let missing = dir.join("missing.pem").display().to_string();
+        let with = |endpoint: &str, tls: &str| {
+            format!(
+                "{MINIMAL}[config_center]\ntype = \"etcd\"\nendpoints = [\"{endpoint}\"]\n{tls}\n"
+            )
+        };
+        let https = "https://127.0.0.1:2379";
+
+        let (cfg, warnings) = parse(&with(https, "")).unwrap();
+        let tls = cfg.config_center.unwrap().tls.expect("https needs TLS");
+        assert!(tls.verify && tls.ca.is_none(), "{tls:?}: the webpki roots");
+        assert!(warnings.is_empty());
+        let (cfg, _) = parse(&with(
+            https,
+            &format!("tls = {{ ca = {ca:?}, cert = {ca:?}, key = {key:?} }}"),
+        ))
+        .unwrap();
+        let tls = cfg.config_center.unwrap().tls.unwrap();
+        assert_eq!(tls.cert.as_deref(), Some(std::path::Path::new(&ca)));
+        let (_, warnings) = parse(&with(https, "tls = { verify = false }")).unwrap();
+        assert!(
+            warnings[0].0.contains("config_center.tls.verify: false"),
+            "{warnings:?}"
+        );
+        assert_eq!(
+            parse(&with("http://127.0.0.1:2379", ""))
+                .unwrap()
+                .0
+                .config_center
+                .unwrap()
+                .tls,
+            None
+        );
+
+        let line = MINIMAL.lines().count() + 4;
+        for (endpoint, tls, key_path, want) in [
+            (
+                https,
+                format!("tls = {{ ca = {missing:?} }}"),
+                "config_center.tls.ca",
+                "cannot read certificates from",
+            ),
+            (
+                https,
+                format!("tls = {{ ca = {junk:?} }}"),
+                "config_center.tls.ca",
+                "cannot parse certificates in",
+            ),
+            (
+                https,
+                format!("tls = {{ ca = {key:?} }}"),
+                "config_center.tls.ca",
+                "holds no PEM certificate",
+            ),
+            (
+                https,
+                format!("tls = {{ cert = {ca:?} }}"),
+                "config_center.tls.cert",
+                "cert and key go together",
+            ),
+            (
+                https,
+                format!("tls = {{ cert = {ca:?}, key = {missing:?} }}"),
+                "config_center.tls.key",
+                "cannot read a private key",
+            ),
+            (
+                https,
+                format!("tls = {{ cert = {ca:?}, key = {other_key:?} }}"),
+                "config_center.tls.cert",
+                "do not go together",
+            ),
+            (
+                https,
+                "tls = { ca = \"\" }".to_owned(),
+                "config_center.tls.ca",
+                "must not be empty",
+            ),
+            (
+                "http://127.0.0.1:2379",
+                format!("tls = {{ ca = {ca:?} }}"),
+                "config_center.tls",
+                "no endpoint is https://",
+            ),
+            (
+                https,
+                "tls = { verify = true, sni = \"x\" }".to_owned(),
+                "config_center.tls.sni",
+                "unknown field",
+            ),
+        ] {
+            let e = err(&with(endpoint, &tls));
+            assert_eq!(e.key(), Some(key_path), "{tls}: {e}");
+            assert_eq!(e.line(), Some(line), "{tls}: {e}");
+            assert!(e.message().contains(want), "{tls}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn config_center_section() {
         let with = |body: &str| format!("{MINIMAL}[config_center]\n{body}\n");
         let (c, _) = parse(MINIMAL).unwrap();
@@ -1307,9 +1513,9 @@ upstream = "u"
                 "at least one",
             ),
             (
-                "type = \"etcd\"\nendpoints = [\"https://x:1\"]".to_owned(),
+                "type = \"etcd\"\nendpoints = [\"ftp://x:1\"]".to_owned(),
                 "config_center.endpoints[0]",
-                "https",
+                "expected a URL",
             ),
             (
                 format!("type = \"etcd\"\n{ep}\nprefix = \"apisix\""),
