@@ -300,7 +300,12 @@ impl Handle {
         let labels = self.process.labels();
         let mut text = self.stats().render(&labels);
         text.push_str(&self.health.stats().render(&labels));
-        text.push_str("# TYPE hearth_upstream_learned_idle_timeout_seconds gauge\n");
+        crate::metrics::family(
+            &mut text,
+            "hearth_upstream_learned_idle_timeout_seconds",
+            "gauge",
+            "The node's idle timeout as hearth learned it from the ages at which it closed idle connections.",
+        );
         for (label, budget) in labels.iter().zip(self.process.budgets()) {
             if let Some(ms) = budget.learned_idle_ms() {
                 text.push_str(&format!(
