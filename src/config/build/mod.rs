@@ -20,7 +20,7 @@ use toml::de::DeTable;
 use toml::Spanned;
 
 use self::context::Builder;
-use super::locate::{line_of, ConfigError, Locator, Warning};
+use super::locate::{duplicate_key_path, line_of, ConfigError, Locator, Warning};
 use super::raw::{
     RawAccessLog, RawAdmin, RawCertFiles, RawClient, RawConfig, RawConfigCenter, RawEtcdTls,
     RawListen, RawOperand, RawRoute,
@@ -53,11 +53,21 @@ impl Config {
         let tree = match DeTable::parse(text) {
             Ok(tree) => tree,
             Err(e) => {
+                let duplicate = e.message() == "duplicate key";
+                let key = match e.span() {
+                    Some(span) if duplicate => duplicate_key_path(text, span),
+                    _ => None,
+                };
+                let message = if duplicate {
+                    "duplicate key: it is set twice; keep one".to_owned()
+                } else {
+                    e.message().to_owned()
+                };
                 return Err(ConfigError {
                     file: file.to_owned(),
                     line: e.span().map(|s| line_of(text, s.start)),
-                    key: None,
-                    message: e.message().to_owned(),
+                    key,
+                    message,
                 });
             }
         };
