@@ -22,7 +22,7 @@ run: build ## start the demo upstream and hearth in front of it (examples/hearth
 	echo "Try:  curl -s http://127.0.0.1:8080/api/hello   (Ctrl-C stops both)"; echo; \
 	wait $$hp; kill $$up 2>/dev/null; wait 2>/dev/null
 
-test: test-deps ## every unit, integration and doc test; the etcd tests fail rather than skip without etcd
+test: test-deps ## every unit, integration and doc test, after test-deps; the etcd, chromium and promtool tests fail rather than skip
 	HEARTH_REQUIRE_ETCD=1 $(CARGO) test --all-targets --no-fail-fast
 
 test-deps: ## Debian's chromium, etcd and promtool (prometheus) for the status page, config-center and metrics-lint tests, when missing (root)
