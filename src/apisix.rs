@@ -385,7 +385,7 @@ pub fn parse_upstream(name: &str, v: &Value, at: &str) -> Result<Upstream, Apisi
         );
     }
     let balance: Balance =
-        parse_balance(kind, hash_on, key).or_else(|e| fail(join(at, "key"), e))?;
+        parse_balance(kind, hash_on, key).or_else(|e| fail(join(at, e.field), e.message))?;
     let scheme = match m.get("scheme") {
         None => Scheme::Http,
         Some(s) => match string(s, &join(at, "scheme"))? {

@@ -13,6 +13,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod admin_state;
 pub mod apisix;
 pub mod app;
 pub mod balance;

@@ -44,6 +44,17 @@ pub(super) struct RawConfigCenter {
     pub(super) password: Option<String>,
     pub(super) timeout: Option<Spanned<RawDuration>>,
     pub(super) cache: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<RawEtcdTls>>,
+}
+
+/// `[config_center] tls = { ca, cert, key, verify }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcdTls {
+    pub(super) ca: Option<Spanned<String>>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
+    pub(super) verify: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +76,7 @@ pub(super) struct RawAccessLogTable {
 pub(super) struct RawAdmin {
     pub(super) addr: Spanned<String>,
     pub(super) key: Option<Spanned<String>>,
+    pub(super) state: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -62,6 +62,43 @@ pub struct ConfigCenter {
     pub timeout: Duration,
     /// Where the last snapshot read from etcd is kept, for a start while etcd is down.
     pub cache: Option<std::path::PathBuf>,
+    /// How to speak TLS to the `https://` endpoints; Some exactly when there is one.
+    pub tls: Option<EtcdTls>,
+}
+
+/// `[config_center] tls`: the files as configured, and the rustls client configuration made
+/// from them when the configuration was loaded (so a bad file fails `--check`, not the start).
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// Trusted CA certificates (PEM); None: the webpki roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate chain and key (PEM), for etcd's `--client-cert-auth`.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// Check etcd's certificate chain and name; off logs a warning.
+    pub verify: bool,
+    pub client: std::sync::Arc<rustls::ClientConfig>,
+}
+
+/// Two settings are the same when they name the same files the same way (what a reload
+/// compares); the client configuration follows from them.
+impl PartialEq for EtcdTls {
+    fn eq(&self, o: &EtcdTls) -> bool {
+        (&self.ca, &self.cert, &self.key, self.verify) == (&o.ca, &o.cert, &o.key, o.verify)
+    }
+}
+
+impl Eq for EtcdTls {}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("verify", &self.verify)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `access_log = { path = "...", format = "combined" | "json" }`; `access_log = false` is off.
@@ -78,6 +115,11 @@ pub struct Admin {
     /// Required as header `X-API-KEY` on every `/apisix/admin` request; None: no check, which is
     /// accepted only on a loopback address. Never empty.
     pub key: Option<String>,
+    /// Where the routes and upstreams created through the admin API are kept across restarts
+    /// (`dynamic`, `admin_state`); relative to the configuration file's directory, which must
+    /// exist. None: they live in memory only. Never set with a config center, where etcd keeps
+    /// them.
+    pub state: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,14 @@
 //! Starting and stopping the cores: listeners bound once per core with `SO_REUSEPORT` (the
 //! kernel spreads connections across them), one thread per core, control channels, signals,
 //! and the one health-checker thread, which gets every generation the cores get.
+//!
+//! `SO_REUSEPORT` would also let a second hearth (or anything else of the same user) join an
+//! address hearth listens on and silently take part of its connections, so before binding an
+//! address itself hearth checks that nothing listens there ([`Listeners::bind`]): a socket bound
+//! without `SO_REUSEPORT` cannot share the address with a listener, whoever owns it, so its bind
+//! failing with `EADDRINUSE` means another process is there. That check belongs to binding:
+//! sockets inherited from another process (a binary upgrade's new side, where that process is
+//! the old hearth) would enter through [`Server::start_with`] and skip it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +22,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Config;
+use crate::config::{Config, Listen};
 use crate::health::{self, Health};
 use crate::metrics::Counters;
 use crate::runtime::advisor::{self, Board, Named};
@@ -38,34 +46,23 @@ pub struct Server {
     advisor: (Sender<()>, JoinHandle<()>),
 }
 
-fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(LISTEN_BACKLOG)?;
-    Ok(TcpListener::from_std(sock.into()))
+/// Every core's listening sockets: `per_core[i][j]` is core i's socket for `[[listen]]` entry j.
+pub struct Listeners {
+    per_core: Vec<Vec<TcpListener>>,
+    /// The bound address of each entry (port 0 resolved).
+    addrs: Vec<SocketAddr>,
 }
 
-impl Server {
-    /// Binds every listener on every core and starts the core threads.
-    pub fn start(cfg: Config) -> io::Result<Server> {
-        let workers = cfg.workers.max(1);
-        if let Some(a) = &cfg.access_log {
-            // Each core opens its own handle; try once here so a bad path is one clear error.
-            crate::accesslog::AccessLog::open(&a.path, a.format).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot open access log {}: {e}", a.path.display()),
-                )
-            })?;
-        }
-        // Per core, one listener per listen address. The first socket of an address fixes its
-        // port (port 0 picks one), the others join it through SO_REUSEPORT.
+impl Listeners {
+    /// Binds each of `listen` once for each of `workers` cores. An address with a fixed port is
+    /// first checked to be free of any other process's listener ([`claim`]); the first socket
+    /// of an address fixes its port (port 0 picks one), the others join it through
+    /// SO_REUSEPORT.
+    pub fn bind(listen: &[Listen], workers: usize) -> io::Result<Listeners> {
         let mut per_core: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-        let mut addrs = Vec::new();
-        for l in &cfg.listen {
+        let mut addrs = Vec::with_capacity(listen.len());
+        for l in listen {
+            claim(l.addr)?;
             let first = listener(l.addr).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
             })?;
@@ -79,6 +76,89 @@ impl Server {
             info!("listening on {bound}");
             addrs.push(bound);
         }
+        Ok(Listeners { per_core, addrs })
+    }
+}
+
+/// Fails with `ADDR is already in use by another process` when a socket listens on `addr`
+/// (a fixed port; port 0 always gets a fresh one). The probe has SO_REUSEADDR, as hearth's
+/// listeners do, so the connections of a hearth that just stopped, lingering in TIME_WAIT, do
+/// not count; it lacks SO_REUSEPORT, so a listener with or without it makes the bind fail. It
+/// is closed before the real sockets bind: a process that starts listening in the few system
+/// calls between the two is not seen (two hearths would have to start in the same instant).
+fn claim(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{addr} is already in use by another process (another hearth?); stop it or \
+                 choose another [[listen]] addr"
+            ),
+        )),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e}"),
+        )),
+    }
+}
+
+/// Each core opens its own access log handle; one try before anything starts makes a bad path
+/// one clear error.
+fn check_access_log(cfg: &Config) -> io::Result<()> {
+    if let Some(a) = &cfg.access_log {
+        crate::accesslog::AccessLog::open(&a.path, a.format).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open access log {}: {e}", a.path.display()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(sock.into()))
+}
+
+impl Server {
+    /// Binds every listener on every core ([`Listeners::bind`]) and starts the core threads.
+    pub fn start(cfg: Config) -> io::Result<Server> {
+        check_access_log(&cfg)?;
+        let listeners = Listeners::bind(&cfg.listen, cfg.workers.max(1))?;
+        Server::run_cores(cfg, listeners)
+    }
+
+    /// Starts the core threads on `listeners`, one set per core (`cfg.workers` of them), made
+    /// elsewhere than by [`Listeners::bind`].
+    pub fn start_with(cfg: Config, listeners: Listeners) -> io::Result<Server> {
+        check_access_log(&cfg)?;
+        Server::run_cores(cfg, listeners)
+    }
+
+    fn run_cores(cfg: Config, listeners: Listeners) -> io::Result<Server> {
+        let workers = cfg.workers.max(1);
+        if listeners.per_core.len() != workers {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} set(s) of listeners for {workers} worker(s)",
+                    listeners.per_core.len()
+                ),
+            ));
+        }
+        let Listeners { per_core, addrs } = listeners;
         let mut polls = Vec::new();
         let mut peers = Vec::new();
         let mut receivers = Vec::new();
@@ -228,7 +308,12 @@ impl Handle {
         let stats = self.stats();
         let advice = self.advice(&stats);
         let mut text = stats.render(&labels);
-        text.push_str("# TYPE hearth_upstream_advice gauge\n");
+        crate::metrics::family(
+            &mut text,
+            "hearth_upstream_advice",
+            "gauge",
+            "1 while the advice of this kind holds for the node (see /status for its text), 0 otherwise.",
+        );
         for (i, label) in labels.iter().enumerate().take(stats.nodes.len()) {
             for kind in Kind::ALL {
                 let on = advice
@@ -242,7 +327,12 @@ impl Handle {
             }
         }
         text.push_str(&self.health.stats().render(&labels));
-        text.push_str("# TYPE hearth_upstream_learned_idle_timeout_seconds gauge\n");
+        crate::metrics::family(
+            &mut text,
+            "hearth_upstream_learned_idle_timeout_seconds",
+            "gauge",
+            "The node's idle timeout as hearth learned it from the ages at which it closed idle connections.",
+        );
         for (label, budget) in labels.iter().zip(self.process.budgets()) {
             if let Some(ms) = budget.learned_idle_ms() {
                 text.push_str(&format!(

@@ -183,15 +183,14 @@ impl Builder<'_> {
                 raw.key.as_ref().map(|k| k.get_ref().as_str()),
             )
             .map_err(|e| {
-                // Point at the key the message is about.
-                let span = if e.starts_with("hash_on") {
-                    raw.hash_on.as_ref().map(Spanned::span)
-                } else if e.contains("variable") {
-                    raw.key.as_ref().map(Spanned::span)
-                } else {
-                    Some(kind.span())
+                // Point at the key the message is about (a missing key: at the type needing it).
+                let span = match e.field {
+                    "hash_on" => raw.hash_on.as_ref().map(Spanned::span),
+                    "key" => raw.key.as_ref().map(Spanned::span),
+                    _ => None,
                 };
-                self.locator.error(span, e)
+                self.locator
+                    .error(span.or_else(|| Some(kind.span())), e.message)
             })?,
         };
         let p = PassiveHealth::default();
