@@ -1,9 +1,14 @@
 //! Starting and stopping the cores: listeners bound once per core with `SO_REUSEPORT` (the
 //! kernel spreads connections across them), one thread per core, control channels, signals,
-//! and the one health-checker thread, which gets every generation the cores get.
+//! the one health-checker thread and the one resolver thread, which get every generation the
+//! cores get.
+//!
+//! A generation is built and sent in one place for each cause, both under `Process::applied`:
+//! a reload ([`Handle::reload`]) and a node name whose addresses changed (`readdress`, which the
+//! resolver calls), so both keep the pools of every address that stays.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -17,6 +22,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::health::{self, Health};
 use crate::metrics::Counters;
+use crate::resolve::thread::{self as resolver, Resolver};
 use crate::runtime::control::{Control, Peer, CHANNEL_CAPACITY};
 use crate::runtime::core::Core;
 use crate::runtime::process::Process;
@@ -32,6 +38,8 @@ pub struct Server {
     listen: Vec<SocketAddr>,
     health: Health,
     health_thread: JoinHandle<()>,
+    resolver: Resolver,
+    resolver_thread: JoinHandle<()>,
 }
 
 fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -89,9 +97,24 @@ impl Server {
         let pin = cfg.pin_cores;
         let listen: Vec<SocketAddr> = cfg.listen.iter().map(|l| l.addr).collect();
         let process = Arc::new(Process::new(peers));
-        let shared = Arc::new(process.generation(Arc::new(cfg)));
+        let shared = {
+            let mut applied = process.applied();
+            Arc::new(process.generation(Arc::new(applied.configure(cfg))))
+        };
         // Started for every configuration: idle, it only waits for a reload that adds checks.
         let (health, health_thread) = health::start(process.clone(), shared.clone())?;
+        // The same: idle until a configuration has node names.
+        let apply = {
+            let (process, health) = (process.clone(), health.clone());
+            Box::new(move |name: &str, ips: &[IpAddr]| readdress(&process, &health, name, ips))
+        };
+        let (resolver, resolver_thread) = match resolver::start(shared.clone(), apply) {
+            Ok(r) => r,
+            Err(e) => {
+                health.send(health::Msg::Stop);
+                return Err(e);
+            }
+        };
         let mut threads = Vec::new();
         for (i, ((poll, listeners), rx)) in
             polls.into_iter().zip(per_core).zip(receivers).enumerate()
@@ -118,6 +141,8 @@ impl Server {
             listen,
             health,
             health_thread,
+            resolver,
+            resolver_thread,
         })
     }
 
@@ -137,6 +162,7 @@ impl Server {
             process: self.process.clone(),
             listen: self.listen.clone(),
             health: self.health.clone(),
+            resolver: self.resolver.clone(),
         }
     }
 
@@ -153,6 +179,25 @@ impl Server {
             let _ = p.send(Control::Shutdown { grace });
         }
         self.health.send(health::Msg::Stop);
+        self.resolver.send(resolver::Msg::Stop);
+    }
+}
+
+/// Applies a node name's new addresses as a reload does: a generation from the configuration
+/// applied last, sent to every core and the health checker (the resolver, which asked, knows).
+fn readdress(process: &Process, health: &Health, name: &str, ips: &[IpAddr]) {
+    let mut applied = process.applied();
+    let Some(cfg) = applied.readdress(name, ips) else {
+        return;
+    };
+    let shared = Arc::new(process.generation(Arc::new(cfg)));
+    for p in &process.peers {
+        if p.send(Control::Reload(shared.clone())).is_err() {
+            warn!("resolve: a core did not take the new addresses of {name}");
+        }
+    }
+    if !health.send(health::Msg::Generation(shared)) {
+        warn!("resolve: the health checker did not take the new addresses of {name}");
     }
 }
 
@@ -162,6 +207,7 @@ pub struct Handle {
     process: Arc<Process>,
     listen: Vec<SocketAddr>,
     health: Health,
+    resolver: Resolver,
 }
 
 impl Handle {
@@ -174,6 +220,10 @@ impl Handle {
         if listen != self.listen {
             warn!("reload: [[listen]] changes take effect only after a restart");
         }
+        // Held until every thread has the generation, so a change of addresses cannot slip a
+        // generation of the old configuration in after it.
+        let mut applied = self.process.applied();
+        let cfg = applied.configure(cfg);
         let shared = Arc::new(self.process.generation(Arc::new(cfg)));
         for p in &self.process.peers {
             if p.send(Control::Reload(shared.clone())).is_err() {
@@ -181,9 +231,13 @@ impl Handle {
             }
         }
         // After the cores: a node state the checker sends for a new pool finds the pool known.
-        if !self.health.send(health::Msg::Generation(shared)) {
+        if !self.health.send(health::Msg::Generation(shared.clone())) {
             warn!("reload: the health checker did not take the new configuration");
         }
+        if !self.resolver.send(resolver::Msg::Generation(shared)) {
+            warn!("reload: the resolver did not take the new configuration");
+        }
+        drop(applied);
         info!("configuration reloaded");
     }
 
@@ -220,6 +274,7 @@ impl Handle {
         let labels = self.process.labels();
         let mut text = self.stats().render(&labels);
         text.push_str(&self.health.stats().render(&labels));
+        text.push_str(&self.resolver.render());
         text.push_str("# TYPE hearth_upstream_learned_idle_timeout_seconds gauge\n");
         for (label, budget) in labels.iter().zip(self.process.budgets()) {
             if let Some(ms) = budget.learned_idle_ms() {
@@ -256,6 +311,10 @@ impl Server {
         self.health.send(health::Msg::Stop);
         if self.health_thread.join().is_err() {
             warn!("the health checker panicked");
+        }
+        self.resolver.send(resolver::Msg::Stop);
+        if self.resolver_thread.join().is_err() {
+            warn!("the resolver panicked");
         }
         result
     }
