@@ -451,8 +451,13 @@ impl Lookup {
             return Err(LookupError::NotFound);
         }
         if !failures.is_empty() {
-            let mut all = std::mem::take(&mut self.notes);
-            all.extend(failures);
+            let mut all: Vec<String> = Vec::new();
+            // A server asked twice usually fails twice the same way: say it once.
+            for why in std::mem::take(&mut self.notes).into_iter().chain(failures) {
+                if !all.contains(&why) {
+                    all.push(why);
+                }
+            }
             return Err(LookupError::Failed(all.join("; ")));
         }
         addrs.sort_unstable();

@@ -180,8 +180,14 @@ mod tests {
     /// A DNS server on a thread answering `n` queries from `table` (name -> A answer), with
     /// truncation when asked; returns its address.
     fn server(n: usize, truncate: bool) -> SocketAddr {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tcp = std::net::TcpListener::bind(sock.local_addr().unwrap()).unwrap();
+        // The TCP side needs the UDP side's port, which TCP may have in use: try a few.
+        let (sock, tcp) = (0..20)
+            .find_map(|_| {
+                let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let tcp = std::net::TcpListener::bind(sock.local_addr().ok()?).ok()?;
+                Some((sock, tcp))
+            })
+            .expect("a port free for both UDP and TCP");
         let addr = sock.local_addr().unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         std::thread::spawn(move || {
