@@ -1,6 +1,7 @@
-//! The builder's `[upstreams.NAME]` tables: nodes (resolved once, here), scheme and TLS (files
-//! loaded and each node's SNI checked, so a bad file fails before anything changes), Host passing,
-//! timeouts, the keep-alive pool, queueing, balancing, passive health and the active checks.
+//! The builder's `[upstreams.NAME]` tables: nodes (names looked up here, one node per address;
+//! `resolve` follows them afterwards), scheme and TLS (files loaded and each node's SNI checked,
+//! so a bad file fails before anything changes), Host passing, timeouts, the keep-alive pool,
+//! queueing, balancing, passive health and the active checks.
 //!
 //! These are methods of `context::Builder`, using the helpers there (`duration`, `prefix`,
 //! `path`); `build` calls [`Builder::upstream`] once per table. Invariants: a built upstream has
