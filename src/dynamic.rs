@@ -43,7 +43,7 @@ use serde_json::Value;
 
 use crate::admin_state::{Saved, StateFile};
 use crate::apisix::{check_id, parse_route, parse_upstream, RouteSpec, RouteUpstream};
-use crate::config::{Config, ConfigError, Upstream, MAX_DURATION};
+use crate::config::{Config, ConfigError, Resolve, Upstream, MAX_DURATION};
 use crate::config_center::Sink;
 use crate::runtime::server::Handle;
 
@@ -234,11 +234,14 @@ impl Dynamic {
         check_id(id).map_err(|e| ChangeError::Invalid(format!("id: {e}")))?;
         // Translated before the id and timestamps are filled in, so an `id` in the body that
         // differs from the path is caught rather than overwritten. Resolving node names happens
-        // here too, outside the lock.
+        // here too, outside the lock, with the file's `resolver`.
+        let resolve = self.lock().file.resolve.clone();
         let parsed = match kind {
-            Kind::Route => Parsed::Route(parse_route(id, &value).map_err(|e| invalid(&e))?),
+            Kind::Route => {
+                Parsed::Route(parse_route(id, &value, &resolve).map_err(|e| invalid(&e))?)
+            }
             Kind::Upstream => Parsed::Upstream(Box::new(
-                parse_upstream(&key(kind, id), &value, "").map_err(|e| invalid(&e))?,
+                parse_upstream(&key(kind, id), &value, "", &resolve).map_err(|e| invalid(&e))?,
             )),
         };
         let mut st = self.lock();
@@ -446,6 +449,7 @@ impl Dynamic {
         saved: Vec<Saved>,
     ) -> Result<(), ConfigError> {
         let mut lines = HashMap::with_capacity(saved.len());
+        let resolve = st.file.resolve.clone();
         for s in saved {
             let at = key(s.kind, &s.id);
             let refuse = |path: &str, message: String| {
@@ -459,8 +463,8 @@ impl Dynamic {
             check_id(&s.id).map_err(|e| refuse("", e))?;
             match s.kind {
                 Kind::Route => {
-                    let parsed =
-                        parse_route(&s.id, &s.value).map_err(|e| refuse(&e.path, e.message))?;
+                    let parsed = parse_route(&s.id, &s.value, &resolve)
+                        .map_err(|e| refuse(&e.path, e.message))?;
                     let entry = Entry {
                         value: s.value,
                         parsed,
@@ -468,7 +472,7 @@ impl Dynamic {
                     st.routes.insert(s.id, entry);
                 }
                 Kind::Upstream => {
-                    let parsed = parse_upstream(&at, &s.value, "")
+                    let parsed = parse_upstream(&at, &s.value, "", &resolve)
                         .map_err(|e| refuse(&e.path, e.message))?;
                     let entry = Entry {
                         value: s.value,
@@ -672,12 +676,12 @@ impl State {
         let v = value?;
         match kind {
             Kind::Route => {
-                let parsed = parse_stored_route(id, &v)?;
+                let parsed = parse_stored_route(id, &v, &self.file.resolve)?;
                 self.routes
                     .insert(id.to_owned(), Entry { value: v, parsed });
             }
             Kind::Upstream => {
-                let parsed = parse_stored_upstream(id, &v)?;
+                let parsed = parse_stored_upstream(id, &v, &self.file.resolve)?;
                 self.upstreams
                     .insert(id.to_owned(), Entry { value: v, parsed });
             }
@@ -722,14 +726,14 @@ fn restore<T>(map: &mut BTreeMap<String, Entry<T>>, id: &str, old: Option<Entry<
     }
 }
 
-fn parse_stored_route(id: &str, v: &Value) -> Result<RouteSpec, String> {
+fn parse_stored_route(id: &str, v: &Value, resolve: &Resolve) -> Result<RouteSpec, String> {
     check_id(id)?;
-    parse_route(id, v).map_err(|e| e.to_string())
+    parse_route(id, v, resolve).map_err(|e| e.to_string())
 }
 
-fn parse_stored_upstream(id: &str, v: &Value) -> Result<Upstream, String> {
+fn parse_stored_upstream(id: &str, v: &Value, resolve: &Resolve) -> Result<Upstream, String> {
     check_id(id)?;
-    parse_upstream(&key(Kind::Upstream, id), v, "").map_err(|e| e.to_string())
+    parse_upstream(&key(Kind::Upstream, id), v, "", resolve).map_err(|e| e.to_string())
 }
 
 /// The file's configuration with every placeable stored object on top. Stored upstreams come

@@ -31,6 +31,7 @@ pub mod id;
 pub mod lru;
 pub mod metrics;
 pub mod probe;
+pub mod resolve;
 pub mod route;
 pub mod runtime;
 pub mod slab;

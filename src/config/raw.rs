@@ -31,6 +31,17 @@ pub(super) struct RawConfig {
     pub(super) admin: Option<RawAdmin>,
     pub(super) access_log: Option<Spanned<RawAccessLog>>,
     pub(super) config_center: Option<Spanned<RawConfigCenter>>,
+    pub(super) resolver: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) resolve: Option<RawResolve>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResolve {
+    pub(super) min: Option<Spanned<RawDuration>>,
+    pub(super) max: Option<Spanned<RawDuration>>,
+    pub(super) interval: Option<Spanned<RawDuration>>,
+    pub(super) timeout: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]

@@ -46,6 +46,37 @@ pub struct Config {
     pub access_log: Option<AccessLogSettings>,
     /// Routes and upstreams also followed from etcd, off unless configured.
     pub config_center: Option<ConfigCenter>,
+    /// How DNS names among the nodes are looked up and followed (`resolver`, `[resolve]`).
+    pub resolve: Resolve,
+}
+
+/// `resolver = [...]` and `[resolve]`: how node names are looked up, at load and again in the
+/// background (see `resolve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolve {
+    /// `resolver`: DNS servers hearth asks itself, in order; empty: the system resolver.
+    pub servers: Vec<SocketAddr>,
+    /// Shortest time an answer is kept (a smaller TTL counts as this), and the wait before
+    /// asking again after a failure.
+    pub min: Duration,
+    /// Longest time an answer is kept, whatever its TTL.
+    pub max: Duration,
+    /// Without `resolver`: how often the system resolver is asked again (it gives no TTL).
+    pub interval: Duration,
+    /// How long one server's answer is awaited before the next server is asked.
+    pub timeout: Duration,
+}
+
+impl Default for Resolve {
+    fn default() -> Self {
+        Resolve {
+            servers: Vec::new(),
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 /// `[config_center]`: routes and upstreams also come from etcd, under APISIX's key layout
@@ -308,14 +339,41 @@ impl Default for ActiveChecks {
     }
 }
 
+/// One address of an upstream. A node written with an IP address is one `Node`; one written
+/// with a DNS name is one `Node` per address the name has, consecutive in the list, each with the
+/// name as written and the written weight (see [`Node::is_named`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    /// The first address `host` resolved to at load time.
+    /// Where connections go: the address written, or one of the addresses the name has.
     pub addr: SocketAddr,
-    /// The address as written, `host:port`; sent as Host with `pass_host = "node"`.
+    /// The node as written, `host:port`; sent as Host with `pass_host = "node"`, and the SNI
+    /// name's source.
     pub host: String,
     /// Share in smooth weighted round robin; at least 1.
     pub weight: u32,
+}
+
+impl Node {
+    /// `host` is a DNS name rather than an IP address, so its addresses are followed.
+    pub fn is_named(&self) -> bool {
+        self.host.parse::<SocketAddr>().is_err()
+    }
+
+    /// The host part of `host`, without its port: the name looked up.
+    pub fn hostname(&self) -> &str {
+        self.host.rsplit_once(':').map_or(&self.host, |(h, _)| h)
+    }
+
+    /// How metrics, logs and the consistent-hash ring tell nodes apart: `host` as written, and
+    /// for an address of a name, the name followed by the address, `api.internal:8080
+    /// (10.0.0.5)`. Nodes written with an address keep the label they always had.
+    pub fn label(&self) -> std::borrow::Cow<'_, str> {
+        if self.is_named() {
+            std::borrow::Cow::Owned(format!("{} ({})", self.host, self.addr.ip()))
+        } else {
+            std::borrow::Cow::Borrowed(&self.host)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, Default)]

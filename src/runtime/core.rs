@@ -1371,9 +1371,14 @@ fn balancers_of(cfg: &Config) -> Vec<Balancer> {
     cfg.upstreams
         .iter()
         .map(|u| {
+            // The ring tells the addresses of one name apart by their labels.
+            let labels: Vec<_> = u.nodes.iter().map(|n| n.label()).collect();
             Balancer::new(
                 &u.balance,
-                u.nodes.iter().map(|n| (n.host.as_str(), n.weight)),
+                labels
+                    .iter()
+                    .map(|l| l.as_ref())
+                    .zip(u.nodes.iter().map(|n| n.weight)),
             )
         })
         .collect()

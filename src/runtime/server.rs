@@ -1,6 +1,11 @@
 //! Starting and stopping the cores: listeners bound once per core with `SO_REUSEPORT` (the
 //! kernel spreads connections across them), one thread per core, control channels, signals,
-//! and the one health-checker thread, which gets every generation the cores get.
+//! the one health-checker thread and the one resolver thread, which get every generation the
+//! cores get, and the advisor thread.
+//!
+//! A generation is built and sent in one place for each cause, both under `Process::applied`:
+//! a reload ([`Handle::reload`]) and a node name whose addresses changed (`readdress`, which the
+//! resolver calls), so both keep the pools of every address that stays.
 //!
 //! `SO_REUSEPORT` would also let a second hearth (or anything else of the same user) join an
 //! address hearth listens on and silently take part of its connections, so before binding an
@@ -11,7 +16,7 @@
 //! the old hearth) would enter through [`Server::start_with`] and skip it.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -25,6 +30,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::{Config, Listen};
 use crate::health::{self, Health};
 use crate::metrics::Counters;
+use crate::resolve::thread::{self as resolver, Resolver};
 use crate::runtime::advisor::{self, Board, Named};
 use crate::runtime::control::{Control, Peer, CHANNEL_CAPACITY};
 use crate::runtime::core::Core;
@@ -44,6 +50,8 @@ pub struct Server {
     health_thread: JoinHandle<()>,
     board: Board,
     advisor: (Sender<()>, JoinHandle<()>),
+    resolver: Resolver,
+    resolver_thread: JoinHandle<()>,
 }
 
 /// Every core's listening sockets: `per_core[i][j]` is core i's socket for `[[listen]]` entry j.
@@ -173,10 +181,27 @@ impl Server {
         let pin = cfg.pin_cores;
         let listen: Vec<SocketAddr> = cfg.listen.iter().map(|l| l.addr).collect();
         let process = Arc::new(Process::new(peers));
-        let shared = Arc::new(process.generation(Arc::new(cfg)));
+        let shared = {
+            let mut applied = process.applied();
+            Arc::new(process.generation(Arc::new(applied.configure(cfg))))
+        };
         // Started for every configuration: idle, it only waits for a reload that adds checks.
         let (health, health_thread) = health::start(process.clone(), shared.clone())?;
         let board = Board::new(process.clone(), shared.clone());
+        // The same: idle until a configuration has node names.
+        let apply = {
+            let (process, health, board) = (process.clone(), health.clone(), board.clone());
+            Box::new(move |name: &str, ips: &[IpAddr]| {
+                readdress(&process, &health, &board, name, ips)
+            })
+        };
+        let (resolver, resolver_thread) = match resolver::start(shared.clone(), apply) {
+            Ok(r) => r,
+            Err(e) => {
+                health.send(health::Msg::Stop);
+                return Err(e);
+            }
+        };
         let advisor = advisor::start(board.clone())?;
         let mut threads = Vec::new();
         for (i, ((poll, listeners), rx)) in
@@ -206,6 +231,8 @@ impl Server {
             health_thread,
             board,
             advisor,
+            resolver,
+            resolver_thread,
         })
     }
 
@@ -226,6 +253,7 @@ impl Server {
             listen: self.listen.clone(),
             health: self.health.clone(),
             board: self.board.clone(),
+            resolver: self.resolver.clone(),
         }
     }
 
@@ -242,6 +270,26 @@ impl Server {
             let _ = p.send(Control::Shutdown { grace });
         }
         self.health.send(health::Msg::Stop);
+        self.resolver.send(resolver::Msg::Stop);
+    }
+}
+
+/// Applies a node name's new addresses as a reload does: a generation from the configuration
+/// applied last, sent to every core and the health checker (the resolver, which asked, knows).
+fn readdress(process: &Process, health: &Health, board: &Board, name: &str, ips: &[IpAddr]) {
+    let mut applied = process.applied();
+    let Some(cfg) = applied.readdress(name, ips) else {
+        return;
+    };
+    let shared = Arc::new(process.generation(Arc::new(cfg)));
+    for p in &process.peers {
+        if p.send(Control::Reload(shared.clone())).is_err() {
+            warn!("resolve: a core did not take the new addresses of {name}");
+        }
+    }
+    board.generation(shared.clone());
+    if !health.send(health::Msg::Generation(shared)) {
+        warn!("resolve: the health checker did not take the new addresses of {name}");
     }
 }
 
@@ -252,6 +300,7 @@ pub struct Handle {
     listen: Vec<SocketAddr>,
     health: Health,
     board: Board,
+    resolver: Resolver,
 }
 
 impl Handle {
@@ -264,6 +313,10 @@ impl Handle {
         if listen != self.listen {
             warn!("reload: [[listen]] changes take effect only after a restart");
         }
+        // Held until every thread has the generation, so a change of addresses cannot slip a
+        // generation of the old configuration in after it.
+        let mut applied = self.process.applied();
+        let cfg = applied.configure(cfg);
         let shared = Arc::new(self.process.generation(Arc::new(cfg)));
         for p in &self.process.peers {
             if p.send(Control::Reload(shared.clone())).is_err() {
@@ -272,9 +325,13 @@ impl Handle {
         }
         self.board.generation(shared.clone());
         // After the cores: a node state the checker sends for a new pool finds the pool known.
-        if !self.health.send(health::Msg::Generation(shared)) {
+        if !self.health.send(health::Msg::Generation(shared.clone())) {
             warn!("reload: the health checker did not take the new configuration");
         }
+        if !self.resolver.send(resolver::Msg::Generation(shared)) {
+            warn!("reload: the resolver did not take the new configuration");
+        }
+        drop(applied);
         info!("configuration reloaded");
     }
 
@@ -327,6 +384,7 @@ impl Handle {
             }
         }
         text.push_str(&self.health.stats().render(&labels));
+        text.push_str(&self.resolver.render());
         crate::metrics::family(
             &mut text,
             "hearth_upstream_learned_idle_timeout_seconds",
@@ -373,6 +431,10 @@ impl Server {
         }
         if self.health_thread.join().is_err() {
             warn!("the health checker panicked");
+        }
+        self.resolver.send(resolver::Msg::Stop);
+        if self.resolver_thread.join().is_err() {
+            warn!("the resolver panicked");
         }
         result
     }

@@ -23,11 +23,11 @@ use self::context::Builder;
 use super::locate::{duplicate_key_path, line_of, ConfigError, Locator, Warning};
 use super::raw::{
     RawAccessLog, RawAdmin, RawCertFiles, RawClient, RawConfig, RawConfigCenter, RawEtcdTls,
-    RawListen, RawOperand, RawRoute,
+    RawListen, RawOperand, RawResolve, RawRoute,
 };
 use super::types::{
     AccessLogSettings, Admin, CertFiles, ClientSettings, Config, ConfigCenter, EtcdTls, Listen,
-    ListenTls, Upstream, MAX_HEAD_BYTES, MAX_WORKERS, MIN_HEAD_BYTES,
+    ListenTls, Resolve, Upstream, MAX_HEAD_BYTES, MAX_WORKERS, MIN_HEAD_BYTES,
 };
 use crate::route::{route_host, uri_pattern, Route};
 
@@ -81,6 +81,7 @@ impl Config {
         let mut builder = Builder {
             locator,
             warnings: Vec::new(),
+            resolve: Resolve::default(),
         };
         let config = builder.config(raw)?;
         Ok((config, builder.warnings))
@@ -107,6 +108,8 @@ impl Builder<'_> {
             Some(c) => self.client(c)?,
             None => ClientSettings::default(),
         };
+        // Before the upstreams: their node names are looked up with these settings.
+        self.resolve = self.resolve_settings(raw.resolver, raw.resolve)?;
         // With a config center, routes and upstreams may all come from etcd: the file may
         // define none.
         let from_center = raw.config_center.is_some();
@@ -189,7 +192,83 @@ impl Builder<'_> {
             admin,
             access_log,
             config_center,
+            resolve: self.resolve.clone(),
         })
+    }
+
+    /// `resolver = [...]` and `[resolve]`.
+    fn resolve_settings(
+        &mut self,
+        servers: Option<Spanned<Vec<Spanned<String>>>>,
+        raw: Option<RawResolve>,
+    ) -> Result<Resolve, ConfigError> {
+        let d = Resolve::default();
+        let mut out = Resolve {
+            servers: Vec::new(),
+            ..d.clone()
+        };
+        if let Some(list) = servers {
+            if list.get_ref().is_empty() {
+                return Err(self.locator.error(
+                    Some(list.span()),
+                    "at least one server is required; leave resolver out to use the system resolver",
+                ));
+            }
+            for s in list.into_inner() {
+                let text = s.get_ref();
+                // An address only: hearth cannot look up its resolver.
+                let addr = text
+                    .parse::<SocketAddr>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| {
+                        self.locator.error(
+                            Some(s.span()),
+                            format!("expected an IP address with an optional port such as \"10.0.0.2:53\", found {text:?}"),
+                        )
+                    })?;
+                if addr.port() == 0 || out.servers.contains(&addr) {
+                    let why = if addr.port() == 0 {
+                        "port 0 is no server's".to_owned()
+                    } else {
+                        format!("{addr} is listed twice")
+                    };
+                    return Err(self.locator.error(Some(s.span()), why));
+                }
+                out.servers.push(addr);
+            }
+        }
+        let Some(r) = raw else { return Ok(out) };
+        let max_span = r.max.as_ref().map(Spanned::span);
+        for (key, value, default, slot) in [
+            ("min", r.min, d.min, &mut out.min),
+            ("max", r.max, d.max, &mut out.max),
+            ("interval", r.interval, d.interval, &mut out.interval),
+            ("timeout", r.timeout, d.timeout, &mut out.timeout),
+        ] {
+            let span = value.as_ref().map(Spanned::span);
+            *slot = self.duration(value, default)?;
+            if slot.is_zero() {
+                return Err(match span {
+                    Some(s) => self
+                        .locator
+                        .error(Some(s), "must be longer than zero, e.g. \"1s\""),
+                    None => self
+                        .locator
+                        .missing(&format!("resolve.{key}"), "must be longer than zero"),
+                });
+            }
+        }
+        if out.max < out.min {
+            let message = format!(
+                "max ({:?}) must not be shorter than min ({:?})",
+                out.max, out.min
+            );
+            return Err(match max_span {
+                Some(s) => self.locator.error(Some(s), message),
+                None => self.locator.missing("resolve.max", &message),
+            });
+        }
+        Ok(out)
     }
 
     fn config_center(
@@ -699,6 +778,7 @@ impl Builder<'_> {
 mod tests {
     use super::*;
     use crate::config::testing::{err, parse, MINIMAL};
+    use crate::config::types::Resolve;
     use crate::config::types::{
         Node, PassHost, PoolSettings, QueueSettings, Scheme, UpstreamTimeouts,
     };
@@ -1563,6 +1643,78 @@ upstream = "u"
             let e = err(&with(&body));
             assert_eq!(e.key(), Some(key), "{body}: {e}");
             assert!(e.message().contains(want), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn resolver_and_resolve_settings() {
+        let (c, _) = parse(MINIMAL).unwrap();
+        assert_eq!(c.resolve, Resolve::default());
+        assert!(
+            c.resolve.servers.is_empty(),
+            "the system resolver by default"
+        );
+        let text = format!(
+            "resolver = [\"10.0.0.2\", \"10.0.0.3:5353\", \"[fd00::53]:53\"]\n{MINIMAL}\
+             [resolve]\nmin = \"100ms\"\nmax = \"10s\"\ninterval = 5\ntimeout = \"300ms\"\n"
+        );
+        let (c, warnings) = parse(&text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let servers: Vec<String> = c.resolve.servers.iter().map(ToString::to_string).collect();
+        assert_eq!(servers, ["10.0.0.2:53", "10.0.0.3:5353", "[fd00::53]:53"]);
+        assert_eq!(
+            (
+                c.resolve.min,
+                c.resolve.max,
+                c.resolve.interval,
+                c.resolve.timeout
+            ),
+            (
+                Duration::from_millis(100),
+                Duration::from_secs(10),
+                Duration::from_secs(5),
+                Duration::from_millis(300)
+            )
+        );
+        for (top, table, key, want) in [
+            ("resolver = []", "", "resolver", "at least one server"),
+            (
+                "resolver = [\"dns.example:53\"]",
+                "",
+                "resolver[0]",
+                "IP address",
+            ),
+            ("resolver = [\"10.0.0.2:0\"]", "", "resolver[0]", "port 0"),
+            (
+                "resolver = [\"10.0.0.2\", \"10.0.0.2:53\"]",
+                "",
+                "resolver[1]",
+                "listed twice",
+            ),
+            ("", "min = 0", "resolve.min", "longer than zero"),
+            (
+                "",
+                "timeout = \"0ms\"",
+                "resolve.timeout",
+                "longer than zero",
+            ),
+            (
+                "",
+                "min = \"5s\"\nmax = \"2s\"",
+                "resolve.max",
+                "must not be shorter than min",
+            ),
+            (
+                "",
+                "min = \"400s\"",
+                "resolve.max",
+                "must not be shorter than min",
+            ),
+            ("", "ttl = 5", "resolve.ttl", "unknown field"),
+        ] {
+            let e = err(&format!("{top}\n{MINIMAL}[resolve]\n{table}\n"));
+            assert_eq!(e.key(), Some(key), "{top} {table}: {e}");
+            assert!(e.message().contains(want), "{top} {table}: {e}");
         }
     }
 
