@@ -171,6 +171,9 @@ pub struct Counters {
     pub answers: [u64; ANSWER_CODES.len()],
     /// Requests hearth answered or cut itself, by cause (indexed like `Cause::ALL`).
     pub failures: [u64; Cause::ALL.len()],
+    /// Body bytes moved with splice(2), client to upstream and upstream to client.
+    pub spliced_request_bytes: u64,
+    pub spliced_response_bytes: u64,
     /// Indexed by global node id (see `runtime::core`).
     pub nodes: Vec<NodeCounters>,
 }
@@ -197,6 +200,8 @@ impl Counters {
         self.accepted += o.accepted;
         self.requests += o.requests;
         self.client_open_now += o.client_open_now;
+        self.spliced_request_bytes += o.spliced_request_bytes;
+        self.spliced_response_bytes += o.spliced_response_bytes;
         for (a, b) in self.answers.iter_mut().zip(o.answers.iter()) {
             *a += b;
         }
@@ -224,6 +229,17 @@ impl Counters {
         let _ = writeln!(s, "hearth_client_connections_open {}", self.client_open_now);
         let _ = writeln!(s, "# TYPE hearth_client_requests_total counter");
         let _ = writeln!(s, "hearth_client_requests_total {}", self.requests);
+        let _ = writeln!(s, "# TYPE hearth_spliced_bytes_total counter");
+        let _ = writeln!(
+            s,
+            "hearth_spliced_bytes_total{{direction=\"request\"}} {}",
+            self.spliced_request_bytes
+        );
+        let _ = writeln!(
+            s,
+            "hearth_spliced_bytes_total{{direction=\"response\"}} {}",
+            self.spliced_response_bytes
+        );
         let _ = writeln!(s, "# TYPE hearth_answers_total counter");
         for (code, n) in ANSWER_CODES.iter().zip(self.answers.iter()) {
             let _ = writeln!(s, "hearth_answers_total{{code=\"{code}\"}} {n}");
