@@ -34,6 +34,8 @@
 #                 floor is examples/floor.rs, a forwarder that does nothing but relay bytes over
 #                 one upstream connection per client, the least any proxy can cost here
 #   HEARTH_BIN    the hearth binary under test (target/release/hearth, built first)
+#   BUILD         1 builds hearth, the floor and the generators first; 0 takes the binaries as
+#                 they are (1)
 #   HEARTH_BASE_BIN  the binary of the hearthb row (e.g. an older commit's release build)
 #   IDLE_CONNS    idle keep-alive connections for the RSS measure (10000; 0 skips it)
 #   IDLE_PROXIES  which proxies get that measure (default "hearth nginx64 haproxy")
@@ -51,8 +53,9 @@ PROXIES=${PROXIES:-hearth hearth2 floor nginx32 nginx64 haproxy}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_PROXIES=${IDLE_PROXIES:-hearth nginx64 haproxy}
 STRACE=${STRACE:-3}
+BUILD=${BUILD:-1}
 OUT_ARG=${OUT:-bench/results.md}
-COMMAND="${HEARTH_BASE_BIN:+HEARTH_BASE_BIN=$HEARTH_BASE_BIN }ROUNDS=$ROUNDS SHAPE_ROUNDS=$SHAPE_ROUNDS DURATION=$DURATION SIDE_DURATION=$SIDE_DURATION WARMUP=$WARMUP SHAPES=\"$SHAPES\" PROXIES=\"$PROXIES\" IDLE_CONNS=$IDLE_CONNS IDLE_PROXIES=\"$IDLE_PROXIES\" STRACE=$STRACE OUT=$OUT_ARG bench/run.sh"
+COMMAND="${HEARTH_BASE_BIN:+HEARTH_BASE_BIN=$HEARTH_BASE_BIN }ROUNDS=$ROUNDS SHAPE_ROUNDS=$SHAPE_ROUNDS DURATION=$DURATION SIDE_DURATION=$SIDE_DURATION WARMUP=$WARMUP SHAPES=\"$SHAPES\" PROXIES=\"$PROXIES\" IDLE_CONNS=$IDLE_CONNS IDLE_PROXIES=\"$IDLE_PROXIES\" STRACE=$STRACE BUILD=$BUILD OUT=$OUT_ARG bench/run.sh"
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -65,6 +68,7 @@ METRICS_OUT=$(dirname "$OUT")/hearth-metrics.txt
 [[ $SIDE_DURATION =~ ^[1-9][0-9]*$ ]] || die "SIDE_DURATION must be a positive integer, not '$SIDE_DURATION'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds, not '$WARMUP'"
 [[ $IDLE_CONNS =~ ^[0-9]+$ ]] || die "IDLE_CONNS must be a whole number, not '$IDLE_CONNS'"
+[[ $BUILD == 0 || $BUILD == 1 ]] || die "BUILD must be 0 or 1, not '$BUILD'"
 [[ $STRACE =~ ^[0-9]+$ ]] || die "STRACE must be a whole number of seconds, not '$STRACE'"
 [[ $SHAPE_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "SHAPE_ROUNDS must be a positive integer, not '$SHAPE_ROUNDS'"
 # The shapes measured here with wrk, and those bench/shapes.sh measures.
@@ -125,7 +129,7 @@ if ((IDLE_CONNS + 200 > FD_LIMIT)); then
 fi
 
 # A failed build costs the hearth rows, not the run.
-if in_list hearth "$PROXIES $IDLE_PROXIES" || in_list hearth2 "$PROXIES"; then
+if ((BUILD)) && { in_list hearth "$PROXIES $IDLE_PROXIES" || in_list hearth2 "$PROXIES"; }; then
 	if ! build_hearth; then
 		say "hearth: release build FAILED; continuing without the hearth rows"
 		PROXIES=$(tr " " "\n" <<<"$PROXIES" | grep -vx 'hearth2\?' | tr "\n" " " || true)
@@ -134,7 +138,10 @@ if in_list hearth "$PROXIES $IDLE_PROXIES" || in_list hearth2 "$PROXIES"; then
 	fi
 fi
 
-if in_list floor "$PROXIES" && ! build_floor; then
+floor_ok=1
+if ((BUILD)) && in_list floor "$PROXIES"; then build_floor || floor_ok=0; fi
+[[ -x $FLOOR_BIN ]] || floor_ok=0
+if in_list floor "$PROXIES" && ((!floor_ok)); then
 	say "floor: build FAILED; continuing without the floor row"
 	PROXIES=$(tr " " "\n" <<<"$PROXIES" | grep -vx floor | tr "\n" " " || true)
 fi
@@ -410,7 +417,7 @@ if [[ -n $POOL_SHAPES ]]; then
 		if in_list "$proxy" "$PROXIES"; then pool_proxies+="$proxy "; fi
 	done
 	say "the shapes of issue 21: $POOL_SHAPES"
-	SHAPES=$POOL_SHAPES ROUNDS=$SHAPE_ROUNDS PROXIES=${pool_proxies:-hearth nginx64 haproxy} OUT=$POOL_OUT \
+	SHAPES=$POOL_SHAPES ROUNDS=$SHAPE_ROUNDS PROXIES=${pool_proxies:-hearth nginx64 haproxy} OUT=$POOL_OUT BUILD=$BUILD \
 		bash "$ROOT/bench/shapes.sh" || say "bench/shapes.sh FAILED; its tables are missing"
 fi
 
