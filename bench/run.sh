@@ -72,7 +72,7 @@ METRICS_OUT=$(dirname "$OUT")/hearth-metrics.txt
 [[ $STRACE =~ ^[0-9]+$ ]] || die "STRACE must be a whole number of seconds, not '$STRACE'"
 [[ $SHAPE_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "SHAPE_ROUNDS must be a positive integer, not '$SHAPE_ROUNDS'"
 # The shapes measured here with wrk, and those bench/shapes.sh measures.
-WRK_SHAPES= POOL_SHAPES=
+WRK_SHAPES="" POOL_SHAPES=""
 for shape in $SHAPES; do
 	case $shape in
 	small | c500 | body | https) WRK_SHAPES+="$shape " ;;

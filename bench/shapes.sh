@@ -156,10 +156,9 @@ EOF
 start_shapes_origin
 
 # ---------------------------------------------------------------------------------------------
-# The rows. Each start_* takes NAME PORT UPSTREAM_PORT and a shape-specific variant; PID, PORT
-# and LABEL are lib.sh's tables.
-LABEL[hearth_copy]="hearth, splice = false"
-LABEL[haproxy_splice]="HAProxy, splice-auto"
+# The rows. Each start_* takes NAME PORT UPSTREAM_PORT and a shape-specific variant; PID and
+# PORT are lib.sh's tables.
+read -r -a PROXY_LIST <<<"$PROXIES"
 
 # VARIANT: "" (defaults), cap (50 connections and a queue), nosplice.
 start_shape_hearth() {
@@ -183,7 +182,7 @@ EOF
 }
 
 start_shape_nginx() {
-	local name=$1 port=$2 upport=$3 variant=${4:-} dir=$TMP/$1 server_extra=
+	local name=$1 port=$2 upport=$3 variant=${4:-} dir=$TMP/$1 server_extra=''
 	[[ $variant != cap ]] || server_extra=" max_conns=50"
 	mkdir -p "$dir"
 	{
@@ -219,7 +218,7 @@ EOF
 }
 
 start_shape_haproxy() {
-	local name=$1 port=$2 upport=$3 variant=${4:-} dir=$TMP/$1 server_extra= defaults_extra=
+	local name=$1 port=$2 upport=$3 variant=${4:-} dir=$TMP/$1 server_extra='' defaults_extra=''
 	[[ $variant != cap ]] || server_extra=" maxconn 50"
 	[[ $variant != splice ]] || defaults_extra="    option splice-auto"
 	mkdir -p "$dir"
@@ -346,7 +345,7 @@ rotate() {
 # ---------------------------------------------------------------------------------------------
 shape_stale() {
 	say "shape stale: origin closes idle connections after 2 s; $STALE_BURSTS bursts, gaps 1.5-3 s"
-	start_rows "$STALE_PORT" "" $PROXIES
+	start_rows "$STALE_PORT" "" "${PROXY_LIST[@]}"
 	local round row out a0 a1
 	for ((round = 1; round <= ROUNDS; round++)); do
 		rotate "$round"
@@ -375,7 +374,7 @@ shape_spike() {
 	say "shape spike: 10 -> 300 clients for 5 s -> 10, origin answers in 20 ms"
 	local round row out a0 a1 held pid
 	for ((round = 1; round <= ROUNDS; round++)); do
-		ACTIVE=($PROXIES)
+		ACTIVE=("${PROXY_LIST[@]}")
 		rotate "$round"
 		for row in "${ORDER[@]}"; do
 			start_rows "$POOL_PORT" "" "$row"
@@ -407,7 +406,7 @@ shape_spike() {
 
 shape_cap() {
 	say "shape cap: 50 upstream connections, 200 clients, every 10th request 200 ms"
-	start_rows "$POOL_PORT" cap $PROXIES
+	start_rows "$POOL_PORT" cap "${PROXY_LIST[@]}"
 	local round row out
 	for row in "${ACTIVE[@]}"; do
 		run_to "$TMP/cap.$row.warm" "$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode closed \
@@ -431,7 +430,7 @@ shape_cap() {
 shape_large() {
 	say "shape large: 1 MiB answers and 1 MiB uploads, 10 connections"
 	local rows=(direct) row
-	for row in $PROXIES; do
+	for row in "${PROXY_LIST[@]}"; do
 		case $row in
 		hearth) rows+=(hearth hearth_copy) ;;
 		haproxy) rows+=(haproxy_splice) ;;
@@ -462,8 +461,8 @@ EOF
 				t0=$(cpu_of "$row")
 				load "$out" "${args[@]}" "-d${LARGE_SECS}s" "http://127.0.0.1:${PORT[$row]}$target" || true
 				t1=$(cpu_of "$row")
-				local rps p50 p99 requests errors
-				read -r rps p50 p99 requests errors < <(parse_wrk "$out")
+				local rps p99 requests errors
+				read -r rps _ p99 requests errors < <(parse_wrk "$out")
 				record "large_$dir" "$row" "$round" rps="$rps" p99_ms="$p99" errors="$errors" \
 					mbps="$(awk -v r="$rps" 'BEGIN { printf "%.1f", r * 1.048576 }')" \
 					cpu_us="$(cpu_per_req "$t0" "$t1" "$requests")"
@@ -475,7 +474,7 @@ EOF
 }
 
 shape_rate() {
-	start_rows "$POOL_PORT" "" direct $PROXIES
+	start_rows "$POOL_PORT" "" direct "${PROXY_LIST[@]}"
 	local out=$TMP/rate.capacity
 	# The capacity: the best of three short closed-loop runs against the origin itself.
 	local cap=0 i c
