@@ -215,6 +215,10 @@ impl Core {
         }
         if s.given > 0 {
             c.last_write = now;
+            // The client took answer bytes: hearth did not read the upstream while it waited for
+            // them, so the wait for the upstream counts from here (as `step_exchange` does for
+            // bytes taken from `wbuf`).
+            ex.up_progress = now;
             ex.sent_body += s.given;
             self.counters.spliced_response_bytes += s.given;
         }
