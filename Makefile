@@ -35,7 +35,7 @@ lint: ## rustfmt and clippy, warnings are errors; the fuzz targets must still co
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) check --manifest-path fuzz/Cargo.toml
 
-bench: ## end-to-end load vs nginx and HAProxy (installs them), idle-connection RSS, strace breakdown -> bench/results.md; chunked uploads -> bench/chunks.md; then criterion
+bench: ## end-to-end load vs nginx and HAProxy (installs them): small/c500/body/https, idle RSS, strace, then issue 21's stale/spike/cap/large/rate (bench/shapes.sh) -> bench/results.md (SHAPES=... for a subset); chunked uploads -> bench/chunks.md; then criterion
 	bash bench/run.sh
 	BUILD=0 bash bench/chunks.sh
 	$(MAKE) bench-micro

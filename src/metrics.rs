@@ -225,6 +225,9 @@ pub struct Counters {
     pub answers: [u64; ANSWER_CODES.len()],
     /// Requests hearth answered or cut itself, by cause (indexed like `Cause::ALL`).
     pub failures: [u64; Cause::ALL.len()],
+    /// Body bytes moved with splice(2), client to upstream and upstream to client.
+    pub spliced_request_bytes: u64,
+    pub spliced_response_bytes: u64,
     /// Indexed by global node id (see `runtime::core`).
     pub nodes: Vec<NodeCounters>,
 }
@@ -251,6 +254,8 @@ impl Counters {
         self.accepted += o.accepted;
         self.requests += o.requests;
         self.client_open_now += o.client_open_now;
+        self.spliced_request_bytes += o.spliced_request_bytes;
+        self.spliced_response_bytes += o.spliced_response_bytes;
         for (a, b) in self.answers.iter_mut().zip(o.answers.iter()) {
             *a += b;
         }
@@ -293,6 +298,22 @@ impl Counters {
             "Requests read from clients.",
         );
         let _ = writeln!(s, "hearth_client_requests_total {}", self.requests);
+        family(
+            &mut s,
+            "hearth_spliced_bytes_total",
+            "counter",
+            "Body bytes moved by splice(2) through a core's pipe rather than copied, by direction.",
+        );
+        let _ = writeln!(
+            s,
+            "hearth_spliced_bytes_total{{direction=\"request\"}} {}",
+            self.spliced_request_bytes
+        );
+        let _ = writeln!(
+            s,
+            "hearth_spliced_bytes_total{{direction=\"response\"}} {}",
+            self.spliced_response_bytes
+        );
         family(
             &mut s,
             "hearth_answers_total",
@@ -641,7 +662,7 @@ mod tests {
         ];
         let text = c.render(&labels);
         assert_every_family_is_described(&text);
-        assert_eq!(text.matches("# HELP ").count(), 35, "{text}");
+        assert_eq!(text.matches("# HELP ").count(), 36, "{text}");
         assert_every_family_is_described(&HealthCounters::with_nodes(1).render(&labels));
         assert_every_family_is_described(&Counters::default().render(&[]));
     }

@@ -127,6 +127,7 @@ pub(super) struct RawClient {
     pub(super) max_body_bytes: Option<RawSize>,
     pub(super) accept_bare_lf: Option<bool>,
     pub(super) ignore_abort: Option<bool>,
+    pub(super) splice: Option<bool>,
 }
 
 #[derive(Deserialize)]

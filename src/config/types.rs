@@ -222,6 +222,9 @@ pub struct ClientSettings {
     /// Keep a request going when its client closes (FIN or reset) before the answer, as nginx's
     /// `proxy_ignore_client_abort`; by default the upstream connection is closed at once.
     pub ignore_abort: bool,
+    /// Move large Content-Length (and close-delimited) bodies between plain sockets with
+    /// splice(2), through a pipe per core, instead of copying them through user space.
+    pub splice: bool,
 }
 
 impl Default for ClientSettings {
@@ -236,6 +239,7 @@ impl Default for ClientSettings {
             max_body_bytes: 0,
             accept_bare_lf: false,
             ignore_abort: false,
+            splice: true,
         }
     }
 }

@@ -42,9 +42,9 @@ use crate::metrics::{Counters, NodeCounters};
 use crate::route::Router;
 use crate::runtime::control::Control;
 use crate::runtime::deadline::{Clocks, Due};
-use crate::runtime::exchange::{Exchange, Fault, Leg, Tries};
+use crate::runtime::exchange::{Exchange, Fault, Leg, Piped, Tries};
 use crate::runtime::generation::{ListenTls, Shared, UpSettings};
-use crate::runtime::io::{end, pump, ReadOutcome, UpIo};
+use crate::runtime::io::{end, pump, ReadOutcome, SplicePipe, UpIo};
 use crate::runtime::process::Process;
 use crate::slab::Slab;
 use crate::timer::TimerWheel;
@@ -189,6 +189,8 @@ pub struct Core {
     pub(super) sni_names: Vec<String>,
     timers: TimerWheel<(TimerKey, u64)>,
     pub(super) bufs: BufPool,
+    /// The pipe large plain bodies are spliced through (see `splice`).
+    pub(super) pipe: SplicePipe,
     pub(super) shared: Arc<Shared>,
     pub(super) process: Arc<Process>,
     /// This core's own copy of the generation's router. A compiled regex keeps a scratch pool
@@ -252,6 +254,7 @@ impl Core {
             sni_names: Vec::new(),
             timers: TimerWheel::new(0),
             bufs: BufPool::new(cfg.client.max_head_bytes.max(BUF_BYTES), MAX_BUFFERS),
+            pipe: SplicePipe::default(),
             limits: Limits {
                 max_head_bytes: cfg.client.max_head_bytes,
                 accept_bare_lf: cfg.client.accept_bare_lf,
@@ -1351,10 +1354,12 @@ fn clocks(c: &Client, ex: &Exchange, ms: &ClientMs) -> Clocks {
         queue_ms: ex.set.queue_ms,
         connect_ms: ex.set.connect_ms,
         read_ms: ex.set.read_ms,
-        behind: c.wbuf.as_ref().is_some_and(|w| !w.is_empty()),
+        behind: c.wbuf.as_ref().is_some_and(|w| !w.is_empty()) || ex.piped == Piped::Response,
         last_write: c.last_write,
         send_ms: ms.send,
-        body_waits: ex.body_pending() && c.rbuf.as_ref().is_none_or(Buf::is_empty),
+        body_waits: ex.body_pending()
+            && c.rbuf.as_ref().is_none_or(Buf::is_empty)
+            && ex.piped != Piped::Request,
         last_active: c.last_active,
         body_ms: ms.body,
     }

@@ -541,6 +541,7 @@ impl Builder<'_> {
             max_body_bytes: raw.max_body_bytes.map_or(d.max_body_bytes, |s| s.0),
             accept_bare_lf: raw.accept_bare_lf.unwrap_or(d.accept_bare_lf),
             ignore_abort: raw.ignore_abort.unwrap_or(d.ignore_abort),
+            splice: raw.splice.unwrap_or(d.splice),
         })
     }
 
@@ -924,6 +925,7 @@ upstream = "zeta"
                 max_body_bytes: 1 << 30,
                 accept_bare_lf: false,
                 ignore_abort: false,
+                splice: true,
             }
         );
         assert_eq!(c.max_client_connections, 9);
