@@ -19,11 +19,14 @@
 #          half GETs, half POSTs of 200 bytes, STALE_BURSTS bursts with idle gaps drawn from
 #          1.5-3 s (the same gaps for every row of a round). Error answers (non-2xx and requests
 #          with no whole answer) and upstream connects per 10,000 requests.
-#   spike  examples/load.rs --mode step against `/delay` (20 ms): 10 clients, 300 for 5 s from
-#          second 3, then 10 again. p99 of the requests started in the step, upstream connects
-#          during the step (origin accepts), and the proxy's ESTABLISHED connections to the
-#          origin 10 s after the step (ss; 10 of them carry the remaining clients). Each run has
-#          fresh proxies, so no row starts with connections an earlier run left.
+#   spike  examples/load.rs --mode step against `/delay` (20 ms): 10 clients, SPIKE_PEAK (300)
+#          for 5 s from second 3, then 10 again. p99 of the requests started in the step,
+#          upstream connects during the step (origin accepts), and the proxy's ESTABLISHED
+#          connections to the origin 10 s after the step (ss; 10 of them carry the remaining
+#          clients), which is where hearth's purges (issue 20) show. Each run has fresh proxies,
+#          so no row starts with connections an earlier run left. hearth also runs a second row
+#          here with `keepalive_pool.preconnect = 1.5` (issue 20's warm-ahead), whose connects
+#          in the step are made ahead of the requests rather than in their path.
 #   cap    at most 50 upstream connections (hearth `max_connections = 50` and its queue, HAProxy
 #          `maxconn 50` on the server with its queue, nginx `max_conns=50`, which has no queue):
 #          examples/load.rs --mode closed, 200 clients, every 10th request of each to `/slow`
@@ -44,6 +47,7 @@
 #   PROXIES       any of: hearth nginx64 haproxy (default all three); large adds hearth's
 #                 splice = false row whenever hearth runs
 #   STALE_BURSTS  bursts per stale run (10)
+#   SPIKE_PEAK    clients during the spike's step (300; issue 20 measures a drop from 500)
 #   CAP_SECS, LARGE_SECS, RATE_SECS   seconds per run of those shapes (6, 4, 5)
 #   RATES         percentages of the direct capacity for the rate shape ("25 50 75")
 #   BUILD         1 builds hearth and the generators first; 0 takes them as they are (1)
@@ -52,6 +56,7 @@
 set -euo pipefail
 
 SHAPES=${SHAPES:-stale spike cap large rate}
+SPIKE_PEAK=${SPIKE_PEAK:-300}
 ROUNDS=${ROUNDS:-3}
 PROXIES=${PROXIES:-hearth nginx64 haproxy}
 STALE_BURSTS=${STALE_BURSTS:-10}
@@ -172,6 +177,7 @@ start_shape_hearth() {
 [upstreams.u]
 nodes = { "127.0.0.1:$upport" = 1 }
 EOF
+		[[ $variant != preconnect ]] || echo 'keepalive_pool = { preconnect = 1.5 }'
 		if [[ $variant == cap ]]; then
 			echo "max_connections = 50"
 			echo 'queue = { size = 1024, timeout = "5s" }'
@@ -257,6 +263,7 @@ start_shape_row() {
 	case $1 in
 	hearth) start_shape_hearth hearth "$2" "$3" "${4:-}" ;;
 	hearth_copy) start_shape_hearth hearth_copy "$2" "$3" nosplice ;;
+	hearth_pre) start_shape_hearth hearth_pre "$2" "$3" preconnect ;;
 	nginx64) start_shape_nginx nginx64 "$2" "$3" "${4:-}" ;;
 	haproxy) start_shape_haproxy haproxy "$2" "$3" "${4:-}" ;;
 	haproxy_splice) start_shape_haproxy haproxy_splice "$2" "$3" splice ;;
@@ -371,17 +378,23 @@ shape_stale() {
 }
 
 shape_spike() {
-	say "shape spike: 10 -> 300 clients for 5 s -> 10, origin answers in 20 ms"
-	local round row out a0 a1 held pid
+	say "shape spike: 10 -> $SPIKE_PEAK clients for 5 s -> 10, origin answers in 20 ms"
+	local round row out a0 a1 held pid rows=()
+	for row in "${PROXY_LIST[@]}"; do
+		case $row in
+		hearth) rows+=(hearth hearth_pre) ;;
+		*) rows+=("$row") ;;
+		esac
+	done
 	for ((round = 1; round <= ROUNDS; round++)); do
-		ACTIVE=("${PROXY_LIST[@]}")
+		ACTIVE=("${rows[@]}")
 		rotate "$round"
 		for row in "${ORDER[@]}"; do
 			start_rows "$POOL_PORT" "" "$row"
 			((${#ACTIVE[@]})) || continue
 			pid=${PID[$row]}
 			out=$TMP/spike.$row.$round
-			"$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode step --clients 10 --step-clients 300 \
+			"$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode step --clients 10 --step-clients "$SPIKE_PEAK" \
 				--before 3 --step 5 --secs 20 --path /delay >"$out" 2>"$out.err" &
 			LOAD_PID=$!
 			sleep 3
@@ -396,7 +409,7 @@ shape_spike() {
 			p99=$(field "$out" class=step p99_us)
 			errors=$(field "$out" total errors)
 			record spike "$row" "$round" p99_step_us="${p99:-n/a}" connects="$(accepts_between "$a0" "$a1")" \
-				held_after_10s="$held" errors="${errors:-n/a}" \
+				held_after_10s="$held" errors="${errors:-n/a}" peak="$SPIKE_PEAK" \
 				requests="$(field "$out" total requests)"
 			say "  round $round $(printf '%-8s' "$row") step p99 ${p99:-?} us, connects in the step $(accepts_between "$a0" "$a1"), connections held 10 s after: $held, errors ${errors:-?}"
 			stop_rows

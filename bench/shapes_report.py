@@ -13,8 +13,9 @@ import statistics
 import sys
 
 LABEL = {"direct": "direct (no proxy)", "hearth": "hearth", "hearth_copy": "hearth, splice = false",
+         "hearth_pre": "hearth, preconnect 1.5",
          "nginx64": "nginx keepalive 64", "haproxy": "HAProxy", "haproxy_splice": "HAProxy, splice-auto"}
-ORDER = ["direct", "hearth", "hearth_copy", "nginx64", "haproxy", "haproxy_splice"]
+ORDER = ["direct", "hearth", "hearth_pre", "hearth_copy", "nginx64", "haproxy", "haproxy_splice"]
 
 
 def number(text):
@@ -108,7 +109,8 @@ def stale(runs):
 
 def spike(runs):
     r = runs.get("spike", {})
-    print("### spike: 10 clients, 300 for 5 s, back to 10; the origin answers in 20 ms\n")
+    peak = max((int(x["peak"]) for rows in r.values() for x in rows if "peak" in x), default=300)
+    print(f"### spike: 10 clients, {peak} for 5 s, back to 10; the origin answers in 20 ms\n")
     print("Connections held: the proxy's ESTABLISHED connections to the origin 10 s after the "
           "step, while 10 clients still send; up to 10 of them are busy, the rest idle.\n")
     print(shape_table(r, [("p99 in the step us", "p99_step_us", "%.0f", "median"),
