@@ -22,19 +22,20 @@ run: build ## start the demo upstream and hearth in front of it (examples/hearth
 	echo "Try:  curl -s http://127.0.0.1:8080/api/hello   (Ctrl-C stops both)"; echo; \
 	wait $$hp; kill $$up 2>/dev/null; wait 2>/dev/null
 
-test: test-deps ## every unit, integration and doc test; the etcd tests fail rather than skip without etcd
+test: test-deps ## every unit, integration and doc test, after test-deps; the etcd, chromium and promtool tests fail rather than skip
 	HEARTH_REQUIRE_ETCD=1 $(CARGO) test --all-targets --no-fail-fast
 
-test-deps: ## Debian's chromium and etcd for the status page and config-center tests, when missing (root)
+test-deps: ## Debian's chromium, etcd and promtool (prometheus) for the status page, config-center and metrics-lint tests, when missing (root)
 	bash .ci/chromium.sh
 	bash .ci/etcd.sh
+	bash .ci/promtool.sh
 
 lint: ## rustfmt and clippy, warnings are errors; the fuzz targets must still compile
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) check --manifest-path fuzz/Cargo.toml
 
-bench: ## end-to-end load vs nginx and HAProxy (installs them), idle-connection RSS, strace breakdown -> bench/results.md; chunked uploads -> bench/chunks.md; then criterion
+bench: ## end-to-end load vs nginx and HAProxy (installs them): small/c500/body/https, idle RSS, strace, then issue 21's stale/spike/cap/large/rate (bench/shapes.sh) -> bench/results.md (SHAPES=... for a subset); chunked uploads -> bench/chunks.md; then criterion
 	bash bench/run.sh
 	BUILD=0 bash bench/chunks.sh
 	$(MAKE) bench-micro

@@ -164,12 +164,39 @@ def main():
         print(table(["proxy", "held", "failed", "RSS before MiB", "RSS after MiB",
                      "KiB per idle conn"], body) + "\n")
 
+    print_targets_21(medians)
     print_targets(medians.get("small", {}), runs, idle_per)
+
+
+def print_targets_21(medians):
+    """PASS or FAIL against issue 21's targets for the wrk shapes: hearth's CPU per request no
+    higher than either peer's in each shape, and within 1.10x the floor's in the small shape."""
+    rows = []
+    for shape in ("small", "c500", "body", "https"):
+        med = medians.get(shape)
+        if not med:
+            continue
+        me, peers = ("tls_hearth", ("tls_nginx32",)) if shape == "https" else ("hearth", ("haproxy", "nginx64"))
+        for peer in ("haproxy", "nginx64") if shape != "https" else ("haproxy", "tls_nginx32"):
+            r = ratio(med, me, peer, CPU) if peer in med else None
+            label = LABEL.get(peer, peer) if peer in LABEL else peer
+            verdict = "not measured" if r is None else ("PASS" if r <= 1.0 else "FAIL")
+            if shape == "https" and peer == "haproxy":
+                label, verdict = "HAProxy (no https row)", "not measured"
+            rows.append([f"{shape}: CPU per request no higher than {label}'s", cell(r, "%.2fx"), verdict])
+        if shape == "small":
+            r = ratio(med, "hearth", "floor", CPU) if "floor" in med else None
+            rows.append(["small: CPU per request within 1.10x the floor's", cell(r, "%.2fx"),
+                         "not measured" if r is None else ("PASS" if r <= 1.10 else "FAIL")])
+    if not rows:
+        return
+    print("### Targets of issue 21 in these shapes (ratios of medians from this run)\n")
+    print(table(["target", "measured", "result"], rows) + "\n")
 
 
 def print_targets(med, runs, idle_per):
     """PASS or FAIL against each numeric target of issue 4 (one worker, 50 connections)."""
-    print("### Targets of issue 4 (small shape, one worker, ratios of medians from this run)\n")
+    print("### Targets of issue 4, retired by issue 21 and kept for comparison (small shape)\n")
 
     def check(value, op, bound):
         if value is None:

@@ -8,8 +8,13 @@
 # ratios to HAProxy and nginx, and PASS or FAIL against each numeric target of issue 4. Then, on
 # fresh processes, the RSS each idle keep-alive client connection costs (10,000 of them held by
 # bench/idle_conns.py), and a `strace -c` breakdown of hearth under load, saved beside OUT as
-# strace.txt. It is a benchmark, not a test: a slow or failing proxy is reported, never turned
-# into a non-zero exit; only a broken setup is.
+# strace.txt. The shapes of issue 21, where the upstream pool is stressed (stale, spike, cap,
+# large, rate), run afterwards in bench/shapes.sh, whose header says what each does; their tables
+# and targets go into the same results file. It is a benchmark, not a test: a slow or failing
+# proxy is reported, never turned into a non-zero exit; only a broken setup is.
+#
+# A whole run takes about 25 minutes on the 2-core machine. A subset, e.g. only two of the new
+# shapes and nothing else: SHAPES="stale spike" IDLE_CONNS=0 STRACE=0 bash bench/run.sh
 #
 # Knobs (environment):
 #   ROUNDS        measured rounds per shape (3)
@@ -19,13 +24,18 @@
 #   SHAPES        any of: small (GET /, 50 conns), c500 (GET /, 500 conns), body (POST 1 KiB to
 #                 /big, 16 KiB answers, 50 conns), https (GET /, 50 conns, proxies talk TLS to
 #                 the origin: hearth with its pool, hearth with size 0, nginx keepalive 32 with
-#                 proxy_ssl_session_reuse on)                    (default "small c500 body https")
+#                 proxy_ssl_session_reuse on), and those of bench/shapes.sh: stale, spike, cap,
+#                 large, rate       (default "small c500 body https stale spike cap large rate")
+#   SHAPE_ROUNDS  rounds of bench/shapes.sh's shapes (ROUNDS); its own knobs (STALE_BURSTS,
+#                 CAP_SECS, LARGE_SECS, RATE_SECS, RATES) pass through
 #   PROXIES       any of: hearth hearth2 hearthb floor nginx32 nginx64 haproxy (default all but
 #                 hearthb); hearth2 (two workers) runs in the small shape only, to compare with
 #                 hearth; hearthb is one worker of HEARTH_BASE_BIN, for A/B within one run;
 #                 floor is examples/floor.rs, a forwarder that does nothing but relay bytes over
 #                 one upstream connection per client, the least any proxy can cost here
 #   HEARTH_BIN    the hearth binary under test (target/release/hearth, built first)
+#   BUILD         1 builds hearth, the floor and the generators first; 0 takes the binaries as
+#                 they are (1)
 #   HEARTH_BASE_BIN  the binary of the hearthb row (e.g. an older commit's release build)
 #   IDLE_CONNS    idle keep-alive connections for the RSS measure (10000; 0 skips it)
 #   IDLE_PROXIES  which proxies get that measure (default "hearth nginx64 haproxy")
@@ -37,13 +47,15 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 SIDE_DURATION=${SIDE_DURATION:-4}
 WARMUP=${WARMUP:-2}
-SHAPES=${SHAPES:-small c500 body https}
+SHAPES=${SHAPES:-small c500 body https stale spike cap large rate}
+SHAPE_ROUNDS=${SHAPE_ROUNDS:-$ROUNDS}
 PROXIES=${PROXIES:-hearth hearth2 floor nginx32 nginx64 haproxy}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_PROXIES=${IDLE_PROXIES:-hearth nginx64 haproxy}
 STRACE=${STRACE:-3}
+BUILD=${BUILD:-1}
 OUT_ARG=${OUT:-bench/results.md}
-COMMAND="${HEARTH_BASE_BIN:+HEARTH_BASE_BIN=$HEARTH_BASE_BIN }ROUNDS=$ROUNDS DURATION=$DURATION SIDE_DURATION=$SIDE_DURATION WARMUP=$WARMUP SHAPES=\"$SHAPES\" PROXIES=\"$PROXIES\" IDLE_CONNS=$IDLE_CONNS IDLE_PROXIES=\"$IDLE_PROXIES\" STRACE=$STRACE OUT=$OUT_ARG bench/run.sh"
+COMMAND="${HEARTH_BASE_BIN:+HEARTH_BASE_BIN=$HEARTH_BASE_BIN }ROUNDS=$ROUNDS SHAPE_ROUNDS=$SHAPE_ROUNDS DURATION=$DURATION SIDE_DURATION=$SIDE_DURATION WARMUP=$WARMUP SHAPES=\"$SHAPES\" PROXIES=\"$PROXIES\" IDLE_CONNS=$IDLE_CONNS IDLE_PROXIES=\"$IDLE_PROXIES\" STRACE=$STRACE BUILD=$BUILD OUT=$OUT_ARG bench/run.sh"
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -56,9 +68,17 @@ METRICS_OUT=$(dirname "$OUT")/hearth-metrics.txt
 [[ $SIDE_DURATION =~ ^[1-9][0-9]*$ ]] || die "SIDE_DURATION must be a positive integer, not '$SIDE_DURATION'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds, not '$WARMUP'"
 [[ $IDLE_CONNS =~ ^[0-9]+$ ]] || die "IDLE_CONNS must be a whole number, not '$IDLE_CONNS'"
+[[ $BUILD == 0 || $BUILD == 1 ]] || die "BUILD must be 0 or 1, not '$BUILD'"
 [[ $STRACE =~ ^[0-9]+$ ]] || die "STRACE must be a whole number of seconds, not '$STRACE'"
+[[ $SHAPE_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "SHAPE_ROUNDS must be a positive integer, not '$SHAPE_ROUNDS'"
+# The shapes measured here with wrk, and those bench/shapes.sh measures.
+WRK_SHAPES="" POOL_SHAPES=""
 for shape in $SHAPES; do
-	case $shape in small | c500 | body | https) ;; *) die "unknown shape '$shape' (small, c500, body, https)" ;; esac
+	case $shape in
+	small | c500 | body | https) WRK_SHAPES+="$shape " ;;
+	stale | spike | cap | large | rate) POOL_SHAPES+="$shape " ;;
+	*) die "unknown shape '$shape' (small, c500, body, https, stale, spike, cap, large, rate)" ;;
+	esac
 done
 for proxy in $PROXIES; do
 	case $proxy in hearth | hearth2 | hearthb | floor | nginx32 | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy'" ;; esac
@@ -109,7 +129,7 @@ if ((IDLE_CONNS + 200 > FD_LIMIT)); then
 fi
 
 # A failed build costs the hearth rows, not the run.
-if in_list hearth "$PROXIES $IDLE_PROXIES" || in_list hearth2 "$PROXIES"; then
+if ((BUILD)) && { in_list hearth "$PROXIES $IDLE_PROXIES" || in_list hearth2 "$PROXIES"; }; then
 	if ! build_hearth; then
 		say "hearth: release build FAILED; continuing without the hearth rows"
 		PROXIES=$(tr " " "\n" <<<"$PROXIES" | grep -vx 'hearth2\?' | tr "\n" " " || true)
@@ -118,7 +138,10 @@ if in_list hearth "$PROXIES $IDLE_PROXIES" || in_list hearth2 "$PROXIES"; then
 	fi
 fi
 
-if in_list floor "$PROXIES" && ! build_floor; then
+floor_ok=1
+if ((BUILD)) && in_list floor "$PROXIES"; then build_floor || floor_ok=0; fi
+[[ -x $FLOOR_BIN ]] || floor_ok=0
+if in_list floor "$PROXIES" && ((!floor_ok)); then
 	say "floor: build FAILED; continuing without the floor row"
 	PROXIES=$(tr " " "\n" <<<"$PROXIES" | grep -vx floor | tr "\n" " " || true)
 fi
@@ -252,7 +275,7 @@ rows_for() {
 	done
 }
 
-for shape in $SHAPES; do
+for shape in $WRK_SHAPES; do
 	set_shape "$shape"
 	rows_for "$shape"
 	secs=$DURATION
@@ -382,7 +405,21 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Report: medians per row and shape, hearth's ratios, the idle RSS, and the targets of issue 4.
 TABLES=$TMP/tables.md
-python3 "$ROOT/bench/report.py" "$RESULTS" "$IDLE" "$SHAPES" "$IDLE_CONNS" >"$TABLES"
+python3 "$ROOT/bench/report.py" "$RESULTS" "$IDLE" "$WRK_SHAPES" "$IDLE_CONNS" >"$TABLES"
+
+# ---------------------------------------------------------------------------------------------
+# The shapes of issue 21, in bench/shapes.sh with origins and rows of their own; the rows above
+# stay up but idle meanwhile. A broken setup there costs those tables, not this run.
+POOL_OUT=$TMP/shapes.md
+if [[ -n $POOL_SHAPES ]]; then
+	pool_proxies=
+	for proxy in hearth nginx64 haproxy; do
+		if in_list "$proxy" "$PROXIES"; then pool_proxies+="$proxy "; fi
+	done
+	say "the shapes of issue 21: $POOL_SHAPES"
+	SHAPES=$POOL_SHAPES ROUNDS=$SHAPE_ROUNDS PROXIES=${pool_proxies:-hearth nginx64 haproxy} OUT=$POOL_OUT BUILD=$BUILD \
+		bash "$ROOT/bench/shapes.sh" || say "bench/shapes.sh FAILED; its tables are missing"
+fi
 
 cat "$TABLES"
 
@@ -425,6 +462,12 @@ fi
 	echo "bounds what any proxy can reach against the same peers in the same run."
 	echo
 	cat "$TABLES"
+	if [[ -s $POOL_OUT ]]; then
+		echo "## Where the pool is stressed (issue 21)"
+		echo
+		cat "$POOL_OUT"
+		echo
+	fi
 	if [[ -s $METRICS ]]; then
 		echo "### Why hearth opened and closed upstream connections"
 		echo

@@ -36,7 +36,7 @@ use crate::config_center::Writer;
 use crate::dynamic::{json_error, CenterCounts, ChangeError, Dynamic, Kind};
 use crate::http::head::{HeadError, Limits, ReqBody};
 use crate::http::read::{self, MessageError, MessageReader, RequestDecoder};
-use crate::metrics::{Counters, NodeCounters, ANSWER_CODES};
+use crate::metrics::{family, Counters, NodeCounters, ANSWER_CODES};
 use crate::runtime::advisor::Named;
 use crate::runtime::server::Handle;
 use crate::upstream::pool::CloseReason;
@@ -84,11 +84,26 @@ impl Fleet {
         let revision = self.revision.load(Ordering::Acquire);
         let applied = self.counts.applied.load(Ordering::Relaxed);
         let skipped = self.counts.skipped.load(Ordering::Relaxed);
-        let _ = writeln!(s, "# TYPE config_center_connected gauge");
+        family(
+            &mut s,
+            "config_center_connected",
+            "gauge",
+            "1 while the etcd watch is connected, else 0.",
+        );
         let _ = writeln!(s, "config_center_connected {connected}");
-        let _ = writeln!(s, "# TYPE config_center_revision gauge");
+        family(
+            &mut s,
+            "config_center_revision",
+            "gauge",
+            "The etcd revision applied last.",
+        );
         let _ = writeln!(s, "config_center_revision {revision}");
-        let _ = writeln!(s, "# TYPE config_center_changes_total counter");
+        family(
+            &mut s,
+            "config_center_changes_total",
+            "counter",
+            "Values read from etcd, by whether they were applied or skipped as invalid.",
+        );
         let _ = writeln!(
             s,
             "config_center_changes_total{{result=\"applied\"}} {applied}"
@@ -498,6 +513,8 @@ fn change_answer(e: ChangeError) -> Answer {
     match e {
         ChangeError::Invalid(m) => ("400 Bad Request", json!({ "error_msg": m })),
         ChangeError::NotFound(m) => ("404 Not Found", json!({ "error_msg": m })),
+        // As when etcd does not take a change: nothing changed, and trying again may work.
+        ChangeError::Unavailable(m) => ("503 Service Unavailable", json!({ "error_msg": m })),
     }
 }
 

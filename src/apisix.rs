@@ -13,11 +13,13 @@
 //! - Values are range-checked as the TOML file's are: a translated object is as trustworthy as a
 //!   loaded file, and [`crate::dynamic`] only has to place it.
 //!
-//! It is a sans-io leaf apart from one thing: node names are resolved here, once, as the file
-//! loader does, so this must not run on a core.
+//! It is a sans-io leaf apart from one thing: node names are looked up here (through the
+//! configured `resolver`, else the system resolver), as the file loader does, so that a name that
+//! does not resolve is refused with its path, and each address becomes a node (see
+//! `config::Node`); `resolve` follows the names after that. This must not run on a core.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -25,7 +27,7 @@ use serde_json::{Map, Value};
 use crate::balance::parse_balance;
 use crate::config::{
     route_host, uri_pattern, ActiveChecks, Balance, Node, PassHost, PassiveHealth, PoolSettings,
-    QueueSettings, Route, Scheme, Upstream, UpstreamTimeouts, UpstreamTls, MAX_DURATION,
+    QueueSettings, Resolve, Route, Scheme, Upstream, UpstreamTimeouts, UpstreamTls, MAX_DURATION,
 };
 use crate::route::{parse_cond, Operand};
 
@@ -130,7 +132,8 @@ pub fn check_id(id: &str) -> Result<(), String> {
 }
 
 /// Translates the route object stored under `id`.
-pub fn parse_route(id: &str, v: &Value) -> Result<RouteSpec, ApisixError> {
+/// Node names are looked up with `resolve` (the file's `resolver` and `[resolve]`).
+pub fn parse_route(id: &str, v: &Value, resolve: &Resolve) -> Result<RouteSpec, ApisixError> {
     let m = object(v, "")?;
     for (k, val) in m {
         match k.as_str() {
@@ -288,6 +291,7 @@ pub fn parse_route(id: &str, v: &Value) -> Result<RouteSpec, ApisixError> {
             &format!("routes/{id}"),
             u,
             "upstream",
+            resolve,
         )?)),
         (None, Some(uid)) => RouteUpstream::Id(id_value(uid, "upstream_id")?),
         (None, None) => {
@@ -316,7 +320,13 @@ pub fn parse_route(id: &str, v: &Value) -> Result<RouteSpec, ApisixError> {
 /// Translates an upstream object into an upstream called `name` (`upstreams/ID` or, inline in a
 /// route, `routes/ID`). `at` is the object's own path (`""` or `"upstream"`), prefixed to every
 /// error. A stored upstream's `id` field must match the id in `name`.
-pub fn parse_upstream(name: &str, v: &Value, at: &str) -> Result<Upstream, ApisixError> {
+/// Node names are looked up with `resolve` (the file's `resolver` and `[resolve]`).
+pub fn parse_upstream(
+    name: &str,
+    v: &Value,
+    at: &str,
+    resolve: &Resolve,
+) -> Result<Upstream, ApisixError> {
     let m = object(v, at)?;
     for k in m.keys() {
         match k.as_str() {
@@ -337,7 +347,7 @@ pub fn parse_upstream(name: &str, v: &Value, at: &str) -> Result<Upstream, Apisi
         ""
     };
     informational(m, at, own_id)?;
-    let nodes = nodes(m.get("nodes"), at)?;
+    let nodes = nodes(m.get("nodes"), at, resolve)?;
     let kind = match m.get("type") {
         None => "roundrobin",
         Some(t) => string(t, &join(at, "type"))?,
@@ -385,7 +395,7 @@ pub fn parse_upstream(name: &str, v: &Value, at: &str) -> Result<Upstream, Apisi
         );
     }
     let balance: Balance =
-        parse_balance(kind, hash_on, key).or_else(|e| fail(join(at, "key"), e))?;
+        parse_balance(kind, hash_on, key).or_else(|e| fail(join(at, e.field), e.message))?;
     let scheme = match m.get("scheme") {
         None => Scheme::Http,
         Some(s) => match string(s, &join(at, "scheme"))? {
@@ -482,7 +492,7 @@ pub fn parse_upstream(name: &str, v: &Value, at: &str) -> Result<Upstream, Apisi
 }
 
 /// `nodes`: `{"host:port": weight}` or `[{"host": .., "port": .., "weight": ..}]`.
-fn nodes(v: Option<&Value>, at: &str) -> Result<Vec<Node>, ApisixError> {
+fn nodes(v: Option<&Value>, at: &str, resolve: &Resolve) -> Result<Vec<Node>, ApisixError> {
     let np = join(at, "nodes");
     let Some(v) = v else {
         return fail(
@@ -496,11 +506,13 @@ fn nodes(v: Option<&Value>, at: &str) -> Result<Vec<Node>, ApisixError> {
             for (host, w) in map {
                 let path = key_path(&np, host);
                 let weight = weight(w, &path)?;
-                nodes.push(Node {
-                    addr: resolve(host, &path)?,
-                    host: host.clone(),
-                    weight,
-                });
+                for addr in addresses(host, &path, resolve)? {
+                    nodes.push(Node {
+                        addr,
+                        host: host.clone(),
+                        weight,
+                    });
+                }
             }
         }
         Value::Array(list) => {
@@ -544,11 +556,13 @@ fn nodes(v: Option<&Value>, at: &str) -> Result<Vec<Node>, ApisixError> {
                 if nodes.iter().any(|n| n.host == host) {
                     return fail(path, format!("{host} is listed twice"));
                 }
-                nodes.push(Node {
-                    addr: resolve(&host, &path)?,
-                    host,
-                    weight,
-                });
+                for addr in addresses(&host, &path, resolve)? {
+                    nodes.push(Node {
+                        addr,
+                        host: host.clone(),
+                        weight,
+                    });
+                }
             }
         }
         other => {
@@ -582,8 +596,8 @@ fn weight(v: &Value, path: &str) -> Result<u32, ApisixError> {
     Ok(u32::try_from(w).unwrap_or(u32::MAX))
 }
 
-/// Resolves once, as the file loader does: a node's address is fixed once it is configured.
-fn resolve(host: &str, path: &str) -> Result<SocketAddr, ApisixError> {
+/// Every address a node stands for, as the file loader finds them.
+fn addresses(host: &str, path: &str, resolve: &Resolve) -> Result<Vec<SocketAddr>, ApisixError> {
     let has_port = host
         .rsplit_once(':')
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
@@ -593,13 +607,7 @@ fn resolve(host: &str, path: &str) -> Result<SocketAddr, ApisixError> {
             format!("expected \"host:port\" such as \"127.0.0.1:9001\", found {host:?}"),
         );
     }
-    match host.to_socket_addrs() {
-        Ok(mut addrs) => match addrs.next() {
-            Some(a) => Ok(a),
-            None => fail(path, format!("{host:?} resolved to no address")),
-        },
-        Err(e) => fail(path, format!("cannot resolve {host:?}: {e}")),
-    }
+    crate::resolve::net::addresses(resolve, host).or_else(|e| fail(path, e))
 }
 
 fn pass_host(m: &Map<String, Value>, at: &str) -> Result<PassHost, ApisixError> {
@@ -1050,13 +1058,13 @@ mod tests {
     pub(crate) const ISSUE_ROUTE: &str = include_str!("../tests/data/issue5_route.json");
 
     fn route(v: Value) -> Result<RouteSpec, ApisixError> {
-        parse_route("r1", &v)
+        parse_route("r1", &v, &Resolve::default())
     }
 
     #[test]
     fn the_issue_route_is_accepted_verbatim() {
         let v: Value = serde_json::from_str(ISSUE_ROUTE).unwrap();
-        let spec = parse_route("00000000000000000956", &v).unwrap();
+        let spec = parse_route("00000000000000000956", &v, &Resolve::default()).unwrap();
         let r = &spec.route;
         assert_eq!(r.id, "00000000000000000956");
         assert_eq!(r.uris, [UriPattern::Prefix("/pki/".into())]);
@@ -1104,7 +1112,7 @@ mod tests {
             "id": "u1", "name": "n", "desc": "d", "labels": {"k": "v"},
             "create_time": 1, "update_time": 2
         });
-        let u = parse_upstream("upstreams/u1", &v, "").unwrap();
+        let u = parse_upstream("upstreams/u1", &v, "", &Resolve::default()).unwrap();
         let nodes: Vec<_> = u
             .nodes
             .iter()
@@ -1148,6 +1156,7 @@ mod tests {
             "upstreams/s",
             &json!({"nodes": {"127.0.0.1:443": 1}, "scheme": "https"}),
             "",
+            &Resolve::default(),
         )
         .unwrap();
         assert_eq!(u.scheme, Scheme::Https);
@@ -1158,6 +1167,7 @@ mod tests {
             &json!({"nodes": {"127.0.0.1:443": 1}, "scheme": "https",
                     "tls": {"verify": false, "sni": "api.example.com"}}),
             "",
+            &Resolve::default(),
         )
         .unwrap();
         let tls = u.tls.unwrap();
@@ -1169,7 +1179,13 @@ mod tests {
 
     #[test]
     fn defaults_when_fields_are_omitted() {
-        let u = parse_upstream("upstreams/x", &json!({"nodes": {"127.0.0.1:1": 1}}), "").unwrap();
+        let u = parse_upstream(
+            "upstreams/x",
+            &json!({"nodes": {"127.0.0.1:1": 1}}),
+            "",
+            &Resolve::default(),
+        )
+        .unwrap();
         assert_eq!(u.balance, Balance::RoundRobin);
         assert_eq!(u.pass_host, PassHost::Pass);
         assert_eq!(u.timeout, UpstreamTimeouts::default());
@@ -1182,6 +1198,7 @@ mod tests {
             "upstreams/x",
             &json!({"nodes": {"127.0.0.1:1": 1}, "checks": {"active": {}}}),
             "",
+            &Resolve::default(),
         )
         .unwrap()
         .checks
@@ -1499,12 +1516,12 @@ mod tests {
     #[test]
     fn stored_upstream_ids_must_match_their_key() {
         let v = json!({"id": "b", "nodes": {"127.0.0.1:1": 1}});
-        let e = parse_upstream("upstreams/a", &v, "").unwrap_err();
+        let e = parse_upstream("upstreams/a", &v, "", &Resolve::default()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "id: \"b\" does not match the id in the key, \"a\""
         );
-        assert!(parse_upstream("upstreams/b", &v, "").is_ok());
+        assert!(parse_upstream("upstreams/b", &v, "", &Resolve::default()).is_ok());
     }
 
     #[test]

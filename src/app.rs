@@ -11,7 +11,10 @@
 //! `[config_center]`, changes read from etcd all go through one [`Dynamic`], so a reload of the
 //! file keeps the routes added through the API or etcd. With a config center, everything in etcd
 //! is read before the cores start (etcd unreachable and no cache: [`Error::ConfigCenter`]), and
-//! the watcher follows etcd until shutdown.
+//! the watcher follows etcd until shutdown. Without one, `[admin] state` names the file where
+//! the admin API's routes and upstreams are kept: it is loaded before the cores start (a
+//! corrupt one: [`Error::State`], naming file, line and key), and written before each change
+//! the API applies.
 //!
 //! Invariants: only [`run`] touches process-wide state (signal handlers, `process::exit`), so
 //! [`start`] may be called any number of times in one process; a fatal error is printed once, by
@@ -33,6 +36,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use crate::admin::Fleet;
+use crate::admin_state::StateFile;
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::config_center::{StartError, Watcher, Writer};
@@ -48,6 +52,8 @@ use crate::upgrade::wire::Addrs;
 pub enum Error {
     /// The configuration file did not load; the message names its file, line and key.
     Load(String),
+    /// The admin API's state file (`[admin] state`) did not load; names file, line and key.
+    State(crate::config::ConfigError),
     Signals(io::Error),
     /// etcd could not be read and there is no cache to start from.
     ConfigCenter(StartError),
@@ -65,6 +71,7 @@ impl fmt::Display for Error {
         match self {
             Error::Load(message) => f.write_str(message),
             Error::Upgrade(message) => write!(f, "upgrade: {message}"),
+            Error::State(e) => write!(f, "{e}"),
             Error::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             Error::ConfigCenter(e) => write!(f, "config center: {e}"),
             Error::Start(e) | Error::Admin(e) | Error::Core(e) => write!(f, "{e}"),
@@ -76,6 +83,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Load(_) | Error::Upgrade(_) => None,
+            Error::State(e) => Some(e),
             Error::ConfigCenter(e) => Some(e),
             Error::Signals(e) | Error::Start(e) | Error::Admin(e) | Error::Core(e) => Some(e),
         }
@@ -102,6 +110,14 @@ pub fn run(cli: &Cli) -> ExitCode {
 fn serve(cli: &Cli) -> Result<ExitCode, Error> {
     let cfg = load_file(&cli.config).map_err(Error::Load)?;
     if cli.check {
+        // What a start would load with the file, checked the same way, so a corrupt state
+        // file fails the check rather than the next start.
+        if let Some(path) = cfg.admin.as_ref().and_then(|a| a.state.clone()) {
+            let dynamic = Dynamic::new(cli.config.clone(), cfg, Box::new(|_| {}));
+            dynamic
+                .load_state(StateFile::new(path))
+                .map_err(Error::State)?;
+        }
         println!("{}: ok", cli.config.display());
         return Ok(ExitCode::SUCCESS);
     }
@@ -268,6 +284,12 @@ fn launch(path: &Path, cfg: Config, inherit: Option<Inherit>) -> Result<Running,
         })
     };
     let dynamic = Arc::new(Dynamic::new(path.to_path_buf(), cfg.clone(), apply));
+    // The config builder refuses a state file with a config center.
+    if let Some(state) = admin.as_ref().and_then(|a| a.state.clone()) {
+        dynamic
+            .load_state(StateFile::new(state))
+            .map_err(Error::State)?;
+    }
     let watcher = match &center {
         None => None,
         Some(settings) => {
@@ -287,13 +309,14 @@ fn launch(path: &Path, cfg: Config, inherit: Option<Inherit>) -> Result<Running,
             Target::Running(_) => None,
         }
         .map_or(cfg, |b| *b);
-        let inheriting = passed.is_some();
-        let listeners = match passed {
-            Some(sets) => Listeners::inherit(&first.listen, first.workers, sets),
-            None => Listeners::bind(&first.listen, first.workers),
+        // The new side of an upgrade listens on the old hearth's sockets, so the check that no
+        // other process listens there (part of binding) is not for it.
+        let s = match passed {
+            Some(sets) => Listeners::inherit(&first.listen, first.workers, sets)
+                .and_then(|l| Server::start_with(first, l, true)),
+            None => Server::start(first),
         }
         .map_err(Error::Start)?;
-        let s = Server::start(first, listeners, inheriting).map_err(Error::Start)?;
         *t = Target::Running(s.handle());
         s
     };

@@ -37,32 +37,53 @@ pub enum Balance {
     Ewma,
 }
 
+/// Why `type`, `hash_on` and `key` make no [`Balance`]: which of the three is wrong, and how.
+/// The message does not repeat the field, which callers name their own way (a config key path,
+/// an APISIX field path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceError {
+    /// `type`, `hash_on` or `key`.
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for BalanceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
 /// Parses APISIX's `type`, `hash_on` and `key` into a [`Balance`].
 pub fn parse_balance(
     kind: &str,
     hash_on: Option<&str>,
     key: Option<&str>,
-) -> Result<Balance, String> {
+) -> Result<Balance, BalanceError> {
+    let error = |field, message: String| BalanceError { field, message };
     match kind {
         "roundrobin" => Ok(Balance::RoundRobin),
         "least_conn" => Ok(Balance::LeastConn),
         "ewma" => Ok(Balance::Ewma),
         "chash" => {
-            let key = key.ok_or("type \"chash\" needs a key")?;
+            let key = key.ok_or_else(|| error("key", "type \"chash\" needs a key".into()))?;
             let var = match hash_on.unwrap_or("vars") {
-                "vars" => parse_var(key)?,
+                "vars" => parse_var(key).map_err(|e| error("key", e))?,
                 "header" => Var::Header(key.to_ascii_lowercase().replace('_', "-")),
                 "cookie" => Var::Cookie(key.to_owned()),
                 other => {
-                    return Err(format!(
-                        "hash_on: expected \"vars\", \"header\" or \"cookie\", found {other:?}"
+                    return Err(error(
+                        "hash_on",
+                        format!("expected \"vars\", \"header\" or \"cookie\", found {other:?}"),
                     ))
                 }
             };
             Ok(Balance::Chash { key: var })
         }
-        other => Err(format!(
-            "type: expected \"roundrobin\", \"least_conn\", \"chash\" or \"ewma\", found {other:?}"
+        other => Err(error(
+            "type",
+            format!(
+                "expected \"roundrobin\", \"least_conn\", \"chash\" or \"ewma\", found {other:?}"
+            ),
         )),
     }
 }

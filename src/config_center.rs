@@ -19,7 +19,9 @@
 //! serves from it. A start with etcd down and no usable cache is an error.
 //!
 //! The thread serves nothing and takes no lock the cores know about; it runs only when etcd
-//! speaks or a backoff ends.
+//! speaks or a backoff ends. Its client and the admin API's [`Writer`] are made alike from the
+//! settings ([`ConfigCenter`]: endpoints, credentials, timeout, and the TLS client configuration
+//! loaded with the file for `https://` endpoints).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -223,15 +225,21 @@ pub struct Watcher {
     revision: Arc<AtomicI64>,
 }
 
+/// An etcd client as `[config_center]` describes it, TLS included.
+fn client(settings: &ConfigCenter) -> Client {
+    Client::new(
+        settings.endpoints.clone(),
+        settings.credentials.clone(),
+        settings.timeout,
+    )
+    .with_tls(settings.tls.as_ref().map(|t| t.client.clone()))
+}
+
 impl Watcher {
     /// Reads everything from etcd (or, if etcd cannot be read, from the cache file) and hands it
     /// to `sink` before returning, then follows changes on a thread of its own.
     pub fn start(settings: &ConfigCenter, mut sink: Box<dyn Sink>) -> Result<Watcher, StartError> {
-        let mut client = Client::new(
-            settings.endpoints.clone(),
-            settings.credentials.clone(),
-            settings.timeout,
-        );
+        let mut client = client(settings);
         let prefix = settings.prefix.clone();
         let (snapshot, live) = match load(&mut client, &prefix) {
             Ok(snapshot) => (snapshot, true),
@@ -544,11 +552,7 @@ pub struct Writer {
 impl Writer {
     pub fn new(settings: &ConfigCenter) -> Writer {
         Writer {
-            client: Client::new(
-                settings.endpoints.clone(),
-                settings.credentials.clone(),
-                settings.timeout,
-            ),
+            client: client(settings),
             prefix: settings.prefix.clone(),
         }
     }
@@ -662,6 +666,7 @@ mod tests {
             credentials: None,
             timeout: Duration::from_secs(1),
             cache: None,
+            tls: None,
         };
         struct Nothing;
         impl Sink for Nothing {
@@ -696,6 +701,7 @@ mod tests {
             credentials: None,
             timeout: Duration::from_secs(1),
             cache: None,
+            tls: None,
         };
         let w = Writer::new(&settings);
         assert_eq!(w.key(Kind::Route, "1").unwrap(), "/apisix/routes/1");

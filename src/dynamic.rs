@@ -6,7 +6,9 @@
 //! `create_time`/`update_time`) next to its translation by [`crate::apisix`]. Every change builds
 //! a complete new `Config` from scratch: the file's upstreams and routes, then the stored
 //! upstreams (named `upstreams/ID`), then for each stored route its inline upstream (named
-//! `routes/ID`) and the route itself, pointing at its upstream by index. The whole is validated,
+//! `routes/ID`) and the route itself, pointing at its upstream by index: a route's `upstream_id`
+//! names a stored upstream or, when none has that id, one of the file's `[upstreams.NAME]` (which
+//! the API can use but not delete: they change with the file). The whole is validated,
 //! and only then sent to every core with one generation ([`crate::runtime::server::Handle::reload`]),
 //! which keeps the pools of every node that stays; so editing a route never closes an upstream
 //! connection.
@@ -39,8 +41,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use log::{error, info, warn};
 use serde_json::Value;
 
+use crate::admin_state::{Saved, StateFile};
 use crate::apisix::{check_id, parse_route, parse_upstream, RouteSpec, RouteUpstream};
-use crate::config::{Config, Upstream, MAX_DURATION};
+use crate::config::{Config, ConfigError, Resolve, Upstream, MAX_DURATION};
 use crate::config_center::Sink;
 use crate::runtime::server::Handle;
 
@@ -61,12 +64,17 @@ pub enum ChangeError {
     Invalid(String),
     /// No object has this id (HTTP 404).
     NotFound(String),
+    /// The change is valid but could not be kept: the admin state file could not be written
+    /// (HTTP 503). It was not applied either.
+    Unavailable(String),
 }
 
 impl fmt::Display for ChangeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ChangeError::Invalid(m) | ChangeError::NotFound(m) => f.write_str(m),
+            ChangeError::Invalid(m) | ChangeError::NotFound(m) | ChangeError::Unavailable(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -102,6 +110,8 @@ struct State {
     last_made_id: u64,
     /// Put before `routes/ID` in log lines: empty, or a config center's `{prefix}/`.
     key_prefix: String,
+    /// Where every change of the admin API is written before it is applied (`[admin] state`).
+    state_file: Option<StateFile>,
 }
 
 /// Whether a change is applied, or only checked (the admin API in etcd mode).
@@ -109,6 +119,13 @@ struct State {
 enum Mode {
     Apply,
     Check,
+}
+
+/// Whether a commit writes the stores to the state file: yes when they changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Save {
+    Yes,
+    No,
 }
 
 /// A value translated by [`crate::apisix`], before it is stored.
@@ -136,6 +153,7 @@ impl Dynamic {
                 skipped: BTreeMap::new(),
                 last_made_id: 0,
                 key_prefix: String::new(),
+                state_file: None,
             }),
             apply,
         }
@@ -216,11 +234,14 @@ impl Dynamic {
         check_id(id).map_err(|e| ChangeError::Invalid(format!("id: {e}")))?;
         // Translated before the id and timestamps are filled in, so an `id` in the body that
         // differs from the path is caught rather than overwritten. Resolving node names happens
-        // here too, outside the lock.
+        // here too, outside the lock, with the file's `resolver`.
+        let resolve = self.lock().file.resolve.clone();
         let parsed = match kind {
-            Kind::Route => Parsed::Route(parse_route(id, &value).map_err(|e| invalid(&e))?),
+            Kind::Route => {
+                Parsed::Route(parse_route(id, &value, &resolve).map_err(|e| invalid(&e))?)
+            }
             Kind::Upstream => Parsed::Upstream(Box::new(
-                parse_upstream(&key(kind, id), &value, "").map_err(|e| invalid(&e))?,
+                parse_upstream(&key(kind, id), &value, "", &resolve).map_err(|e| invalid(&e))?,
             )),
         };
         let mut st = self.lock();
@@ -332,6 +353,13 @@ impl Dynamic {
             }
             Kind::Upstream => {
                 if !st.upstreams.contains_key(id) {
+                    if st.file.upstreams.iter().any(|u| u.name == id) {
+                        return Err(ChangeError::Invalid(format!(
+                            "can not delete upstreams/{id}: {id:?} is an upstream of the \
+                             configuration file {}; change or remove it there",
+                            st.path.display()
+                        )));
+                    }
                     return Err(not_found());
                 }
                 let users: Vec<&str> = st
@@ -370,6 +398,10 @@ impl Dynamic {
                 if cfg.admin.as_ref().map(|a| a.addr) != st.file.admin.as_ref().map(|a| a.addr) {
                     warn!("reload: [admin] addr changes take effect only after a restart");
                 }
+                if cfg.admin.as_ref().map(|a| &a.state) != st.file.admin.as_ref().map(|a| &a.state)
+                {
+                    warn!("reload: [admin] state changes take effect only after a restart");
+                }
                 if cfg.config_center != st.file.config_center {
                     warn!("reload: [config_center] changes take effect only after a restart");
                 }
@@ -387,6 +419,89 @@ impl Dynamic {
             error!("reload refused, the running configuration stays: {e}");
         }
         result
+    }
+
+    /// Loads what the admin API stored in `file` on earlier runs, applies it (before the cores
+    /// start, it becomes their first configuration), and writes every later change there. The
+    /// load is as strict as the admin API: an object that does not translate, or that the
+    /// configuration has no place for (an `upstream_id` naming no upstream, an id the file's
+    /// routes use), stops it, named by the file, its line and its key (`routes/ID.field`).
+    ///
+    /// Called once, before any other change; a refusal leaves the stores empty.
+    pub fn load_state(&self, file: StateFile) -> Result<(), ConfigError> {
+        let saved = file.load()?;
+        let mut st = self.lock();
+        let loaded = self.take_saved(&mut st, &file, saved);
+        match loaded {
+            Ok(()) => st.state_file = Some(file),
+            Err(_) => {
+                st.routes.clear();
+                st.upstreams.clear();
+            }
+        }
+        loaded
+    }
+
+    fn take_saved(
+        &self,
+        st: &mut State,
+        file: &StateFile,
+        saved: Vec<Saved>,
+    ) -> Result<(), ConfigError> {
+        let mut lines = HashMap::with_capacity(saved.len());
+        let resolve = st.file.resolve.clone();
+        for s in saved {
+            let at = key(s.kind, &s.id);
+            let refuse = |path: &str, message: String| {
+                let k = if path.is_empty() {
+                    at.clone()
+                } else {
+                    format!("{at}.{path}")
+                };
+                file.error(Some(s.line), Some(k), message)
+            };
+            check_id(&s.id).map_err(|e| refuse("", e))?;
+            match s.kind {
+                Kind::Route => {
+                    let parsed = parse_route(&s.id, &s.value, &resolve)
+                        .map_err(|e| refuse(&e.path, e.message))?;
+                    let entry = Entry {
+                        value: s.value,
+                        parsed,
+                    };
+                    st.routes.insert(s.id, entry);
+                }
+                Kind::Upstream => {
+                    let parsed = parse_upstream(&at, &s.value, "", &resolve)
+                        .map_err(|e| refuse(&e.path, e.message))?;
+                    let entry = Entry {
+                        value: s.value,
+                        parsed,
+                    };
+                    st.upstreams.insert(s.id, entry);
+                }
+            }
+            lines.insert(at, s.line);
+        }
+        let built = build(st);
+        if let Some((k, why)) = built.skipped.iter().next() {
+            return Err(file.error(
+                lines.get(k).copied(),
+                Some(k.clone()),
+                format!("{why}; fix or remove it here, or change the configuration file"),
+            ));
+        }
+        check(&built.cfg).map_err(|e| file.error(None, None, e))?;
+        let (routes, upstreams) = (st.routes.len(), st.upstreams.len());
+        if routes + upstreams > 0 {
+            info!(
+                "admin: {routes} route(s) and {upstreams} upstream(s) loaded from {}",
+                file.path().display()
+            );
+        }
+        (self.apply)(built.cfg);
+        st.skipped = built.skipped;
+        Ok(())
     }
 
     /// Names entries in log lines as the config center's keys, `{prefix}/routes/ID`, so an
@@ -486,16 +601,22 @@ impl Dynamic {
             None => pick(st).remove(id),
         };
         let existed = old.is_some();
-        let result = self.commit(st, mode);
+        let result = self.commit(st, mode, Save::Yes);
         if result.is_err() || mode == Mode::Check {
             restore(pick(st), id, old);
         }
         result.map(|()| existed)
     }
 
-    fn commit(&self, st: &mut State, mode: Mode) -> Result<(), ChangeError> {
+    /// Builds strictly and, in `Mode::Apply`, writes the stores to the state file (with
+    /// `Save::Yes`, when there is one) and applies the build. Nothing is applied unless it was
+    /// written, so what runs is always what a restart would load.
+    fn commit(&self, st: &mut State, mode: Mode, save: Save) -> Result<(), ChangeError> {
         let built = build_strict(st)?;
         if mode == Mode::Apply {
+            if save == Save::Yes {
+                st.save()?;
+            }
             (self.apply)(built.cfg);
             st.skipped = built.skipped;
         }
@@ -504,7 +625,7 @@ impl Dynamic {
 
     /// Builds, and applies unless the build leaves out an entry the running one did not.
     fn apply_strict(&self, st: &mut State) -> Result<(), ChangeError> {
-        self.commit(st, Mode::Apply)
+        self.commit(st, Mode::Apply, Save::No)
     }
 
     /// Builds and applies whatever validates, logging entries left out for the first time.
@@ -527,18 +648,40 @@ impl Dynamic {
 }
 
 impl State {
+    /// Writes both stores to the state file, if there is one. A failure is logged here and
+    /// becomes the caller's answer.
+    fn save(&self) -> Result<(), ChangeError> {
+        let Some(file) = &self.state_file else {
+            return Ok(());
+        };
+        let upstreams = self
+            .upstreams
+            .iter()
+            .map(|(id, e)| (Kind::Upstream, id.as_str(), &e.value));
+        let routes = self
+            .routes
+            .iter()
+            .map(|(id, e)| (Kind::Route, id.as_str(), &e.value));
+        file.save(upstreams.chain(routes)).map_err(|e| {
+            error!("admin: change not applied, the admin state could not be kept: {e}");
+            ChangeError::Unavailable(format!(
+                "not applied: the change could not be written to the admin state file: {e}"
+            ))
+        })
+    }
+
     /// Translates and stores one value a config center reported; Err (nothing stored) when it
     /// is invalid.
     fn store(&mut self, kind: Kind, id: &str, value: Result<Value, String>) -> Result<(), String> {
         let v = value?;
         match kind {
             Kind::Route => {
-                let parsed = parse_stored_route(id, &v)?;
+                let parsed = parse_stored_route(id, &v, &self.file.resolve)?;
                 self.routes
                     .insert(id.to_owned(), Entry { value: v, parsed });
             }
             Kind::Upstream => {
-                let parsed = parse_stored_upstream(id, &v)?;
+                let parsed = parse_stored_upstream(id, &v, &self.file.resolve)?;
                 self.upstreams
                     .insert(id.to_owned(), Entry { value: v, parsed });
             }
@@ -583,14 +726,14 @@ fn restore<T>(map: &mut BTreeMap<String, Entry<T>>, id: &str, old: Option<Entry<
     }
 }
 
-fn parse_stored_route(id: &str, v: &Value) -> Result<RouteSpec, String> {
+fn parse_stored_route(id: &str, v: &Value, resolve: &Resolve) -> Result<RouteSpec, String> {
     check_id(id)?;
-    parse_route(id, v).map_err(|e| e.to_string())
+    parse_route(id, v, resolve).map_err(|e| e.to_string())
 }
 
-fn parse_stored_upstream(id: &str, v: &Value) -> Result<Upstream, String> {
+fn parse_stored_upstream(id: &str, v: &Value, resolve: &Resolve) -> Result<Upstream, String> {
     check_id(id)?;
-    parse_upstream(&key(Kind::Upstream, id), v, "").map_err(|e| e.to_string())
+    parse_upstream(&key(Kind::Upstream, id), v, "", resolve).map_err(|e| e.to_string())
 }
 
 /// The file's configuration with every placeable stored object on top. Stored upstreams come
@@ -599,12 +742,18 @@ fn build(st: &State) -> Built {
     let mut cfg = st.file.clone();
     let mut skipped = BTreeMap::new();
     let file_routes: HashSet<String> = cfg.routes.iter().map(|r| r.id.clone()).collect();
-    let file_upstreams: HashSet<String> = cfg.upstreams.iter().map(|u| u.name.clone()).collect();
+    // By name, the index each of the file's upstreams keeps in the build.
+    let file_upstreams: HashMap<String, usize> = cfg
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.name.clone(), i))
+        .collect();
     let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(st.upstreams.len());
     cfg.upstreams.reserve(st.upstreams.len() + st.routes.len());
     for (id, e) in &st.upstreams {
         let key = key(Kind::Upstream, id);
-        if file_upstreams.contains(&key) {
+        if file_upstreams.contains_key(&key) {
             skipped.insert(
                 key.clone(),
                 format!("the file defines an upstream named {key:?}"),
@@ -626,7 +775,7 @@ fn build(st: &State) -> Built {
         }
         let upstream = match &e.parsed.upstream {
             RouteUpstream::Inline(u) => {
-                if file_upstreams.contains(&u.name) {
+                if file_upstreams.contains_key(&u.name) {
                     skipped.insert(
                         key,
                         format!("the file defines an upstream named {:?}", u.name),
@@ -636,7 +785,11 @@ fn build(st: &State) -> Built {
                 cfg.upstreams.push((**u).clone());
                 cfg.upstreams.len() - 1
             }
-            RouteUpstream::Id(uid) => match by_id.get(uid.as_str()) {
+            // A stored upstream first, as APISIX reads `upstream_id`; else one of the file's.
+            RouteUpstream::Id(uid) => match by_id
+                .get(uid.as_str())
+                .or_else(|| file_upstreams.get(uid.as_str()))
+            {
                 Some(&i) => i,
                 None => {
                     let why = if st.upstreams.contains_key(uid) {
@@ -924,6 +1077,157 @@ upstream = "file"
             d.delete(Kind::Route, "r1"),
             Err(ChangeError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn routes_may_use_the_file_upstreams_which_stay_out_of_reach() {
+        let (d, applied, tmp) = dynamic(FILE);
+        d.put(Kind::Route, "r1", route_to("file")).unwrap();
+        let c = last(&applied);
+        assert_eq!(c.upstreams[c.routes[1].upstream].name, "file");
+        assert_eq!(c.upstreams.len(), 1, "the file's upstream, not a copy");
+        // Deleting it through the API is refused, whether a route uses it or not.
+        for _ in 0..2 {
+            let e = d.delete(Kind::Upstream, "file").unwrap_err();
+            assert!(
+                matches!(&e, ChangeError::Invalid(m) if m.contains("\"file\" is an upstream of the configuration file")),
+                "{e:?}"
+            );
+            assert!(d.check_delete(Kind::Upstream, "file").is_err());
+            d.delete(Kind::Route, "r1").ok();
+        }
+        // A stored upstream with the same id comes first, as APISIX reads upstream_id.
+        d.put(Kind::Upstream, "file", up(9005)).unwrap();
+        d.put(Kind::Route, "r1", route_to("file")).unwrap();
+        let c = last(&applied);
+        assert_eq!(c.upstreams[c.routes[1].upstream].name, "upstreams/file");
+        d.delete(Kind::Route, "r1").unwrap();
+        d.delete(Kind::Upstream, "file").unwrap();
+        // A file that drops an upstream an API route uses is refused on reload.
+        d.put(Kind::Route, "r1", route_to("file")).unwrap();
+        let other = FILE
+            .replace("upstreams.file", "upstreams.other")
+            .replace("upstream = \"file\"", "upstream = \"other\"");
+        std::fs::write(tmp.path(), other).unwrap();
+        let e = d.reload_file().unwrap_err();
+        assert!(
+            e.contains("routes/r1: upstream_id \"file\" names no upstream"),
+            "{e}"
+        );
+        assert_eq!(last(&applied).upstreams[0].name, "file");
+    }
+
+    /// A state file in a fresh temp dir (both removed on drop), and that dir.
+    struct TempState(PathBuf);
+
+    impl TempState {
+        fn new() -> TempState {
+            let dir = TempPath::new().0.with_extension("d");
+            std::fs::create_dir_all(&dir).unwrap();
+            TempState(dir)
+        }
+
+        fn file(&self) -> StateFile {
+            StateFile::new(self.0.join("state.jsonl"))
+        }
+    }
+
+    impl Drop for TempState {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_admin_state_is_written_on_each_change_and_loaded_again() {
+        let dir = TempState::new();
+        let (d, applied, tmp) = dynamic(FILE);
+        d.load_state(dir.file()).unwrap();
+        assert_eq!(
+            applied.lock().unwrap().len(),
+            1,
+            "an empty state applies the file"
+        );
+        d.put(Kind::Upstream, "u1", up(9002)).unwrap();
+        d.put(Kind::Route, "r1", route_to("u1")).unwrap();
+        d.put(Kind::Route, "r2", route_to("file")).unwrap();
+        d.delete(Kind::Route, "r2").unwrap();
+        // A refused change writes nothing.
+        assert!(d.put(Kind::Route, "r3", route_to("nope")).is_err());
+
+        // What a restart loads: the same file configuration, then the state.
+        let text = std::fs::read_to_string(tmp.path()).unwrap();
+        let (again, applied, _tmp) = dynamic(&text);
+        again.load_state(dir.file()).unwrap();
+        let c = last(&applied);
+        let ids: Vec<_> = c.routes.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["file-1", "r1"]);
+        assert_eq!(c.upstreams[c.routes[1].upstream].name, "upstreams/u1");
+        assert_eq!(again.get(Kind::Route, "r1"), d.get(Kind::Route, "r1"));
+        assert_eq!(again.list(Kind::Upstream), d.list(Kind::Upstream));
+        // And it keeps writing there.
+        again.delete(Kind::Route, "r1").unwrap();
+        let (third, _, _tmp) = dynamic(&text);
+        third.load_state(dir.file()).unwrap();
+        assert!(third.list(Kind::Route).is_empty());
+        assert_eq!(third.list(Kind::Upstream).len(), 1);
+    }
+
+    #[test]
+    fn a_state_that_does_not_fit_stops_the_load_naming_line_and_key() {
+        let dir = TempState::new();
+        let head = "{\"hearth_admin_state\":1}\n";
+        let up = "{\"key\":\"upstreams/u1\",\"value\":{\"nodes\":{\"127.0.0.1:9002\":1}}}\n";
+        let cases = [
+            (
+                format!("{head}{up}{{\"key\":\"routes/r1\",\"value\":{{\"uri\":\"/a\",\"upstream_id\":\"u1\",\"plugins\":{{\"x\":{{}}}}}}}}\n"),
+                ":3: routes/r1.plugins.x: plugins are not supported",
+            ),
+            (
+                format!("{head}{{\"key\":\"upstreams/u1\",\"value\":{{\"nodes\":{{}}}}}}\n"),
+                ":2: upstreams/u1.nodes: ",
+            ),
+            (
+                format!("{head}\n{{\"key\":\"routes/r1\",\"value\":{{\"uri\":\"/a\",\"upstream_id\":\"gone\"}}}}\n"),
+                ":3: routes/r1: upstream_id \"gone\" names no upstream; fix or remove it here",
+            ),
+            (
+                format!("{head}{{\"key\":\"routes/a b\",\"value\":{{}}}}\n"),
+                ":2: routes/a b: an id may hold",
+            ),
+        ];
+        for (text, want) in cases {
+            let file = dir.file();
+            std::fs::write(file.path(), &text).unwrap();
+            let (d, applied, _tmp) = dynamic(FILE);
+            let e = d.load_state(file).unwrap_err().to_string();
+            let want = format!("{}{want}", dir.file().path().display());
+            assert!(e.starts_with(&want), "want {want:?}, got {e:?}");
+            assert!(applied.lock().unwrap().is_empty(), "nothing applied");
+            assert!(d.list(Kind::Route).is_empty() && d.list(Kind::Upstream).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_written_is_not_applied() {
+        let dir = TempState::new();
+        let (d, applied, _tmp) = dynamic(FILE);
+        d.load_state(dir.file()).unwrap();
+        d.put(Kind::Upstream, "u1", up(9002)).unwrap();
+        let n = applied.lock().unwrap().len();
+        // The temporary file's place is taken by a directory: the write fails, even for root.
+        std::fs::create_dir(dir.0.join("state.jsonl.tmp")).unwrap();
+        let e = d.put(Kind::Route, "r1", route_to("u1")).unwrap_err();
+        assert!(
+            matches!(&e, ChangeError::Unavailable(m) if m.contains("state.jsonl.tmp")),
+            "{e:?}"
+        );
+        assert!(d.delete(Kind::Upstream, "u1").is_err());
+        assert_eq!(applied.lock().unwrap().len(), n, "nothing applied");
+        assert_eq!(d.get(Kind::Route, "r1"), None, "nor stored");
+        assert!(d.get(Kind::Upstream, "u1").is_some(), "and nothing removed");
+        std::fs::remove_dir(dir.0.join("state.jsonl.tmp")).unwrap();
+        d.put(Kind::Route, "r1", route_to("u1")).unwrap();
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! A small blocking client for etcd v3's JSON gateway (`/v3/kv/*`, `/v3/watch`,
-//! `/v3/auth/authenticate`), spoken over HTTP/1.1 on a std `TcpStream`.
+//! `/v3/auth/authenticate`), spoken over HTTP/1.1 on a std `TcpStream`, or over TLS on one for
+//! `https://` endpoints (rustls driven by the same blocking reads and writes, with the client
+//! configuration `[config_center] tls` describes: the CA to trust and, for etcd's
+//! `--client-cert-auth`, a client certificate).
 //!
 //! It serves the config-center thread and the admin API, never a core: every call blocks, for at
 //! most the configured timeout per read, write or connect. Each unary call opens its own
@@ -18,11 +21,14 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
@@ -42,33 +48,33 @@ const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 /// whether it was asked to stop.
 const WATCH_POLL: Duration = Duration::from_millis(200);
 
-/// One etcd client URL, `http://host:port`. TLS endpoints are refused at configuration time.
+/// One etcd client URL, `http://host:port` or `https://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    /// `https://`: TLS, with the client's TLS configuration ([`Client::with_tls`]).
+    pub tls: bool,
 }
 
 impl Endpoint {
-    /// Parses `http://host:port` (a trailing `/` is allowed; the port defaults to 2379).
+    /// Parses `http://host:port` or `https://host:port` (a trailing `/` is allowed; the port
+    /// defaults to 2379).
     pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let rest = match url.split_once("://") {
-            Some(("http", rest)) => rest,
-            Some(("https", _)) => {
-                return Err(format!(
-                    "{url:?}: https endpoints are not supported yet; use http://"
-                ))
-            }
+        let (tls, rest) = match url.split_once("://") {
+            Some(("http", rest)) => (false, rest),
+            Some(("https", rest)) => (true, rest),
             _ => {
                 return Err(format!(
-                    "{url:?}: expected a URL such as \"http://127.0.0.1:2379\""
+                    "{url:?}: expected a URL such as \"http://127.0.0.1:2379\" or \
+                     \"https://127.0.0.1:2379\""
                 ))
             }
         };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
             return Err(format!(
-                "{url:?}: expected only a host and port after http://"
+                "{url:?}: expected only a host and port after the scheme"
             ));
         }
         // A bracketed IPv6 literal keeps its colons inside the brackets.
@@ -89,16 +95,18 @@ impl Endpoint {
         Ok(Endpoint {
             host: host.to_owned(),
             port,
+            tls,
         })
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
         if self.host.contains(':') {
-            write!(f, "http://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "http://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -226,6 +234,8 @@ pub struct Client {
     endpoints: Vec<Endpoint>,
     credentials: Option<Credentials>,
     timeout: Duration,
+    /// For `https://` endpoints; one without it is skipped, saying so.
+    tls: Option<Arc<ClientConfig>>,
     /// The endpoint to try first: the last one that answered.
     current: usize,
     token: Option<String>,
@@ -242,9 +252,16 @@ impl Client {
             endpoints,
             credentials,
             timeout,
+            tls: None,
             current: 0,
             token: None,
         }
+    }
+
+    /// Speaks TLS with this configuration to the `https://` endpoints.
+    pub fn with_tls(mut self, tls: Option<Arc<ClientConfig>>) -> Client {
+        self.tls = tls;
+        self
     }
 
     /// Drops the auth token so the next call fetches a new one; for when a watch stream says
@@ -375,7 +392,7 @@ impl Client {
         }
         // The stream is idle whenever nothing changes: short reads let the caller check for a
         // stop request, and TCP keep-alive notices a peer that vanished without a FIN.
-        let stream = watch.reader.io();
+        let stream = watch.reader.io().tcp();
         stream
             .set_read_timeout(Some(WATCH_POLL))
             .map_err(|e| Error::Broken(e.to_string()))?;
@@ -431,7 +448,7 @@ impl Client {
             let endpoint = &self.endpoints[at];
             if self.token.is_none() {
                 if let Some(c) = &self.credentials {
-                    match authenticate(endpoint, c, self.timeout) {
+                    match authenticate(endpoint, c, self.timeout, self.tls.as_ref()) {
                         Ok(token) => self.token = Some(token),
                         Err(Failure::Skip(why)) => {
                             causes.push((endpoint.to_string(), why));
@@ -446,6 +463,7 @@ impl Client {
                 body,
                 token: self.token.as_deref(),
                 timeout: self.timeout,
+                tls: self.tls.as_ref(),
             };
             match exchange(endpoint, request) {
                 Ok(t) => {
@@ -468,6 +486,10 @@ enum Failure {
 
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Failure {
+        // rustls reports through io errors; say that it was TLS (a certificate, an alert).
+        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return Failure::Skip(format!("TLS: {tls}"));
+        }
         Failure::Skip(match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "timed out".to_owned(),
             io::ErrorKind::UnexpectedEof => "the connection closed before the answer".to_owned(),
@@ -504,21 +526,64 @@ struct Request<'a> {
     body: &'a [u8],
     token: Option<&'a str>,
     timeout: Duration,
+    tls: Option<&'a Arc<ClientConfig>>,
+}
+
+/// A connection to one endpoint, plain or TLS; either way a blocking `TcpStream` underneath,
+/// whose timeouts bound every read and write.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 impl Request<'_> {
-    /// Connects to `endpoint` and writes the request.
-    fn send(&self, endpoint: &Endpoint) -> Result<TcpStream, Failure> {
+    /// Connects to `endpoint` (with a TLS handshake for `https://`) and writes the request.
+    fn send(&self, endpoint: &Endpoint) -> Result<Stream, Failure> {
         let addrs = (endpoint.host.as_str(), endpoint.port)
             .to_socket_addrs()
             .map_err(|e| Failure::Skip(format!("cannot resolve {}: {e}", endpoint.host)))?;
         let mut last = Failure::Skip(format!("{} resolves to no address", endpoint.host));
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, self.timeout) {
-                Ok(mut stream) => {
-                    stream.set_read_timeout(Some(self.timeout))?;
-                    stream.set_write_timeout(Some(self.timeout))?;
-                    stream.set_nodelay(true)?;
+                Ok(tcp) => {
+                    tcp.set_read_timeout(Some(self.timeout))?;
+                    tcp.set_write_timeout(Some(self.timeout))?;
+                    tcp.set_nodelay(true)?;
+                    let mut stream = self.secure(endpoint, tcp)?;
                     let mut head = format!(
                         "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\n\
                          Content-Length: {}\r\nConnection: close\r\n",
@@ -535,6 +600,7 @@ impl Request<'_> {
                     head.push_str("\r\n");
                     stream.write_all(head.as_bytes())?;
                     stream.write_all(self.body)?;
+                    stream.flush()?;
                     return Ok(stream);
                 }
                 Err(e) => last = Failure::from(e),
@@ -544,10 +610,35 @@ impl Request<'_> {
     }
 }
 
+impl Request<'_> {
+    /// For an `https://` endpoint, completes the TLS handshake on `tcp`, so a certificate
+    /// problem is reported as such; a plain endpoint's stream is `tcp` itself.
+    fn secure(&self, endpoint: &Endpoint, tcp: TcpStream) -> Result<Stream, Failure> {
+        if !endpoint.tls {
+            return Ok(Stream::Plain(tcp));
+        }
+        let Some(config) = self.tls else {
+            return Err(Failure::Skip(
+                "an https endpoint, and no TLS settings to reach it with".to_owned(),
+            ));
+        };
+        let name = ServerName::try_from(endpoint.host.clone())
+            .map_err(|_| Failure::Skip(format!("{:?} is not a TLS server name", endpoint.host)))?;
+        let conn = ClientConnection::new(Arc::clone(config), name)
+            .map_err(|e| Failure::Skip(format!("TLS: {e}")))?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Stream::Tls(Box::new(tls)))
+    }
+}
+
 fn authenticate(
     endpoint: &Endpoint,
     c: &Credentials,
     timeout: Duration,
+    tls: Option<&Arc<ClientConfig>>,
 ) -> Result<String, Failure> {
     let body = serde_json::json!({"name": c.user, "password": c.password}).to_string();
     let request = Request {
@@ -555,6 +646,7 @@ fn authenticate(
         body: body.as_bytes(),
         token: None,
         timeout,
+        tls,
     };
     let (status, answer) = read_answer(request.send(endpoint)?)?;
     if status >= 500 {
@@ -599,7 +691,7 @@ fn read_answer(stream: impl Read) -> Result<(u16, Vec<u8>), Failure> {
 
 /// An open watch stream.
 pub struct Watch {
-    reader: MessageReader<TcpStream, ResponseHead>,
+    reader: MessageReader<Stream, ResponseHead>,
     decoder: WatchDecoder,
     pending: std::collections::VecDeque<WatchMsg>,
     /// Payload of the last read, on its way to `decoder`.
@@ -1041,25 +1133,26 @@ mod tests {
     #[test]
     fn endpoints_parse_from_urls() {
         let ok = [
-            ("http://127.0.0.1:2379", "127.0.0.1", 2379),
-            ("http://etcd.local:2379/", "etcd.local", 2379),
-            ("http://etcd", "etcd", 2379),
-            ("http://[::1]:23790", "::1", 23790),
+            ("http://127.0.0.1:2379", "127.0.0.1", 2379, false),
+            ("http://etcd.local:2379/", "etcd.local", 2379, false),
+            ("http://etcd", "etcd", 2379, false),
+            ("http://[::1]:23790", "::1", 23790, false),
+            ("https://127.0.0.1:2379", "127.0.0.1", 2379, true),
+            ("https://etcd.local", "etcd.local", 2379, true),
         ];
-        for (url, host, port) in ok {
+        for (url, host, port, tls) in ok {
             let e = Endpoint::parse(url).unwrap();
-            assert_eq!((e.host.as_str(), e.port), (host, port), "{url}");
+            assert_eq!((e.host.as_str(), e.port, e.tls), (host, port, tls), "{url}");
         }
-        assert_eq!(
-            Endpoint::parse("http://[::1]:1").unwrap().to_string(),
-            "http://[::1]:1"
-        );
+        for url in ["http://[::1]:1", "https://[::1]:1", "https://a.test:2379"] {
+            assert_eq!(Endpoint::parse(url).unwrap().to_string(), url);
+        }
         for (url, why) in [
             ("127.0.0.1:2379", "expected a URL"),
-            ("https://127.0.0.1:2379", "https"),
+            ("ftp://127.0.0.1:2379", "expected a URL"),
             ("http://127.0.0.1:x", "bad port"),
             ("http://127.0.0.1:2379/v3", "only a host and port"),
-            ("http://", "only a host and port"),
+            ("https://", "only a host and port"),
             ("http://:2379", "host is empty"),
         ] {
             let e = Endpoint::parse(url).unwrap_err();

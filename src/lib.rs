@@ -14,6 +14,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod admin_state;
 pub mod apisix;
 pub mod app;
 pub mod balance;
@@ -31,6 +32,7 @@ pub mod id;
 pub mod lru;
 pub mod metrics;
 pub mod probe;
+pub mod resolve;
 pub mod route;
 pub mod runtime;
 pub mod slab;

@@ -3,6 +3,9 @@
 //! Each core owns a `Counters` and bumps plain integers in it: no atomics, no sharing. A reader
 //! asks every core for a copy by control message and adds them up (`Counters::merge`), so the
 //! hot path pays an increment and nothing else.
+//!
+//! Every metric family in the Prometheus text opens with `# HELP` and `# TYPE` lines, written by
+//! [`family`] (`promtool check metrics` finds nothing to report; `tests/metrics_lint.rs` runs it).
 
 use std::fmt::Write as _;
 
@@ -190,8 +193,24 @@ impl NodeCounters {
     }
 }
 
-/// A per-node metric: name, Prometheus type, and how to read it.
-type Series = (&'static str, &'static str, fn(&NodeCounters) -> u64);
+/// Opens the metric family `name` in Prometheus text: its `# HELP` line (`help`, one line, no
+/// backslash) and its `# TYPE` line (`kind`: counter, gauge or histogram).
+pub fn family(s: &mut String, name: &str, kind: &str, help: &str) {
+    debug_assert!(
+        !help.contains(['\\', '\n']),
+        "{name}: HELP text needs no escaping"
+    );
+    let _ = writeln!(s, "# HELP {name} {help}");
+    let _ = writeln!(s, "# TYPE {name} {kind}");
+}
+
+/// A per-node metric: name, Prometheus type, help text, and how to read it.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&NodeCounters) -> u64,
+);
 
 /// Status codes hearth answers itself, in the order of `Counters::answers`.
 pub const ANSWER_CODES: [u16; 12] = [400, 404, 405, 408, 413, 414, 431, 500, 501, 502, 503, 504];
@@ -206,6 +225,9 @@ pub struct Counters {
     pub answers: [u64; ANSWER_CODES.len()],
     /// Requests hearth answered or cut itself, by cause (indexed like `Cause::ALL`).
     pub failures: [u64; Cause::ALL.len()],
+    /// Body bytes moved with splice(2), client to upstream and upstream to client.
+    pub spliced_request_bytes: u64,
+    pub spliced_response_bytes: u64,
     /// Indexed by global node id (see `runtime::core`).
     pub nodes: Vec<NodeCounters>,
 }
@@ -232,6 +254,8 @@ impl Counters {
         self.accepted += o.accepted;
         self.requests += o.requests;
         self.client_open_now += o.client_open_now;
+        self.spliced_request_bytes += o.spliced_request_bytes;
+        self.spliced_response_bytes += o.spliced_response_bytes;
         for (a, b) in self.answers.iter_mut().zip(o.answers.iter()) {
             *a += b;
         }
@@ -249,21 +273,62 @@ impl Counters {
     /// Prometheus text exposition. `node_labels[i]` is `upstream="..",node=".."` for node i.
     pub fn render(&self, node_labels: &[String]) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "# TYPE hearth_client_connections_accepted_total counter");
+        family(
+            &mut s,
+            "hearth_client_connections_accepted_total",
+            "counter",
+            "Client connections accepted.",
+        );
         let _ = writeln!(
             s,
             "hearth_client_connections_accepted_total {}",
             self.accepted
         );
-        let _ = writeln!(s, "# TYPE hearth_client_connections_open gauge");
+        family(
+            &mut s,
+            "hearth_client_connections_open",
+            "gauge",
+            "Client connections open now.",
+        );
         let _ = writeln!(s, "hearth_client_connections_open {}", self.client_open_now);
-        let _ = writeln!(s, "# TYPE hearth_client_requests_total counter");
+        family(
+            &mut s,
+            "hearth_client_requests_total",
+            "counter",
+            "Requests read from clients.",
+        );
         let _ = writeln!(s, "hearth_client_requests_total {}", self.requests);
-        let _ = writeln!(s, "# TYPE hearth_answers_total counter");
+        family(
+            &mut s,
+            "hearth_spliced_bytes_total",
+            "counter",
+            "Body bytes moved by splice(2) through a core's pipe rather than copied, by direction.",
+        );
+        let _ = writeln!(
+            s,
+            "hearth_spliced_bytes_total{{direction=\"request\"}} {}",
+            self.spliced_request_bytes
+        );
+        let _ = writeln!(
+            s,
+            "hearth_spliced_bytes_total{{direction=\"response\"}} {}",
+            self.spliced_response_bytes
+        );
+        family(
+            &mut s,
+            "hearth_answers_total",
+            "counter",
+            "Answers hearth made itself rather than an upstream, by status code.",
+        );
         for (code, n) in ANSWER_CODES.iter().zip(self.answers.iter()) {
             let _ = writeln!(s, "hearth_answers_total{{code=\"{code}\"}} {n}");
         }
-        let _ = writeln!(s, "# TYPE hearth_failures_total counter");
+        family(
+            &mut s,
+            "hearth_failures_total",
+            "counter",
+            "Requests hearth answered or cut itself, by cause (as cause= in the access log).",
+        );
         for (cause, n) in Cause::ALL.iter().zip(self.failures.iter()) {
             let _ = writeln!(
                 s,
@@ -272,71 +337,191 @@ impl Counters {
             );
         }
         let series: [Series; 24] = [
-            ("requests_total", "counter", |n| n.requests),
-            ("connects_total", "counter", |n| n.connects),
-            ("connect_failures_total", "counter", |n| n.connect_failures),
-            ("reuses_total", "counter", |n| n.reuses),
-            ("replays_total", "counter", |n| n.replays),
-            ("handed_over_total", "counter", |n| n.handed_over),
-            ("queued_total", "counter", |n| n.queued),
-            ("queue_timeouts_total", "counter", |n| n.queue_timeouts),
-            ("retries_total", "counter", |n| n.retries),
-            ("failures_total", "counter", |n| n.failures),
-            ("marked_down_total", "counter", |n| n.marked_down),
-            ("client_aborts_total", "counter", |n| n.client_aborts),
-            ("tls_full_handshakes_total", "counter", |n| {
-                n.tls_full_handshakes
+            ("requests_total", "counter", "Requests sent to the node.", |n| {
+                n.requests
             }),
-            ("tls_resumed_handshakes_total", "counter", |n| {
-                n.tls_resumed_handshakes
-            }),
-            ("tls_handshake_failures_total", "counter", |n| {
-                n.tls_handshake_failures
-            }),
-            ("background_connects_total", "counter", |n| {
-                n.background_connects
-            }),
-            ("connects_pool_full_total", "counter", |n| {
-                n.connects_pool_full
-            }),
-            ("connecting_capped_total", "counter", |n| {
-                n.connecting_capped
-            }),
-            ("reused_failures_total", "counter", |n| n.reused_failures),
-            ("idle_connections", "gauge", |n| n.idle_now),
-            ("open_connections", "gauge", |n| n.open_now),
-            ("active_connections", "gauge", |n| {
-                n.open_now.saturating_sub(n.idle_now)
-            }),
-            ("waiters", "gauge", |n| n.waiters_now),
-            ("in_use_peak_connections", "gauge", |n| n.in_use_peak),
+            (
+                "connects_total",
+                "counter",
+                "Connections opened to the node.",
+                |n| n.connects,
+            ),
+            (
+                "connect_failures_total",
+                "counter",
+                "Connection attempts to the node that failed or timed out.",
+                |n| n.connect_failures,
+            ),
+            (
+                "reuses_total",
+                "counter",
+                "Requests sent on a pooled connection rather than a new one.",
+                |n| n.reuses,
+            ),
+            (
+                "replays_total",
+                "counter",
+                "Requests sent again on a fresh connection after a reused one failed before answering.",
+                |n| n.replays,
+            ),
+            (
+                "handed_over_total",
+                "counter",
+                "Idle connections to the node given to another core whose requests waited for it.",
+                |n| n.handed_over,
+            ),
+            (
+                "queued_total",
+                "counter",
+                "Requests that had to wait for a connection to the node.",
+                |n| n.queued,
+            ),
+            (
+                "queue_timeouts_total",
+                "counter",
+                "Requests that gave up waiting for a connection to the node (answered 503).",
+                |n| n.queue_timeouts,
+            ),
+            (
+                "retries_total",
+                "counter",
+                "Requests that came to the node as a retry after another node failed them.",
+                |n| n.retries,
+            ),
+            (
+                "failures_total",
+                "counter",
+                "Failures passive health counted against the node.",
+                |n| n.failures,
+            ),
+            (
+                "marked_down_total",
+                "counter",
+                "Times passive health took the node out for fail_timeout.",
+                |n| n.marked_down,
+            ),
+            (
+                "client_aborts_total",
+                "counter",
+                "Requests to the node whose client left before the answer was complete.",
+                |n| n.client_aborts,
+            ),
+            (
+                "tls_full_handshakes_total",
+                "counter",
+                "Full TLS handshakes with the node.",
+                |n| n.tls_full_handshakes,
+            ),
+            (
+                "tls_resumed_handshakes_total",
+                "counter",
+                "TLS handshakes with the node resumed from an earlier session.",
+                |n| n.tls_resumed_handshakes,
+            ),
+            (
+                "tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes with the node that failed.",
+                |n| n.tls_handshake_failures,
+            ),
+            (
+                "background_connects_total",
+                "counter",
+                "Connections opened to the node with no request waiting for them (min_idle, preconnect).",
+                |n| n.background_connects,
+            ),
+            (
+                "connects_pool_full_total",
+                "counter",
+                "Connections opened in a request's path after a purge closed idle ones the load had needed because of keepalive_pool.size.",
+                |n| n.connects_pool_full,
+            ),
+            (
+                "connecting_capped_total",
+                "counter",
+                "New connections to the node refused by max_connecting.",
+                |n| n.connecting_capped,
+            ),
+            (
+                "reused_failures_total",
+                "counter",
+                "Requests lost with a reused connection that failed before answering and could not be replayed.",
+                |n| n.reused_failures,
+            ),
+            (
+                "idle_connections",
+                "gauge",
+                "Idle pooled connections to the node now.",
+                |n| n.idle_now,
+            ),
+            (
+                "open_connections",
+                "gauge",
+                "Connections to the node open now, idle or not.",
+                |n| n.open_now,
+            ),
+            (
+                "active_connections",
+                "gauge",
+                "Connections to the node carrying a request now.",
+                |n| n.open_now.saturating_sub(n.idle_now),
+            ),
+            (
+                "waiters",
+                "gauge",
+                "Requests waiting for a connection to the node now.",
+                |n| n.waiters_now,
+            ),
+            (
+                "in_use_peak_connections",
+                "gauge",
+                "The most connections to the node in use at once since the last purge.",
+                |n| n.in_use_peak,
+            ),
         ];
-        for (name, kind, f) in series {
-            let _ = writeln!(s, "# TYPE hearth_upstream_{name} {kind}");
+        for (name, kind, help, f) in series {
+            family(&mut s, &format!("hearth_upstream_{name}"), kind, help);
             for (i, n) in self.nodes.iter().enumerate() {
                 let label = node_labels.get(i).map(String::as_str).unwrap_or("");
                 let _ = writeln!(s, "hearth_upstream_{name}{{{label}}} {}", f(n));
             }
         }
         type HistOf = fn(&NodeCounters) -> &Histogram;
-        let hists: [(&str, HistOf); 4] = [
-            ("hearth_upstream_reuse_idle_age_seconds", |n| {
-                &n.reuse_idle_age
-            }),
-            ("hearth_upstream_closed_idle_age_seconds", |n| {
-                &n.upstream_closed_idle_age
-            }),
-            ("hearth_upstream_wait_seconds", |n| &n.wait),
-            ("hearth_upstream_response_seconds", |n| &n.response),
+        let hists: [(&str, &str, HistOf); 4] = [
+            (
+                "hearth_upstream_reuse_idle_age_seconds",
+                "How long a pooled connection had been idle when a request reused it.",
+                |n| &n.reuse_idle_age,
+            ),
+            (
+                "hearth_upstream_closed_idle_age_seconds",
+                "How long a pooled connection had been idle when the upstream closed it; counts below idle_timeout mean the upstream's timeout is shorter.",
+                |n| &n.upstream_closed_idle_age,
+            ),
+            (
+                "hearth_upstream_wait_seconds",
+                "How long requests waited for a connection to the node.",
+                |n| &n.wait,
+            ),
+            (
+                "hearth_upstream_response_seconds",
+                "From a request's head arriving to the node's response head.",
+                |n| &n.response,
+            ),
         ];
-        for (name, f) in hists {
-            let _ = writeln!(s, "# TYPE {name} histogram");
+        for (name, help, f) in hists {
+            family(&mut s, name, "histogram", help);
             for (i, n) in self.nodes.iter().enumerate() {
                 let label = node_labels.get(i).map(String::as_str).unwrap_or("");
                 f(n).render(&mut s, name, label);
             }
         }
-        let _ = writeln!(s, "# TYPE hearth_upstream_responses_total counter");
+        family(
+            &mut s,
+            "hearth_upstream_responses_total",
+            "counter",
+            "Final responses from the node, by status class.",
+        );
         for (i, n) in self.nodes.iter().enumerate() {
             let label = node_labels.get(i).map(String::as_str).unwrap_or("");
             for (c, count) in n.responses.iter().enumerate() {
@@ -347,7 +532,12 @@ impl Counters {
                 );
             }
         }
-        let _ = writeln!(s, "# TYPE hearth_upstream_closes_total counter");
+        family(
+            &mut s,
+            "hearth_upstream_closes_total",
+            "counter",
+            "Connections to the node closed, by reason.",
+        );
         for (i, n) in self.nodes.iter().enumerate() {
             let label = node_labels.get(i).map(String::as_str).unwrap_or("");
             for why in CloseReason::ALL {
@@ -401,12 +591,22 @@ impl HealthCounters {
         let mut s = String::new();
         let unseen = NodeHealthCounters::default();
         let node = |i: usize| self.nodes.get(i).unwrap_or(&unseen);
-        let _ = writeln!(s, "# TYPE hearth_upstream_node_healthy gauge");
+        family(
+            &mut s,
+            "hearth_upstream_node_healthy",
+            "gauge",
+            "1 while active health checks find the node healthy (or do not check it), else 0.",
+        );
         for (i, label) in node_labels.iter().enumerate() {
             let up = u8::from(node(i).healthy);
             let _ = writeln!(s, "hearth_upstream_node_healthy{{{label}}} {up}");
         }
-        let _ = writeln!(s, "# TYPE hearth_upstream_health_probes_total counter");
+        family(
+            &mut s,
+            "hearth_upstream_health_probes_total",
+            "counter",
+            "Active health probes of the node, by what they counted as.",
+        );
         for (i, label) in node_labels.iter().enumerate() {
             for v in Verdict::ALL {
                 let _ = writeln!(
@@ -424,6 +624,48 @@ impl HealthCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `# TYPE` follows a `# HELP` of the same family, and every sample belongs to a
+    /// family opened before it.
+    pub(crate) fn assert_every_family_is_described(text: &str) {
+        let mut help: Option<&str> = None;
+        let mut open: Option<&str> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, words) = rest.split_once(' ').unwrap_or((rest, ""));
+                assert!(!words.trim().is_empty(), "empty help: {line}");
+                help = Some(name);
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap_or_default();
+                assert_eq!(help, Some(name), "# TYPE without its # HELP: {line}");
+                open = Some(name);
+            } else {
+                let family = open.unwrap_or_else(|| panic!("sample before any family: {line}"));
+                let name = line.split(['{', ' ']).next().unwrap_or_default();
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|base| *base == family)
+                    .unwrap_or(name);
+                assert_eq!(base, family, "sample outside its family: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_family_has_help_and_type() {
+        let mut c = Counters::with_nodes(2);
+        c.nodes[0].response.record(3);
+        let labels = [
+            "upstream=\"u\",node=\"n\"".into(),
+            "upstream=\"u\",node=\"m\"".into(),
+        ];
+        let text = c.render(&labels);
+        assert_every_family_is_described(&text);
+        assert_eq!(text.matches("# HELP ").count(), 36, "{text}");
+        assert_every_family_is_described(&HealthCounters::with_nodes(1).render(&labels));
+        assert_every_family_is_described(&Counters::default().render(&[]));
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_in_seconds() {

@@ -1,7 +1,9 @@
 //! The one module allowed `unsafe`: pinning a thread to a CPU core with `sched_setaffinity`,
-//! socket reads and writes as bare system calls ([`Raw`]), and what a binary upgrade needs of a
-//! unix socket: passing file descriptors ([`send_with_fds`], [`recv_with_fds`], SCM_RIGHTS) and
-//! asking who is at the other end ([`peer_cred`], SO_PEERCRED).
+//! socket reads and writes as bare system calls ([`Raw`]), the pipe and `splice(2)` calls that
+//! move body bytes between two sockets without copying them into user space ([`Pipe`]), and
+//! what a binary upgrade needs of a unix socket: passing file descriptors ([`send_with_fds`],
+//! [`recv_with_fds`], SCM_RIGHTS) and asking who is at the other end ([`peer_cred`],
+//! SO_PEERCRED).
 
 #![allow(unsafe_code)] // the crate's only unsafe; each block says why it is sound
 
@@ -283,6 +285,89 @@ pub fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// A kernel pipe used as the middle of a socket-to-socket `splice(2)`: bytes spliced in from
+/// one socket are page references held by the pipe until spliced out to the other, never copied
+/// through user space. Both ends are non-blocking and close on exec; dropping the value closes
+/// them, and with them whatever the pipe still held.
+#[derive(Debug)]
+pub(crate) struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: usize,
+}
+
+impl Pipe {
+    /// A pipe holding about `size` bytes: the kernel rounds the request up to a power of two
+    /// pages and refuses more than `/proc/sys/fs/pipe-max-size` to an unprivileged process, in
+    /// which case the pipe keeps its default size. [`Pipe::capacity`] says what it got.
+    pub(crate) fn new(size: usize) -> io::Result<Pipe> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a valid array of two ints for the kernel to write the new descriptors
+        // into; nothing else is passed.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else; each
+        // is wrapped exactly once and closed by its OwnedFd.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let want = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+        // SAFETY: fcntl on a descriptor we own, with an integer argument; no memory is passed.
+        let set = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, want) };
+        let got = if set > 0 {
+            set
+        } else {
+            // Refused (EPERM past pipe-max-size, EBUSY): the default size stands.
+            // SAFETY: as above; F_GETPIPE_SZ takes no argument.
+            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) }
+        };
+        let capacity = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
+        Ok(Pipe {
+            read,
+            write,
+            capacity,
+        })
+    }
+
+    /// Bytes the pipe holds when full of whole pages. A splice from a socket may stop short of
+    /// it, since each slot of the pipe holds one piece of a packet, however small.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Moves up to `len` bytes from socket `from` into the pipe. Ok(0) is the socket's EOF;
+    /// WouldBlock means the socket had nothing (the pipe is never full when this is called).
+    pub(crate) fn fill_from(&self, from: &impl AsRawFd, len: usize) -> io::Result<usize> {
+        splice(from.as_raw_fd(), self.write.as_raw_fd(), len)
+    }
+
+    /// Moves up to `len` bytes from the pipe to socket `to`. WouldBlock: the socket's send
+    /// buffer is full.
+    pub(crate) fn drain_to(&self, to: &impl AsRawFd, len: usize) -> io::Result<usize> {
+        splice(self.read.as_raw_fd(), to.as_raw_fd(), len)
+    }
+}
+
+/// `splice(2)` between two descriptors at their current positions (sockets and pipes have no
+/// offsets). SPLICE_F_MOVE asks for page moves rather than copies where the kernel can;
+/// SPLICE_F_NONBLOCK keeps the pipe side from blocking (the sockets are non-blocking already).
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the call (the caller holds them); null offsets mean
+    // "the descriptor's own position", which is what sockets and pipes require; no memory of
+    // ours is read or written by the kernel.
+    let rc = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -390,5 +475,57 @@ mod fd_tests {
             send_with_fds(&b, b"", &[0]).is_err(),
             "descriptors need data"
         );
+    }
+}
+
+#[cfg(test)]
+mod pipe_tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn splices_socket_to_socket_and_reports_eof_and_would_block() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        let c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (d, _) = listener.accept().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let pipe = Pipe::new(256 * 1024).unwrap();
+        assert!(pipe.capacity() >= 64 * 1024, "capacity {}", pipe.capacity());
+
+        // Nothing sent yet: the source would block.
+        let e = pipe.fill_from(&b, 4096).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+
+        // a -> b, spliced into the pipe, out to c -> read at d, byte for byte.
+        let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        (&a).write_all(&sent).unwrap();
+        drop(a);
+        let mut got = Vec::new();
+        let mut held = 0;
+        let mut eof = false;
+        d.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        for _ in 0..10_000 {
+            if held == 0 && !eof {
+                match pipe.fill_from(&b, pipe.capacity()) {
+                    Ok(0) => eof = true,
+                    Ok(n) => held += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("fill: {e}"),
+                }
+            }
+            if held > 0 {
+                held -= pipe.drain_to(&c, held).unwrap();
+            }
+            if eof && held == 0 {
+                break;
+            }
+        }
+        assert!(eof, "the source's EOF was never seen");
+        drop(c);
+        (&d).read_to_end(&mut got).unwrap();
+        assert!(got == sent, "spliced {} bytes of {}", got.len(), sent.len());
     }
 }

@@ -45,7 +45,8 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(crypto::ring::default_provider())
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Every certificate in the PEM file at `path`; none is an error.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
@@ -56,7 +57,8 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+/// The private key in the PEM file at `path`.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_file(path)
         .map_err(|e| format!("cannot read a private key from {}: {e}", path.display()))
 }
@@ -368,6 +370,50 @@ pub fn client_config(m: &ClientMaterial, sessions: usize) -> Result<Arc<ClientCo
     };
     cfg.resumption = Resumption::in_memory_sessions(sessions);
     cfg.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+// ------------------------------------------------------------------------------------ etcd
+
+/// The rustls configuration of the etcd client (`[config_center] tls`): `ca` the certificates to
+/// trust (None: the webpki roots), `client` a certificate chain and its key for etcd's
+/// `--client-cert-auth`, `verify` false to accept any certificate etcd shows (the handshake
+/// signatures are still checked). No ALPN is offered: etcd picks HTTP/1.1 for a client that
+/// names no protocol, while one offering only `http/1.1` may be refused by a server that lists
+/// `h2` alone.
+pub fn etcd_client_config(
+    ca: Option<Vec<CertificateDer<'static>>>,
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    verify: bool,
+) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if !verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+    } else {
+        let mut roots = RootCertStore::empty();
+        match ca {
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            Some(certs) => {
+                for c in certs {
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("unusable CA certificate: {e}"))?;
+                }
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    let cfg = match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("the certificate and key do not go together: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(cfg))
 }
 

@@ -271,6 +271,38 @@ fn upstream_crud_and_references() {
 }
 
 #[test]
+fn routes_may_use_an_upstream_of_the_file_which_the_api_cannot_delete() {
+    let file_node = MockUpstream::echo_target();
+    let h = Hearth::start(&keyed(conf(&[file_node.addr()])));
+    // `backend` is `[upstreams.backend]` of the file, not an object of the API.
+    let (status, answer) = admin(
+        &h,
+        "PUT",
+        "/apisix/admin/routes/r1",
+        r#"{"uris":["/api/*"],"upstream_id":"backend"}"#,
+    );
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(h.client().get("/api/1").status, 200);
+    assert_eq!(file_node.requests_to("/api/1").len(), 1);
+
+    let (status, answer) = admin(&h, "DELETE", "/apisix/admin/upstreams/backend", "");
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["error_msg"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("\"backend\" is an upstream of the configuration file"),
+        "{answer}"
+    );
+    // Refused also once no route of the API uses it.
+    assert_eq!(admin(&h, "DELETE", "/apisix/admin/routes/r1", "").0, 200);
+    assert_eq!(
+        admin(&h, "DELETE", "/apisix/admin/upstreams/backend", "").0,
+        400
+    );
+    assert_eq!(h.client().get("/file/2").status, 200, "the file's route");
+    assert_eq!(file_node.requests_to("/file/2").len(), 1);
+}
+
+#[test]
 fn changes_are_live_within_100ms() {
     let (file_node, mock) = (MockUpstream::echo_target(), MockUpstream::echo_target());
     let h = Hearth::start(&keyed(conf(&[file_node.addr()]).workers(2)));

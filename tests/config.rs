@@ -102,6 +102,57 @@ fn check_flag_exits_0_for_valid_and_1_for_invalid() {
     );
 }
 
+/// What hearth prints for a bad file, start and `--check` alike: one line, `hearth: `, then
+/// `FILE:LINE: KEY: MESSAGE`, and nothing else (the logger does not print it a second time).
+#[test]
+fn each_error_is_printed_once_naming_file_line_and_key() {
+    let base = valid_config();
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        (
+            base.replace("[[routes]]", "type = \"random\"\n\n[[routes]]"),
+            "type = \"random\"",
+            "upstreams.backend.type",
+            "expected \"roundrobin\", \"least_conn\", \"chash\" or \"ewma\", found \"random\"",
+        ),
+        (
+            base.replace("[[routes]]", "retries = 1\nretries = 2\n\n[[routes]]"),
+            "retries = 2",
+            "upstreams.backend.retries",
+            "duplicate key: it is set twice; keep one",
+        ),
+        (
+            format!("{base}\n[upstreams.backend] # again\nnodes = {{ \"127.0.0.1:1\" = 1 }}\n"),
+            "# again",
+            "upstreams.backend",
+            "duplicate key: it is set twice; keep one",
+        ),
+        (
+            base.replace(
+                "header_timeout = \"10s\"",
+                "header_timeout = \"10s\"\nheader_timeout = \"5s\"",
+            ),
+            "header_timeout = \"5s\"",
+            "client.header_timeout",
+            "duplicate key: it is set twice; keep one",
+        ),
+    ];
+    for (toml, at, key, message) in cases {
+        let file = ConfigFile::new(&toml);
+        let path = file.path_str();
+        let line = line_of(&toml, at);
+        let want = format!("hearth: {path}:{line}: {key}: {message}");
+        for args in [
+            vec!["-c", path.as_str()],
+            vec!["--check", "-c", path.as_str()],
+        ] {
+            let exit = run_hearth(&args, EXIT_DEADLINE);
+            assert_eq!(exit.code(), Some(1), "{args:?}: {exit:?}\n{toml}");
+            assert_eq!(exit.stderr, want, "{args:?}\n{toml}");
+            assert_eq!(exit.stdout, "", "{args:?}");
+        }
+    }
+}
+
 #[test]
 fn version_flag_prints_the_version() {
     let exit = run_hearth(&["--version"], EXIT_DEADLINE);

@@ -1,20 +1,23 @@
 //! The config center against a real etcd: initial load, changes as they happen, resume after a
 //! restart, full reload after compaction, invalid values passed through, the cache file, auth,
-//! and the `etcdctl put` an APISIX user types. Driven through the library API with a sink that
+//! TLS with client certificates, and the `etcdctl put` an APISIX user types. Driven through the library API with a sink that
 //! records what it is told; each test runs its own etcd on ports picked at run time.
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls_kit;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::etcd::{Etcd, Relay};
+use common::etcd::{Etcd, Relay, TlsFiles};
 use common::wait_until;
-use hearth::config::ConfigCenter;
+use hearth::config::{Config, ConfigCenter};
 use hearth::config_center::{Kind, Sink, Snapshot, Watcher, Writer};
 use hearth::etcd::{Credentials, Endpoint, WatchMsg};
+use tls_kit::Pki;
 
 /// The bound under test for a change to reach the sink.
 const WITHIN: Duration = Duration::from_secs(1);
@@ -77,6 +80,19 @@ fn settings(endpoints: Vec<Endpoint>) -> ConfigCenter {
         credentials: None,
         timeout: Duration::from_secs(2),
         cache: None,
+        tls: None,
+    }
+}
+
+/// `[config_center]` as an operator writes it (`body` is its keys after `type`), read the way
+/// hearth reads its file.
+fn settings_from(body: &str) -> ConfigCenter {
+    let text = format!(
+        "[[listen]]\naddr = \"127.0.0.1:0\"\n\n[config_center]\ntype = \"etcd\"\ntimeout = \"2s\"\n{body}\n"
+    );
+    match Config::parse(&text, "t.toml") {
+        Ok((cfg, _)) => cfg.config_center.expect("a config center"),
+        Err(e) => panic!("{e}\n{text}"),
     }
 }
 
@@ -429,5 +445,81 @@ fn credentials_get_a_token_and_are_required_when_auth_is_on() {
         "no change seen after the token expired"
     );
     assert!(wait_until(EVENTUALLY, || connected.load(Ordering::Relaxed)));
+    w.stop();
+}
+
+#[test]
+fn over_tls_with_client_certificates_the_watcher_loads_follows_and_writes() {
+    let pki = Pki::new("etcd");
+    let (cert, key) = pki.issue("etcd", &["127.0.0.1"]);
+    let (client_cert, client_key) = pki.issue("hearth", &["hearth.test"]);
+    let Some(etcd) = Etcd::start_tls(TlsFiles {
+        ca: pki.ca_path(),
+        cert,
+        key,
+        client_cert_auth: true,
+        client: Some((client_cert.clone(), client_key.clone())),
+    }) else {
+        return;
+    };
+    assert!(etcd.url().starts_with("https://"));
+    etcd.client()
+        .put(b"/apisix/routes/1", br#"{"uri":"/a"}"#)
+        .unwrap();
+    let tls = format!(
+        "endpoints = [\"{}\"]\ntls = {{ ca = {:?}, cert = {:?}, key = {:?}, verify = true }}",
+        etcd.url(),
+        pki.ca_path(),
+        client_cert,
+        client_key
+    );
+    let with_cert = settings_from(&tls);
+    let (w, rec) = start(&with_cert);
+    assert_eq!(rec.route("1").as_deref(), Some(&br#"{"uri":"/a"}"#[..]));
+    // The watch runs over TLS too, and so do the admin API's writes.
+    etcd.client()
+        .put(b"/apisix/routes/2", br#"{"uri":"/b"}"#)
+        .unwrap();
+    assert!(rec.wait(WITHIN, |r| r.routes.contains_key("2")));
+    let mut writer = Writer::new(&with_cert);
+    writer.put(Kind::Route, "3", b"{}").unwrap();
+    assert!(rec.wait(WITHIN, |r| r.routes.contains_key("3")));
+    let out = etcd.etcdctl("get /apisix/routes/3 --print-value-only");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{}", "{out:?}");
+    w.stop();
+
+    // Without a client certificate etcd ends the handshake (BadCertificate), and the error
+    // says it was TLS.
+    let no_cert = settings_from(&format!(
+        "endpoints = [\"{}\"]\ntls = {{ ca = {:?} }}",
+        etcd.url(),
+        pki.ca_path()
+    ));
+    let Err(e) = Watcher::start(&no_cert, Box::new(Recorder::default())) else {
+        panic!("read etcd's --client-cert-auth without a certificate");
+    };
+    assert!(e.0.contains("TLS: received fatal alert"), "{e}");
+    assert!(Writer::new(&no_cert).put(Kind::Route, "4", b"{}").is_err());
+
+    // A CA that did not sign etcd's certificate: hearth refuses etcd (UnknownIssuer).
+    let other = Pki::new("other");
+    let wrong_ca = settings_from(&tls.replace(
+        &format!("{:?}", pki.ca_path()),
+        &format!("{:?}", other.ca_path()),
+    ));
+    let Err(e) = Watcher::start(&wrong_ca, Box::new(Recorder::default())) else {
+        panic!("trusted an etcd signed by another CA");
+    };
+    assert!(e.0.contains("TLS: invalid peer certificate"), "{e}");
+
+    // verify = false takes etcd's certificate unchecked (logged as a warning at load).
+    let unchecked = settings_from(&format!(
+        "endpoints = [\"{}\"]\ntls = {{ cert = {:?}, key = {:?}, verify = false }}",
+        etcd.url(),
+        client_cert,
+        client_key
+    ));
+    let (w, rec) = start(&unchecked);
+    assert!(rec.route("3").is_some());
     w.stop();
 }

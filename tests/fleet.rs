@@ -7,12 +7,14 @@
 //! (put or delete to applied on every instance, within 1 s) are measured and printed.
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls_kit;
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::etcd::Etcd;
+use common::etcd::{Etcd, TlsFiles};
 use common::load::Load;
 use common::{
     dead_addr, metric, request, run_hearth, wait_until, Client, ConfigFile, Hearth, MockUpstream,
@@ -241,6 +243,48 @@ fn the_issue_etcdctl_put_goes_live_on_both_instances() {
         assert_eq!(req.header("host"), Some(node.addr().to_string().as_str()));
         assert_eq!(req.header("x-sw-authorization-tenantcode"), Some("tenant"));
     }
+}
+
+#[test]
+fn over_tls_with_a_client_certificate_routes_from_etcd_are_served_and_written() {
+    let pki = tls_kit::Pki::new("fleet-etcd");
+    let (cert, key) = pki.issue("etcd", &["127.0.0.1"]);
+    let (client_cert, client_key) = pki.issue("hearth", &["hearth.test"]);
+    let Some(etcd) = Etcd::start_tls(TlsFiles {
+        ca: pki.ca_path(),
+        cert,
+        key,
+        client_cert_auth: true,
+        client: Some((client_cert.clone(), client_key.clone())),
+    }) else {
+        return;
+    };
+    let node = named("tls");
+    put(
+        &etcd,
+        "/apisix/routes/1",
+        &json!({"uri": "/from-etcd", "upstream": {"nodes": {node.addr().to_string(): 1}}})
+            .to_string(),
+    );
+    let tls = format!(
+        "tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n",
+        pki.ca_path(),
+        client_cert,
+        client_key
+    );
+    let h = Hearth::start(&fleet_toml(&etcd.url(), &tls));
+    assert_eq!(fetch(&h, "/from-etcd"), (200, "tls /from-etcd".to_owned()));
+    assert_eq!(connected(&h), 1.0);
+    // The admin API writes to etcd over the same TLS, and the watch brings it back.
+    let route = json!({"uri": "/written", "upstream": {"nodes": {node.addr().to_string(): 1}}});
+    let (status, answer) = admin(&h, "PUT", "/apisix/admin/routes/2", &route.to_string());
+    assert_eq!(status, 201, "{answer}");
+    assert!(wait_until(WITHIN, || get(&h, "/written").status == 200));
+    let out = etcd.etcdctl("get /apisix/routes/2 --print-value-only");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/written"),
+        "{out:?}"
+    );
 }
 
 // The route's `vars` must refuse another app code. Matching on `vars` is being written in the

@@ -262,8 +262,10 @@ fn soak_mixed_load_with_faults() {
         "the upstream could not parse what hearth sent: {errors:?}"
     );
     // Descriptors: every client connection is closed and every pooled connection has idled
-    // out, so nothing may remain beyond what hearth had before its first request.
-    let fd_limit = cold.fds + cold.fds / 20;
+    // out, so nothing may remain beyond what hearth had before its first request, besides each
+    // of the two cores' splice pipe (two descriptors each, made on first use and kept).
+    let pipes = 2 * 2;
+    let fd_limit = cold.fds + cold.fds / 20 + pipes;
     assert!(
         after.fds <= fd_limit,
         "hearth holds {} descriptors after the load, {} at start (limit {fd_limit}):\n{}",

@@ -33,6 +33,22 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// An error in another file hearth reads the way it reads its configuration (the admin
+    /// API's state file), displayed alike: `file:line: key: message`.
+    pub fn new(
+        file: impl Into<String>,
+        line: Option<usize>,
+        key: Option<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: file.into(),
+            line,
+            key,
+            message: message.into(),
+        }
+    }
+
     pub fn file(&self) -> &str {
         &self.file
     }
@@ -154,6 +170,33 @@ fn path_in_value(value: &Spanned<DeValue<'_>>, offset: usize, path: &mut String)
     }
 }
 
+/// The dotted path of the key that a `duplicate key` error of toml points at (`span` covers the
+/// second occurrence's last segment). toml refuses the whole text, so there is no tree to look
+/// the offset up in; the same text with that segment renamed parses (when nothing else is
+/// wrong), and the renamed key's path is the one wanted. None when it does not parse.
+pub(super) fn duplicate_key_path(text: &str, span: Range<usize>) -> Option<String> {
+    let written = text.get(span.clone())?;
+    let name = written
+        .strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .or_else(|| {
+            written
+                .strip_prefix('\'')
+                .and_then(|k| k.strip_suffix('\''))
+        })
+        .unwrap_or(written);
+    let mut stand_in = String::from("hearth-duplicate-key");
+    while text.contains(&stand_in) {
+        stand_in.push('x');
+    }
+    let renamed = format!("{}{stand_in}{}", &text[..span.start], &text[span.end..]);
+    let tree = DeTable::parse(&renamed).ok()?;
+    let path = key_path(tree.get_ref(), span.start)?;
+    let mut key = String::new();
+    push_key(&mut key, name);
+    Some(path.replacen(&stand_in, &key, 1))
+}
+
 /// Empty spans never cover: toml gives implicit tables empty spans at offset 0, which would
 /// otherwise claim every error on the first line.
 fn covers(span: &Range<usize>, offset: usize) -> bool {
@@ -176,6 +219,30 @@ fn push_key(path: &mut String, key: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duplicate_keys_are_named_by_their_path() {
+        let cases = [
+            ("[a.demo]\nx = 1\n[a.demo]\ny = 2\n", Some("a.demo")),
+            (
+                "[a.demo]\nretries = 1\nretries = 2\n",
+                Some("a.demo.retries"),
+            ),
+            ("[a]\n\"q k\" = 1\n\"q k\" = 2\n", Some("a.\"q k\"")),
+            ("x = { a = 1, a = 2 }\n", Some("x.a")),
+            ("[[r]]\nu = 1\n[[r]]\nu = 1\nu = 2\n", Some("r[1].u")),
+            ("a.b = 1\na.b = 2\n", Some("a.b")),
+            ("a = 1\n[a]\n", Some("a")),
+            // Something else wrong too: no path rather than a wrong one.
+            ("a = 1\na = 2\nb = \n", None),
+        ];
+        for (text, want) in cases {
+            let e = DeTable::parse(text).expect_err(text);
+            assert_eq!(e.message(), "duplicate key", "{text}");
+            let span = e.span().expect("a span");
+            assert_eq!(duplicate_key_path(text, span).as_deref(), want, "{text}");
+        }
+    }
 
     #[test]
     fn key_paths_quote_keys_that_are_not_bare() {

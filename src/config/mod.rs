@@ -42,7 +42,8 @@ pub use crate::route::{route_host, uri_pattern, HostPattern, Route, UriPattern};
 pub use locate::{ConfigError, Warning};
 pub use types::{
     AccessLogSettings, ActiveChecks, Admin, CertFiles, ClientSettings, Config, ConfigCenter,
-    Listen, ListenTls, Node, PassHost, PassiveHealth, PoolSettings, QueueSettings, Scheme,
-    Upstream, UpstreamTimeouts, UpstreamTls, MAX_HEAD_BYTES, MAX_WORKERS, MIN_HEAD_BYTES,
+    EtcdTls, Listen, ListenTls, Node, PassHost, PassiveHealth, PoolSettings, QueueSettings,
+    Resolve, Scheme, Upstream, UpstreamTimeouts, UpstreamTls, MAX_HEAD_BYTES, MAX_WORKERS,
+    MIN_HEAD_BYTES,
 };
 pub use value::{parse_duration, parse_size, MAX_DURATION};

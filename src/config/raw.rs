@@ -32,6 +32,17 @@ pub(super) struct RawConfig {
     pub(super) admin: Option<RawAdmin>,
     pub(super) access_log: Option<Spanned<RawAccessLog>>,
     pub(super) config_center: Option<Spanned<RawConfigCenter>>,
+    pub(super) resolver: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) resolve: Option<RawResolve>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResolve {
+    pub(super) min: Option<Spanned<RawDuration>>,
+    pub(super) max: Option<Spanned<RawDuration>>,
+    pub(super) interval: Option<Spanned<RawDuration>>,
+    pub(super) timeout: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +56,17 @@ pub(super) struct RawConfigCenter {
     pub(super) password: Option<String>,
     pub(super) timeout: Option<Spanned<RawDuration>>,
     pub(super) cache: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<RawEtcdTls>>,
+}
+
+/// `[config_center] tls = { ca, cert, key, verify }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcdTls {
+    pub(super) ca: Option<Spanned<String>>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
+    pub(super) verify: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +88,7 @@ pub(super) struct RawAccessLogTable {
 pub(super) struct RawAdmin {
     pub(super) addr: Spanned<String>,
     pub(super) key: Option<Spanned<String>>,
+    pub(super) state: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +128,7 @@ pub(super) struct RawClient {
     pub(super) max_body_bytes: Option<RawSize>,
     pub(super) accept_bare_lf: Option<bool>,
     pub(super) ignore_abort: Option<bool>,
+    pub(super) splice: Option<bool>,
 }
 
 #[derive(Deserialize)]

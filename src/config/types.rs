@@ -49,6 +49,37 @@ pub struct Config {
     pub access_log: Option<AccessLogSettings>,
     /// Routes and upstreams also followed from etcd, off unless configured.
     pub config_center: Option<ConfigCenter>,
+    /// How DNS names among the nodes are looked up and followed (`resolver`, `[resolve]`).
+    pub resolve: Resolve,
+}
+
+/// `resolver = [...]` and `[resolve]`: how node names are looked up, at load and again in the
+/// background (see `resolve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolve {
+    /// `resolver`: DNS servers hearth asks itself, in order; empty: the system resolver.
+    pub servers: Vec<SocketAddr>,
+    /// Shortest time an answer is kept (a smaller TTL counts as this), and the wait before
+    /// asking again after a failure.
+    pub min: Duration,
+    /// Longest time an answer is kept, whatever its TTL.
+    pub max: Duration,
+    /// Without `resolver`: how often the system resolver is asked again (it gives no TTL).
+    pub interval: Duration,
+    /// How long one server's answer is awaited before the next server is asked.
+    pub timeout: Duration,
+}
+
+impl Default for Resolve {
+    fn default() -> Self {
+        Resolve {
+            servers: Vec::new(),
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 /// `[config_center]`: routes and upstreams also come from etcd, under APISIX's key layout
@@ -65,6 +96,43 @@ pub struct ConfigCenter {
     pub timeout: Duration,
     /// Where the last snapshot read from etcd is kept, for a start while etcd is down.
     pub cache: Option<std::path::PathBuf>,
+    /// How to speak TLS to the `https://` endpoints; Some exactly when there is one.
+    pub tls: Option<EtcdTls>,
+}
+
+/// `[config_center] tls`: the files as configured, and the rustls client configuration made
+/// from them when the configuration was loaded (so a bad file fails `--check`, not the start).
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// Trusted CA certificates (PEM); None: the webpki roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate chain and key (PEM), for etcd's `--client-cert-auth`.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// Check etcd's certificate chain and name; off logs a warning.
+    pub verify: bool,
+    pub client: std::sync::Arc<rustls::ClientConfig>,
+}
+
+/// Two settings are the same when they name the same files the same way (what a reload
+/// compares); the client configuration follows from them.
+impl PartialEq for EtcdTls {
+    fn eq(&self, o: &EtcdTls) -> bool {
+        (&self.ca, &self.cert, &self.key, self.verify) == (&o.ca, &o.cert, &o.key, o.verify)
+    }
+}
+
+impl Eq for EtcdTls {}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("verify", &self.verify)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `access_log = { path = "...", format = "combined" | "json" }`; `access_log = false` is off.
@@ -81,6 +149,11 @@ pub struct Admin {
     /// Required as header `X-API-KEY` on every `/apisix/admin` request; None: no check, which is
     /// accepted only on a loopback address. Never empty.
     pub key: Option<String>,
+    /// Where the routes and upstreams created through the admin API are kept across restarts
+    /// (`dynamic`, `admin_state`); relative to the configuration file's directory, which must
+    /// exist. None: they live in memory only. Never set with a config center, where etcd keeps
+    /// them.
+    pub state: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +225,9 @@ pub struct ClientSettings {
     /// Keep a request going when its client closes (FIN or reset) before the answer, as nginx's
     /// `proxy_ignore_client_abort`; by default the upstream connection is closed at once.
     pub ignore_abort: bool,
+    /// Move large Content-Length (and close-delimited) bodies between plain sockets with
+    /// splice(2), through a pipe per core, instead of copying them through user space.
+    pub splice: bool,
 }
 
 impl Default for ClientSettings {
@@ -166,6 +242,7 @@ impl Default for ClientSettings {
             max_body_bytes: 0,
             accept_bare_lf: false,
             ignore_abort: false,
+            splice: true,
         }
     }
 }
@@ -269,14 +346,41 @@ impl Default for ActiveChecks {
     }
 }
 
+/// One address of an upstream. A node written with an IP address is one `Node`; one written
+/// with a DNS name is one `Node` per address the name has, consecutive in the list, each with the
+/// name as written and the written weight (see [`Node::is_named`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    /// The first address `host` resolved to at load time.
+    /// Where connections go: the address written, or one of the addresses the name has.
     pub addr: SocketAddr,
-    /// The address as written, `host:port`; sent as Host with `pass_host = "node"`.
+    /// The node as written, `host:port`; sent as Host with `pass_host = "node"`, and the SNI
+    /// name's source.
     pub host: String,
     /// Share in smooth weighted round robin; at least 1.
     pub weight: u32,
+}
+
+impl Node {
+    /// `host` is a DNS name rather than an IP address, so its addresses are followed.
+    pub fn is_named(&self) -> bool {
+        self.host.parse::<SocketAddr>().is_err()
+    }
+
+    /// The host part of `host`, without its port: the name looked up.
+    pub fn hostname(&self) -> &str {
+        self.host.rsplit_once(':').map_or(&self.host, |(h, _)| h)
+    }
+
+    /// How metrics, logs and the consistent-hash ring tell nodes apart: `host` as written, and
+    /// for an address of a name, the name followed by the address, `api.internal:8080
+    /// (10.0.0.5)`. Nodes written with an address keep the label they always had.
+    pub fn label(&self) -> std::borrow::Cow<'_, str> {
+        if self.is_named() {
+            std::borrow::Cow::Owned(format!("{} ({})", self.host, self.addr.ip()))
+        } else {
+            std::borrow::Cow::Borrowed(&self.host)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, Default)]

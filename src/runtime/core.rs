@@ -42,9 +42,9 @@ use crate::metrics::{Counters, NodeCounters};
 use crate::route::Router;
 use crate::runtime::control::{Control, Export};
 use crate::runtime::deadline::{Clocks, Due};
-use crate::runtime::exchange::{Exchange, Fault, Leg, Tries};
+use crate::runtime::exchange::{Exchange, Fault, Leg, Piped, Tries};
 use crate::runtime::generation::{ListenTls, Shared, UpSettings};
-use crate::runtime::io::{end, pump, ReadOutcome, UpIo};
+use crate::runtime::io::{end, pump, ReadOutcome, SplicePipe, UpIo};
 use crate::runtime::process::Process;
 use crate::slab::Slab;
 use crate::timer::TimerWheel;
@@ -196,6 +196,8 @@ pub struct Core {
     pub(super) sni_names: Vec<String>,
     timers: TimerWheel<(TimerKey, u64)>,
     pub(super) bufs: BufPool,
+    /// The pipe large plain bodies are spliced through (see `splice`).
+    pub(super) pipe: SplicePipe,
     pub(super) shared: Arc<Shared>,
     pub(super) process: Arc<Process>,
     /// This core's own copy of the generation's router. A compiled regex keeps a scratch pool
@@ -276,6 +278,7 @@ impl Core {
             sni_names: Vec::new(),
             timers: TimerWheel::new(Clock.now_ms()),
             bufs: BufPool::new(cfg.client.max_head_bytes.max(BUF_BYTES), MAX_BUFFERS),
+            pipe: SplicePipe::default(),
             limits: Limits {
                 max_head_bytes: cfg.client.max_head_bytes,
                 accept_bare_lf: cfg.client.accept_bare_lf,
@@ -1502,10 +1505,12 @@ fn clocks(c: &Client, ex: &Exchange, ms: &ClientMs) -> Clocks {
         queue_ms: ex.set.queue_ms,
         connect_ms: ex.set.connect_ms,
         read_ms: ex.set.read_ms,
-        behind: c.wbuf.as_ref().is_some_and(|w| !w.is_empty()),
+        behind: c.wbuf.as_ref().is_some_and(|w| !w.is_empty()) || ex.piped == Piped::Response,
         last_write: c.last_write,
         send_ms: ms.send,
-        body_waits: ex.body_pending() && c.rbuf.as_ref().is_none_or(Buf::is_empty),
+        body_waits: ex.body_pending()
+            && c.rbuf.as_ref().is_none_or(Buf::is_empty)
+            && ex.piped != Piped::Request,
         last_active: c.last_active,
         body_ms: ms.body,
     }
@@ -1522,9 +1527,14 @@ fn balancers_of(cfg: &Config) -> Vec<Balancer> {
     cfg.upstreams
         .iter()
         .map(|u| {
+            // The ring tells the addresses of one name apart by their labels.
+            let labels: Vec<_> = u.nodes.iter().map(|n| n.label()).collect();
             Balancer::new(
                 &u.balance,
-                u.nodes.iter().map(|n| (n.host.as_str(), n.weight)),
+                labels
+                    .iter()
+                    .map(|l| l.as_ref())
+                    .zip(u.nodes.iter().map(|n| n.weight)),
             )
         })
         .collect()

@@ -86,6 +86,18 @@ impl Leg {
     }
 }
 
+/// Which of an exchange's bodies has bytes in the core's splice pipe (`io::SplicePipe`). At
+/// most one exchange of a core holds any, in one direction, and while it does, that body moves
+/// through the pipe alone: nothing of it is read into a buffer behind bytes still in the pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Piped {
+    Nothing,
+    /// Request body bytes taken from the client, not yet written to the upstream.
+    Request,
+    /// Response body bytes taken from the upstream, not yet written to the client.
+    Response,
+}
+
 /// One request/response exchange between a client and an upstream node.
 #[derive(Debug)]
 pub(super) struct Exchange {
@@ -137,6 +149,8 @@ pub(super) struct Exchange {
     /// The upstream stopped taking the request (reset or closed while it was being sent). Its
     /// answer, if it sent one first, still goes to the client.
     pub(super) send_failed: bool,
+    /// Bytes of this exchange wait in the core's splice pipe.
+    pub(super) piped: Piped,
 }
 
 impl Exchange {

@@ -7,15 +7,18 @@
 //! a connection readable until the EOF is read; whatever rustls queues (handshake, alerts,
 //! tickets) is written in the same pass; at most one record's worth of plaintext waits inside
 //! rustls (`TLS_CHUNK`), so back-pressure stays with hearth's own buffers.
+//!
+//! Large bodies between two plain sockets may skip user space altogether: [`SplicePipe`] is the
+//! core's one pipe, through which `splice(2)` moves them (see its docs for who may use it when).
 
 use std::io::{self, Read, Write};
 
-use log::debug;
+use log::{debug, warn};
 use mio::net::TcpStream;
 use rustls::Connection;
 
 use crate::buf::{Buf, BufPool};
-use crate::sys::Raw;
+use crate::sys::{Pipe, Raw};
 use crate::upstream::Handover;
 
 /// Plaintext handed to rustls per write: one TLS record, so at most that much waits inside
@@ -312,6 +315,167 @@ impl End<'_> {
     /// Bytes still queued inside rustls.
     pub(super) fn tls_pending(&self) -> bool {
         self.tls.as_deref().is_some_and(|t| t.wants_write())
+    }
+}
+
+/// What the core asks of its pipe: about this many bytes in flight per splice. The kernel's
+/// limit for unprivileged processes (`/proc/sys/fs/pipe-max-size`) is 1 MiB by default; a pipe
+/// it refuses to grow keeps its default 64 KiB, which still works, in more calls.
+pub(super) const PIPE_BYTES: usize = 256 * 1024;
+
+/// A body is spliced only when at least this much of it is still to come; less goes through the
+/// buffers, where it is cheaper than two extra calls and keeps a request replayable.
+pub(super) const SPLICE_MIN: u64 = 64 * 1024;
+
+/// The core's pipe for `splice(2)`, created on first use (a core that never relays a large
+/// plain body opens no descriptors for it).
+///
+/// One exchange at a time may hold bytes in it: bytes spliced in from one socket and not yet
+/// taken by the other belong to the exchange that put them there, in one direction, until they
+/// are out (the exchange records which, as `Piped`). While the pipe holds anything, every other
+/// exchange copies through its buffers as it would without splice, so contents never mix; an
+/// exchange that ends with bytes still inside calls [`SplicePipe::discard`], which closes the
+/// pipe (a fresh one is made on next use), since a pipe cannot be emptied without reading it.
+#[derive(Debug, Default)]
+pub struct SplicePipe {
+    pipe: Option<Pipe>,
+    /// Bytes in the pipe, all of one exchange.
+    held: usize,
+    /// The pipe could not be made (out of descriptors, say): stop trying until a discard.
+    failed: bool,
+}
+
+/// How one [`splice_through`] call ended, besides the bytes it moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SpliceEnd {
+    /// Either side would block, or `left` ran out.
+    Paused,
+    /// The source is at EOF.
+    Eof,
+    /// Reading the source failed.
+    SourceFailed,
+    /// Writing the destination failed (reset, closed).
+    SinkFailed,
+}
+
+/// Bytes one [`splice_through`] call took from the source and gave to the destination.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Spliced {
+    pub(super) taken: u64,
+    pub(super) given: u64,
+    pub(super) end: SpliceEnd,
+}
+
+/// One plain socket for [`splice_through`]: the socket and its readiness in that direction.
+pub(super) struct PlainEnd<'a> {
+    pub(super) sock: &'a TcpStream,
+    pub(super) ready: &'a mut bool,
+}
+
+impl SplicePipe {
+    /// Whether the pipe exists or can be made now.
+    pub(super) fn usable(&mut self) -> bool {
+        if self.pipe.is_some() {
+            return true;
+        }
+        if self.failed {
+            return false;
+        }
+        match Pipe::new(PIPE_BYTES) {
+            Ok(p) => {
+                debug!("splice pipe of {} bytes", p.capacity());
+                self.pipe = Some(p);
+                true
+            }
+            Err(e) => {
+                warn!("cannot make a pipe for splice ({e}); copying large bodies instead");
+                self.failed = true;
+                false
+            }
+        }
+    }
+
+    /// Bytes in the pipe now (all of the exchange whose `Piped` says so).
+    pub(super) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Throws away what the pipe holds, by closing it; the next use makes a fresh one.
+    pub(super) fn discard(&mut self) {
+        self.pipe = None;
+        self.held = 0;
+        self.failed = false;
+    }
+}
+
+/// Moves up to `left` bytes from `from` to `to` through the core's pipe: first whatever the pipe
+/// holds (which must be this flow's), then a pipe-full at a time from the source, for as long as
+/// both sides keep up. Bytes the destination does not take stay in the pipe (`pipe.held()`) for
+/// the next call. Readiness is kept as for reads and writes: cleared by `WouldBlock` on either
+/// side, or by a short write; a short splice in is no sign of a drained socket (the pipe may
+/// have run out of slots first), so the source is read until it would block.
+pub(super) fn splice_through(
+    pipe: &mut SplicePipe,
+    from: PlainEnd,
+    to: PlainEnd,
+    mut left: u64,
+) -> Spliced {
+    let mut done = Spliced {
+        taken: 0,
+        given: 0,
+        end: SpliceEnd::Paused,
+    };
+    let Some(p) = pipe.pipe.as_ref() else {
+        return done;
+    };
+    loop {
+        while pipe.held > 0 {
+            if !*to.ready {
+                return done;
+            }
+            match p.drain_to(to.sock, pipe.held) {
+                Ok(n) => {
+                    pipe.held -= n;
+                    done.given += n as u64;
+                    if pipe.held > 0 {
+                        // The send buffer is full; wait for the next writable edge.
+                        *to.ready = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *to.ready = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    done.end = SpliceEnd::SinkFailed;
+                    return done;
+                }
+            }
+        }
+        if left == 0 || !*from.ready {
+            return done;
+        }
+        let want = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(p.capacity());
+        match p.fill_from(from.sock, want) {
+            Ok(0) => {
+                done.end = SpliceEnd::Eof;
+                return done;
+            }
+            Ok(n) => {
+                pipe.held = n;
+                done.taken += n as u64;
+                left -= n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *from.ready = false;
+                return done;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                done.end = SpliceEnd::SourceFailed;
+                return done;
+            }
+        }
     }
 }
 

@@ -9,7 +9,9 @@
 //!   core's steps that move it. `deadline.rs`: its timeouts as plain values.
 //! - `upstream::Upstreams` (outside this module): the upstream connections' books and every pool
 //!   decision, on a clock it is handed. `upconn.rs` carries those decisions out on sockets;
-//!   `io.rs` is every read and write, plain or TLS, of either side (`End`, `UpIo`).
+//!   `io.rs` is every read and write, plain or TLS, of either side (`End`, `UpIo`), and the
+//!   core's splice pipe (`SplicePipe`); `splice.rs`: when a large plain body skips the buffers
+//!   and moves through that pipe instead.
 //! - `generation.rs`: one configuration generation (`Shared`); `process.rs`: what outlives
 //!   generations (the pool registry that numbers nodes, the control peers); `control.rs`: the
 //!   messages between cores; `server.rs`: start, signals, reload and stop.
@@ -72,6 +74,7 @@ mod io;
 pub mod process;
 mod relay;
 pub mod server;
+mod splice;
 pub mod upconn;
 
 pub use server::Server;

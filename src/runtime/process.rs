@@ -1,5 +1,7 @@
 //! What lives for the whole process, across configuration generations: the cores' control
-//! peers, the count of client connections, and the pool registry, which builds each generation.
+//! peers, the count of client connections, the pool registry, which builds each generation, and
+//! what was applied last ([`Applied`]: the configuration as loaded and the addresses its node
+//! names have now), from which both a reload and a change of addresses build the next one.
 //!
 //! Pools outlive generations. A pool is identified by its `PoolKey` (address, scheme and TLS
 //! identity: what makes two upstream connections interchangeable) and the `Registry` gives each
@@ -16,9 +18,9 @@
 
 use std::collections::HashMap;
 use std::hash::RandomState;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{error, warn};
 use rustls::{ClientConfig, ServerConfig};
@@ -26,6 +28,7 @@ use rustls::{ClientConfig, ServerConfig};
 use crate::config::{Config, Scheme};
 use crate::id::NodeId;
 use crate::metrics::Counters;
+use crate::resolve::names::{names_of, readdressed};
 use crate::route::Router;
 use crate::runtime::control::{Control, Peer};
 use crate::runtime::generation::{ListenTls, PoolInfo, Shared, UpSettings, UpTls};
@@ -60,6 +63,46 @@ pub struct Registry {
     listen_tls: Vec<Option<Arc<ServerConfig>>>,
 }
 
+/// The configuration last applied, as loaded, and the addresses each of its node names has now.
+/// A reload and a change of a name's addresses both go through it, under its lock, so the
+/// generations they build reach the cores in the order they were made, and a reload keeps what
+/// the names resolve to now rather than what they resolved to when its file was read.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// As loaded (each name with the addresses it had then); None before the first.
+    cfg: Option<Arc<Config>>,
+    /// By name (without port): the addresses followed now; exactly the names of `cfg`.
+    addrs: HashMap<String, Vec<IpAddr>>,
+}
+
+impl Applied {
+    /// Takes `cfg` as the configuration, and returns it readdressed: names it shares with the
+    /// last one keep their current addresses, new names start from those `cfg` was loaded with,
+    /// and names it no longer has are forgotten.
+    pub fn configure(&mut self, cfg: Config) -> Config {
+        let names = names_of(&cfg);
+        self.addrs.retain(|name, _| names.contains_key(name));
+        for (name, ips) in names {
+            self.addrs.entry(name).or_insert(ips);
+        }
+        let out = readdressed(&cfg, &self.addrs);
+        self.cfg = Some(Arc::new(cfg));
+        out
+    }
+
+    /// `name` has `ips` now (sorted, never empty): the configuration readdressed, or None when
+    /// nothing changes (no node uses the name any more, or it already has these addresses).
+    pub fn readdress(&mut self, name: &str, ips: &[IpAddr]) -> Option<Config> {
+        let cfg = self.cfg.as_ref()?;
+        let current = self.addrs.get_mut(name)?;
+        if current.as_slice() == ips || ips.is_empty() {
+            return None;
+        }
+        *current = ips.to_vec();
+        Some(readdressed(cfg, &self.addrs))
+    }
+}
+
 /// What lives for the whole process, across generations.
 pub struct Process {
     pub peers: Vec<Peer>,
@@ -71,6 +114,7 @@ pub struct Process {
     pub sni_key: RandomState,
     /// When each cause that concerns no node (the clients' doing) was last logged as a warning.
     pub warned: crate::cause::WarnClock,
+    applied: Mutex<Applied>,
 }
 
 impl Process {
@@ -81,7 +125,14 @@ impl Process {
             registry: Mutex::new(Registry::default()),
             sni_key: RandomState::new(),
             warned: crate::cause::WarnClock::default(),
+            applied: Mutex::new(Applied::default()),
         }
+    }
+
+    /// What was applied last; hold it while building and sending a generation.
+    pub fn applied(&self) -> MutexGuard<'_, Applied> {
+        // Nothing panics while holding it; if something did, the value is still whole.
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Metric labels by pool id.
@@ -163,7 +214,7 @@ impl Process {
                         label: format!(
                             "upstream=\"{}\",node=\"{}\"",
                             label_value(&u.name),
-                            label_value(&n.host)
+                            label_value(&n.label())
                         ),
                         budget: Arc::new(NodeBudget::new(self.peers.len())),
                         tls,
@@ -306,5 +357,75 @@ upstream = "a"
         assert_eq!(g2.pool(NodeId(1)).map(|i| i.upstream), Some(0));
         assert_eq!(p.budgets().len(), 3);
         assert_eq!(p.labels()[1], "upstream=\"a\",node=\"127.0.0.1:9002\"");
+    }
+
+    /// A change of a name's addresses builds a generation as a reload does: the address that
+    /// stays keeps its pool id (so its pooled connections), the one that goes has no pool in
+    /// the new generation, and a reload afterwards keeps the addresses the name has now rather
+    /// than those the file was loaded with.
+    #[test]
+    fn a_change_of_addresses_keeps_the_pools_of_addresses_that_stay() {
+        let text = A.replace("\"127.0.0.1:9002\" = 1 }", "\"localhost:9002\" = 1 }");
+        let p = Process::new(Vec::new());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let pool_of = |g: &Shared, addr: &str| {
+            let addr: SocketAddr = addr.parse().unwrap();
+            g.pools
+                .iter()
+                .position(|i| i.as_ref().is_some_and(|i| i.addr == addr))
+        };
+        let mut applied = p.applied();
+        let first = applied.configure((*cfg(&text)).clone());
+        assert!(first.upstreams[0].nodes[1..]
+            .iter()
+            .all(|n| n.host == "localhost:9002"));
+        let two = applied
+            .readdress("localhost", &[ip("10.0.0.1"), ip("10.0.0.2")])
+            .expect("a change");
+        let g1 = p.generation(Arc::new(two));
+        assert_eq!(
+            g1.up_nodes[0].len(),
+            3,
+            "127.0.0.1:9001 and the name's two addresses"
+        );
+        let kept = pool_of(&g1, "10.0.0.2:9002").expect("a pool");
+        let gone = pool_of(&g1, "10.0.0.1:9002").expect("a pool");
+        assert!(
+            applied
+                .readdress("localhost", &[ip("10.0.0.1"), ip("10.0.0.2")])
+                .is_none(),
+            "same set"
+        );
+        assert!(
+            applied.readdress("elsewhere", &[ip("10.0.0.9")]).is_none(),
+            "not a name of the configuration"
+        );
+        let moved = applied
+            .readdress("localhost", &[ip("10.0.0.2"), ip("10.0.0.3")])
+            .expect("a change");
+        let g2 = p.generation(Arc::new(moved));
+        assert_eq!(
+            pool_of(&g2, "10.0.0.2:9002"),
+            Some(kept),
+            "the kept address keeps its pool"
+        );
+        assert!(
+            g2.pool(NodeId(gone)).is_none(),
+            "the vanished address has no pool"
+        );
+        assert!(pool_of(&g2, "10.0.0.3:9002").is_some_and(|id| id != gone));
+        assert_eq!(
+            p.labels()[kept],
+            "upstream=\"a\",node=\"localhost:9002 (10.0.0.2)\"",
+            "the name and the address"
+        );
+        // A reload of the same file keeps what the name resolves to now.
+        let reloaded = applied.configure((*cfg(&text)).clone());
+        let addrs: Vec<String> = reloaded.upstreams[0]
+            .nodes
+            .iter()
+            .map(|n| n.addr.to_string())
+            .collect();
+        assert_eq!(addrs, ["127.0.0.1:9001", "10.0.0.2:9002", "10.0.0.3:9002"]);
     }
 }

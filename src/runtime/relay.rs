@@ -19,9 +19,10 @@ use crate::id::{ClientId, NodeId, UpId};
 use crate::route::{Request, Vars};
 use crate::runtime::control::Control;
 use crate::runtime::core::{Core, Phase, Step, Tunnel, MAX_SPARE_EXCHANGES};
-use crate::runtime::exchange::{BodyIn, BodyOut, Exchange, Fault, Leg, Resp, Tries};
+use crate::runtime::exchange::{BodyIn, BodyOut, Exchange, Fault, Leg, Piped, Resp, Tries};
 use crate::runtime::generation::host_override;
 use crate::runtime::io::{end, queue_body, ReadOutcome};
+use crate::runtime::splice::Route;
 use crate::runtime::upconn::ConnectError;
 use crate::tls;
 use crate::upstream::pool::{CloseReason, KeepAliveHint};
@@ -247,6 +248,7 @@ impl Core {
             wrote: 0,
             head_len,
             send_failed: false,
+            piped: Piped::Nothing,
         };
         let ex = match self.spare.pop() {
             Some(mut ex) => {
@@ -541,6 +543,10 @@ impl Core {
                 }
             }
         }
+        match self.splice_response(cid, uid, &mut ex) {
+            Ok(p) => progress |= p,
+            Err(f) => return self.fail(cid, ex, f),
+        }
         match self.recv_upstream(uid, &mut ex) {
             Ok(p) => progress |= p,
             Err(f) => return self.fail(cid, ex, f),
@@ -555,7 +561,8 @@ impl Core {
             Err(f) => return self.fail(cid, ex, f),
         }
         // EOF ends the exchange only once everything read before it has been relayed.
-        if ex.up_eof && ex.from_up.as_ref().is_none_or(Buf::is_empty) {
+        let relayed = ex.from_up.as_ref().is_none_or(Buf::is_empty) && ex.piped != Piped::Response;
+        if ex.up_eof && relayed {
             match ex.resp {
                 Resp::Body(BodyOut::Close) => ex.resp = Resp::Done,
                 Resp::Done => {}
@@ -574,8 +581,10 @@ impl Core {
             Err(()) => return self.fail(cid, ex, Fault::ClientGone(Cause::ClientAbort)),
         }
         if matches!(ex.resp, Resp::Done) {
-            let req_done =
-                matches!(ex.req, BodyIn::Done) && ex.sent == ex.to_up.len() && !ex.send_failed;
+            let req_done = matches!(ex.req, BodyIn::Done)
+                && ex.sent == ex.to_up.len()
+                && ex.piped != Piped::Request
+                && !ex.send_failed;
             if req_done || ex.up_eof || ex.send_failed || !self.keeps_draining(&mut ex) {
                 return self.finish_exchange(cid, ex, req_done);
             }
@@ -656,8 +665,15 @@ impl Core {
     /// chunks costs the upstream a few hundred chunks, and relaying it costs per buffer.
     pub(super) fn pump_request(&mut self, cid: ClientId, ex: &mut Exchange) -> Result<bool, Fault> {
         let gone = Fault::ClientGone(Cause::ClientAbort);
-        let c = self.clients.get_mut(cid.index()).ok_or(gone)?;
         let mut progress = false;
+        // A body on its way to the pipe reads nothing more from the client into the buffers:
+        // what they hold goes first, then the rest is spliced.
+        let read_client = match self.request_route(cid, ex) {
+            Route::Copy => true,
+            Route::CopyThenSplice => false,
+            Route::Splice(uid) => return self.splice_request(cid, uid, ex),
+        };
+        let c = self.clients.get_mut(cid.index()).ok_or(gone)?;
         loop {
             if matches!(ex.req, BodyIn::Done) {
                 return Ok(progress);
@@ -668,6 +684,9 @@ impl Core {
             }
             let has = c.rbuf.as_ref().is_some_and(|b| !b.is_empty());
             if !has {
+                if !read_client {
+                    return Ok(progress);
+                }
                 if c.eof {
                     return Err(gone);
                 }
@@ -775,7 +794,8 @@ impl Core {
             .conn_mut(uid)
             .ok_or(Fault::UpstreamGone(Cause::UpstreamClosed))?
             .io;
-        if !u.readable || ex.up_eof {
+        // Body bytes in the pipe go to the client before any more are read.
+        if !u.readable || ex.up_eof || ex.piped == Piped::Response {
             return Ok(false);
         }
         if ex.from_up.is_none() {
@@ -1229,6 +1249,11 @@ impl Core {
     /// Ends an exchange's life: its buffers go back to the pool and its box to the free list,
     /// where the next request's exchange comes from.
     pub(super) fn retire(&mut self, mut ex: Box<Exchange>) {
+        if ex.piped != Piped::Nothing {
+            // Ended with bytes in the pipe (a reset, an abort): they belong to nobody now.
+            self.pipe.discard();
+            ex.piped = Piped::Nothing;
+        }
         self.bufs
             .give_back(mem::replace(&mut ex.to_up, Buf::empty()));
         self.bufs.release(&mut ex.from_up);

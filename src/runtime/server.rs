@@ -1,5 +1,10 @@
 //! Starting and stopping the cores: listening sockets, one thread per core, control channels,
-//! signals, and the one health-checker thread, which gets every generation the cores get.
+//! signals, the one health-checker thread and the one resolver thread, which get every
+//! generation the cores get, and the advisor thread.
+//!
+//! A generation is built and sent in one place for each cause, both under `Process::applied`:
+//! a reload ([`Handle::reload`]) and a node name whose addresses changed (`readdress`, which the
+//! resolver calls), so both keep the pools of every address that stays.
 //!
 //! Listening sockets come one of two ways, kept apart so that each can have its own rules:
 //! [`Listeners::bind`] binds every `[[listen]]` address, one socket per core with `SO_REUSEPORT`
@@ -7,9 +12,17 @@
 //! of the hearth a binary upgrade replaces, for the addresses both configurations have, and binds
 //! only the others. The [`Server`] keeps every socket it started with (the cores work on copies
 //! of them), so that a later upgrade can pass them all on, accept queues and all.
+//!
+//! `SO_REUSEPORT` would also let a second hearth (or anything else of the same user) join an
+//! address hearth listens on and silently take part of its connections, so before binding an
+//! address itself hearth checks that nothing listens there (`claim`): a socket bound without
+//! `SO_REUSEPORT` cannot share the address with a listener, whoever owns it, so its bind failing
+//! with `EADDRINUSE` means another process is there. That check belongs to binding: the sockets
+//! a binary upgrade's new side inherits are the old hearth's, listening already, and enter
+//! through [`Server::start_with`] without it.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -23,6 +36,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::{Config, Listen, Scheme};
 use crate::health::{self, Health};
 use crate::metrics::Counters;
+use crate::resolve::thread::{self as resolver, Resolver};
 use crate::runtime::advisor::{self, Board, Named};
 use crate::runtime::control::{Control, Export, PassedConn, Peer, CHANNEL_CAPACITY};
 use crate::runtime::core::Core;
@@ -80,6 +94,7 @@ fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Binds `addr` once per core. The first socket fixes the port (port 0 picks one), the others
 /// join it through SO_REUSEPORT.
 fn bind_set(addr: SocketAddr, workers: usize) -> io::Result<ListenSet> {
+    claim(addr)?;
     let first = listener(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let bound = first.local_addr()?;
@@ -227,23 +242,71 @@ pub struct Server {
     health_thread: JoinHandle<()>,
     board: Board,
     advisor: (Sender<()>, JoinHandle<()>),
+    resolver: Resolver,
+    resolver_thread: JoinHandle<()>,
+}
+
+/// Fails with `ADDR is already in use by another process` when a socket listens on `addr`
+/// (a fixed port; port 0 always gets a fresh one). The probe has SO_REUSEADDR, as hearth's
+/// listeners do, so the connections of a hearth that just stopped, lingering in TIME_WAIT, do
+/// not count; it lacks SO_REUSEPORT, so a listener with or without it makes the bind fail. It
+/// is closed before the real sockets bind: a process that starts listening in the few system
+/// calls between the two is not seen (two hearths would have to start in the same instant).
+fn claim(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{addr} is already in use by another process (another hearth?); stop it or \
+                 choose another [[listen]] addr"
+            ),
+        )),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e}"),
+        )),
+    }
+}
+
+/// Each core opens its own access log handle; one try before anything starts makes a bad path
+/// one clear error.
+fn check_access_log(cfg: &Config) -> io::Result<()> {
+    if let Some(a) = &cfg.access_log {
+        crate::accesslog::AccessLog::open(&a.path, a.format).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open access log {}: {e}", a.path.display()),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 impl Server {
-    /// Starts the core threads on `listeners` (bound or inherited for `cfg.listen`).
-    /// `inheriting`: the hearth this one replaces is about to hand over its idle upstream
-    /// connections, so no pool is warmed until [`Handle::inherited_all`].
-    pub fn start(cfg: Config, listeners: Listeners, inheriting: bool) -> io::Result<Server> {
+    /// Binds every listener on every core ([`Listeners::bind`]) and starts the core threads.
+    pub fn start(cfg: Config) -> io::Result<Server> {
+        check_access_log(&cfg)?;
+        let listeners = Listeners::bind(&cfg.listen, cfg.workers.max(1))?;
+        Server::run_cores(cfg, listeners, false)
+    }
+
+    /// Starts the core threads on `listeners` made elsewhere than by [`Server::start`]: taken
+    /// over from the hearth a binary upgrade replaces ([`Listeners::inherit`]). `inheriting`:
+    /// that hearth is about to hand over its idle upstream connections, so no pool is warmed
+    /// until [`Handle::inherited_all`].
+    pub fn start_with(cfg: Config, listeners: Listeners, inheriting: bool) -> io::Result<Server> {
+        check_access_log(&cfg)?;
+        Server::run_cores(cfg, listeners, inheriting)
+    }
+
+    fn run_cores(cfg: Config, listeners: Listeners, inheriting: bool) -> io::Result<Server> {
         let workers = cfg.workers.max(1);
-        if let Some(a) = &cfg.access_log {
-            // Each core opens its own handle; try once here so a bad path is one clear error.
-            crate::accesslog::AccessLog::open(&a.path, a.format).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot open access log {}: {e}", a.path.display()),
-                )
-            })?;
-        }
         let per_core = listeners.spread(workers)?;
         let mut polls = Vec::new();
         let mut peers = Vec::new();
@@ -259,10 +322,29 @@ impl Server {
         let pin = cfg.pin_cores;
         let listen: Vec<SocketAddr> = cfg.listen.iter().map(|l| l.addr).collect();
         let process = Arc::new(Process::new(peers));
-        let shared = Arc::new(process.generation(Arc::new(cfg)));
+        let shared = {
+            let mut applied = process.applied();
+            Arc::new(process.generation(Arc::new(applied.configure(cfg))))
+        };
         // Started for every configuration: idle, it only waits for a reload that adds checks.
         let (health, health_thread) = health::start(process.clone(), shared.clone())?;
         let board = Board::new(process.clone(), shared.clone());
+        // The same: idle until a configuration has node names.
+        let current = Arc::new(Mutex::new(shared.clone()));
+        let apply = {
+            let (process, health, board) = (process.clone(), health.clone(), board.clone());
+            let current = current.clone();
+            Box::new(move |name: &str, ips: &[IpAddr]| {
+                readdress(&process, &current, &health, &board, name, ips)
+            })
+        };
+        let (resolver, resolver_thread) = match resolver::start(shared.clone(), apply) {
+            Ok(r) => r,
+            Err(e) => {
+                health.send(health::Msg::Stop);
+                return Err(e);
+            }
+        };
         let advisor = advisor::start(board.clone())?;
         let mut threads = Vec::new();
         for (i, ((poll, mine), rx)) in polls.into_iter().zip(per_core).zip(receivers).enumerate() {
@@ -287,11 +369,13 @@ impl Server {
             addrs: listeners.addrs(),
             sockets: Sockets(Arc::new(Mutex::new(Some(listeners)))),
             listen,
-            current: Arc::new(Mutex::new(shared)),
+            current,
             health,
             health_thread,
             board,
             advisor,
+            resolver,
+            resolver_thread,
         })
     }
 
@@ -313,6 +397,7 @@ impl Server {
             current: self.current.clone(),
             health: self.health.clone(),
             board: self.board.clone(),
+            resolver: self.resolver.clone(),
         }
     }
 
@@ -335,6 +420,34 @@ impl Server {
         }
         self.sockets.close();
         self.health.send(health::Msg::Stop);
+        self.resolver.send(resolver::Msg::Stop);
+    }
+}
+
+/// Applies a node name's new addresses as a reload does: a generation from the configuration
+/// applied last, sent to every core and the health checker (the resolver, which asked, knows).
+fn readdress(
+    process: &Process,
+    current: &Mutex<Arc<Shared>>,
+    health: &Health,
+    board: &Board,
+    name: &str,
+    ips: &[IpAddr],
+) {
+    let mut applied = process.applied();
+    let Some(cfg) = applied.readdress(name, ips) else {
+        return;
+    };
+    let shared = Arc::new(process.generation(Arc::new(cfg)));
+    *current.lock().unwrap_or_else(|e| e.into_inner()) = shared.clone();
+    for p in &process.peers {
+        if p.send(Control::Reload(shared.clone())).is_err() {
+            warn!("resolve: a core did not take the new addresses of {name}");
+        }
+    }
+    board.generation(shared.clone());
+    if !health.send(health::Msg::Generation(shared)) {
+        warn!("resolve: the health checker did not take the new addresses of {name}");
     }
 }
 
@@ -346,6 +459,7 @@ pub struct Handle {
     current: Arc<Mutex<Arc<Shared>>>,
     health: Health,
     board: Board,
+    resolver: Resolver,
 }
 
 impl Handle {
@@ -368,6 +482,10 @@ impl Handle {
         if cfg.upgrade_socket != socket_now {
             warn!("reload: an upgrade_socket change takes effect only after a restart");
         }
+        // Held until every thread has the generation, so a change of addresses cannot slip a
+        // generation of the old configuration in after it.
+        let mut applied = self.process.applied();
+        let cfg = applied.configure(cfg);
         let shared = Arc::new(self.process.generation(Arc::new(cfg)));
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = shared.clone();
         for p in &self.process.peers {
@@ -377,9 +495,13 @@ impl Handle {
         }
         self.board.generation(shared.clone());
         // After the cores: a node state the checker sends for a new pool finds the pool known.
-        if !self.health.send(health::Msg::Generation(shared)) {
+        if !self.health.send(health::Msg::Generation(shared.clone())) {
             warn!("reload: the health checker did not take the new configuration");
         }
+        if !self.resolver.send(resolver::Msg::Generation(shared)) {
+            warn!("reload: the resolver did not take the new configuration");
+        }
+        drop(applied);
         info!("configuration reloaded");
     }
 
@@ -529,7 +651,12 @@ impl Handle {
         let stats = self.stats();
         let advice = self.advice(&stats);
         let mut text = stats.render(&labels);
-        text.push_str("# TYPE hearth_upstream_advice gauge\n");
+        crate::metrics::family(
+            &mut text,
+            "hearth_upstream_advice",
+            "gauge",
+            "1 while the advice of this kind holds for the node (see /status for its text), 0 otherwise.",
+        );
         for (i, label) in labels.iter().enumerate().take(stats.nodes.len()) {
             for kind in Kind::ALL {
                 let on = advice
@@ -543,7 +670,13 @@ impl Handle {
             }
         }
         text.push_str(&self.health.stats().render(&labels));
-        text.push_str("# TYPE hearth_upstream_learned_idle_timeout_seconds gauge\n");
+        text.push_str(&self.resolver.render());
+        crate::metrics::family(
+            &mut text,
+            "hearth_upstream_learned_idle_timeout_seconds",
+            "gauge",
+            "The node's idle timeout as hearth learned it from the ages at which it closed idle connections.",
+        );
         for (label, budget) in labels.iter().zip(self.process.budgets()) {
             if let Some(ms) = budget.learned_idle_ms() {
                 text.push_str(&format!(
@@ -584,6 +717,10 @@ impl Server {
         }
         if self.health_thread.join().is_err() {
             warn!("the health checker panicked");
+        }
+        self.resolver.send(resolver::Msg::Stop);
+        if self.resolver_thread.join().is_err() {
+            warn!("the resolver panicked");
         }
         result
     }

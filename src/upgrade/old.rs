@@ -378,9 +378,11 @@ fn session(
         .map_err(|e| e.to_string());
     match settled {
         Ok(Some((Msg::Taken, _))) => {}
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "the new hearth (pid {pid}) did not say it took this hearth's connections ({other:?})"
-        )),
+        ))
+        }
     }
     *lock(&state.stage) = Stage::HandedOff;
     if let Some(f) = lock(&state.file).take() {

@@ -1,7 +1,8 @@
 //! A real etcd server for the config-center tests, and a relay that can cut the way to it.
 //!
 //! `Etcd::start` runs Debian's `etcd` on two loopback ports picked at run time, with its data in a
-//! fresh temp dir; `stop` and `start_again` reuse the same ports and data (a restart, as an
+//! fresh temp dir (`Etcd::start_tls` serves its clients over TLS, with certificates the test made,
+//! and optionally `--client-cert-auth`); `stop` and `start_again` reuse the same ports and data (a restart, as an
 //! operator would do one), and drop kills the process and removes the dir. When the `etcd`
 //! binary is missing the tests skip with a loud message, unless `HEARTH_REQUIRE_ETCD` is set (CI
 //! sets it, after `.ci/etcd.sh`), in which case they fail.
@@ -20,6 +21,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use hearth::etcd::{Client, Endpoint};
+use rustls::ClientConfig;
 
 /// Set to make a missing etcd binary a failure instead of a skip.
 pub const REQUIRE_ENV: &str = "HEARTH_REQUIRE_ETCD";
@@ -33,6 +35,36 @@ pub struct Etcd {
     peer_port: u16,
     /// Extra command-line flags, kept across restarts.
     flags: Vec<String>,
+    /// Some: clients speak TLS to it.
+    tls: Option<TlsFiles>,
+}
+
+/// The PEM files of an etcd that serves its clients over TLS.
+#[derive(Clone)]
+pub struct TlsFiles {
+    /// The CA that signed `cert`, and, with `client_cert_auth`, the clients' certificates.
+    pub ca: PathBuf,
+    /// etcd's own certificate and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `--client-cert-auth`: etcd refuses a client without a certificate `ca` signed.
+    pub client_cert_auth: bool,
+    /// The certificate and key the test's own clients (and etcdctl) present.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsFiles {
+    /// A client configuration trusting `ca`, presenting `client` if there is one.
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        let ca = hearth::tls::load_certs(&self.ca).expect("the CA");
+        let client = self.client.as_ref().map(|(c, k)| {
+            (
+                hearth::tls::load_certs(c).expect("the client certificate"),
+                hearth::tls::load_key(k).expect("the client key"),
+            )
+        });
+        hearth::tls::etcd_client_config(Some(ca), client, true).expect("a client configuration")
+    }
 }
 
 /// Whether an `etcd` binary can be run.
@@ -54,6 +86,15 @@ impl Etcd {
 
     /// Like [`Etcd::start`], with extra command-line flags.
     pub fn start_with(flags: &[&str]) -> Option<Etcd> {
+        Etcd::start_as(flags, None)
+    }
+
+    /// Like [`Etcd::start`], serving clients over TLS with `tls`.
+    pub fn start_tls(tls: TlsFiles) -> Option<Etcd> {
+        Etcd::start_as(&[], Some(tls))
+    }
+
+    fn start_as(flags: &[&str], tls: Option<TlsFiles>) -> Option<Etcd> {
         if !installed() {
             assert!(
                 std::env::var_os(REQUIRE_ENV).is_none(),
@@ -94,6 +135,7 @@ impl Etcd {
             client_port,
             peer_port,
             flags: flags.iter().map(|f| f.to_string()).collect(),
+            tls,
         };
         etcd.start_again();
         Some(etcd)
@@ -102,8 +144,22 @@ impl Etcd {
     /// Starts etcd (again) on the same ports and data dir and waits until it answers.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "etcd is already running");
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut tls_flags: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(t) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", &t.cert),
+                ("--key-file", &t.key),
+                ("--trusted-ca-file", &t.ca),
+            ] {
+                tls_flags.push(flag.into());
+                tls_flags.push(path.into());
+            }
+            if t.client_cert_auth {
+                tls_flags.push("--client-cert-auth".into());
+            }
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -128,13 +184,15 @@ impl Etcd {
             .args(["--initial-cluster", &format!("hearth-test={peer}")])
             .args(["--logger", "zap", "--log-level", "warn"])
             .args(&self.flags)
+            .args(&tls_flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)
             .spawn()
             .expect("start etcd");
         self.child = Some(child);
-        let mut probe = Client::new(vec![self.endpoint()], None, Duration::from_millis(500));
+        let mut probe = Client::new(vec![self.endpoint()], None, Duration::from_millis(500))
+            .with_tls(self.tls.as_ref().map(TlsFiles::client_config));
         // Any answer of etcd's own counts: with auth on, the probe's refusal is an answer too.
         let ready = super::wait_until(READY_DEADLINE, || {
             matches!(
@@ -158,7 +216,8 @@ impl Etcd {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -172,6 +231,7 @@ impl Etcd {
     /// A client straight to this etcd, for the test's own reads and writes.
     pub fn client(&self) -> Client {
         Client::new(vec![self.endpoint()], None, Duration::from_secs(5))
+            .with_tls(self.tls.as_ref().map(TlsFiles::client_config))
     }
 
     /// Runs `sh -c "ETCDCTL_API=3 etcdctl --endpoints=URL <rest>"`: `rest` is typed as a user
@@ -179,10 +239,26 @@ impl Etcd {
     pub fn etcdctl(&self, rest: &str) -> Output {
         Command::new("sh")
             .arg("-c")
-            .arg(format!("etcdctl --endpoints={} {rest}", self.url()))
+            .arg(format!(
+                "etcdctl --endpoints={}{} {rest}",
+                self.url(),
+                self.etcdctl_tls()
+            ))
             .env("ETCDCTL_API", "3")
             .output()
             .expect("run etcdctl")
+    }
+
+    /// etcdctl's TLS flags for this etcd (none without TLS).
+    fn etcdctl_tls(&self) -> String {
+        let Some(t) = &self.tls else {
+            return String::new();
+        };
+        let mut flags = format!(" --cacert={}", t.ca.display());
+        if let Some((c, k)) = &t.client {
+            flags.push_str(&format!(" --cert={} --key={}", c.display(), k.display()));
+        }
+        flags
     }
 
     fn log_path(&self) -> PathBuf {

@@ -348,11 +348,31 @@ impl MockUpstream {
         MockUpstream::launch(handler, true)
     }
 
+    /// As [`MockUpstream::start`], listening on `addr` (another loopback address beside
+    /// 127.0.0.1, or a given port) rather than 127.0.0.1 port 0; Err when it cannot bind.
+    pub fn start_at<F>(addr: SocketAddr, handler: F) -> std::io::Result<MockUpstream>
+    where
+        F: Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    {
+        Ok(MockUpstream::serve(
+            TcpListener::bind(addr)?,
+            handler,
+            false,
+        ))
+    }
+
     fn launch<F>(handler: F, early: bool) -> MockUpstream
     where
         F: Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").expect("mock: bind 127.0.0.1:0");
+        MockUpstream::serve(listener, handler, early)
+    }
+
+    fn serve<F>(listener: TcpListener, handler: F, early: bool) -> MockUpstream
+    where
+        F: Fn(&Recorded, usize) -> Reply + Send + Sync + 'static,
+    {
         let addr = listener
             .local_addr()
             .expect("mock: local_addr of a bound listener");

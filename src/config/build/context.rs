@@ -13,6 +13,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::config::locate::{key_path, line_of, ConfigError, Locator, Warning};
+use crate::config::types::Resolve;
 use crate::config::value::{
     spelled_out, RawDuration, SUSPICIOUS_BARE_SECONDS, SUSPICIOUS_DURATION,
 };
@@ -21,6 +22,9 @@ use crate::config::value::{
 pub(super) struct Builder<'a> {
     pub(super) locator: Locator<'a>,
     pub(super) warnings: Vec<Warning>,
+    /// `resolver` and `[resolve]`, read before the upstreams, whose node names are looked up
+    /// with them.
+    pub(super) resolve: Resolve,
 }
 
 impl Builder<'_> {

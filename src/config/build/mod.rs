@@ -20,14 +20,14 @@ use toml::de::DeTable;
 use toml::Spanned;
 
 use self::context::Builder;
-use super::locate::{line_of, ConfigError, Locator, Warning};
+use super::locate::{duplicate_key_path, line_of, ConfigError, Locator, Warning};
 use super::raw::{
-    RawAccessLog, RawAdmin, RawCertFiles, RawClient, RawConfig, RawConfigCenter, RawListen,
-    RawOperand, RawRoute,
+    RawAccessLog, RawAdmin, RawCertFiles, RawClient, RawConfig, RawConfigCenter, RawEtcdTls,
+    RawListen, RawOperand, RawResolve, RawRoute,
 };
 use super::types::{
-    AccessLogSettings, Admin, CertFiles, ClientSettings, Config, ConfigCenter, Listen, ListenTls,
-    Upstream, MAX_HEAD_BYTES, MAX_WORKERS, MIN_HEAD_BYTES,
+    AccessLogSettings, Admin, CertFiles, ClientSettings, Config, ConfigCenter, EtcdTls, Listen,
+    ListenTls, Resolve, Upstream, MAX_HEAD_BYTES, MAX_WORKERS, MIN_HEAD_BYTES,
 };
 use crate::route::{route_host, uri_pattern, Route};
 
@@ -53,11 +53,21 @@ impl Config {
         let tree = match DeTable::parse(text) {
             Ok(tree) => tree,
             Err(e) => {
+                let duplicate = e.message() == "duplicate key";
+                let key = match e.span() {
+                    Some(span) if duplicate => duplicate_key_path(text, span),
+                    _ => None,
+                };
+                let message = if duplicate {
+                    "duplicate key: it is set twice; keep one".to_owned()
+                } else {
+                    e.message().to_owned()
+                };
                 return Err(ConfigError {
                     file: file.to_owned(),
                     line: e.span().map(|s| line_of(text, s.start)),
-                    key: None,
-                    message: e.message().to_owned(),
+                    key,
+                    message,
                 });
             }
         };
@@ -71,6 +81,7 @@ impl Config {
         let mut builder = Builder {
             locator,
             warnings: Vec::new(),
+            resolve: Resolve::default(),
         };
         let config = builder.config(raw)?;
         Ok((config, builder.warnings))
@@ -97,6 +108,8 @@ impl Builder<'_> {
             Some(c) => self.client(c)?,
             None => ClientSettings::default(),
         };
+        // Before the upstreams: their node names are looked up with these settings.
+        self.resolve = self.resolve_settings(raw.resolver, raw.resolve)?;
         // With a config center, routes and upstreams may all come from etcd: the file may
         // define none.
         let from_center = raw.config_center.is_some();
@@ -134,6 +147,7 @@ impl Builder<'_> {
                 Some(Admin {
                     addr,
                     key: self.admin_key(addr, &a)?,
+                    state: self.admin_state(&a, from_center)?,
                 })
             }
         };
@@ -189,7 +203,83 @@ impl Builder<'_> {
             admin,
             access_log,
             config_center,
+            resolve: self.resolve.clone(),
         })
+    }
+
+    /// `resolver = [...]` and `[resolve]`.
+    fn resolve_settings(
+        &mut self,
+        servers: Option<Spanned<Vec<Spanned<String>>>>,
+        raw: Option<RawResolve>,
+    ) -> Result<Resolve, ConfigError> {
+        let d = Resolve::default();
+        let mut out = Resolve {
+            servers: Vec::new(),
+            ..d.clone()
+        };
+        if let Some(list) = servers {
+            if list.get_ref().is_empty() {
+                return Err(self.locator.error(
+                    Some(list.span()),
+                    "at least one server is required; leave resolver out to use the system resolver",
+                ));
+            }
+            for s in list.into_inner() {
+                let text = s.get_ref();
+                // An address only: hearth cannot look up its resolver.
+                let addr = text
+                    .parse::<SocketAddr>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| {
+                        self.locator.error(
+                            Some(s.span()),
+                            format!("expected an IP address with an optional port such as \"10.0.0.2:53\", found {text:?}"),
+                        )
+                    })?;
+                if addr.port() == 0 || out.servers.contains(&addr) {
+                    let why = if addr.port() == 0 {
+                        "port 0 is no server's".to_owned()
+                    } else {
+                        format!("{addr} is listed twice")
+                    };
+                    return Err(self.locator.error(Some(s.span()), why));
+                }
+                out.servers.push(addr);
+            }
+        }
+        let Some(r) = raw else { return Ok(out) };
+        let max_span = r.max.as_ref().map(Spanned::span);
+        for (key, value, default, slot) in [
+            ("min", r.min, d.min, &mut out.min),
+            ("max", r.max, d.max, &mut out.max),
+            ("interval", r.interval, d.interval, &mut out.interval),
+            ("timeout", r.timeout, d.timeout, &mut out.timeout),
+        ] {
+            let span = value.as_ref().map(Spanned::span);
+            *slot = self.duration(value, default)?;
+            if slot.is_zero() {
+                return Err(match span {
+                    Some(s) => self
+                        .locator
+                        .error(Some(s), "must be longer than zero, e.g. \"1s\""),
+                    None => self
+                        .locator
+                        .missing(&format!("resolve.{key}"), "must be longer than zero"),
+                });
+            }
+        }
+        if out.max < out.min {
+            let message = format!(
+                "max ({:?}) must not be shorter than min ({:?})",
+                out.max, out.min
+            );
+            return Err(match max_span {
+                Some(s) => self.locator.error(Some(s), message),
+                None => self.locator.missing("resolve.max", &message),
+            });
+        }
+        Ok(out)
     }
 
     fn config_center(
@@ -272,13 +362,102 @@ impl Builder<'_> {
             }
             Some(c) => Some(c.into_inner().into()),
         };
+        let tls = self.etcd_tls(raw.tls, &endpoints)?;
         Ok(ConfigCenter {
             endpoints,
             prefix,
             credentials,
             timeout,
             cache,
+            tls,
         })
+    }
+
+    /// `[config_center] tls`, with its files read and the client configuration made, so each
+    /// bad file is refused here naming its key. https endpoints without it trust the webpki
+    /// roots; it without an https endpoint is a mistake.
+    fn etcd_tls(
+        &mut self,
+        raw: Option<Spanned<RawEtcdTls>>,
+        endpoints: &[crate::etcd::Endpoint],
+    ) -> Result<Option<EtcdTls>, ConfigError> {
+        let https = endpoints.iter().any(|e| e.tls);
+        let Some(raw) = raw else {
+            if !https {
+                return Ok(None);
+            }
+            let client = crate::tls::etcd_client_config(None, None, true)
+                .map_err(|e| self.locator.missing("config_center.endpoints", e))?;
+            return Ok(Some(EtcdTls {
+                ca: None,
+                cert: None,
+                key: None,
+                verify: true,
+                client,
+            }));
+        };
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if !https {
+            return Err(self.locator.error(
+                Some(span),
+                "no endpoint is https://, so nothing would use these TLS settings; write the \
+                 endpoints as https://host:port",
+            ));
+        }
+        let verify = raw.verify.unwrap_or(true);
+        let file = |f: &Option<Spanned<String>>| -> Result<_, ConfigError> {
+            match f {
+                None => Ok(None),
+                Some(p) if p.get_ref().is_empty() => {
+                    Err(self.locator.error(Some(p.span()), "path must not be empty"))
+                }
+                Some(p) => Ok(Some((self.path(p.get_ref()), p.span()))),
+            }
+        };
+        let (ca, cert, key) = (file(&raw.ca)?, file(&raw.cert)?, file(&raw.key)?);
+        let at =
+            |span: &std::ops::Range<usize>, e: String| self.locator.error(Some(span.clone()), e);
+        let ca_certs = match &ca {
+            Some((path, span)) => Some(crate::tls::load_certs(path).map_err(|e| at(span, e))?),
+            None => None,
+        };
+        let client = match (&cert, &key) {
+            (None, None) => None,
+            (Some((c, cs)), Some((k, ks))) => Some((
+                crate::tls::load_certs(c).map_err(|e| at(cs, e))?,
+                crate::tls::load_key(k).map_err(|e| at(ks, e))?,
+                cs.clone(),
+            )),
+            (Some((_, s)), None) | (None, Some((_, s))) => {
+                return Err(at(
+                    s,
+                    "cert and key go together: give both for a client certificate, or neither"
+                        .to_owned(),
+                ))
+            }
+        };
+        let cert_span = client.as_ref().map(|(_, _, s)| s.clone());
+        let config = crate::tls::etcd_client_config(
+            ca_certs,
+            client.map(|(chain, key, _)| (chain, key)),
+            verify,
+        )
+        .map_err(|e| self.locator.error(cert_span.or(Some(span.clone())), e))?;
+        if !verify {
+            let at = self.prefix(Some(span), "config_center.tls.verify");
+            self.warnings.push(Warning(format!(
+                "{at}: false: etcd's certificate is not checked, so anyone who can take its \
+                 address can feed hearth routes"
+            )));
+        }
+        Ok(Some(EtcdTls {
+            ca: ca.map(|(p, _)| p),
+            cert: cert.map(|(p, _)| p),
+            key: key.map(|(p, _)| p),
+            verify,
+            client: config,
+        }))
     }
 
     fn listen(&self, raw: Option<Spanned<Vec<RawListen>>>) -> Result<Vec<Listen>, ConfigError> {
@@ -373,6 +552,7 @@ impl Builder<'_> {
             max_body_bytes: raw.max_body_bytes.map_or(d.max_body_bytes, |s| s.0),
             accept_bare_lf: raw.accept_bare_lf.unwrap_or(d.accept_bare_lf),
             ignore_abort: raw.ignore_abort.unwrap_or(d.ignore_abort),
+            splice: raw.splice.unwrap_or(d.splice),
         })
     }
 
@@ -399,6 +579,47 @@ impl Builder<'_> {
             )),
             None => Ok(None),
         }
+    }
+
+    /// `[admin] state`: a file in a directory that exists, and no config center (whose etcd
+    /// already keeps every change of the admin API).
+    fn admin_state(
+        &self,
+        raw: &RawAdmin,
+        from_center: bool,
+    ) -> Result<Option<std::path::PathBuf>, ConfigError> {
+        let Some(state) = &raw.state else {
+            return Ok(None);
+        };
+        let err = |message: String| Err(self.locator.error(Some(state.span()), message));
+        if from_center {
+            return err(
+                "not used with [config_center]: etcd keeps the admin API's changes (and \
+                 config_center.cache the last copy read from it); remove one of the two"
+                    .to_owned(),
+            );
+        }
+        if state.get_ref().is_empty() {
+            return err("path must not be empty; omit state to keep changes in memory only".into());
+        }
+        let path = self.path(state.get_ref());
+        if path.is_dir() {
+            return err(format!(
+                "{} is a directory; name a file in it",
+                path.display()
+            ));
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        if !dir.is_dir() {
+            return err(format!(
+                "directory {} does not exist; create it, hearth makes only the file",
+                dir.display()
+            ));
+        }
+        Ok(Some(path))
     }
 
     fn routes(
@@ -569,6 +790,7 @@ impl Builder<'_> {
 mod tests {
     use super::*;
     use crate::config::testing::{err, parse, MINIMAL};
+    use crate::config::types::Resolve;
     use crate::config::types::{
         Node, PassHost, PoolSettings, QueueSettings, Scheme, UpstreamTimeouts,
     };
@@ -732,6 +954,7 @@ upstream = "zeta"
                 max_body_bytes: 1 << 30,
                 accept_bare_lf: false,
                 ignore_abort: false,
+                splice: true,
             }
         );
         assert_eq!(c.max_client_connections, 9);
@@ -1216,6 +1439,159 @@ upstream = "u"
     }
 
     #[test]
+    fn admin_state_is_a_file_in_a_directory_that_exists() {
+        let dir = std::env::temp_dir();
+        let file = dir.join("hearth.toml");
+        let parse = |admin: &str| {
+            let text = format!("{MINIMAL}[admin]\naddr = \"127.0.0.1:9180\"\n{admin}\n");
+            Config::parse(&text, &file.display().to_string())
+        };
+        let state = |admin: &str| parse(admin).unwrap().0.admin.unwrap().state;
+        assert_eq!(state(""), None);
+        assert_eq!(
+            state("state = \"admin.jsonl\""),
+            Some(dir.join("admin.jsonl"))
+        );
+        let abs = dir.join("abs.jsonl").display().to_string();
+        assert_eq!(
+            state(&format!("state = {abs:?}")),
+            Some(dir.join("abs.jsonl"))
+        );
+        let center = "[config_center]\ntype = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]";
+        for (admin, want) in [
+            ("state = \"\"", "must not be empty"),
+            ("state = \"no-such-dir/admin.jsonl\"", "does not exist"),
+            ("state = \".\"", "is a directory"),
+            (
+                &format!("state = \"a.jsonl\"\n{center}"),
+                "not used with [config_center]",
+            ),
+        ] {
+            let e = parse(admin).unwrap_err();
+            assert_eq!(e.key(), Some("admin.state"), "{admin}: {e}");
+            assert_eq!(e.line(), Some(MINIMAL.lines().count() + 3), "{admin}: {e}");
+            assert!(e.message().contains(want), "{admin}: {e}");
+        }
+    }
+
+    #[test]
+    fn config_center_tls_reads_its_files_and_names_the_bad_one() {
+        let dir = std::env::temp_dir().join(format!("hearth-etcd-tls-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["x.test".to_owned()]).unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let ca = write("ca.pem", &c.cert.pem());
+        let key = write("key.pem", &c.signing_key.serialize_pem());
+        let other_key = write("other.key", &other.signing_key.serialize_pem());
+        let junk = write(
+            "junk.pem",
+            "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+        );
+        let missing = dir.join("missing.pem").display().to_string();
+        let with = |endpoint: &str, tls: &str| {
+            format!(
+                "{MINIMAL}[config_center]\ntype = \"etcd\"\nendpoints = [\"{endpoint}\"]\n{tls}\n"
+            )
+        };
+        let https = "https://127.0.0.1:2379";
+
+        let (cfg, warnings) = parse(&with(https, "")).unwrap();
+        let tls = cfg.config_center.unwrap().tls.expect("https needs TLS");
+        assert!(tls.verify && tls.ca.is_none(), "{tls:?}: the webpki roots");
+        assert!(warnings.is_empty());
+        let (cfg, _) = parse(&with(
+            https,
+            &format!("tls = {{ ca = {ca:?}, cert = {ca:?}, key = {key:?} }}"),
+        ))
+        .unwrap();
+        let tls = cfg.config_center.unwrap().tls.unwrap();
+        assert_eq!(tls.cert.as_deref(), Some(std::path::Path::new(&ca)));
+        let (_, warnings) = parse(&with(https, "tls = { verify = false }")).unwrap();
+        assert!(
+            warnings[0].0.contains("config_center.tls.verify: false"),
+            "{warnings:?}"
+        );
+        assert_eq!(
+            parse(&with("http://127.0.0.1:2379", ""))
+                .unwrap()
+                .0
+                .config_center
+                .unwrap()
+                .tls,
+            None
+        );
+
+        let line = MINIMAL.lines().count() + 4;
+        for (endpoint, tls, key_path, want) in [
+            (
+                https,
+                format!("tls = {{ ca = {missing:?} }}"),
+                "config_center.tls.ca",
+                "cannot read certificates from",
+            ),
+            (
+                https,
+                format!("tls = {{ ca = {junk:?} }}"),
+                "config_center.tls.ca",
+                "cannot parse certificates in",
+            ),
+            (
+                https,
+                format!("tls = {{ ca = {key:?} }}"),
+                "config_center.tls.ca",
+                "holds no PEM certificate",
+            ),
+            (
+                https,
+                format!("tls = {{ cert = {ca:?} }}"),
+                "config_center.tls.cert",
+                "cert and key go together",
+            ),
+            (
+                https,
+                format!("tls = {{ cert = {ca:?}, key = {missing:?} }}"),
+                "config_center.tls.key",
+                "cannot read a private key",
+            ),
+            (
+                https,
+                format!("tls = {{ cert = {ca:?}, key = {other_key:?} }}"),
+                "config_center.tls.cert",
+                "do not go together",
+            ),
+            (
+                https,
+                "tls = { ca = \"\" }".to_owned(),
+                "config_center.tls.ca",
+                "must not be empty",
+            ),
+            (
+                "http://127.0.0.1:2379",
+                format!("tls = {{ ca = {ca:?} }}"),
+                "config_center.tls",
+                "no endpoint is https://",
+            ),
+            (
+                https,
+                "tls = { verify = true, sni = \"x\" }".to_owned(),
+                "config_center.tls.sni",
+                "unknown field",
+            ),
+        ] {
+            let e = err(&with(endpoint, &tls));
+            assert_eq!(e.key(), Some(key_path), "{tls}: {e}");
+            assert_eq!(e.line(), Some(line), "{tls}: {e}");
+            assert!(e.message().contains(want), "{tls}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn config_center_section() {
         let with = |body: &str| format!("{MINIMAL}[config_center]\n{body}\n");
         let (c, _) = parse(MINIMAL).unwrap();
@@ -1264,9 +1640,9 @@ upstream = "u"
                 "at least one",
             ),
             (
-                "type = \"etcd\"\nendpoints = [\"https://x:1\"]".to_owned(),
+                "type = \"etcd\"\nendpoints = [\"ftp://x:1\"]".to_owned(),
                 "config_center.endpoints[0]",
-                "https",
+                "expected a URL",
             ),
             (
                 format!("type = \"etcd\"\n{ep}\nprefix = \"apisix\""),
@@ -1302,6 +1678,78 @@ upstream = "u"
             let e = err(&with(&body));
             assert_eq!(e.key(), Some(key), "{body}: {e}");
             assert!(e.message().contains(want), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn resolver_and_resolve_settings() {
+        let (c, _) = parse(MINIMAL).unwrap();
+        assert_eq!(c.resolve, Resolve::default());
+        assert!(
+            c.resolve.servers.is_empty(),
+            "the system resolver by default"
+        );
+        let text = format!(
+            "resolver = [\"10.0.0.2\", \"10.0.0.3:5353\", \"[fd00::53]:53\"]\n{MINIMAL}\
+             [resolve]\nmin = \"100ms\"\nmax = \"10s\"\ninterval = 5\ntimeout = \"300ms\"\n"
+        );
+        let (c, warnings) = parse(&text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let servers: Vec<String> = c.resolve.servers.iter().map(ToString::to_string).collect();
+        assert_eq!(servers, ["10.0.0.2:53", "10.0.0.3:5353", "[fd00::53]:53"]);
+        assert_eq!(
+            (
+                c.resolve.min,
+                c.resolve.max,
+                c.resolve.interval,
+                c.resolve.timeout
+            ),
+            (
+                Duration::from_millis(100),
+                Duration::from_secs(10),
+                Duration::from_secs(5),
+                Duration::from_millis(300)
+            )
+        );
+        for (top, table, key, want) in [
+            ("resolver = []", "", "resolver", "at least one server"),
+            (
+                "resolver = [\"dns.example:53\"]",
+                "",
+                "resolver[0]",
+                "IP address",
+            ),
+            ("resolver = [\"10.0.0.2:0\"]", "", "resolver[0]", "port 0"),
+            (
+                "resolver = [\"10.0.0.2\", \"10.0.0.2:53\"]",
+                "",
+                "resolver[1]",
+                "listed twice",
+            ),
+            ("", "min = 0", "resolve.min", "longer than zero"),
+            (
+                "",
+                "timeout = \"0ms\"",
+                "resolve.timeout",
+                "longer than zero",
+            ),
+            (
+                "",
+                "min = \"5s\"\nmax = \"2s\"",
+                "resolve.max",
+                "must not be shorter than min",
+            ),
+            (
+                "",
+                "min = \"400s\"",
+                "resolve.max",
+                "must not be shorter than min",
+            ),
+            ("", "ttl = 5", "resolve.ttl", "unknown field"),
+        ] {
+            let e = err(&format!("{top}\n{MINIMAL}[resolve]\n{table}\n"));
+            assert_eq!(e.key(), Some(key), "{top} {table}: {e}");
+            assert!(e.message().contains(want), "{top} {table}: {e}");
         }
     }
 

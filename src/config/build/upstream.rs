@@ -1,13 +1,14 @@
-//! The builder's `[upstreams.NAME]` tables: nodes (resolved once, here), scheme and TLS (files
-//! loaded and each node's SNI checked, so a bad file fails before anything changes), Host passing,
-//! timeouts, the keep-alive pool, queueing, balancing, passive health and the active checks.
+//! The builder's `[upstreams.NAME]` tables: nodes (names looked up here, one node per address;
+//! `resolve` follows them afterwards), scheme and TLS (files loaded and each node's SNI checked,
+//! so a bad file fails before anything changes), Host passing, timeouts, the keep-alive pool,
+//! queueing, balancing, passive health and the active checks.
 //!
 //! These are methods of `context::Builder`, using the helpers there (`duration`, `prefix`,
 //! `path`); `build` calls [`Builder::upstream`] once per table. Invariants: a built upstream has
 //! at least one node, every weight is at least 1, `tls` is set exactly for https, and check
 //! counters stay within APISIX's bounds.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -53,7 +54,11 @@ impl Builder<'_> {
                 client_key: r.client_key.map(|p| self.path(&p)),
             },
         };
-        for n in nodes {
+        // The addresses of a name share its SNI: one check per node as written.
+        for (i, n) in nodes.iter().enumerate() {
+            if i > 0 && nodes[i - 1].host == n.host {
+                continue;
+            }
             let sni = crate::tls::sni_for(&tls, pass_host, &n.host);
             crate::tls::load_client(&tls, sni)
                 .and_then(|m| crate::tls::client_config(&m, 1))
@@ -85,7 +90,6 @@ impl Builder<'_> {
         entries.sort_by_key(|(host, _)| host.span().start);
         let mut nodes = Vec::with_capacity(entries.len());
         for (host, weight) in entries {
-            let addr = self.resolve(&host)?;
             let w = weight.get_ref().0;
             if w == 0 {
                 return Err(self.locator.error(
@@ -93,11 +97,14 @@ impl Builder<'_> {
                     "weight must be at least 1 (remove the node to take it out)",
                 ));
             }
-            nodes.push(Node {
-                addr,
-                host: host.into_inner(),
-                weight: w,
-            });
+            // A name stands for every address it has: one node each (see `config::Node`).
+            for addr in self.resolve(&host)? {
+                nodes.push(Node {
+                    addr,
+                    host: host.get_ref().clone(),
+                    weight: w,
+                });
+            }
         }
         let scheme = match &raw.scheme {
             None => Scheme::Http,
@@ -183,15 +190,14 @@ impl Builder<'_> {
                 raw.key.as_ref().map(|k| k.get_ref().as_str()),
             )
             .map_err(|e| {
-                // Point at the key the message is about.
-                let span = if e.starts_with("hash_on") {
-                    raw.hash_on.as_ref().map(Spanned::span)
-                } else if e.contains("variable") {
-                    raw.key.as_ref().map(Spanned::span)
-                } else {
-                    Some(kind.span())
+                // Point at the key the message is about (a missing key: at the type needing it).
+                let span = match e.field {
+                    "hash_on" => raw.hash_on.as_ref().map(Spanned::span),
+                    "key" => raw.key.as_ref().map(Spanned::span),
+                    _ => None,
                 };
-                self.locator.error(span, e)
+                self.locator
+                    .error(span.or_else(|| Some(kind.span())), e.message)
             })?,
         };
         let p = PassiveHealth::default();
@@ -232,8 +238,9 @@ impl Builder<'_> {
         })
     }
 
-    /// Resolves once, at load: a node's address is fixed for the life of the process.
-    fn resolve(&self, host: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+    /// Every address a node stands for now: the address written, or those its name has (looked
+    /// up with `resolver` when configured); `resolve` follows names after that.
+    fn resolve(&self, host: &Spanned<String>) -> Result<Vec<SocketAddr>, ConfigError> {
         let text = host.get_ref();
         let fail = |message: String| self.locator.error(Some(host.span()), message);
         // `ToSocketAddrs` would accept a name without a port only to fail with a vague message;
@@ -246,12 +253,7 @@ impl Builder<'_> {
                 "expected \"host:port\" such as \"127.0.0.1:9001\", found {text:?}"
             )));
         }
-        match text.to_socket_addrs() {
-            Ok(mut addrs) => addrs
-                .next()
-                .ok_or_else(|| fail(format!("{text:?} resolved to no address"))),
-            Err(e) => Err(fail(format!("cannot resolve {text:?}: {e}"))),
-        }
+        crate::resolve::net::addresses(&self.resolve, text).map_err(fail)
     }
 
     fn pass_host(
