@@ -53,11 +53,13 @@ pub enum Control {
     },
     /// The hearth this one replaces sends its clients this way now, and its connections follow
     /// as its clients leave it: until `until` (on the process clock), a request that finds no
-    /// idle connection to a plain node waits for one rather than open one.
+    /// idle connection to a plain node waits for one rather than open one, asking the other
+    /// cores for one they have idle, and a core that pools a connection gives it to a core
+    /// where requests wait.
     Expect { until: u64 },
-    /// The hearth this one replaced has handed over all its connections: requests waiting for
-    /// them connect, and the pools are warmed from now on (not before: that would open
-    /// connections that those handed over make unneeded).
+    /// The hearth this one replaced has handed over all its connections: requests still
+    /// waiting ask the other cores once more, and the pools are warmed from now on (not
+    /// before: that would open connections that those handed over make unneeded).
     Inherited,
 }
 

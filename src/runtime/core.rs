@@ -482,7 +482,7 @@ impl Core {
                 Control::Expect { until } => self.expect_until = until,
                 Control::Inherited => {
                     self.inheriting = false;
-                    self.stop_expecting();
+                    self.last_call();
                     self.pool_tick();
                 }
             }
@@ -687,8 +687,8 @@ impl Core {
         self.begin_shutdown(grace);
     }
 
-    /// No more connections are expected from the hearth this one replaced: requests that waited
-    /// for them connect (`connect` no longer holds them back).
+    /// The window for connections from the hearth this one replaced has closed: requests that
+    /// still wait connect (`connect` no longer holds them back), saying so.
     fn stop_expecting(&mut self) {
         if self.expect_until == 0 {
             return;
@@ -696,7 +696,34 @@ impl Core {
         self.expect_until = 0;
         for node in (0..self.ups.nodes()).map(NodeId) {
             if self.ups.has_waiters(node) {
+                info!(
+                    "core {}: upgrade: requests waited for a handed-over connection \
+                     to node {} in vain; they connect",
+                    self.id,
+                    node.index(),
+                );
                 self.serve_waiters(node);
+            }
+        }
+    }
+
+    /// The hearth this one replaced has handed over everything: requests still waiting for a
+    /// connection ask the other cores once more (each has filed all it was given by now, and
+    /// one with more than its clients use has one idle); they connect if none comes before the
+    /// window closes. The window stays open: the old hearth's last clients may still arrive
+    /// here on a core that was given fewer connections than they need, while another core has
+    /// more.
+    fn last_call(&mut self) {
+        for node in (0..self.ups.nodes()).map(NodeId) {
+            if self.ups.has_waiters(node) {
+                for (i, p) in self.process.peers.iter().enumerate() {
+                    if i != self.id {
+                        let _ = p.send(Control::ShedIdle {
+                            node,
+                            from: self.id,
+                        });
+                    }
+                }
             }
         }
     }

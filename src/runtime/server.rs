@@ -599,8 +599,15 @@ impl Handle {
             sni: 0,
             reservation,
         };
-        let peer = &self.process.peers[core % self.process.peers.len()];
-        peer.send(Control::Adopt(Box::new(h)))
+        // A core where requests wait for this node gets it first: the old hearth's clients
+        // reach this one on any core, and a connection idle on another core would not move to
+        // them (only capped nodes hand idle connections between cores).
+        let mut to = core % self.process.peers.len();
+        if !budget.waiting_at(to) {
+            to = budget.waiting_core(to).unwrap_or(to);
+        }
+        self.process.peers[to]
+            .send(Control::Adopt(Box::new(h)))
             .map_err(|_| "the core did not take it")
     }
 

@@ -402,6 +402,15 @@ impl Core {
             Release::Pooled { deadline } => {
                 self.export_due |= self.export.is_some();
                 self.arm(TimerKey::Up(id), deadline);
+                if self.expect_until != 0 {
+                    // Requests on another core wait for a connection the hearth this one
+                    // replaced hands over; this core has one to spare now.
+                    if let Some(core) = self.ups.waiting_core(node) {
+                        if let Some(uid) = self.checkout_idle(node, None) {
+                            self.hand_over(uid, core);
+                        }
+                    }
+                }
             }
             Release::Close(why) => self.close_up(id, why),
         }
