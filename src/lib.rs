@@ -30,6 +30,7 @@ pub mod id;
 pub mod lru;
 pub mod metrics;
 pub mod probe;
+pub mod proxy_rewrite;
 pub mod route;
 pub mod runtime;
 pub mod slab;

@@ -27,6 +27,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::proxy_rewrite::ProxyRewrite;
 use crate::vars::split_target;
 pub use crate::vars::{parse_var, Request, Var, Vars, MAX_HOST_LEN};
 
@@ -67,6 +68,9 @@ pub struct Route {
     /// APISIX `enable_websocket`: when given, whether a WebSocket upgrade may pass this route,
     /// whatever the upstream's `upgrade` list says of websocket.
     pub websocket: Option<bool>,
+    /// APISIX `plugins.proxy-rewrite`: what the route changes in a request on its way upstream.
+    /// Boxed, as most routes have none.
+    pub rewrite: Option<Box<ProxyRewrite>>,
 }
 
 /// How a route matches the request's host (compared without the port, ignoring ASCII case).
@@ -748,6 +752,7 @@ mod tests {
             hosts: hosts.iter().map(|h| route_host(h).unwrap()).collect(),
             upstream,
             websocket: None,
+            rewrite: None,
         }
     }
 

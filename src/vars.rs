@@ -127,6 +127,12 @@ impl<'a> Vars<'a> {
         self.path
     }
 
+    /// The query: what follows the first `?` of the target, without a fragment; empty when there
+    /// is none (nginx's `$args`).
+    pub fn query(&self) -> &'a [u8] {
+        self.query
+    }
+
     /// `host`: lowercased, without the port; empty when missing or overlong.
     pub fn host(&self) -> &[u8] {
         &self.host[..self.host_len]

@@ -154,6 +154,16 @@ impl Core {
             .expect("driven client exists");
         let src = c.rbuf.as_ref().expect("a head was parsed from it").filled();
         let set = shared.up_settings[upstream];
+        // The route's proxy-rewrite: most routes have none, and then this branch is all it costs.
+        let route_edit = shared
+            .cfg
+            .routes
+            .get(m.route)
+            .and_then(|r| r.rewrite.as_deref());
+        let edit_host = route_edit
+            .and_then(|p| p.host.as_deref())
+            .map(str::as_bytes);
+        let idempotent = route_edit.map_or(h.method.is_idempotent(), |p| p.idempotent(h.method));
         let Some(pool) = shared.pool(node) else {
             return self.answer(cid, Cause::NoNode, false);
         };
@@ -163,9 +173,11 @@ impl Core {
         let fwd = Forward {
             client_ip: c.ip,
             proto: if c.tls.is_some() { "https" } else { "http" },
+            // A route's proxy-rewrite host counts only under pass_host "pass", as in APISIX.
             // An HTTP/1.0 request may come without Host; the upstream gets HTTP/1.1, which
             // requires one (RFC 9112 §3.2), so it gets the node's address.
             host: host_override(&up_cfg.pass_host, pool)
+                .or(edit_host)
                 .or(h.host.is_none().then_some(pool.host.as_bytes())),
             upgrades: Upgrades {
                 allowed: &up_cfg.upgrade,
@@ -173,7 +185,22 @@ impl Core {
             },
         };
         self.out.clear();
-        let offer = match rewrite::request_head(src, &h, &self.headers, &fwd, &mut self.out) {
+        let offered = match route_edit {
+            None => rewrite::request_head(src, &h, &self.headers, &fwd, &mut self.out),
+            Some(p) => {
+                let req = Request {
+                    method: h.method_span.of(src),
+                    target: h.target.of(src),
+                    host: h.host.map(|s| s.of(src)),
+                    remote: c.ip,
+                    headers: &self.headers,
+                    src,
+                };
+                let mut edit = p.editor(&req, fwd.proto);
+                rewrite::request_head_with(src, &h, &self.headers, &fwd, &mut edit, &mut self.out)
+            }
+        };
+        let offer = match offered {
             Some(value) => Offer::new(&self.out[value]),
             None => Offer::NONE,
         };
@@ -193,7 +220,9 @@ impl Core {
                     self.sni_names.resize_with(cid.index() + 1, String::new);
                 }
                 let out = &mut self.sni_names[cid.index()];
-                let sent = h.host.map_or(pool.host.as_bytes(), |s| s.of(src));
+                let sent = edit_host
+                    .or(h.host.map(|s| s.of(src)))
+                    .unwrap_or(pool.host.as_bytes());
                 match tls::request_sni(&self.process.sni_key, sent, out) {
                     Some(tag) => tag,
                     None => {
@@ -227,7 +256,7 @@ impl Core {
             to_up,
             sent: 0,
             intact: true,
-            replay_safe: h.method.is_idempotent() || h.idempotency_key,
+            replay_safe: idempotent || h.idempotency_key,
             from_up: None,
             req,
             resp: Resp::Waiting,
