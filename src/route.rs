@@ -330,6 +330,9 @@ impl Op {
 pub struct Matched {
     pub route: usize,
     pub upstream: usize,
+    /// The route has a `proxy-rewrite`: known here, with the rest of what the match loaded, so
+    /// that a route without one costs the caller a test of this and nothing else.
+    pub rewrites: bool,
 }
 
 /// The routes of one configuration, indexed by host, priority and uri.
@@ -349,6 +352,7 @@ pub struct Router {
 #[derive(Debug, Clone)]
 struct Entry {
     upstream: usize,
+    rewrites: bool,
     /// Bits of [`METHODS`]; None means any method. A name outside [`METHODS`] (the config
     /// refuses them) adds no bit, so it matches nothing rather than everything.
     methods: Option<u16>,
@@ -472,6 +476,7 @@ impl Router {
                 .iter()
                 .map(|r| Entry {
                     upstream: r.upstream,
+                    rewrites: r.rewrite.is_some(),
                     methods: (!r.methods.is_empty()).then(|| {
                         r.methods
                             .iter()
@@ -549,6 +554,7 @@ impl Router {
                 ok.then_some(Matched {
                     route: i,
                     upstream: e.upstream,
+                    rewrites: e.rewrites,
                 })
             })
         };
@@ -639,6 +645,7 @@ impl Router {
         best.map(|(i, _)| Matched {
             route: i,
             upstream: routes[i].upstream,
+            rewrites: routes[i].rewrite.is_some(),
         })
     }
 }

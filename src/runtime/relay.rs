@@ -154,30 +154,18 @@ impl Core {
             .expect("driven client exists");
         let src = c.rbuf.as_ref().expect("a head was parsed from it").filled();
         let set = shared.up_settings[upstream];
-        // The route's proxy-rewrite: most routes have none, and then this branch is all it costs.
-        let route_edit = shared
-            .cfg
-            .routes
-            .get(m.route)
-            .and_then(|r| r.rewrite.as_deref());
-        let edit_host = route_edit
-            .and_then(|p| p.host.as_deref())
-            .map(str::as_bytes);
-        let idempotent = route_edit.map_or(h.method.is_idempotent(), |p| p.idempotent(h.method));
         let Some(pool) = shared.pool(node) else {
             return self.answer(cid, Cause::NoNode, false);
         };
         let Some(mut to_up) = self.bufs.checkout() else {
             return self.answer(cid, Cause::NoBuffer, false);
         };
-        let fwd = Forward {
+        let mut fwd = Forward {
             client_ip: c.ip,
             proto: if c.tls.is_some() { "https" } else { "http" },
-            // A route's proxy-rewrite host counts only under pass_host "pass", as in APISIX.
             // An HTTP/1.0 request may come without Host; the upstream gets HTTP/1.1, which
             // requires one (RFC 9112 §3.2), so it gets the node's address.
             host: host_override(&up_cfg.pass_host, pool)
-                .or(edit_host)
                 .or(h.host.is_none().then_some(pool.host.as_bytes())),
             upgrades: Upgrades {
                 allowed: &up_cfg.upgrade,
@@ -185,19 +173,30 @@ impl Core {
             },
         };
         self.out.clear();
+        let mut replay_safe = h.method.is_idempotent() || h.idempotency_key;
+        // The Host a route's proxy-rewrite sends, which the SNI then follows.
+        let mut edit_host = None;
+        // The router says whether the route has a proxy-rewrite: most have none, and then this
+        // test is all it costs them.
+        let route_edit = if m.rewrites {
+            shared
+                .cfg
+                .routes
+                .get(m.route)
+                .and_then(|r| r.rewrite.as_deref())
+        } else {
+            None
+        };
         let offered = match route_edit {
             None => rewrite::request_head(src, &h, &self.headers, &fwd, &mut self.out),
             Some(p) => {
-                let req = Request {
-                    method: h.method_span.of(src),
-                    target: h.target.of(src),
-                    host: h.host.map(|s| s.of(src)),
-                    remote: c.ip,
-                    headers: &self.headers,
-                    src,
-                };
-                let mut edit = p.editor(&req, fwd.proto);
-                rewrite::request_head_with(src, &h, &self.headers, &fwd, &mut edit, &mut self.out)
+                // Only under pass_host "pass", as in APISIX: node and rewrite decide after it.
+                if let (PassHost::Pass, Some(host)) = (&up_cfg.pass_host, &p.host) {
+                    edit_host = Some(host.as_bytes());
+                    fwd.host = edit_host;
+                }
+                replay_safe = p.idempotent(h.method) || h.idempotency_key;
+                p.write_head(src, &h, &self.headers, &fwd, c.ip, &mut self.out)
             }
         };
         let offer = match offered {
@@ -256,7 +255,7 @@ impl Core {
             to_up,
             sent: 0,
             intact: true,
-            replay_safe: idempotent || h.idempotency_key,
+            replay_safe,
             from_up: None,
             req,
             resp: Resp::Waiting,
