@@ -64,6 +64,7 @@ fn table(n: usize) -> Vec<Route> {
                 vars,
                 upstream: i % 3,
                 websocket: None,
+                rewrite: None,
             }
         })
         .collect();
@@ -77,6 +78,7 @@ fn table(n: usize) -> Vec<Route> {
         vars: vec![],
         upstream: 0,
         websocket: None,
+        rewrite: None,
     });
     routes
 }

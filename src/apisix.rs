@@ -7,7 +7,8 @@
 //!
 //! - Every field APISIX defines either takes effect with APISIX's meaning or is refused; nothing is
 //!   silently ignored except what is informational by APISIX's own definition (`name`, `desc`,
-//!   `labels`, the timestamps, an empty `plugins`, a node's `metadata`).
+//!   `labels`, the timestamps, an empty `plugins`, a node's `metadata`). Of the plugins, only
+//!   `proxy-rewrite` is run ([`crate::proxy_rewrite`]); any other is refused by name.
 //! - Every refusal names the field by its path in the JSON (`upstream.timeout.connect`,
 //!   `vars[1]`, `plugins.limit-count`), so a user can find it in what they sent.
 //! - Values are range-checked as the TOML file's are: a translated object is as trustworthy as a
@@ -29,6 +30,7 @@ use crate::config::{
     route_host, uri_pattern, ActiveChecks, Balance, Node, PassHost, PassiveHealth, PoolSettings,
     QueueSettings, Resolve, Route, Scheme, Upstream, UpstreamTimeouts, UpstreamTls, MAX_DURATION,
 };
+use crate::proxy_rewrite;
 use crate::route::{parse_cond, Operand};
 
 /// Longest accepted `id`, as APISIX's schema has it.
@@ -135,16 +137,11 @@ pub fn check_id(id: &str) -> Result<(), String> {
 /// Node names are looked up with `resolve` (the file's `resolver` and `[resolve]`).
 pub fn parse_route(id: &str, v: &Value, resolve: &Resolve) -> Result<RouteSpec, ApisixError> {
     let m = object(v, "")?;
-    for (k, val) in m {
+    for k in m.keys() {
         match k.as_str() {
             "uri" | "uris" | "host" | "hosts" | "methods" | "priority" | "status" | "vars"
             | "upstream" | "upstream_id" | "id" | "name" | "desc" | "labels" | "create_time"
-            | "update_time" | "enable_websocket" => {}
-            "plugins" => {
-                if let Some(name) = object(val, "plugins")?.keys().next() {
-                    return fail(join("plugins", name), "plugins are not supported");
-                }
-            }
+            | "update_time" | "enable_websocket" | "plugins" => {}
             k if ROUTE_UNSUPPORTED.contains(&k) => {
                 return fail(k, "not supported by hearth");
             }
@@ -285,6 +282,15 @@ pub fn parse_route(id: &str, v: &Value, resolve: &Resolve) -> Result<RouteSpec, 
             vars.push(parse_cond(var, op, operand).or_else(|e| fail(&at, e))?);
         }
     }
+    let rewrite = match m.get("plugins") {
+        None => None,
+        Some(p) => proxy_rewrite::from_plugins(p)
+            .map_err(|e| ApisixError {
+                path: e.path_text("plugins"),
+                message: e.message,
+            })?
+            .map(Box::new),
+    };
     let upstream = match (m.get("upstream"), m.get("upstream_id")) {
         (Some(_), Some(_)) => return fail("upstream_id", "give upstream or upstream_id, not both"),
         (Some(u), None) => RouteUpstream::Inline(Box::new(parse_upstream(
@@ -312,6 +318,7 @@ pub fn parse_route(id: &str, v: &Value, resolve: &Resolve) -> Result<RouteSpec, 
             vars,
             upstream: UNPLACED,
             websocket,
+            rewrite,
         },
         upstream,
     })
@@ -1233,6 +1240,23 @@ mod tests {
     }
 
     #[test]
+    fn proxy_rewrite_is_read() {
+        let spec = route(json!({
+            "uri": "/a/*", "upstream_id": "u",
+            "plugins": {"proxy-rewrite": {"regex_uri": ["^/a/(.*)", "/$1"], "method": "PUT"}}
+        }))
+        .unwrap();
+        let r = spec.route.rewrite.expect("proxy-rewrite");
+        assert_eq!(r.regex_uri[0].pattern, "^/a/(.*)");
+        assert_eq!(r.method.map(|m| m.name), Some("PUT".to_owned()));
+        let spec = route(json!({"uri": "/a", "upstream_id": "u", "plugins": {}})).unwrap();
+        assert!(
+            spec.route.rewrite.is_none(),
+            "an empty plugins object is nothing"
+        );
+    }
+
+    #[test]
     fn refusals_name_the_field() {
         let up = json!({"nodes": {"127.0.0.1:1": 1}});
         let with = |extra: Value| {
@@ -1253,12 +1277,22 @@ mod tests {
             (
                 with(json!({"plugins": {"limit-count": {}}})),
                 "plugins.limit-count",
-                "plugins are not supported",
+                "plugins are not supported, except proxy-rewrite",
             ),
             (
                 with(json!({"plugins": []})),
                 "plugins",
                 "expected an object",
+            ),
+            (
+                with(json!({"plugins": {"proxy-rewrite": {"headers": {"set": {"Host": "x"}}}}})),
+                "plugins.proxy-rewrite.headers.set.Host",
+                "set with `host`",
+            ),
+            (
+                with(json!({"plugins": {"proxy-rewrite": {"uri": "/a"}, "cors": {}}})),
+                "plugins.cors",
+                "plugins are not supported, except proxy-rewrite",
             ),
             (with(json!({"foo": 1})), "foo", "unknown field"),
             (

@@ -1240,7 +1240,10 @@ upstream = "file"
                 json!({"uri": "/a", "upstream": up(9002), "plugins": {"x": {}}}),
             )
             .unwrap_err();
-        assert_eq!(e.to_string(), "plugins.x: plugins are not supported");
+        assert_eq!(
+            e.to_string(),
+            "plugins.x: plugins are not supported, except proxy-rewrite"
+        );
         // The file's route is "file-1".
         let e = d
             .put(

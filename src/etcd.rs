@@ -598,10 +598,14 @@ impl Request<'_> {
                         head.push_str("\r\n");
                     }
                     head.push_str("\r\n");
-                    stream.write_all(head.as_bytes())?;
-                    stream.write_all(self.body)?;
-                    stream.flush()?;
-                    return Ok(stream);
+                    let written = stream
+                        .write_all(head.as_bytes())
+                        .and_then(|()| stream.write_all(self.body))
+                        .and_then(|()| stream.flush());
+                    return match written {
+                        Ok(()) => Ok(stream),
+                        Err(e) => Err(refused_after_handshake(stream, e)),
+                    };
                 }
                 Err(e) => last = Failure::from(e),
             }
@@ -631,6 +635,36 @@ impl Request<'_> {
             tls.conn.complete_io(&mut tls.sock)?;
         }
         Ok(Stream::Tls(Box::new(tls)))
+    }
+}
+
+/// Why writing a request failed. Under TLS 1.3 a server checks the client's certificate after
+/// the client has finished its handshake, so a refusal (a missing or unknown certificate) first
+/// shows as a broken pipe or a reset on the request: the alert that says why is read if it
+/// arrived, and otherwise the error still says that the TLS server closed the connection.
+fn refused_after_handshake(stream: Stream, e: io::Error) -> Failure {
+    let Stream::Tls(mut tls) = stream else {
+        return Failure::from(e);
+    };
+    let _ = tls.sock.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut alert = None;
+    for _ in 0..4 {
+        match tls.conn.read_tls(&mut tls.sock) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if let Err(err) = tls.conn.process_new_packets() {
+                    alert = Some(err);
+                    break;
+                }
+            }
+        }
+    }
+    match alert {
+        Some(err) => Failure::Skip(format!("TLS: {err}")),
+        None => Failure::Skip(format!(
+            "TLS: the server closed the connection after the handshake ({e}); \
+             it may want a client certificate (tls.cert and tls.key)"
+        )),
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! The crate is laid out leaves first: references between modules form no loop, so each module
 //! can be read knowing only those below it (`tests/layout.rs` checks this, and that no file under
-//! `src/` passes 2,000 lines). The sans-io leaves (`lru`, `timer`, `http`, `route`, `balance`,
-//! `upstream::pool`) never touch a socket and take `now` as an argument, so they are tested with a
-//! virtual clock. `config` sits above what it validates with (`route`, `balance`, `tls`, ...) and
+//! `src/` passes 2,000 lines). The sans-io leaves (`lru`, `timer`, `http`, `vars`, `route`,
+//! `balance`, `upstream::pool`) never touch a socket and take `now` as an argument, so they are
+//! tested with a virtual clock. `config` sits above what it validates with (`route`, `balance`, `tls`, ...) and
 //! re-exports their types. `runtime` owns the sockets: one `mio` event loop per core, each with
 //! its own listener, connections, buffers, timer wheel and upstream pool. Cores share only the
 //! immutable configuration and, for per-node connection caps, a few counters touched when a
@@ -32,6 +32,7 @@ pub mod id;
 pub mod lru;
 pub mod metrics;
 pub mod probe;
+pub mod proxy_rewrite;
 pub mod resolve;
 pub mod route;
 pub mod runtime;
@@ -41,6 +42,7 @@ pub mod timer;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
+pub mod vars;
 
 #[cfg(test)]
 mod testutil;

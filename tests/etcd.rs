@@ -498,7 +498,14 @@ fn over_tls_with_client_certificates_the_watcher_loads_follows_and_writes() {
     let Err(e) = Watcher::start(&no_cert, Box::new(Recorder::default())) else {
         panic!("read etcd's --client-cert-auth without a certificate");
     };
-    assert!(e.0.contains("TLS: received fatal alert"), "{e}");
+    // Under TLS 1.3 etcd's alert may be lost to the reset that follows it; either way the
+    // error says that it was TLS.
+    assert!(
+        e.0.contains("TLS: received fatal alert")
+            || e.0
+                .contains("TLS: the server closed the connection after the handshake"),
+        "{e}"
+    );
     assert!(Writer::new(&no_cert).put(Kind::Route, "4", b"{}").is_err());
 
     // A CA that did not sign etcd's certificate: hearth refuses etcd (UnknownIssuer).

@@ -233,6 +233,7 @@ fn matching_does_not_allocate() {
         vars,
         upstream: 0,
         websocket: None,
+        rewrite: None,
     };
     let mut routes = vec![
         route(

@@ -14,6 +14,14 @@
 //! Which protocols an upstream's `upgrade` list may name ([`upgrade_protocol`], never h2c) and
 //! the default list ([`default_upgrade`]) are defined next to [`Upgrades`], which applies them;
 //! `config` validates the list with them and re-exports both.
+//!
+//! A route may change the request on its way upstream (APISIX's `proxy-rewrite`): an [`Edit`]
+//! gives the method, the target and the fields it sets, adds or removes, and
+//! [`request_head_with`] applies it while writing the head. The hop boundary stays hearth's: an
+//! edit may not name a field that [`edit_refusal`] refuses (Host, framing, hop-by-hop, and their
+//! underscore aliases), which the configuration checks before any request. [`request_head`] is
+//! the same writer with no edit ([`Unchanged`]), compiled apart, so a route without one pays
+//! nothing for the possibility.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -155,6 +163,86 @@ pub fn protocol_name(element: &[u8]) -> &[u8] {
     element.split(|&b| b == b'/').next().unwrap_or_default()
 }
 
+/// What a route changes in a request on its way upstream (APISIX's `proxy-rewrite`), asked while
+/// [`request_head_with`] writes the head. The Host is not among it: a route's Host travels in
+/// [`Forward::host`], where it meets the upstream's `pass_host`.
+pub trait Edit {
+    /// The method to send instead of the client's.
+    fn method(&self) -> Option<&[u8]>;
+    /// Appends the target to send instead of the client's, in origin-form (path and query), and
+    /// says true; or appends nothing and says false, to send the client's.
+    fn target(&mut self, out: &mut Vec<u8>) -> bool;
+    /// Whether fields called `name` that hearth would send are left out, because the edit sets or
+    /// removes them. Asked of the client's end-to-end fields and of hearth's own X-Forwarded-*.
+    fn drops(&self, name: &[u8]) -> bool;
+    /// Appends the field lines the edit sets or adds, each ending in CRLF.
+    fn fields(&mut self, out: &mut Vec<u8>);
+}
+
+/// No edit: what every route without `proxy-rewrite` sends. Each answer is a constant, so
+/// [`request_head`] compiles as if edits did not exist.
+pub struct Unchanged;
+
+impl Edit for Unchanged {
+    #[inline(always)]
+    fn method(&self) -> Option<&[u8]> {
+        None
+    }
+
+    #[inline(always)]
+    fn target(&mut self, _: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn drops(&self, _: &[u8]) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn fields(&mut self, _: &mut Vec<u8>) {}
+}
+
+/// Why an edit may not set, add or remove fields called `name`; None when it may. The Host has a
+/// setting of its own; the framing fields are written from how the client framed the body; hop-by-
+/// hop fields never cross hearth (RFC 9110 §7.6.1); Idempotency-Key decides replays. An
+/// underscore alias of a field hearth knows is refused too, since upstreams that read `_` as `-`
+/// would take it for that field.
+pub fn edit_refusal(name: &[u8]) -> Option<&'static str> {
+    if !is_token(name) {
+        return Some(
+            "is not a field name: a token of letters, digits and !#$%&'*+-.^_`|~ (RFC 9110 §5.1)",
+        );
+    }
+    match field_name(name) {
+        FieldName::Host => Some("is set with `host`, where it meets the upstream's pass_host"),
+        FieldName::ContentLength | FieldName::TransferEncoding => Some(
+            "frames the body, which hearth writes from how the client framed it (RFC 9112 §6)",
+        ),
+        FieldName::Connection
+        | FieldName::KeepAlive
+        | FieldName::ProxyConnection
+        | FieldName::Te
+        | FieldName::Trailer
+        | FieldName::Upgrade
+        | FieldName::Http2Settings => {
+            Some("is hop-by-hop (RFC 9110 §7.6.1): hearth never forwards it")
+        }
+        FieldName::IdempotencyKey => {
+            Some("decides whether hearth may replay the request; a route may not change it")
+        }
+        FieldName::Expect
+        | FieldName::XForwardedFor
+        | FieldName::XForwardedProto
+        | FieldName::XForwardedHost => None,
+        FieldName::Other if alias_of(name) != FieldName::Other => Some(
+            "is an underscore spelling of a field hearth handles itself, which upstreams that read \
+             '_' as '-' would take for that field",
+        ),
+        FieldName::Other => None,
+    }
+}
+
 /// Appends the upstream request head for `head` (parsed from `src`, with fields `headers`) to
 /// `out`. Requests to upstreams are always HTTP/1.1 and persistent, so no Connection field is
 /// written except for an upgrade. Returns where in `out` the value of the Upgrade field went, when
@@ -166,9 +254,36 @@ pub fn request_head(
     fwd: &Forward,
     out: &mut Vec<u8>,
 ) -> Option<std::ops::Range<usize>> {
-    out.extend_from_slice(head.method_span.of(src));
+    request_head_with(src, head, headers, fwd, &mut Unchanged, out)
+}
+
+/// [`request_head`] with a route's [`Edit`]: its method and target replace the client's, the
+/// fields it names are left out, and the lines it writes follow the client's fields. When the edit
+/// gives a method that carries content (POST, PUT, PATCH) to a request without a body, the head
+/// says `Content-Length: 0`, as RFC 9110 §8.6 asks and as some servers insist.
+pub fn request_head_with<E: Edit>(
+    src: &[u8],
+    head: &RequestHead,
+    headers: &[Header],
+    fwd: &Forward,
+    edit: &mut E,
+    out: &mut Vec<u8>,
+) -> Option<std::ops::Range<usize>> {
+    // Whether a method the edit gives carries content, for a request without a body below.
+    let content_method = match edit.method() {
+        Some(m) => {
+            out.extend_from_slice(m);
+            matches!(m, b"POST" | b"PUT" | b"PATCH")
+        }
+        None => {
+            out.extend_from_slice(head.method_span.of(src));
+            false
+        }
+    };
     out.push(b' ');
-    write_origin_form(head.target.of(src), out);
+    if !edit.target(out) {
+        write_origin_form(head.target.of(src), out);
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
     // RFC 9110 §7.2: Host goes first. An HTTP/1.0 request may have none, and then sends none.
@@ -178,15 +293,20 @@ pub fn request_head(
     }
 
     let named = ConnectionNames::new(src, headers, head.connection_lists_fields);
+    let own_forwarded_for = !edit.drops(b"x-forwarded-for");
     let mut forwarded_for = false;
     let mut lines = Lines::new(src, headers, head.head_len, head.bare_lf);
     for (i, h) in headers.iter().enumerate() {
         let name = h.name.of(src);
         let copy = match field_name(name) {
-            FieldName::Other => !named.lists(name) && alias_of(name) == FieldName::Other,
-            FieldName::Expect | FieldName::IdempotencyKey => !named.lists(name),
+            FieldName::Other => {
+                !named.lists(name) && alias_of(name) == FieldName::Other && !edit.drops(name)
+            }
+            FieldName::Expect | FieldName::IdempotencyKey => {
+                !named.lists(name) && !edit.drops(name)
+            }
             FieldName::XForwardedFor => {
-                forwarded_for = true;
+                forwarded_for = own_forwarded_for;
                 false
             }
             // Written below from what hearth parsed, or hop-by-hop.
@@ -208,6 +328,7 @@ pub fn request_head(
         }
     }
     lines.finish(out);
+    edit.fields(out);
     let offered = match head.upgrade {
         Some(_) => write_upgrade(src, headers, &fwd.upgrades, out),
         None => None,
@@ -219,28 +340,33 @@ pub fn request_head(
             out.extend_from_slice(b"\r\n");
         }
         ReqBody::Chunked => field(out, b"Transfer-Encoding", b"chunked"),
+        ReqBody::None if content_method => field(out, b"Content-Length", b"0"),
         ReqBody::None => {}
     }
 
     // One line holding every earlier hop and then this client, so that upstreams which read only
     // the first or last line still see the whole chain.
-    out.extend_from_slice(b"X-Forwarded-For: ");
-    if forwarded_for {
-        for h in headers {
-            if field_name(h.name.of(src)) != FieldName::XForwardedFor {
-                continue;
-            }
-            let value = h.value.of(src);
-            if !value.is_empty() {
-                out.extend_from_slice(value);
-                out.extend_from_slice(b", ");
+    if own_forwarded_for {
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        if forwarded_for {
+            for h in headers {
+                if field_name(h.name.of(src)) != FieldName::XForwardedFor {
+                    continue;
+                }
+                let value = h.value.of(src);
+                if !value.is_empty() {
+                    out.extend_from_slice(value);
+                    out.extend_from_slice(b", ");
+                }
             }
         }
+        push_ip(out, &fwd.client_ip);
+        out.extend_from_slice(b"\r\n");
     }
-    push_ip(out, &fwd.client_ip);
-    out.extend_from_slice(b"\r\n");
-    field(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
-    if let Some(host) = client_host {
+    if !edit.drops(b"x-forwarded-proto") {
+        field(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
+    }
+    if let Some(host) = client_host.filter(|_| !edit.drops(b"x-forwarded-host")) {
         field(out, b"X-Forwarded-Host", host);
     }
     out.extend_from_slice(b"\r\n");
@@ -473,6 +599,9 @@ impl<'a> ConnectionNames<'a> {
 
 /// Writes the target as origin-form: an absolute-form target (RFC 9112 §3.2.2) loses its scheme
 /// and authority, which travel in Host, because origin servers need only accept origin-form.
+/// Inlined: each [`Edit`] has its own copy of the writer, and callgrind showed the call a dozen
+/// instructions per request dearer once there were two.
+#[inline(always)]
 fn write_origin_form(target: &[u8], out: &mut Vec<u8>) {
     match absolute_authority(target) {
         Some((_, end)) => {
@@ -958,6 +1087,45 @@ mod tests {
                 *want,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn what_an_edit_may_name() {
+        for ok in [
+            "X-A",
+            "via",
+            "Expect",
+            "X-Forwarded-For",
+            "x-forwarded-proto",
+            "X-Forwarded-Host",
+            "X_Custom",
+            "Cookie",
+        ] {
+            assert_eq!(edit_refusal(ok.as_bytes()), None, "{ok}");
+        }
+        for (name, why) in [
+            ("host", "`host`"),
+            ("HOST", "`host`"),
+            ("Content-Length", "frames the body"),
+            ("transfer-encoding", "frames the body"),
+            ("Connection", "hop-by-hop"),
+            ("Keep-Alive", "hop-by-hop"),
+            ("Proxy-Connection", "hop-by-hop"),
+            ("TE", "hop-by-hop"),
+            ("Trailer", "hop-by-hop"),
+            ("Upgrade", "hop-by-hop"),
+            ("HTTP2-Settings", "hop-by-hop"),
+            ("Idempotency-Key", "replay"),
+            ("Keep_Alive", "underscore"),
+            ("X_Forwarded_Proto", "underscore"),
+            ("content_length", "underscore"),
+            ("a b", "not a field name"),
+            ("a:b", "not a field name"),
+            ("", "not a field name"),
+        ] {
+            let got = edit_refusal(name.as_bytes()).unwrap_or_default();
+            assert!(got.contains(why), "{name:?}: {got:?}");
         }
     }
 

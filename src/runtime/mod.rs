@@ -23,8 +23,9 @@
 //! checked out from the core's pool until `http::head::parse_request` finds a whole head. The
 //! core's copy of the router picks a route (host, uri, method, `vars`), hence an upstream; the
 //! upstream's balancer picks a node (`NodeId`) among those active and passive health allow; the
-//! head is rewritten into the exchange's `to_up` buffer and the phase becomes `Phase::Exchange`
-//! (the exchange itself is boxed, from a per-core free list, so each step moves a pointer).
+//! head is rewritten into the exchange's `to_up` buffer (with the route's `proxy-rewrite`, when it
+//! has one, applied as it is written) and the phase becomes `Phase::Exchange` (the exchange
+//! itself is boxed, from a per-core free list, so each step moves a pointer).
 //!
 //! `Core::start_exchange` asks the upstream side for a connection: `Upstreams::pop_idle` hands
 //! out the node's most recently used idle connection (`Leg::Attached`, after a check that it is

@@ -161,7 +161,7 @@ impl Core {
         let Some(mut to_up) = self.bufs.checkout() else {
             return self.answer(cid, Cause::NoBuffer, false);
         };
-        let fwd = Forward {
+        let mut fwd = Forward {
             client_ip: c.ip,
             proto: if c.tls.is_some() { "https" } else { "http" },
             // An HTTP/1.0 request may come without Host; the upstream gets HTTP/1.1, which
@@ -174,7 +174,33 @@ impl Core {
             },
         };
         self.out.clear();
-        let offer = match rewrite::request_head(src, &h, &self.headers, &fwd, &mut self.out) {
+        let mut replay_safe = h.method.is_idempotent() || h.idempotency_key;
+        // The Host a route's proxy-rewrite sends, which the SNI then follows.
+        let mut edit_host = None;
+        // The router says whether the route has a proxy-rewrite: most have none, and then this
+        // test is all it costs them.
+        let route_edit = if m.rewrites {
+            shared
+                .cfg
+                .routes
+                .get(m.route)
+                .and_then(|r| r.rewrite.as_deref())
+        } else {
+            None
+        };
+        let offered = match route_edit {
+            None => rewrite::request_head(src, &h, &self.headers, &fwd, &mut self.out),
+            Some(p) => {
+                // Only under pass_host "pass", as in APISIX: node and rewrite decide after it.
+                if let (PassHost::Pass, Some(host)) = (&up_cfg.pass_host, &p.host) {
+                    edit_host = Some(host.as_bytes());
+                    fwd.host = edit_host;
+                }
+                replay_safe = p.idempotent(h.method) || h.idempotency_key;
+                p.write_head(src, &h, &self.headers, &fwd, c.ip, &mut self.out)
+            }
+        };
+        let offer = match offered {
             Some(value) => Offer::new(&self.out[value]),
             None => Offer::NONE,
         };
@@ -194,7 +220,9 @@ impl Core {
                     self.sni_names.resize_with(cid.index() + 1, String::new);
                 }
                 let out = &mut self.sni_names[cid.index()];
-                let sent = h.host.map_or(pool.host.as_bytes(), |s| s.of(src));
+                let sent = edit_host
+                    .or(h.host.map(|s| s.of(src)))
+                    .unwrap_or(pool.host.as_bytes());
                 match tls::request_sni(&self.process.sni_key, sent, out) {
                     Some(tag) => tag,
                     None => {
@@ -228,7 +256,7 @@ impl Core {
             to_up,
             sent: 0,
             intact: true,
-            replay_safe: h.method.is_idempotent() || h.idempotency_key,
+            replay_safe,
             from_up: None,
             req,
             resp: Resp::Waiting,

@@ -13,6 +13,7 @@ mod context;
 mod upstream;
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,15 +21,16 @@ use toml::de::DeTable;
 use toml::Spanned;
 
 use self::context::Builder;
-use super::locate::{duplicate_key_path, line_of, ConfigError, Locator, Warning};
+use super::locate::{duplicate_key_path, key_path, line_of, ConfigError, Locator, Warning};
 use super::raw::{
     RawAccessLog, RawAdmin, RawCertFiles, RawClient, RawConfig, RawConfigCenter, RawEtcdTls,
     RawListen, RawOperand, RawResolve, RawRoute,
 };
 use super::types::{
     AccessLogSettings, Admin, CertFiles, ClientSettings, Config, ConfigCenter, EtcdTls, Listen,
-    ListenTls, Resolve, Upstream, MAX_HEAD_BYTES, MAX_WORKERS, MIN_HEAD_BYTES,
+    ListenTls, PassHost, Resolve, Upstream, MAX_HEAD_BYTES, MAX_WORKERS, MIN_HEAD_BYTES,
 };
+use crate::proxy_rewrite::{Step, NAME};
 use crate::route::{route_host, uri_pattern, Route};
 
 impl Config {
@@ -712,6 +714,15 @@ impl Builder<'_> {
                     ),
                 ));
             }
+            let rewrite = match &r.plugins {
+                None => None,
+                Some(p) => crate::proxy_rewrite::from_plugins(p.get_ref())
+                    .map_err(|e| {
+                        let span = self.plugin_span(routes.len(), &e.path).unwrap_or(p.span());
+                        self.locator.error(Some(span), e.message)
+                    })?
+                    .map(Box::new),
+            };
             let name = r.upstream.get_ref();
             let Some(upstream) = upstreams.iter().position(|u| &u.name == name) else {
                 let known: Vec<_> = upstreams.iter().map(|u| format!("{:?}", u.name)).collect();
@@ -721,6 +732,9 @@ impl Builder<'_> {
                 ));
             };
             used[upstream] = true;
+            if rewrite.as_ref().is_some_and(|p| p.host.is_some()) {
+                self.host_meets_pass_host(routes.len(), &upstreams[upstream]);
+            }
             routes.push(Route {
                 id,
                 uris,
@@ -731,6 +745,7 @@ impl Builder<'_> {
                 vars,
                 upstream,
                 websocket: r.enable_websocket,
+                rewrite,
             });
         }
         for (u, used) in upstreams.iter().zip(used) {
@@ -741,6 +756,51 @@ impl Builder<'_> {
             }
         }
         Ok(routes)
+    }
+
+    /// Where in the file `path` leads under the `plugins` of route `index` (0-based): the span
+    /// of that value, or of the deepest part of the path the file has.
+    fn plugin_span(&self, index: usize, path: &[Step]) -> Option<Range<usize>> {
+        let mut at = self
+            .locator
+            .tree
+            .get("routes")?
+            .get_ref()
+            .get(index)?
+            .get_ref()
+            .get("plugins")?;
+        for step in path {
+            let next = match step {
+                Step::Key(k) => at.get_ref().get(k.as_str()),
+                Step::Index(i) => at.get_ref().get(*i),
+            };
+            match next {
+                Some(n) => at = n,
+                None => break,
+            }
+        }
+        Some(at.span())
+    }
+
+    /// Warns when route `index`'s proxy-rewrite `host` will not be sent: the upstream's
+    /// pass_host `node` or `rewrite` chooses the Host after the plugin, as in APISIX.
+    fn host_meets_pass_host(&mut self, index: usize, upstream: &Upstream) {
+        let mode = match upstream.pass_host {
+            PassHost::Pass => return,
+            PassHost::Node => "node",
+            PassHost::Rewrite(_) => "rewrite",
+        };
+        let span = self.plugin_span(index, &[Step::Key(NAME.into()), Step::Key("host".into())]);
+        let key = span
+            .as_ref()
+            .and_then(|s| key_path(self.locator.tree, s.start))
+            .unwrap_or_default();
+        let at = self.prefix(span, &key);
+        self.warnings.push(Warning(format!(
+            "{at}: upstream {:?} has pass_host = \"{mode}\", which chooses the Host instead, as \
+             in APISIX; this host is sent only under pass_host = \"pass\"",
+            upstream.name
+        )));
     }
 
     /// One `vars` entry, `[variable, operator, value]`, with errors pointing at the element
@@ -853,6 +913,7 @@ mod tests {
                 vars: vec![],
                 upstream: 0,
                 websocket: None,
+                rewrite: None,
             }]
         );
     }
@@ -1025,10 +1086,55 @@ upstream = "zeta"
                 enabled: true,
                 vars: vec![],
                 upstream: 1,
-                websocket: None
+                websocket: None,
+                rewrite: None,
             }
         );
         assert_eq!(c.routes[1].upstream, 0);
+    }
+
+    #[test]
+    fn route_plugins() {
+        let text = format!(
+            "{MINIMAL}{}",
+            r#"
+[upstreams.by_node]
+nodes = { "127.0.0.1:9002" = 1 }
+pass_host = "node"
+
+[[routes]]
+uris = ["/api/*"]
+upstream = "u"
+plugins = { proxy-rewrite = { regex_uri = ["^/api/(.*)", "/$1"], host = "b.test" } }
+
+[[routes]]
+uris = ["/n/*"]
+upstream = "by_node"
+
+[routes.plugins.proxy-rewrite]
+uri = "/fixed"
+host = "ignored.test"
+method = "POST"
+headers = { set = { X-Api-Version = "v1" }, remove = ["Cookie"] }
+"#
+        );
+        let (c, warnings) = parse(&text).unwrap();
+        assert!(c.routes[0].rewrite.is_none());
+        let r = c.routes[1].rewrite.as_deref().expect("proxy-rewrite");
+        assert_eq!(r.regex_uri[0].pattern, "^/api/(.*)");
+        assert_eq!(r.host.as_deref(), Some("b.test"));
+        let r = c.routes[2].rewrite.as_deref().expect("proxy-rewrite");
+        assert_eq!(r.method.as_ref().map(|m| m.name.as_str()), Some("POST"));
+        assert_eq!(r.headers.drop, ["x-api-version", "cookie"]);
+        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "t.toml:27: routes[2].plugins.proxy-rewrite.host: upstream \"by_node\" has \
+              pass_host = \"node\", which chooses the Host instead, as in APISIX; this host is \
+              sent only under pass_host = \"pass\""
+            ]
+        );
     }
 
     #[test]
@@ -1275,6 +1381,16 @@ upstream = "u"
                 "routes[1].hosts[0]",
                 "without the port",
             ),
+            // Plugins.
+            ("[[routes]]\nuris = [\"/\"]\nupstream = \"u\"\nplugins = { limit-count = { count = 1 } }\n", 14, "routes[1].plugins.limit-count", "plugins are not supported, except proxy-rewrite"),
+            ("[[routes]]\nuris = [\"/\"]\nupstream = \"u\"\nplugins = []\n", 14, "routes[1].plugins", "expected an object"),
+            ("[[routes]]\nuris = [\"/\"]\nupstream = \"u\"\n[routes.plugins.proxy-rewrite]\n", 14, "routes[1].plugins.proxy-rewrite", "at least one of uri"),
+            ("[[routes]]\nuris = [\"/\"]\nupstream = \"u\"\n[routes.plugins.proxy-rewrite]\nuri = \"/a\"\nheaders = { set = { Host = \"x\" } }\n", 16, "routes[1].plugins.proxy-rewrite.headers.set.Host", "set with `host`"),
+            ("[[routes]]\nuris = [\"/\"]\nupstream = \"u\"\n[routes.plugins.proxy-rewrite]\nheaders.remove = [\"X-A\", \"Transfer-Encoding\"]\n", 15, "routes[1].plugins.proxy-rewrite.headers.remove[1]", "frames the body"),
+            ("[[routes]]\nuris = [\"/\"]\nupstream = \"u\"\n[routes.plugins.proxy-rewrite]\nregex_uri = [\"(\", \"/\"]\n", 15, "routes[1].plugins.proxy-rewrite.regex_uri[0]", "invalid regex"),
+            ("[[routes]]\nuris = [\"/\"]\nupstream = \"u\"\n[routes.plugins.proxy-rewrite]\n\nmethod = \"HEAD\"\n", 16, "routes[1].plugins.proxy-rewrite.method", "HEAD is refused"),
+            ("[[routes]]\nuris = [\"/\"]\nupstream = \"u\"\n[routes.plugins.proxy-rewrite]\nscheme = \"https\"\n", 15, "routes[1].plugins.proxy-rewrite.scheme", "upstream's scheme"),
+            ("[[routes]]\nuris = [\"/\"]\nupstream = \"u\"\n[routes.plugins.proxy-rewrite]\nuri = \"/$nope\"\n", 15, "routes[1].plugins.proxy-rewrite.uri", "unknown variable"),
         ];
         for (extra, line, key, message) in table {
             // Top-level keys must come before the first table header, so those extras go first
