@@ -9,7 +9,9 @@
 //! reads as the empty string, and values are the request's bytes as sent, never percent-decoded.
 
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
+
+use crate::http::rewrite::ipv4_text;
 
 /// Longest host name that can match a route host. DNS names stop at 253 bytes (RFC 1035
 /// section 2.3.4); a longer Host header matches no host pattern and reads as `""` in `vars`.
@@ -152,7 +154,7 @@ impl<'a> Vars<'a> {
                         // `to_canonical`: a dual-stack listener reports IPv4 clients as
                         // ::ffff:a.b.c.d, which nobody writes in a condition.
                         let len = match self.req.remote.to_canonical() {
-                            IpAddr::V4(v4) => ipv4_text(v4, &mut self.ip),
+                            IpAddr::V4(v4) => ipv4_text(&v4, &mut self.ip),
                             v6 => {
                                 // The buffer fits the longest address text, so the write
                                 // cannot fail.
@@ -172,30 +174,6 @@ impl<'a> Vars<'a> {
             Var::Header(name) => header(&self.req, name.as_bytes()),
         }
     }
-}
-
-/// Writes an IPv4 address as text at the start of `buf` and returns its length. By hand: the
-/// `fmt` machinery costs some 800 instructions here, several times the rest of reading a variable
-/// (callgrind, with `remote_addr` in a proxy-rewrite header).
-fn ipv4_text(ip: Ipv4Addr, buf: &mut [u8; MAX_IP_TEXT]) -> usize {
-    let mut len = 0;
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            buf[len] = b'.';
-            len += 1;
-        }
-        if octet >= 100 {
-            buf[len] = b'0' + octet / 100;
-            len += 1;
-        }
-        if octet >= 10 {
-            buf[len] = b'0' + octet / 10 % 10;
-            len += 1;
-        }
-        buf[len] = b'0' + octet % 10;
-        len += 1;
-    }
-    len
 }
 
 /// The first query argument `name` (compared ignoring ASCII case, as nginx's `$arg_`), raw:

@@ -8,8 +8,6 @@ mod common;
 #[path = "common/tls.rs"]
 mod tlskit;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -19,56 +17,13 @@ use hearth::proxy_rewrite::from_plugins;
 use hearth::route::Request;
 use serde_json::{json, Value};
 
+use common::alloc::allocations;
 use common::etcd::Etcd;
 use common::*;
 use tlskit::{Pki, TlsUpstream};
 
-/// Counts heap allocations per thread, so the hearth processes and mock threads of the other
-/// tests in this binary do not disturb the count of the thread under test.
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count_one() {
-    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-}
-
-// The only way to observe allocations is to be the global allocator; every call is forwarded
-// unchanged to `System`, which upholds the `GlobalAlloc` contract.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        // SAFETY: same layout the caller gave us, which meets `alloc`'s requirements.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_one();
-        // SAFETY: `ptr` came from this allocator, that is from `System`, with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
+static ALLOCATOR: common::alloc::Counting = common::alloc::Counting;
 
 const KEY: &str = "edd1c9f034335f136f87ad84b625c8f1";
 

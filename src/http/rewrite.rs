@@ -637,6 +637,14 @@ pub(crate) fn push_ip(out: &mut Vec<u8>, ip: &std::net::IpAddr) {
 pub(crate) fn push_ipv4(out: &mut Vec<u8>, ip: &std::net::Ipv4Addr) {
     // Every request's X-Forwarded-For: formatted on the stack and appended once.
     let mut text = [0u8; 15];
+    let len = ipv4_text(ip, &mut text);
+    out.extend_from_slice(&text[..len]);
+}
+
+/// Writes an IPv4 address as text at the start of `text` (which holds the longest, 15 bytes)
+/// and returns its length. By hand: the `fmt` machinery costs several times the rest of writing
+/// a short head (perf, on X-Forwarded-For) or of reading a variable (callgrind, `remote_addr`).
+pub(crate) fn ipv4_text(ip: &std::net::Ipv4Addr, text: &mut [u8]) -> usize {
     let mut len = 0;
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
@@ -654,7 +662,7 @@ pub(crate) fn push_ipv4(out: &mut Vec<u8>, ip: &std::net::Ipv4Addr) {
         text[len] = b'0' + octet % 10;
         len += 1;
     }
-    out.extend_from_slice(&text[..len]);
+    len
 }
 
 /// Appends a status code, which the parser checked is three digits.

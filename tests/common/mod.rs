@@ -10,6 +10,7 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod alloc;
 pub mod client;
 pub mod etcd;
 pub mod fault;
