@@ -166,14 +166,26 @@ fn etcd_error(e: crate::etcd::Error) -> Answer {
     )
 }
 
-/// Binds `addr` and serves it on a new thread for the life of the process. With `fleet`,
-/// admin API writes go to etcd (see [`Fleet`]).
+/// Binds the admin listener on `addr`.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on admin address {addr}: {e}"),
+        )
+    })
+}
+
+/// Serves `listener` (from [`bind`], or taken over from the hearth that a binary upgrade
+/// replaces) on a new thread for the life of the process. With `fleet`, admin API writes go to
+/// etcd (see [`Fleet`]).
 pub fn start(
-    addr: SocketAddr,
+    listener: TcpListener,
     stats: Handle,
     dynamic: Arc<Dynamic>,
     mut fleet: Option<Fleet>,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+    let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() && dynamic.admin_key().is_none() {
         // The config loader refuses this already; checked again because an open admin API on
         // the network would let anyone rewrite the routes.
@@ -182,12 +194,6 @@ pub fn start(
             format!("admin listener on {addr} is not loopback and [admin] has no key; refusing to start"),
         ));
     }
-    let listener = TcpListener::bind(addr).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot listen on admin address {addr}: {e}"),
-        )
-    })?;
     let bound = listener.local_addr()?;
     info!("admin listening on {bound}");
     let handle = std::thread::Builder::new()

@@ -1,4 +1,5 @@
-//! Command line: which configuration file to load and whether only to check it.
+//! Command line: which configuration file to load, and whether only to check it or to take over
+//! from a running hearth (a binary upgrade).
 //!
 //! This module owns the argument grammar and nothing else; [`app::run`](crate::app::run) acts on
 //! the result, so the grammar can be tested without starting anything.
@@ -18,6 +19,12 @@ pub struct Cli {
     /// Validate the configuration file and exit: status 0 if it is valid, 1 if not.
     #[arg(long)]
     pub check: bool,
+
+    /// Take over from the hearth running with this configuration (binary upgrade): validate the
+    /// file, then take its listening sockets and idle upstream connections through its
+    /// `upgrade_socket`; it drains and exits. On any error before that, it keeps serving.
+    #[arg(long, conflicts_with = "check")]
+    pub upgrade: bool,
 }
 
 #[cfg(test)]
@@ -33,21 +40,23 @@ mod tests {
 
     #[test]
     fn arguments() {
-        let table: &[(&[&str], &str, bool)] = &[
-            (&[], "hearth.toml", false),
-            (&["-c", "a.toml"], "a.toml", false),
-            (&["--config", "b.toml", "--check"], "b.toml", true),
-            (&["--config=c.toml"], "c.toml", false),
-            (&["--check"], "hearth.toml", true),
+        let table: &[(&[&str], &str, bool, bool)] = &[
+            (&[], "hearth.toml", false, false),
+            (&["-c", "a.toml"], "a.toml", false, false),
+            (&["--config", "b.toml", "--check"], "b.toml", true, false),
+            (&["--config=c.toml"], "c.toml", false, false),
+            (&["--check"], "hearth.toml", true, false),
+            (&["--upgrade", "-c", "d.toml"], "d.toml", false, true),
         ];
-        for (args, config, check) in table {
+        for (args, config, check, upgrade) in table {
             let cli = Cli::try_parse_from(std::iter::once("hearth").chain(args.iter().copied()))
                 .unwrap_or_else(|e| panic!("{args:?}: {e}"));
             assert_eq!(
                 cli,
                 Cli {
                     config: config.into(),
-                    check: *check
+                    check: *check,
+                    upgrade: *upgrade,
                 },
                 "{args:?}"
             );
@@ -62,5 +71,9 @@ mod tests {
         assert_eq!(kind(&["hearth", "--bogus"]), ErrorKind::UnknownArgument);
         assert_eq!(kind(&["hearth", "-c"]), ErrorKind::InvalidValue);
         assert_eq!(kind(&["hearth", "stray"]), ErrorKind::UnknownArgument);
+        assert_eq!(
+            kind(&["hearth", "--check", "--upgrade"]),
+            ErrorKind::ArgumentConflict
+        );
     }
 }

@@ -7,9 +7,18 @@
 //! over keeps its age). The wall clock is read once, at start: a line's wall time is the start's
 //! wall time plus the monotonic time since, so a step of the system clock while hearth runs does
 //! not reorder the access log.
+//!
+//! The timeline starts at [`ORIGIN_MS`], not at 0: a connection handed over by the process this
+//! one upgrades is older than this process, and its opening must still fit on the timeline
+//! (`now - age`) for `max_lifetime` to retire it when it would have retired in the old process.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the timeline starts: about 35 years of milliseconds, more than any connection can have
+/// been open. Every `now` is at least this, so a time before the process started is still a
+/// plain `u64`, and 0 stays free to mean "never" or "unset".
+pub const ORIGIN_MS: u64 = 1 << 40;
 
 #[derive(Debug, Clone, Copy)]
 struct Start {
@@ -32,14 +41,19 @@ fn start() -> &'static Start {
 pub struct Clock;
 
 impl Clock {
-    /// Milliseconds since the process first read its clock; never goes back.
+    /// [`ORIGIN_MS`] plus the milliseconds since the process first read its clock; never goes
+    /// back.
     pub fn now_ms(self) -> u64 {
-        u64::try_from(start().instant.elapsed().as_millis()).unwrap_or(u64::MAX)
+        let since = u64::try_from(start().instant.elapsed().as_millis()).unwrap_or(u64::MAX);
+        ORIGIN_MS.saturating_add(since)
     }
 
     /// Unix time in milliseconds at monotonic time `now_ms`.
     pub fn wall_ms(self, now_ms: u64) -> u64 {
-        start().wall_ms.saturating_add(now_ms)
+        start()
+            .wall_ms
+            .saturating_add(now_ms)
+            .saturating_sub(ORIGIN_MS)
     }
 
     /// Unix time in seconds now.
@@ -63,8 +77,18 @@ mod tests {
         let a = c.now_ms();
         let b = Clock.now_ms();
         assert!(b >= a);
-        assert_eq!(c.wall_ms(5) + 1, c.wall_ms(6));
+        assert_eq!(c.wall_ms(ORIGIN_MS + 5) + 1, c.wall_ms(ORIGIN_MS + 6));
         assert!(c.unix_secs() > 1_700_000_000);
         assert!(c.until(0).is_zero());
+    }
+
+    /// A process that just started can still place the opening of a connection opened a year
+    /// before it (handed over by the process it upgrades) on its timeline.
+    #[test]
+    fn the_timeline_reaches_back_before_the_start() {
+        let year_ms = 365 * 24 * 3_600_000;
+        let now = Clock.now_ms();
+        assert!(now.checked_sub(year_ms).is_some_and(|t| t > 0));
+        assert_eq!(Clock.wall_ms(now - year_ms) + year_ms, Clock.wall_ms(now));
     }
 }

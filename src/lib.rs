@@ -9,7 +9,8 @@
 //! its own listener, connections, buffers, timer wheel and upstream pool. Cores share only the
 //! immutable configuration and, for per-node connection caps, a few counters touched when a
 //! connection opens or closes, never per request. `app` starts it all; `main` only parses the
-//! arguments and sets up logging.
+//! arguments and sets up logging. `upgrade` hands a running hearth's listening sockets and idle
+//! upstream connections to a new one (binary upgrade, SIGUSR2 or `hearth --upgrade`).
 
 pub mod accesslog;
 pub mod admin;
@@ -39,6 +40,7 @@ pub mod slab;
 pub mod sys;
 pub mod timer;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 pub mod vars;
 

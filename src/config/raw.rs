@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     pub(super) pin_cores: Option<bool>,
     pub(super) max_client_connections: Option<Count<usize>>,
     pub(super) shutdown_grace: Option<Spanned<RawDuration>>,
+    pub(super) upgrade_socket: Option<Spanned<String>>,
     pub(super) listen: Option<Spanned<Vec<RawListen>>>,
     pub(super) client: Option<RawClient>,
     pub(super) upstreams: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawUpstream>>>>,

@@ -34,6 +34,9 @@ pub struct Config {
     pub max_client_connections: usize,
     /// After SIGTERM/SIGINT, how long requests in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// The unix socket a new hearth connects to for a binary upgrade (`upgrade_socket`); None:
+    /// derived from the first listen address (`upgrade::socket::path_for`). Never empty.
+    pub upgrade_socket: Option<std::path::PathBuf>,
     pub listen: Vec<Listen>,
     pub client: ClientSettings,
     /// In order of appearance in the file; the index is the upstream id routes refer to.

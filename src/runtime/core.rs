@@ -40,7 +40,7 @@ use crate::http::head::{self, Header, Limits};
 use crate::id::{ClientId, NodeId, UpId};
 use crate::metrics::{Counters, NodeCounters};
 use crate::route::Router;
-use crate::runtime::control::Control;
+use crate::runtime::control::{Control, Export};
 use crate::runtime::deadline::{Clocks, Due};
 use crate::runtime::exchange::{Exchange, Fault, Leg, Piped, Tries};
 use crate::runtime::generation::{ListenTls, Shared, UpSettings};
@@ -164,10 +164,17 @@ pub(super) struct Client {
     timer_at: u64,
 }
 
+/// A listening socket of a core, and the `[[listen]]` entry it serves (a core may have several
+/// sockets of one entry after a binary upgrade from a hearth with more cores).
+struct Listening {
+    sock: TcpListener,
+    entry: usize,
+}
+
 pub struct Core {
     pub(super) id: usize,
     pub(super) poll: Poll,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listening>,
     accept_paused_until: u64,
     emfile_logged: bool,
     pub(super) clients: Slab<Client>,
@@ -216,6 +223,19 @@ pub struct Core {
     /// Client-side counters; each node's are in its record (`ups`).
     pub(super) counters: Counters,
     pub(super) shutdown_at: Option<u64>,
+    /// Some while draining for a binary upgrade: where idle plain upstream connections go.
+    pub(super) export: Option<crossbeam_channel::Sender<Export>>,
+    /// While draining for an upgrade, something changed what the remaining clients may still
+    /// need (a connection was pooled, a client left): look for idle connections to export.
+    pub(super) export_due: bool,
+    /// TLS connections closed for the upgrade, for the core's last word.
+    pub(super) upgrade_closed: u64,
+    /// Started on the sockets of a hearth it replaces, which is still handing over its
+    /// connections: no pool is warmed until it has (`Control::Inherited`).
+    inheriting: bool,
+    /// While connections still come from the hearth this one replaces, until when a request
+    /// waits for one of them rather than open one (`Control::Expect`); 0 otherwise.
+    pub(super) expect_until: u64,
     /// Next `min_idle` top-up; 0 when no upstream asks for a warm floor.
     /// When `pool_tick` runs next; 0 while no pool is configured.
     next_tick: u64,
@@ -232,17 +252,21 @@ impl Core {
     pub fn new(
         id: usize,
         poll: Poll,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<(usize, TcpListener)>,
         shared: Arc<Shared>,
         process: Arc<Process>,
         ctl: Receiver<Control>,
+        inheriting: bool,
     ) -> io::Result<Core> {
         let cfg = shared.cfg.clone();
         let budgets = process.budgets();
         let mut core = Core {
             id,
             poll,
-            listeners,
+            listeners: listeners
+                .into_iter()
+                .map(|(entry, sock)| Listening { sock, entry })
+                .collect(),
             accept_paused_until: 0,
             emfile_logged: false,
             clients: Slab::default(),
@@ -252,7 +276,7 @@ impl Core {
             generation: 0,
             tries: Vec::new(),
             sni_names: Vec::new(),
-            timers: TimerWheel::new(0),
+            timers: TimerWheel::new(Clock.now_ms()),
             bufs: BufPool::new(cfg.client.max_head_bytes.max(BUF_BYTES), MAX_BUFFERS),
             pipe: SplicePipe::default(),
             limits: Limits {
@@ -272,6 +296,11 @@ impl Core {
             counters: Counters::default(),
             router: shared.router.clone(),
             shutdown_at: None,
+            export: None,
+            export_due: false,
+            upgrade_closed: 0,
+            inheriting,
+            expect_until: 0,
             next_tick: 0,
             purging: Vec::new(),
             access: match &cfg.access_log {
@@ -286,7 +315,7 @@ impl Core {
         for (i, l) in core.listeners.iter_mut().enumerate() {
             core.poll
                 .registry()
-                .register(l, Token(i), Interest::READABLE)?;
+                .register(&mut l.sock, Token(i), Interest::READABLE)?;
         }
         Ok(core)
     }
@@ -324,6 +353,12 @@ impl Core {
             self.run_pending();
             self.expire_timers();
             self.run_pending();
+            if self.export_due {
+                self.export_surplus(true);
+            }
+            if self.expect_until != 0 && self.now >= self.expect_until {
+                self.stop_expecting();
+            }
             if self.accept_paused_until != 0 && self.now >= self.accept_paused_until {
                 self.accept_paused_until = 0;
                 if self.below_resume_mark() {
@@ -361,6 +396,9 @@ impl Core {
         }
         if let Some(at) = self.shutdown_at {
             next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        if self.expect_until != 0 {
+            next = Some(next.map_or(self.expect_until, |n| n.min(self.expect_until)));
         }
         if let Some(d) = self.access.as_ref().and_then(AccessLog::next_deadline) {
             next = Some(next.map_or(d, |n| n.min(d)));
@@ -439,6 +477,14 @@ impl Core {
                 Control::Reload(shared) => self.reload(shared),
                 Control::NodeHealth { node, healthy } => self.node_health(node, healthy),
                 Control::ReopenLog => self.reopen_access_log(),
+                Control::Export { export } => self.export_early(export),
+                Control::Upgrade { grace, export } => self.begin_upgrade(grace, export),
+                Control::Expect { until } => self.expect_until = until,
+                Control::Inherited => {
+                    self.inheriting = false;
+                    self.last_call();
+                    self.pool_tick();
+                }
             }
         }
     }
@@ -572,6 +618,9 @@ impl Core {
     /// Opens what `Upstreams::warm_gap` says `node` lacks, without a request. Warm connections
     /// carry the node's own name (and tag).
     pub(super) fn warm(&mut self, node: NodeId, set: &UpSettings) {
+        if self.inheriting {
+            return; // connections are still coming from the hearth this one replaced
+        }
         if !self.node_usable(node) {
             return; // health checks took it out: it would only be closed again
         }
@@ -612,16 +661,130 @@ impl Core {
         self.tick();
         self.shutdown_at = Some(self.now + grace.as_millis() as u64);
         for mut l in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut l);
+            // Deregistered before the close: after an upgrade the new hearth holds the same
+            // socket, and epoll forgets a socket only when its last descriptor closes.
+            let _ = self.poll.registry().deregister(&mut l.sock);
         }
         for cid in self.clients.keys() {
             self.pending.push(ClientId(cid));
         }
     }
 
+    /// A new hearth took over the listening sockets: drain as for a shutdown, but keep idle
+    /// clients for their next request (`step_head`), and export idle upstream connections as
+    /// the remaining clients stop needing them (`export_surplus`).
+    fn begin_upgrade(&mut self, grace: Duration, export: crossbeam_channel::Sender<Export>) {
+        if self.shutdown_at.is_some() {
+            // Already stopping: its connections close with it.
+            let _ = export.send(Export::Finished {
+                core: self.id,
+                closed: 0,
+            });
+            return;
+        }
+        self.export = Some(export);
+        self.export_due = true;
+        self.begin_shutdown(grace);
+    }
+
+    /// The window for connections from the hearth this one replaced has closed: requests that
+    /// still wait connect (`connect` no longer holds them back), saying so.
+    fn stop_expecting(&mut self) {
+        if self.expect_until == 0 {
+            return;
+        }
+        self.expect_until = 0;
+        for node in (0..self.ups.nodes()).map(NodeId) {
+            if self.ups.has_waiters(node) {
+                info!(
+                    "core {}: upgrade: requests waited for a handed-over connection \
+                     to node {} in vain; they connect",
+                    self.id,
+                    node.index(),
+                );
+                self.serve_waiters(node);
+            }
+        }
+    }
+
+    /// The hearth this one replaced has handed over everything: requests still waiting for a
+    /// connection ask the other cores once more (each has filed all it was given by now, and
+    /// one with more than its clients use has one idle); they connect if none comes before the
+    /// window closes. The window stays open: the old hearth's last clients may still arrive
+    /// here on a core that was given fewer connections than they need, while another core has
+    /// more.
+    fn last_call(&mut self) {
+        for node in (0..self.ups.nodes()).map(NodeId) {
+            if self.ups.has_waiters(node) {
+                for (i, p) in self.process.peers.iter().enumerate() {
+                    if i != self.id {
+                        let _ = p.send(Control::ShedIdle {
+                            node,
+                            from: self.id,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new hearth is about to take over: it gets the idle plain connections that this core's
+    /// clients cannot use now, while this core serves on as before.
+    fn export_early(&mut self, export: crossbeam_channel::Sender<Export>) {
+        let core = self.id;
+        if self.shutdown_at.is_some() {
+            // Stopping already: nothing to give.
+            let _ = export.send(Export::Flushed { core });
+            return;
+        }
+        self.export = Some(export);
+        self.export_surplus(false);
+        if let Some(export) = self.export.take() {
+            let _ = export.send(Export::Flushed { core });
+        }
+    }
+
+    /// In an upgrade: gives up the idle connections beyond what this core's remaining clients
+    /// may still ask for, oldest first: plain ones to the new hearth, TLS ones (with `tls`)
+    /// closed. A client may still ask while it waits for a request head, or while its answer
+    /// goes out on a connection that it keeps.
+    fn export_surplus(&mut self, tls: bool) {
+        self.export_due = false;
+        if self.export.is_none() {
+            return;
+        }
+        let may_ask = self
+            .clients
+            .iter()
+            .filter(|(_, c)| match &c.phase {
+                Phase::Head => true,
+                Phase::Exchange(ex) => ex.keep_client,
+                _ => false,
+            })
+            .count();
+        for node in (0..self.ups.nodes()).map(NodeId) {
+            if !tls && self.shared.pool(node).is_some_and(|p| p.https) {
+                continue;
+            }
+            while self.ups.node(node).is_some_and(|n| n.idle() > may_ask) {
+                let Some(uid) = self.ups.pop_oldest_idle(node) else {
+                    break;
+                };
+                self.export_up(uid);
+            }
+        }
+    }
+
     fn finish_shutdown(&mut self) {
         for cid in self.clients.keys() {
             self.close_client(ClientId(cid));
+        }
+        if self.export.is_some() {
+            for node in (0..self.ups.nodes()).map(NodeId) {
+                for uid in self.ups.drain_idle(node) {
+                    self.export_up(uid);
+                }
+            }
         }
         for uid in self.ups.ids() {
             self.close_up(uid, CloseReason::NotReusable);
@@ -639,6 +802,12 @@ impl Core {
                 );
             }
         }
+        if let Some(export) = self.export.take() {
+            let _ = export.send(Export::Finished {
+                core: self.id,
+                closed: self.upgrade_closed,
+            });
+        }
     }
 
     // ---------------------------------------------------------------- accept
@@ -652,6 +821,7 @@ impl Core {
             let Some(l) = self.listeners.get(li) else {
                 return;
             };
+            let entry = l.entry;
             if cap > 0 && !self.reserve_client_slot(cap) {
                 // Leave new connections in the backlog rather than failing requests in flight.
                 if self.accept_paused_until == 0 {
@@ -663,14 +833,14 @@ impl Core {
                 self.accept_paused_until = self.now + CAP_RECHECK_MS;
                 return;
             }
-            let accepted = l.accept();
+            let accepted = l.sock.accept();
             if cap > 0 && accepted.is_err() {
                 self.process.clients_open.fetch_sub(1, Ordering::AcqRel);
             }
             match accepted {
                 Ok((mut sock, peer)) => {
                     let _ = sock.set_nodelay(true);
-                    let tls = match self.shared.listen_tls.get(li) {
+                    let tls = match self.shared.listen_tls.get(entry) {
                         None | Some(ListenTls::Plain) => None,
                         // One Arc clone per connection (not per request) for the session.
                         Some(ListenTls::Tls(cfg)) => match ServerConnection::new(cfg.clone()) {
@@ -684,7 +854,7 @@ impl Core {
                     };
                     if tls.is_none()
                         && !matches!(
-                            self.shared.listen_tls.get(li),
+                            self.shared.listen_tls.get(entry),
                             None | Some(ListenTls::Plain)
                         )
                     {
@@ -844,6 +1014,8 @@ impl Core {
         ex: Option<&Exchange>,
     ) -> (Phase, Step) {
         let status = cause.status();
+        // Stopping, an answer of our own says that the connection closes after it.
+        let keep = keep && self.shutdown_at.is_none();
         self.counters.answered(status);
         self.report(cid, cause, ex);
         self.log_end(cid, status, 0, ex.map(|e| (e, 0)), Some(cause));
@@ -948,6 +1120,7 @@ impl Core {
             return (Phase::Closing, Step::Closed);
         }
         let shutting = self.shutdown_at.is_some();
+        let upgrading = self.export.is_some();
         let max_requests = self.cfg().client.max_requests;
         let c = self
             .clients
@@ -963,7 +1136,10 @@ impl Core {
             }
         } else {
             c.head_started = None;
-            if shutting || (max_requests > 0 && c.served >= max_requests) {
+            // Draining for an upgrade, a client between requests is not closed under its
+            // feet (its next request could be on the way): that request is answered, with
+            // `Connection: close`, unless the idle timeout or the grace period ends first.
+            if (shutting && !upgrading) || (max_requests > 0 && c.served >= max_requests) {
                 return (Phase::Closing, Step::Continue);
             }
         }
@@ -1121,6 +1297,8 @@ impl Core {
     }
 
     pub(super) fn close_client(&mut self, cid: ClientId) {
+        // One client fewer may need an idle connection.
+        self.export_due |= self.export.is_some();
         self.log_end(cid, 499, 0, None, Some(Cause::ClientAbort));
         let Some(mut c) = self.clients.remove(cid.index()) else {
             return;

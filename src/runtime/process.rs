@@ -158,6 +158,12 @@ impl Process {
         total
     }
 
+    /// The pool id of `key`, if it was ever configured.
+    pub fn node_of(&self, key: &PoolKey) -> Option<NodeId> {
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.ids.get(key).copied()
+    }
+
     /// Budgets by pool id (cores keep a copy, refreshed with each generation).
     pub fn budgets(&self) -> Vec<Arc<NodeBudget>> {
         let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());

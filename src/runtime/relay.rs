@@ -341,8 +341,10 @@ impl Core {
                         return r;
                     }
                     ex.leg = Leg::Queued { since: self.now };
-                    if max_conns > 0 {
+                    if max_conns > 0 || self.expect_until != 0 {
                         // Another core may sit on idle connections to this node: ask for one.
+                        // Uncapped, a request waits only for a connection the hearth this one
+                        // replaces hands over, which may have been filed with another core.
                         for (i, p) in self.process.peers.iter().enumerate() {
                             if i != self.id {
                                 let _ = p.send(Control::ShedIdle {

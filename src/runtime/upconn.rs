@@ -18,7 +18,7 @@ use rustls::{ClientConnection, Connection, HandshakeKind};
 use crate::cause::Cause;
 use crate::config::PoolSettings;
 use crate::id::{ClientId, NodeId, UpId};
-use crate::runtime::control::Control;
+use crate::runtime::control::{Control, Export, PassedConn};
 use crate::runtime::core::{up_token, waiting_for, Core, Phase, TimerKey};
 use crate::runtime::exchange::Leg;
 use crate::runtime::generation::{UpSettings, UpTls};
@@ -164,6 +164,16 @@ impl Core {
             return Err(ConnectError::Failed(Cause::NodeRemoved));
         };
         let addr = pool.addr;
+        if owner.is_some()
+            && !pool.https
+            && self.now < self.expect_until
+            && self.expect_until - self.now < set.queue_ms
+        {
+            // The hearth this one replaces is handing over its connections as its clients move
+            // here: the request waits in the node's queue for one (`adopt` gives it to the first
+            // waiter), or connects when they stop coming, well before its queue timeout.
+            return Err(ConnectError::Budget);
+        }
         let per_request = pool.tls.as_ref().is_some_and(|t| t.from_request);
         let sni = if per_request { sni } else { 0 };
         let tls = match &pool.tls {
@@ -378,7 +388,9 @@ impl Core {
             settings,
             quiet,
             live: self.shared.pool(node).is_some(),
-            shutting: self.shutdown_at.is_some(),
+            // Draining for an upgrade, connections are pooled for the remaining clients, and
+            // those beyond their need go to the new hearth (`export_surplus`).
+            shutting: self.shutdown_at.is_some() && self.export.is_none(),
         };
         let clients = &self.clients;
         match self
@@ -387,8 +399,54 @@ impl Core {
         {
             Release::ToWaiter(cid) => self.attach(id, cid, true),
             Release::HandOver(core) => self.hand_over(id, core),
-            Release::Pooled { deadline } => self.arm(TimerKey::Up(id), deadline),
+            Release::Pooled { deadline } => {
+                self.export_due |= self.export.is_some();
+                self.arm(TimerKey::Up(id), deadline);
+                if self.expect_until != 0 {
+                    // Requests on another core wait for a connection the hearth this one
+                    // replaced hands over; this core has one to spare now.
+                    if let Some(core) = self.ups.waiting_core(node) {
+                        if let Some(uid) = self.checkout_idle(node, None) {
+                            self.hand_over(uid, core);
+                        }
+                    }
+                }
+            }
             Release::Close(why) => self.close_up(id, why),
+        }
+    }
+
+    /// Gives up idle connection `id` in a binary upgrade: a plain one goes to the new hearth
+    /// (out of this core's epoll and books; its place in this process's caps is given back),
+    /// a TLS one closes, its session state being this process's.
+    pub(super) fn export_up(&mut self, id: UpId) {
+        let plain = self.ups.conn(id).is_some_and(|c| c.io.tls.is_none());
+        if !plain || self.export.is_none() {
+            self.upgrade_closed += 1;
+            self.close_up(id, CloseReason::Upgrade);
+            return;
+        }
+        let Some(mut h) = self.ups.export(id, self.now) else {
+            return;
+        };
+        // Out of this epoll before anything else: the new hearth will hold the same socket.
+        let _ = self.poll.registry().deregister(&mut h.io.sock);
+        let node = h.node;
+        let freed = h.reservation.capped();
+        let passed = PassedConn {
+            sock: h.io.sock.into(),
+            addr: h.addr,
+            age_ms: h.age_ms,
+            served: h.served,
+            hint: h.hint,
+        };
+        drop(h.reservation);
+        if let Some(export) = &self.export {
+            // A closed channel drops the connection: the new hearth is gone.
+            let _ = export.send(Export::Conn(passed));
+        }
+        if freed {
+            self.budget_freed(node);
         }
     }
 

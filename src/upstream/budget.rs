@@ -117,6 +117,13 @@ impl NodeBudget {
         }
     }
 
+    /// Whether requests wait for this node on `core`.
+    pub fn waiting_at(&self, core: usize) -> bool {
+        self.waiting
+            .get(core)
+            .is_some_and(|w| w.load(Ordering::Acquire) > 0)
+    }
+
     /// A core other than `me` with requests waiting for this node, starting the search after
     /// `me` so that hand-overs spread across cores.
     pub fn waiting_core(&self, me: usize) -> Option<usize> {

@@ -649,13 +649,31 @@ impl<C> Upstreams<C> {
     /// Takes connection `id` (connected, unowned) out for another core; its reservation goes
     /// with it.
     pub fn hand_over(&mut self, id: UpId, now: u64) -> Option<Handover<C>> {
+        let h = self.take_out(id, now)?;
+        if let Some(n) = self.nodes.get_mut(h.node.index()) {
+            n.counters.handed_over += 1;
+        }
+        Some(h)
+    }
+
+    /// Takes connection `id` (connected, unowned) out of this process for the one that upgrades
+    /// it: for this process it is gone, counted as closed for `CloseReason::Upgrade`. The loop
+    /// drops the reservation, whose caps are this process's.
+    pub fn export(&mut self, id: UpId, now: u64) -> Option<Handover<C>> {
+        let h = self.take_out(id, now)?;
+        if let Some(n) = self.nodes.get_mut(h.node.index()) {
+            n.counters.closed(CloseReason::Upgrade);
+        }
+        Some(h)
+    }
+
+    fn take_out(&mut self, id: UpId, now: u64) -> Option<Handover<C>> {
         let c = self.conns.remove(id.index())?;
         if let Some(n) = self.nodes.get_mut(c.node.index()) {
             if let ConnState::Idle(h) = c.state {
                 n.pool.remove_idle(h);
             }
             n.open -= 1;
-            n.counters.handed_over += 1;
         }
         Some(Handover {
             io: c.io,

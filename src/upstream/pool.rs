@@ -48,10 +48,13 @@ pub enum CloseReason {
     /// Idle beyond what the node needed: more than the most connections in use at once during
     /// the last `keepalive_pool.purge_interval` (and than `min_idle`).
     Purged,
+    /// A binary upgrade: hearth hands its idle plain connections to the new process, and closes
+    /// those it cannot hand over (TLS ones, whose session state cannot move between processes).
+    Upgrade,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::IdleTimeout,
         CloseReason::Lifetime,
         CloseReason::MaxRequests,
@@ -65,6 +68,7 @@ impl CloseReason {
         CloseReason::Health,
         CloseReason::RequestUnfinished,
         CloseReason::Purged,
+        CloseReason::Upgrade,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +86,7 @@ impl CloseReason {
             CloseReason::Health => "health",
             CloseReason::RequestUnfinished => "request_unfinished",
             CloseReason::Purged => "purged",
+            CloseReason::Upgrade => "upgrade",
         }
     }
 

@@ -425,6 +425,82 @@ fn reservations_follow_connections_across_cores() {
     check_books(&one);
 }
 
+/// A connection adopted from elsewhere (another core, or the process this one upgrades) keeps
+/// its age and its count: `max_lifetime` and `requests` retire it when they would have where it
+/// was opened. The process that adopts it may be younger than the connection, which is why the
+/// runtime's timeline starts at `clock::ORIGIN_MS`.
+#[test]
+fn an_adopted_connection_keeps_its_age_and_count() {
+    let shared = budgets(1, 1);
+    let mut u = Upstreams::new(0, &shared);
+    let set = settings(8, 100, 60_000, 3_600_000);
+    let now = crate::clock::ORIGIN_MS + 50;
+    let h = Handover {
+        io: 7,
+        node: A,
+        addr: addr(),
+        age_ms: 3_590_000,
+        served: 98,
+        hint: KeepAliveHint::default(),
+        sni: 0,
+        reservation: u.reserve(A, 0, 0).expect("no caps"),
+    };
+    let id = u.adopt(h, now).expect("a known node");
+    assert_eq!(u.conn(id).map(Conn::opened_at), Some(now - 3_590_000));
+    // Filed idle, it retires at the end of its life, ten seconds on, not an hour on.
+    assert_eq!(
+        u.release(id, back(set), now, nobody_waits),
+        Release::Pooled {
+            deadline: now + 10_000
+        }
+    );
+    assert_eq!(
+        u.expire(id, now + 10_000),
+        Expiry::Retire(CloseReason::Lifetime)
+    );
+    // Reused, its 99th and 100th exchanges are its last.
+    let p = u.pop_idle(A, None, now + 1).expect("idle");
+    u.reuse(p.id, ClientId(1), now + 1);
+    assert_eq!(
+        u.release(p.id, back(set), now + 2, nobody_waits),
+        Release::Pooled {
+            deadline: now + 10_000
+        }
+    );
+    let p = u.pop_idle(A, None, now + 3).expect("idle");
+    u.reuse(p.id, ClientId(1), now + 3);
+    assert_eq!(
+        u.release(p.id, back(set), now + 4, nobody_waits),
+        Release::Close(CloseReason::MaxRequests)
+    );
+    check_books(&u);
+}
+
+/// An idle connection exported for a binary upgrade leaves this process's books as a close for
+/// `upgrade`, with its age and count, and its reservation frees its place in the caps once the
+/// loop drops it.
+#[test]
+fn an_export_is_a_close_for_upgrade() {
+    let shared = budgets(1, 1);
+    let mut u = Upstreams::new(0, &shared);
+    let set = settings(8, 100, 60_000, 3_600_000);
+    let id = open(&mut u, A, Some(ClientId(1)), (4, 0), 100).unwrap();
+    assert!(matches!(
+        u.release(id, back(set), 200, nobody_waits),
+        Release::Pooled { .. }
+    ));
+    let h = u.export(id, 700).expect("idle");
+    assert_eq!((h.age_ms, h.served, h.node), (600, 1, A));
+    assert_eq!(shared[0].open_now(), 1, "held until the loop drops it");
+    drop(h.reservation);
+    assert_eq!(shared[0].open_now(), 0);
+    let n = &u.snapshot()[0];
+    assert_eq!(n.closes[CloseReason::Upgrade.index()], 1);
+    assert_eq!(n.handed_over, 0, "not a hand-over between cores");
+    assert!(u.pop_idle(A, None, 800).is_none(), "off the idle list");
+    check_books(&u);
+}
+
 #[test]
 fn a_capped_connection_closes_for_waiters_of_other_names() {
     let mut u = Upstreams::new(0, &budgets(1, 1));

@@ -302,6 +302,18 @@ impl Hearth {
         }
     }
 
+    /// Sends SIGUSR2, asking hearth to start a new binary that takes over from it.
+    pub fn upgrade(&self) {
+        if self.status.is_none() {
+            signal(&self.child, libc::SIGUSR2);
+        }
+    }
+
+    /// The configuration file hearth was started with (it lives as long as `self`).
+    pub fn config_path(&self) -> &Path {
+        self._config.path()
+    }
+
     /// Stops the whole process (SIGSTOP) until the guard is dropped (SIGCONT). What arrives
     /// meanwhile waits in the kernel, and hearth's next pass collects all of it at once, in the
     /// order it arrived: a way to put two events into one pass in a chosen order.

@@ -182,11 +182,22 @@ impl Builder<'_> {
             None => None,
             Some(c) => Some(self.config_center(c)?),
         };
+        let upgrade_socket = match raw.upgrade_socket {
+            None => None,
+            Some(p) if p.get_ref().is_empty() => {
+                return Err(self.locator.error(
+                    Some(p.span()),
+                    "must not be empty (omit it for the default, derived from the first listen address)".to_owned(),
+                ))
+            }
+            Some(p) => Some(p.into_inner().into()),
+        };
         Ok(Config {
             workers,
             pin_cores: raw.pin_cores.unwrap_or(false),
             max_client_connections: raw.max_client_connections.map_or(0, |c| c.0),
             shutdown_grace: self.duration(raw.shutdown_grace, Duration::from_secs(10))?,
+            upgrade_socket,
             listen,
             client,
             upstreams,
@@ -931,12 +942,30 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_socket_is_optional_and_never_empty() {
+        let base = "[[listen]]\naddr = \"127.0.0.1:0\"\n[upstreams.u]\nnodes = { \"127.0.0.1:1\" = 1 }\n[[routes]]\nuris = [\"/*\"]\nupstream = \"u\"\n";
+        assert_eq!(
+            Config::parse(base, "t.toml")
+                .expect("default")
+                .0
+                .upgrade_socket,
+            None
+        );
+        let empty = format!("workers = 1\nupgrade_socket = \"\"\n{base}");
+        let e = Config::parse(&empty, "t.toml").expect_err("empty path");
+        assert_eq!(e.line(), Some(2));
+        assert!(e.to_string().contains("upgrade_socket"), "{e}");
+        assert!(e.to_string().contains("must not be empty"), "{e}");
+    }
+
+    #[test]
     fn every_key_is_read() {
         let text = r#"
 workers = 3
 pin_cores = true
 max_client_connections = 9
 shutdown_grace = "3s"
+upgrade_socket = "/run/hearth/upgrade.sock"
 [[listen]]
 addr = "127.0.0.1:8080"
 [[listen]]
@@ -991,6 +1020,10 @@ upstream = "zeta"
         );
         assert_eq!(c.max_client_connections, 9);
         assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(
+            c.upgrade_socket.as_deref(),
+            Some(std::path::Path::new("/run/hearth/upgrade.sock"))
+        );
         // Order of appearance, not alphabetical: routes refer to upstreams by this index.
         assert_eq!(c.upstreams[0].name, "zeta");
         assert_eq!(c.upstreams[1].name, "alpha");
