@@ -333,14 +333,10 @@ launch_hearth() {
 	wait_port "$port" "$LAST_PID"
 }
 
-start_hearth() {
-	local name=$1 port=$2 workers=$3 admin=${4:-} dir=$TMP/$1
-	mkdir -p "$dir"
-	{
-		echo "workers = $workers"
-		[[ -z $admin ]] || printf '[admin]\naddr = "127.0.0.1:%s"\n' "$admin"
-		hearth_front "$port"
-		cat <<EOF
+# hearth_origin_route: the upstream `u` (the origin on UP_PORT, with the pool of every hearth
+# row) and the route sending everything to it, as TOML on stdout.
+hearth_origin_route() {
+	cat <<EOF
 [upstreams.u]
 nodes = { "127.0.0.1:$UP_PORT" = 1 }
 # size covers the c500 shape's concurrency, as the zero-connects target assumes (with 320, hearth
@@ -350,6 +346,16 @@ keepalive_pool = { size = 1024, requests = 1000000, idle_timeout = "300s" }
 uris = ["/*"]
 upstream = "u"
 EOF
+}
+
+start_hearth() {
+	local name=$1 port=$2 workers=$3 admin=${4:-} dir=$TMP/$1
+	mkdir -p "$dir"
+	{
+		echo "workers = $workers"
+		[[ -z $admin ]] || printf '[admin]\naddr = "127.0.0.1:%s"\n' "$admin"
+		hearth_front "$port"
+		hearth_origin_route
 	} >"$dir/hearth.toml"
 	local binary=$HEARTH_BIN
 	[[ $name != hearthb ]] || binary=$HEARTH_BASE_BIN

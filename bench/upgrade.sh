@@ -63,14 +63,7 @@ LOG=$DIR/hearth.log
 	echo "workers = $WORKERS"
 	echo "upgrade_socket = \"$DIR/upgrade.sock\""
 	hearth_front "$HEARTH_PORT"
-	cat <<EOF
-[upstreams.u]
-nodes = { "127.0.0.1:$UP_PORT" = 1 }
-keepalive_pool = { size = 1024, requests = 1000000, idle_timeout = "300s" }
-[[routes]]
-uris = ["/*"]
-upstream = "u"
-EOF
+	hearth_origin_route
 } >"$DIR/hearth.toml"
 # info: the upgrade's own lines (the new pid, what moved) are what this script follows. Every
 # hearth an upgrade starts writes to the same log, as it inherits its parent's output.
