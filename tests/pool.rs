@@ -479,10 +479,11 @@ fn pool_size_limits_what_is_kept_across_purges() {
     );
 }
 
-// P11b. With the default pool (size 320) and more clients than that in lockstep waves, every
-//       wave leaves all its connections idle at once. Before, the surplus over 320 was closed at
-//       that instant and the next wave, a moment later, connected again; now the purge keeps
-//       what the load used, and no wave after the first opens a connection.
+// P11b. With a pool of size 320 (APISIX's default, and hearth's before 1024) and more clients
+//       than that in lockstep waves, every wave leaves all its connections idle at once. Before,
+//       the surplus over 320 was closed at that instant and the next wave, a moment later,
+//       connected again; now the purge keeps what the load used, and no wave after the first
+//       opens a connection.
 #[test]
 fn waves_larger_than_size_reuse_every_connection() {
     const CLIENTS: usize = 340;
@@ -490,7 +491,9 @@ fn waves_larger_than_size_reuse_every_connection() {
     let mock = MockUpstream::start(|req, _| {
         Reply::ok(req.target.as_bytes()).after(Duration::from_millis(100))
     });
-    let h = conf(&[mock.addr()]).start();
+    let h = conf(&[mock.addr()])
+        .upstream("keepalive_pool = { size = 320 }")
+        .start();
     let addr = h.addr();
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
     let threads: Vec<_> = (0..CLIENTS)

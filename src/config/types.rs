@@ -427,7 +427,7 @@ impl Default for UpstreamTimeouts {
 pub struct PoolSettings {
     /// Idle connections kept per pool.
     pub size: usize,
-    /// Requests sent on one upstream connection before it is retired.
+    /// Requests sent on one upstream connection before it is retired; 0 is no limit.
     pub requests: u64,
     /// An idle pooled connection older than this is closed. With `idle_auto` this is the
     /// ceiling and the working value is learned from the upstream.
@@ -463,8 +463,8 @@ impl PoolSettings {
 impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
-            size: 320,
-            requests: 1000,
+            size: 1024,
+            requests: 0,
             idle_timeout: Duration::from_secs(60),
             idle_auto: false,
             max_lifetime: Duration::from_secs(3600),

@@ -889,8 +889,8 @@ mod tests {
         assert_eq!(u.timeout.connect, Duration::from_secs(6));
         assert_eq!(u.timeout.send, Duration::from_secs(60));
         assert_eq!(u.timeout.read, Duration::from_secs(60));
-        assert_eq!(u.keepalive_pool.size, 320);
-        assert_eq!(u.keepalive_pool.requests, 1000);
+        assert_eq!(u.keepalive_pool.size, 1024);
+        assert_eq!(u.keepalive_pool.requests, 0);
         assert_eq!(u.keepalive_pool.idle_timeout, Duration::from_secs(60));
         assert_eq!(u.keepalive_pool.max_lifetime, Duration::from_secs(3600));
         assert_eq!((u.max_connections, u.max_connecting), (0, 0));
