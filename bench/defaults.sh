@@ -26,13 +26,10 @@ POOL=${POOL:-}
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-for knob in CONNS SECS WARMUP ROUNDS; do
-	[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive integer, not '${!knob}'"
-done
+positive_knobs CONNS SECS WARMUP ROUNDS
 ensure_tools nginx wrk
 raise_fd_limit
-if ((BUILD)); then build_hearth || die "hearth: release build failed"; fi
-[[ -x $HEARTH_BIN ]] || die "no hearth at $HEARTH_BIN (BUILD=1 builds it)"
+hearth_binary_ready
 
 read -r ORIGIN_PORT HEARTH_PORT < <(free_ports 2)
 start_origin "$ORIGIN_PORT"

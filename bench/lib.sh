@@ -333,6 +333,20 @@ launch_hearth() {
 	wait_port "$port" "$LAST_PID"
 }
 
+# positive_knobs NAME...: dies unless each named variable holds a positive integer.
+positive_knobs() {
+	local knob
+	for knob in "$@"; do
+		[[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive integer, not '${!knob}'"
+	done
+}
+
+# hearth_binary_ready: builds hearth when BUILD is 1, and dies unless HEARTH_BIN is there.
+hearth_binary_ready() {
+	if ((BUILD)); then build_hearth || die "hearth: release build failed"; fi
+	[[ -x $HEARTH_BIN ]] || die "no hearth at $HEARTH_BIN (BUILD=1 builds it)"
+}
+
 # hearth_origin_route: the upstream `u` (the origin on UP_PORT, with the pool of every hearth
 # row) and the route sending everything to it, as TOML on stdout.
 hearth_origin_route() {

@@ -41,15 +41,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OUT=
 [[ -z $OUT_ARG ]] || OUT=$(absolute "$OUT_ARG")
 
-count() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, not '$2'"; }
-for knob in SECS CONNS THREADS WORKERS UPGRADES WARMUP; do count "$knob" "${!knob}"; done
+positive_knobs SECS CONNS THREADS WORKERS UPGRADES WARMUP
 ((SECS > UPGRADES * 2)) || die "SECS ($SECS) leaves too little time between $UPGRADES upgrades"
 
 ensure_tools nginx wrk python3
 for tool in nginx wrk python3; do command -v "$tool" >/dev/null || die "$tool is required"; done
 raise_fd_limit
-if ((BUILD)); then build_hearth || die "hearth: release build failed"; fi
-[[ -x $HEARTH_BIN ]] || die "no hearth at $HEARTH_BIN (BUILD=1 builds it)"
+hearth_binary_ready
 
 # ---------------------------------------------------------------------------------------------
 # The origin and hearth.
