@@ -30,7 +30,7 @@ use crate::config::{
     route_host, uri_pattern, ActiveChecks, Balance, Node, PassHost, PassiveHealth, PoolSettings,
     QueueSettings, Resolve, Route, Scheme, Upstream, UpstreamTimeouts, UpstreamTls, MAX_DURATION,
 };
-use crate::proxy_rewrite;
+use crate::proxy_rewrite::{self, shown};
 use crate::route::{parse_cond, Operand};
 
 /// Longest accepted `id`, as APISIX's schema has it.
@@ -1040,17 +1040,6 @@ fn key_path(prefix: &str, key: &str) -> String {
         join(prefix, key)
     } else {
         join(prefix, &format!("{key:?}"))
-    }
-}
-
-/// A value as JSON, cut short: error messages quote what was sent without echoing a whole
-/// object back.
-fn shown(v: &Value) -> String {
-    const MAX: usize = 60;
-    let text = v.to_string();
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text,
     }
 }
 

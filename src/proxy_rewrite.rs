@@ -1003,8 +1003,9 @@ fn string(v: &Value) -> Result<&str, PluginError> {
     }
 }
 
-/// A value as JSON, cut short.
-fn shown(v: &Value) -> String {
+/// A value as JSON, cut short: error messages quote what was sent without echoing a whole
+/// object back. The APISIX route and upstream reader uses it too.
+pub(crate) fn shown(v: &Value) -> String {
     const MAX: usize = 60;
     let text = v.to_string();
     match text.char_indices().nth(MAX) {
