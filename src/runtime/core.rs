@@ -43,7 +43,7 @@ use crate::route::Router;
 use crate::runtime::control::{Control, Export};
 use crate::runtime::deadline::{Clocks, Due};
 use crate::runtime::exchange::{Exchange, Fault, Leg, Piped, Tries};
-use crate::runtime::generation::{ListenTls, Shared, UpSettings};
+use crate::runtime::generation::{ListenTls, Shared};
 use crate::runtime::io::{end, pump, ReadOutcome, SplicePipe, UpIo};
 use crate::runtime::process::Process;
 use crate::slab::Slab;
@@ -71,7 +71,7 @@ const ACCEPT_PAUSE_MS: u64 = 100;
 const CAP_RECHECK_MS: u64 = 50;
 /// How often a core looks after its pools: purges that are due, the warm floor
 /// (`keepalive_pool.min_idle`) and `preconnect` top-ups.
-const TICK_EVERY_MS: u64 = 1_000;
+pub(super) const TICK_EVERY_MS: u64 = 1_000;
 
 fn client_token(id: ClientId) -> Token {
     Token(CONN_BASE + 2 * id.index())
@@ -232,15 +232,15 @@ pub struct Core {
     pub(super) upgrade_closed: u64,
     /// Started on the sockets of a hearth it replaces, which is still handing over its
     /// connections: no pool is warmed until it has (`Control::Inherited`).
-    inheriting: bool,
+    pub(super) inheriting: bool,
     /// While connections still come from the hearth this one replaces, until when a request
     /// waits for one of them rather than open one (`Control::Expect`); 0 otherwise.
     pub(super) expect_until: u64,
     /// Next `min_idle` top-up; 0 when no upstream asks for a warm floor.
     /// When `pool_tick` runs next; 0 while no pool is configured.
-    next_tick: u64,
+    pub(super) next_tick: u64,
     /// Connections a purge takes off the idle lists, kept for its allocation.
-    purging: Vec<(UpId, CloseReason)>,
+    pub(super) purging: Vec<(UpId, CloseReason)>,
     /// The access log, when configured; its entries in progress by client id (kept out of
     /// `Client` so idle connections stay small).
     pub(super) access: Option<AccessLog>,
@@ -582,64 +582,6 @@ impl Core {
         }
     }
 
-    /// The pools' housekeeping, once a second: each node of the generation is purged toward its
-    /// recent need when its `purge_interval` is up (`Upstreams::purge`), then topped up in the
-    /// background to its warm floor (`min_idle`) and what `preconnect` keeps open. Connects go
-    /// through the node's budget, so the caps and `max_connecting` pace them.
-    fn pool_tick(&mut self) {
-        self.next_tick = 0;
-        if self.shutdown_at.is_some() {
-            return;
-        }
-        let shared = self.shared.clone(); // once a second at most, not per request
-        let mut closing = mem::take(&mut self.purging);
-        for node in (0..self.ups.nodes()).map(NodeId) {
-            let Some(set) = shared.settings_of_pool(node) else {
-                continue;
-            };
-            self.next_tick = self.now + TICK_EVERY_MS;
-            self.ups.purge(node, self.now, &set.pool, &mut closing);
-            for (uid, why) in closing.drain(..) {
-                self.close_up(uid, why);
-            }
-            self.warm(node, &set);
-        }
-        self.purging = closing;
-    }
-
-    /// A request just took a connection to `node`: with `preconnect` on, the node's open
-    /// connections follow the load up at once rather than at the next tick.
-    pub(super) fn preconnect(&mut self, node: NodeId, set: &UpSettings) {
-        if set.pool.preconnect_permille != 0 {
-            self.warm(node, set);
-        }
-    }
-
-    /// Opens what `Upstreams::warm_gap` says `node` lacks, without a request. Warm connections
-    /// carry the node's own name (and tag).
-    pub(super) fn warm(&mut self, node: NodeId, set: &UpSettings) {
-        if self.inheriting {
-            return; // connections are still coming from the hearth this one replaced
-        }
-        if !self.node_usable(node) {
-            return; // health checks took it out: it would only be closed again
-        }
-        let gap = self.ups.warm_gap(node, &set.pool);
-        if gap == 0 {
-            return;
-        }
-        let tag = self
-            .shared
-            .pool(node)
-            .and_then(|p| p.tls.as_ref())
-            .map_or(0, |t| t.node_tag);
-        for _ in 0..gap {
-            if self.connect(node, None, set, tag).is_err() {
-                break;
-            }
-        }
-    }
-
     fn snapshot(&self) -> Counters {
         let mut c = self.counters.clone();
         c.client_open_now = self.clients.len() as u64;
@@ -654,7 +596,7 @@ impl Core {
         }
     }
 
-    fn begin_shutdown(&mut self, grace: Duration) {
+    pub(super) fn begin_shutdown(&mut self, grace: Duration) {
         if self.shutdown_at.is_some() {
             return;
         }
@@ -667,111 +609,6 @@ impl Core {
         }
         for cid in self.clients.keys() {
             self.pending.push(ClientId(cid));
-        }
-    }
-
-    /// A new hearth took over the listening sockets: drain as for a shutdown, but keep idle
-    /// clients for their next request (`step_head`), and export idle upstream connections as
-    /// the remaining clients stop needing them (`export_surplus`).
-    fn begin_upgrade(&mut self, grace: Duration, export: crossbeam_channel::Sender<Export>) {
-        if self.shutdown_at.is_some() {
-            // Already stopping: its connections close with it.
-            let _ = export.send(Export::Finished {
-                core: self.id,
-                closed: 0,
-            });
-            return;
-        }
-        self.export = Some(export);
-        self.export_due = true;
-        self.begin_shutdown(grace);
-    }
-
-    /// The window for connections from the hearth this one replaced has closed: requests that
-    /// still wait connect (`connect` no longer holds them back), saying so.
-    fn stop_expecting(&mut self) {
-        if self.expect_until == 0 {
-            return;
-        }
-        self.expect_until = 0;
-        for node in (0..self.ups.nodes()).map(NodeId) {
-            if self.ups.has_waiters(node) {
-                info!(
-                    "core {}: upgrade: requests waited for a handed-over connection \
-                     to node {} in vain; they connect",
-                    self.id,
-                    node.index(),
-                );
-                self.serve_waiters(node);
-            }
-        }
-    }
-
-    /// The hearth this one replaced has handed over everything: requests still waiting for a
-    /// connection ask the other cores once more (each has filed all it was given by now, and
-    /// one with more than its clients use has one idle); they connect if none comes before the
-    /// window closes. The window stays open: the old hearth's last clients may still arrive
-    /// here on a core that was given fewer connections than they need, while another core has
-    /// more.
-    fn last_call(&mut self) {
-        for node in (0..self.ups.nodes()).map(NodeId) {
-            if self.ups.has_waiters(node) {
-                for (i, p) in self.process.peers.iter().enumerate() {
-                    if i != self.id {
-                        let _ = p.send(Control::ShedIdle {
-                            node,
-                            from: self.id,
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    /// A new hearth is about to take over: it gets the idle plain connections that this core's
-    /// clients cannot use now, while this core serves on as before.
-    fn export_early(&mut self, export: crossbeam_channel::Sender<Export>) {
-        let core = self.id;
-        if self.shutdown_at.is_some() {
-            // Stopping already: nothing to give.
-            let _ = export.send(Export::Flushed { core });
-            return;
-        }
-        self.export = Some(export);
-        self.export_surplus(false);
-        if let Some(export) = self.export.take() {
-            let _ = export.send(Export::Flushed { core });
-        }
-    }
-
-    /// In an upgrade: gives up the idle connections beyond what this core's remaining clients
-    /// may still ask for, oldest first: plain ones to the new hearth, TLS ones (with `tls`)
-    /// closed. A client may still ask while it waits for a request head, or while its answer
-    /// goes out on a connection that it keeps.
-    fn export_surplus(&mut self, tls: bool) {
-        self.export_due = false;
-        if self.export.is_none() {
-            return;
-        }
-        let may_ask = self
-            .clients
-            .iter()
-            .filter(|(_, c)| match &c.phase {
-                Phase::Head => true,
-                Phase::Exchange(ex) => ex.keep_client,
-                _ => false,
-            })
-            .count();
-        for node in (0..self.ups.nodes()).map(NodeId) {
-            if !tls && self.shared.pool(node).is_some_and(|p| p.https) {
-                continue;
-            }
-            while self.ups.node(node).is_some_and(|n| n.idle() > may_ask) {
-                let Some(uid) = self.ups.pop_oldest_idle(node) else {
-                    break;
-                };
-                self.export_up(uid);
-            }
         }
     }
 

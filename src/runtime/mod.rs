@@ -8,7 +8,9 @@
 //!   side (`Leg`: `Unattached`, `Queued`, `Connecting`, `Attached`, `Draining`); `relay.rs`: the
 //!   core's steps that move it. `deadline.rs`: its timeouts as plain values.
 //! - `upstream::Upstreams` (outside this module): the upstream connections' books and every pool
-//!   decision, on a clock it is handed. `upconn.rs` carries those decisions out on sockets;
+//!   decision, on a clock it is handed. `upconn.rs` carries those decisions out on sockets
+//!   (and runs the pools' once-a-second housekeeping, `pool_tick`); `handover.rs`: a core's part
+//!   in a binary upgrade, giving idle connections away or waiting for them;
 //!   `io.rs` is every read and write, plain or TLS, of either side (`End`, `UpIo`), and the
 //!   core's splice pipe (`SplicePipe`); `splice.rs`: when a large plain body skips the buffers
 //!   and moves through that pipe instead.
@@ -71,6 +73,7 @@ pub mod core;
 mod deadline;
 mod exchange;
 pub mod generation;
+mod handover;
 mod io;
 pub mod process;
 mod relay;

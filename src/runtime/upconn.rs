@@ -7,6 +7,7 @@
 //! flags as a client's (`io::End`).
 
 use std::io;
+use std::mem;
 use std::sync::Arc;
 
 use log::{debug, warn};
@@ -18,8 +19,8 @@ use rustls::{ClientConnection, Connection, HandshakeKind};
 use crate::cause::Cause;
 use crate::config::PoolSettings;
 use crate::id::{ClientId, NodeId, UpId};
-use crate::runtime::control::{Control, Export, PassedConn};
-use crate::runtime::core::{up_token, waiting_for, Core, Phase, TimerKey};
+use crate::runtime::control::Control;
+use crate::runtime::core::{up_token, waiting_for, Core, Phase, TimerKey, TICK_EVERY_MS};
 use crate::runtime::exchange::Leg;
 use crate::runtime::generation::{UpSettings, UpTls};
 use crate::runtime::io::{tls_feed, tls_flush, Fed, ShortRead, UpHandover, UpIo};
@@ -416,40 +417,6 @@ impl Core {
         }
     }
 
-    /// Gives up idle connection `id` in a binary upgrade: a plain one goes to the new hearth
-    /// (out of this core's epoll and books; its place in this process's caps is given back),
-    /// a TLS one closes, its session state being this process's.
-    pub(super) fn export_up(&mut self, id: UpId) {
-        let plain = self.ups.conn(id).is_some_and(|c| c.io.tls.is_none());
-        if !plain || self.export.is_none() {
-            self.upgrade_closed += 1;
-            self.close_up(id, CloseReason::Upgrade);
-            return;
-        }
-        let Some(mut h) = self.ups.export(id, self.now) else {
-            return;
-        };
-        // Out of this epoll before anything else: the new hearth will hold the same socket.
-        let _ = self.poll.registry().deregister(&mut h.io.sock);
-        let node = h.node;
-        let freed = h.reservation.capped();
-        let passed = PassedConn {
-            sock: h.io.sock.into(),
-            addr: h.addr,
-            age_ms: h.age_ms,
-            served: h.served,
-            hint: h.hint,
-        };
-        drop(h.reservation);
-        if let Some(export) = &self.export {
-            // A closed channel drops the connection: the new hearth is gone.
-            let _ = export.send(Export::Conn(passed));
-        }
-        if freed {
-            self.budget_freed(node);
-        }
-    }
-
     /// Gives connection `id` (connected, or still connecting) to the waiting client `cid`.
     pub(super) fn attach(&mut self, id: UpId, cid: ClientId, reused: bool) {
         let now = self.now;
@@ -584,6 +551,68 @@ impl Core {
         drop(io);
         if freed {
             self.budget_freed(node);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ pool housekeeping
+
+impl Core {
+    /// The pools' housekeeping, once a second: each node of the generation is purged toward its
+    /// recent need when its `purge_interval` is up (`Upstreams::purge`), then topped up in the
+    /// background to its warm floor (`min_idle`) and what `preconnect` keeps open. Connects go
+    /// through the node's budget, so the caps and `max_connecting` pace them.
+    pub(super) fn pool_tick(&mut self) {
+        self.next_tick = 0;
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        let shared = self.shared.clone(); // once a second at most, not per request
+        let mut closing = mem::take(&mut self.purging);
+        for node in (0..self.ups.nodes()).map(NodeId) {
+            let Some(set) = shared.settings_of_pool(node) else {
+                continue;
+            };
+            self.next_tick = self.now + TICK_EVERY_MS;
+            self.ups.purge(node, self.now, &set.pool, &mut closing);
+            for (uid, why) in closing.drain(..) {
+                self.close_up(uid, why);
+            }
+            self.warm(node, &set);
+        }
+        self.purging = closing;
+    }
+
+    /// A request just took a connection to `node`: with `preconnect` on, the node's open
+    /// connections follow the load up at once rather than at the next tick.
+    pub(super) fn preconnect(&mut self, node: NodeId, set: &UpSettings) {
+        if set.pool.preconnect_permille != 0 {
+            self.warm(node, set);
+        }
+    }
+
+    /// Opens what `Upstreams::warm_gap` says `node` lacks, without a request. Warm connections
+    /// carry the node's own name (and tag).
+    pub(super) fn warm(&mut self, node: NodeId, set: &UpSettings) {
+        if self.inheriting {
+            return; // connections are still coming from the hearth this one replaced
+        }
+        if !self.node_usable(node) {
+            return; // health checks took it out: it would only be closed again
+        }
+        let gap = self.ups.warm_gap(node, &set.pool);
+        if gap == 0 {
+            return;
+        }
+        let tag = self
+            .shared
+            .pool(node)
+            .and_then(|p| p.tls.as_ref())
+            .map_or(0, |t| t.node_tag);
+        for _ in 0..gap {
+            if self.connect(node, None, set, tag).is_err() {
+                break;
+            }
         }
     }
 }
