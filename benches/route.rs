@@ -65,6 +65,7 @@ fn table(n: usize) -> Vec<Route> {
                 upstream: i % 3,
                 websocket: None,
                 rewrite: None,
+                queue: Default::default(),
             }
         })
         .collect();
@@ -79,6 +80,7 @@ fn table(n: usize) -> Vec<Route> {
         upstream: 0,
         websocket: None,
         rewrite: None,
+        queue: Default::default(),
     });
     routes
 }

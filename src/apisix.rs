@@ -31,7 +31,7 @@ use crate::config::{
     QueueSettings, Resolve, Route, Scheme, Upstream, UpstreamTimeouts, UpstreamTls, MAX_DURATION,
 };
 use crate::proxy_rewrite::{self, shown};
-use crate::route::{parse_cond, Operand};
+use crate::route::{parse_cond, Operand, QueueRank};
 
 /// Longest accepted `id`, as APISIX's schema has it.
 pub const MAX_ID_LEN: usize = 64;
@@ -319,6 +319,8 @@ pub fn parse_route(id: &str, v: &Value, resolve: &Resolve) -> Result<RouteSpec, 
             upstream: UNPLACED,
             websocket,
             rewrite,
+            // APISIX has no queue ranks; routes from the admin API or etcd keep the default.
+            queue: QueueRank::default(),
         },
         upstream,
     })

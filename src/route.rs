@@ -71,6 +71,17 @@ pub struct Route {
     /// APISIX `plugins.proxy-rewrite`: what the route changes in a request on its way upstream.
     /// Boxed, as most routes have none.
     pub rewrite: Option<Box<ProxyRewrite>>,
+    /// Where the route's requests stand in a node's queue when its caps are full.
+    pub queue: QueueRank,
+}
+
+/// A route's rank in the queue of a capped node (`queue_class`, `queue_offset` in the file):
+/// requests of a lower class are served first, and within a class a request queues as if it
+/// had come `offset_ms` later than it did. The default is plain first come first served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueRank {
+    pub class: i16,
+    pub offset_ms: u32,
 }
 
 /// How a route matches the request's host (compared without the port, ignoring ASCII case).
@@ -760,6 +771,7 @@ mod tests {
             upstream,
             websocket: None,
             rewrite: None,
+            queue: QueueRank::default(),
         }
     }
 

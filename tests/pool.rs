@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -709,6 +710,72 @@ fn max_connecting_queues_a_burst_behind_one_connect() {
         "a queued request timed out"
     );
     assert_eq!(mock.request_count(), BURST, "requests served");
+}
+
+// A capped node's queue follows the routes' ranks: a lower `queue_class` is served first, and
+// `queue_offset` counts a request as queued that much later. With every rank at its default the
+// queue is first come first served (the other queue tests).
+#[test]
+fn queued_requests_are_served_by_their_routes_rank() {
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let held = Arc::clone(&gate);
+    let mock = MockUpstream::start(move |req, _| {
+        if req.target == "/hold" {
+            let (open, cv) = &*held;
+            let shut = open.lock().unwrap();
+            let (shut, _) = cv
+                .wait_timeout_while(shut, Duration::from_secs(10), |o| !*o)
+                .unwrap();
+            drop(shut);
+        }
+        Reply::ok(req.target.as_bytes())
+    });
+    let h = conf(&[mock.addr()])
+        .admin()
+        .upstream("max_connections = 1")
+        .upstream("queue = { size = 64, timeout = \"10s\" }")
+        .routes(
+            "[[routes]]\nuris = [\"/low/*\"]\nupstream = \"backend\"\nqueue_class = 1\n\n\
+             [[routes]]\nuris = [\"/late/*\"]\nupstream = \"backend\"\nqueue_offset = \"30s\"\n\n\
+             [[routes]]\nuris = [\"/*\"]\nupstream = \"backend\"\n",
+        )
+        .start();
+    let node = format!("{{upstream=\"backend\",node=\"{}\"}}", mock.addr());
+    let queued = || count(&h.metrics(), &format!("hearth_upstream_queued_total{node}"));
+    let mut holder = h.client();
+    holder.send(&get("/hold"));
+    assert!(
+        wait_until(Duration::from_secs(5), || mock.request_count() == 1),
+        "the first request never reached the upstream"
+    );
+    // Queued one at a time, in this order of arrival.
+    let arrivals = ["/low/1", "/late/1", "/low/2", "/now/1", "/late/2", "/now/2"];
+    let mut clients = Vec::new();
+    for (i, path) in arrivals.iter().enumerate() {
+        let mut c = h.client();
+        c.send(&get(path));
+        assert!(
+            wait_until(Duration::from_secs(5), || queued() == i as u64 + 1),
+            "{path} was not queued"
+        );
+        clients.push((path, c));
+    }
+    {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    assert_eq!(holder.read_response().status, 200);
+    for (path, c) in &mut clients {
+        let r = c.read_response();
+        assert_eq!((r.status, r.text()), (200, path.to_string()));
+    }
+    let order: Vec<String> = mock.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(
+        order,
+        ["/hold", "/now/1", "/now/2", "/late/1", "/late/2", "/low/1", "/low/2"],
+        "class 0 before class 1; within class 0, 30 s of offset puts /late behind /now"
+    );
 }
 
 // pass_host: "node" sends the node's address as Host, "rewrite" sends upstream_host; the

@@ -189,6 +189,7 @@ fn matching_does_not_allocate() {
         upstream: 0,
         websocket: None,
         rewrite: None,
+        queue: Default::default(),
     };
     let mut routes = vec![
         route(

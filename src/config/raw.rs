@@ -198,6 +198,8 @@ pub(super) struct RawRoute {
     pub(super) vars: Vec<Spanned<Vec<Spanned<RawOperand>>>>,
     pub(super) upstream: Spanned<String>,
     pub(super) enable_websocket: Option<bool>,
+    pub(super) queue_class: Option<Spanned<i64>>,
+    pub(super) queue_offset: Option<Spanned<RawDuration>>,
     /// Read as JSON, as the admin API and etcd give it, so one reader serves all three.
     pub(super) plugins: Option<Spanned<serde_json::Value>>,
 }

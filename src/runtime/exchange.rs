@@ -13,8 +13,10 @@ use crate::http::body::ChunkedDecoder;
 use crate::http::head::Version;
 use crate::http::rewrite::Offer;
 use crate::id::{NodeId, UpId};
+use crate::route::QueueRank;
 use crate::runtime::generation::UpSettings;
 use crate::upstream::pool::KeepAliveHint;
+use crate::upstream::QueueKey;
 
 /// How a request body arrives from the client.
 #[derive(Debug)]
@@ -108,6 +110,8 @@ pub(super) struct Exchange {
     /// The upstream's settings as they were when the request arrived; a reload does not change
     /// a request in flight.
     pub(super) set: UpSettings,
+    /// Its route's rank in a capped node's queue.
+    pub(super) rank: QueueRank,
     pub(super) leg: Leg,
     /// The connection served earlier exchanges (taken from the pool or handed to a waiter).
     pub(super) reused: bool,
@@ -167,6 +171,14 @@ impl Exchange {
     /// The request body has not all come in from the client yet.
     pub(super) fn body_pending(&self) -> bool {
         !matches!(self.req, BodyIn::Done)
+    }
+
+    /// Its place in the node's queue, for a request that queued at `since`.
+    pub(super) fn queue_key(&self, since: u64) -> QueueKey {
+        QueueKey {
+            class: self.rank.class,
+            at: since.saturating_add(u64::from(self.rank.offset_ms)),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::http::body::{self, BodyError, ChunkedDecoder};
 use crate::http::head::{self, ReqBody, RequestHead, RespBody, Version};
 use crate::http::rewrite::{self, ClientSide, Forward, Offer, Upgrades};
 use crate::id::{ClientId, NodeId, UpId};
-use crate::route::{Request, Vars};
+use crate::route::{QueueRank, Request, Vars};
 use crate::runtime::control::Control;
 use crate::runtime::core::{Core, Phase, Step, Tunnel, MAX_SPARE_EXCHANGES};
 use crate::runtime::exchange::{BodyIn, BodyOut, Exchange, Fault, Leg, Piped, Resp, Tries};
@@ -114,7 +114,10 @@ impl Core {
             }
         }
         let upstream = m.upstream;
-        let websocket = cfg.routes.get(m.route).and_then(|r| r.websocket);
+        let (websocket, rank) = cfg
+            .routes
+            .get(m.route)
+            .map_or((None, QueueRank::default()), |r| (r.websocket, r.queue));
         let up_cfg = &cfg.upstreams[upstream];
         // The key is read only for chash, from the request as it arrived.
         let hash = match &up_cfg.balance {
@@ -250,6 +253,7 @@ impl Core {
             node,
             sni,
             set,
+            rank,
             leg: Leg::Unattached,
             reused: false,
             replayed: false,
@@ -334,7 +338,8 @@ impl Core {
                 }
                 Err(ConnectError::Budget) => {
                     let (qsize, max_conns) = (ex.set.queue_size, ex.set.max_connections);
-                    if !self.ups.wait(node, cid, qsize) {
+                    let key = ex.queue_key(self.now);
+                    if !self.ups.wait(node, cid, key, qsize) {
                         self.node_counters(node, |c| c.queue_timeouts += 1);
                         let r = self.answer_for(cid, Cause::QueueFull, false, Some(&ex));
                         self.retire(ex);

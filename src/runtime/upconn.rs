@@ -453,11 +453,15 @@ impl Core {
                 continue;
             };
             let (set, sni) = (ex.set, ex.sni);
+            let key = match ex.leg {
+                Leg::Queued { since } => ex.queue_key(since),
+                _ => ex.queue_key(self.now),
+            };
             match self.connect(node, Some(cid), &set, sni) {
                 Ok(id) => self.attach(id, cid, false),
                 Err(ConnectError::Budget) => {
                     // Still no room: back to the head of the queue.
-                    self.ups.wait_front(node, cid);
+                    self.ups.wait_front(node, cid, key);
                     return;
                 }
                 Err(ConnectError::Failed(cause)) => self.fail_waiter(cid, cause),

@@ -35,6 +35,7 @@ use crate::slab::Slab;
 
 pub use budget::{Full, NodeBudget, Reservation};
 pub use node::Node;
+pub use pool::QueueKey;
 use pool::{idle_deadline, retire_reason, CloseReason, KeepAliveHint, Verdict};
 
 /// Where an upstream connection stands.
@@ -584,13 +585,13 @@ impl<C> Upstreams<C> {
 
     // ------------------------------------------------------------------ waiters
 
-    /// Queues `client` for `node`; false when the queue already holds `max`.
-    pub fn wait(&mut self, node: NodeId, client: ClientId, max: usize) -> bool {
+    /// Queues `client` for `node` at its rank `key`; false when the queue already holds `max`.
+    pub fn wait(&mut self, node: NodeId, client: ClientId, key: QueueKey, max: usize) -> bool {
         let core = self.core;
         let Some(n) = self.nodes.get_mut(node.index()) else {
             return false;
         };
-        if !n.pool.wait(client, max) {
+        if !n.pool.wait(client, key, max) {
             return false;
         }
         n.counters.queued += 1;
@@ -598,11 +599,12 @@ impl<C> Upstreams<C> {
         true
     }
 
-    /// Puts a waiter back at the head of the queue: its turn came, but the caps did not.
-    pub fn wait_front(&mut self, node: NodeId, client: ClientId) {
+    /// Puts a waiter back at the head of the queue, with the rank it queued at: its turn came,
+    /// but the caps did not.
+    pub fn wait_front(&mut self, node: NodeId, client: ClientId, key: QueueKey) {
         let core = self.core;
         if let Some(n) = self.nodes.get_mut(node.index()) {
-            n.pool.wait_front(client);
+            n.pool.wait_front(client, key);
             n.budget.add_waiter(core);
         }
     }

@@ -2,8 +2,8 @@
 //!
 //! Per node (an upstream's member address), a core keeps an LRU list of its idle connections
 //! (checkout takes the most recently used, which is the one least likely to have been closed by
-//! the upstream; overflow evicts the least recently used) and a FIFO of requests waiting for a
-//! connection. The rules for when a connection retires (`retire_reason`, `idle_deadline`) are
+//! the upstream; overflow evicts the least recently used) and the queue of requests waiting for a
+//! connection, in the order of their `QueueKey`s: first come first served within a class. The rules for when a connection retires (`retire_reason`, `idle_deadline`) are
 //! plain functions of time and counts. Nothing here touches a socket or a clock; `Upstreams`
 //! (the module above) keeps these lists in step with its connections.
 
@@ -193,12 +193,24 @@ pub enum Verdict {
     Drop,
 }
 
+/// Where a waiting request stands in its node's queue: lower keys are served first. A route's
+/// `queue_class` orders before arrival, and its `queue_offset` counts as arriving later, so
+/// within a class the wait is first come first served with that handicap (HAProxy's
+/// `set-priority-class` and `set-priority-offset`). Every route's default, class 0 and no offset,
+/// leaves the queue a plain FIFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct QueueKey {
+    pub class: i16,
+    /// Milliseconds on the core's clock: when the request queued plus its route's offset.
+    pub at: u64,
+}
+
 /// Per-core lists of one node: its idle connections, most recently used first, and the requests
-/// waiting for a connection, first come first served.
+/// waiting for a connection, by `QueueKey` (arrival order among equal classes and offsets).
 #[derive(Debug, Default)]
 pub struct NodePool {
     idle: Lru<UpId>,
-    waiters: VecDeque<ClientId>,
+    waiters: VecDeque<(QueueKey, ClientId)>,
 }
 
 impl NodePool {
@@ -239,18 +251,28 @@ impl NodePool {
         self.idle.iter()
     }
 
-    /// Queues a waiter; false when the queue already holds `max` of them.
-    pub fn wait(&mut self, client: ClientId, max: usize) -> bool {
+    /// Queues a waiter behind every one whose key is not greater; false when the queue already
+    /// holds `max` of them. With equal classes and offsets a key is never below the last one's,
+    /// so the common case appends.
+    pub fn wait(&mut self, client: ClientId, key: QueueKey, max: usize) -> bool {
         if self.waiters.len() >= max {
             return false;
         }
-        self.waiters.push_back(client);
+        match self.waiters.back() {
+            Some(&(last, _)) if last > key => {
+                let at = self.waiters.partition_point(|&(k, _)| k <= key);
+                self.waiters.insert(at, (key, client));
+            }
+            _ => self.waiters.push_back((key, client)),
+        }
         true
     }
 
-    /// Puts a waiter back at the head of the queue (its turn came, but the budget did not).
-    pub fn wait_front(&mut self, client: ClientId) {
-        self.waiters.push_front(client);
+    /// Puts a waiter back where it was, at the head of the queue (its turn came, but the budget
+    /// did not), unless a request that outranks it came meanwhile.
+    pub fn wait_front(&mut self, client: ClientId, key: QueueKey) {
+        let at = self.waiters.partition_point(|&(k, _)| k < key);
+        self.waiters.insert(at, (key, client));
     }
 
     /// The first queued waiter `judge` takes, in queue order. Waiters it drops (gone, or no
@@ -262,7 +284,7 @@ impl NodePool {
     ) -> (Option<ClientId>, u32) {
         let mut left = 0;
         let mut i = 0;
-        while let Some(&cid) = self.waiters.get(i) {
+        while let Some(&(_, cid)) = self.waiters.get(i) {
             match judge(cid) {
                 Verdict::Take => {
                     self.waiters.remove(i);
@@ -289,7 +311,7 @@ impl NodePool {
     /// Removes a waiter that gave up; true if it was queued.
     pub fn forget_waiter(&mut self, client: ClientId) -> bool {
         let before = self.waiters.len();
-        self.waiters.retain(|&c| c != client);
+        self.waiters.retain(|&(_, c)| c != client);
         self.waiters.len() != before
     }
 }
@@ -389,9 +411,10 @@ mod tests {
     #[test]
     fn waiters_are_bounded_and_fifo() {
         let mut p = NodePool::default();
-        assert!(p.wait(ClientId(7), 2));
-        assert!(p.wait(ClientId(8), 2));
-        assert!(!p.wait(ClientId(9), 2));
+        let k = QueueKey::default();
+        assert!(p.wait(ClientId(7), k, 2));
+        assert!(p.wait(ClientId(8), k, 2));
+        assert!(!p.wait(ClientId(9), k, 2));
         p.forget_waiter(ClientId(7));
         assert_eq!(p.take_waiter(|_| Verdict::Take).0, Some(ClientId(8)));
         assert_eq!(p.take_waiter(|_| Verdict::Take).0, None);
@@ -409,7 +432,7 @@ mod tests {
         };
         let mut p = NodePool::default();
         for c in 1..=5 {
-            assert!(p.wait(ClientId(c), 8));
+            assert!(p.wait(ClientId(c), QueueKey::default(), 8));
         }
         assert_eq!(
             p.take_waiter(judge(false)),
@@ -488,5 +511,71 @@ mod tests {
             (61_000, CloseReason::IdleTimeout),
             "learning only counts with auto"
         );
+    }
+
+    fn key(class: i16, at: u64) -> QueueKey {
+        QueueKey { class, at }
+    }
+
+    fn drain(p: &mut NodePool) -> Vec<usize> {
+        std::iter::from_fn(|| p.take_waiter(|_| Verdict::Take).0.map(|c| c.0)).collect()
+    }
+
+    #[test]
+    fn a_lower_class_is_served_first_and_fifo_holds_within_a_class() {
+        let mut p = NodePool::default();
+        // Arrivals at 10, 11, 12, ...: classes 1, 0, 1, 0, -1.
+        for (c, class) in [(1, 1), (2, 0), (3, 1), (4, 0), (5, -1)] {
+            assert!(p.wait(ClientId(c), key(class, 10 + c as u64), 8));
+        }
+        assert_eq!(drain(&mut p), [5, 2, 4, 1, 3]);
+    }
+
+    #[test]
+    fn an_offset_lets_later_arrivals_go_first_for_that_long() {
+        let mut p = NodePool::default();
+        // 1 queues at 100 with a 50 ms handicap: 2 (at 120) and 3 (at 149) go before it, 4 (at
+        // 150, an equal key) and 5 (at 200) after it.
+        assert!(p.wait(ClientId(1), key(0, 150), 8));
+        for (c, at) in [(2, 120), (3, 149), (4, 150), (5, 200)] {
+            assert!(p.wait(ClientId(c), key(0, at), 8));
+        }
+        assert_eq!(drain(&mut p), [2, 3, 1, 4, 5]);
+    }
+
+    #[test]
+    fn a_waiter_put_back_keeps_its_rank() {
+        let mut p = NodePool::default();
+        assert!(p.wait(ClientId(1), key(0, 10), 8));
+        assert!(p.wait(ClientId(2), key(0, 20), 8));
+        assert_eq!(p.take_waiter(|_| Verdict::Take).0, Some(ClientId(1)));
+        // Meanwhile a request of a better class came: it stays ahead of the one put back.
+        assert!(p.wait(ClientId(3), key(-1, 30), 8));
+        p.wait_front(ClientId(1), key(0, 10));
+        assert_eq!(drain(&mut p), [3, 1, 2]);
+    }
+
+    #[test]
+    fn ranked_queues_match_a_sort_of_the_arrivals() {
+        // Any mix of classes and keys comes out as a stable sort by key would give it.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..200 {
+            let mut p = NodePool::default();
+            let mut model = Vec::new();
+            for c in 0..40usize {
+                let k = key((next() % 3) as i16 - 1, next() % 16);
+                assert!(p.wait(ClientId(c), k, 64));
+                model.push((k, c));
+            }
+            model.sort_by_key(|&(k, _)| k);
+            let want: Vec<usize> = model.into_iter().map(|(_, c)| c).collect();
+            assert_eq!(drain(&mut p), want);
+        }
     }
 }

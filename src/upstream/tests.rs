@@ -346,9 +346,12 @@ fn a_connection_that_is_not_quiet_or_not_wanted_closes() {
 fn waiters_get_connections_for_their_name_in_queue_order() {
     let mut u = Upstreams::new(0, &budgets(1, 2));
     let set = settings(8, 100, 60_000, 3_600_000);
-    assert!(u.wait(A, ClientId(1), 2));
-    assert!(u.wait(A, ClientId(2), 2));
-    assert!(!u.wait(A, ClientId(3), 2), "the queue holds two");
+    assert!(u.wait(A, ClientId(1), QueueKey::default(), 2));
+    assert!(u.wait(A, ClientId(2), QueueKey::default(), 2));
+    assert!(
+        !u.wait(A, ClientId(3), QueueKey::default(), 2),
+        "the queue holds two"
+    );
     assert_eq!(u.node(A).unwrap().budget.waiting_core(1), Some(0));
     let id = open(&mut u, A, Some(ClientId(7)), (0, 0), 0).unwrap();
     // Client 1 waits for another name (tag 5), client 2 for this connection's (0).
@@ -386,7 +389,7 @@ fn reservations_follow_connections_across_cores() {
     let caps = (1, 0);
     let id = open(&mut one, A, Some(ClientId(1)), caps, 0).unwrap();
     assert!(two.reserve(A, 1, 0).is_none(), "the node is at its cap");
-    assert!(two.wait(A, ClientId(5), 8));
+    assert!(two.wait(A, ClientId(5), QueueKey::default(), 8));
     // Core 0's connection comes back clean: core 1 waits, so it goes there.
     assert_eq!(
         one.release(id, back(set), 10, nobody_waits),
@@ -506,7 +509,7 @@ fn a_capped_connection_closes_for_waiters_of_other_names() {
     let mut u = Upstreams::new(0, &budgets(1, 1));
     let set = settings(8, 100, 60_000, 3_600_000);
     let id = open(&mut u, A, Some(ClientId(1)), (1, 0), 0).unwrap();
-    assert!(u.wait(A, ClientId(2), 8));
+    assert!(u.wait(A, ClientId(2), QueueKey::default(), 8));
     assert_eq!(
         u.release(id, back(set), 1, |_| Some(42)),
         Release::Close(CloseReason::Evicted)

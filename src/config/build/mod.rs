@@ -31,7 +31,7 @@ use super::types::{
     ListenTls, PassHost, Resolve, Upstream, MAX_HEAD_BYTES, MAX_WORKERS, MIN_HEAD_BYTES,
 };
 use crate::proxy_rewrite::{Step, NAME};
-use crate::route::{route_host, uri_pattern, Route};
+use crate::route::{route_host, uri_pattern, QueueRank, Route};
 
 impl Config {
     /// Reads and validates the file at `path`.
@@ -689,6 +689,7 @@ impl Builder<'_> {
                     ))
                 }
             };
+            let queue = self.queue_rank(&r)?;
             let vars = r
                 .vars
                 .into_iter()
@@ -746,6 +747,7 @@ impl Builder<'_> {
                 upstream,
                 websocket: r.enable_websocket,
                 rewrite,
+                queue,
             });
         }
         for (u, used) in upstreams.iter().zip(used) {
@@ -756,6 +758,37 @@ impl Builder<'_> {
             }
         }
         Ok(routes)
+    }
+
+    /// A route's `queue_class` (-1000..=1000, lower first) and `queue_offset` (at most a minute:
+    /// a longer handicap would outlast any sensible queue timeout).
+    fn queue_rank(&self, r: &RawRoute) -> Result<QueueRank, ConfigError> {
+        let mut rank = QueueRank::default();
+        if let Some(c) = &r.queue_class {
+            rank.class = match i16::try_from(*c.get_ref()) {
+                Ok(n) if (-1000..=1000).contains(&n) => n,
+                _ => {
+                    return Err(self.locator.error(
+                        Some(c.span()),
+                        format!(
+                            "must be between -1000 and 1000 (lower is served first), found {}",
+                            c.get_ref()
+                        ),
+                    ))
+                }
+            };
+        }
+        if let Some(o) = &r.queue_offset {
+            let d = o.get_ref();
+            if d.auto || d.value > Duration::from_secs(60) {
+                return Err(self.locator.error(
+                    Some(o.span()),
+                    format!("must be a duration of at most 60s, found {}", d.as_read),
+                ));
+            }
+            rank.offset_ms = u32::try_from(d.value.as_millis()).unwrap_or(u32::MAX);
+        }
+        Ok(rank)
     }
 
     /// Where in the file `path` leads under the `plugins` of route `index` (0-based): the span
@@ -914,6 +947,7 @@ mod tests {
                 upstream: 0,
                 websocket: None,
                 rewrite: None,
+                queue: QueueRank::default(),
             }]
         );
     }
@@ -1088,9 +1122,46 @@ upstream = "zeta"
                 upstream: 1,
                 websocket: None,
                 rewrite: None,
+                queue: QueueRank::default(),
             }
         );
         assert_eq!(c.routes[1].upstream, 0);
+    }
+
+    #[test]
+    fn route_queue_ranks() {
+        let text = format!(
+            "{MINIMAL}[[routes]]\nuris = [\"/report\"]\nupstream = \"u\"\n\
+             queue_class = 2\nqueue_offset = \"250ms\"\n"
+        );
+        let (c, _) = parse(&text).unwrap();
+        assert_eq!(c.routes[0].queue, QueueRank::default(), "FIFO unless asked");
+        assert_eq!(
+            c.routes[1].queue,
+            QueueRank {
+                class: 2,
+                offset_ms: 250
+            }
+        );
+        for (line, message) in [
+            ("queue_class = 1001", "between -1000 and 1000"),
+            ("queue_class = -40000", "between -1000 and 1000"),
+            ("queue_offset = \"2m\"", "at most 60s"),
+            ("queue_offset = \"auto\"", "at most 60s"),
+            ("queue_offset = \"-5ms\"", ""),
+        ] {
+            let e = err(&format!(
+                "{MINIMAL}[[routes]]\nuris = [\"/r\"]\nupstream = \"u\"\n{line}\n"
+            ));
+            let key = line.split(' ').next().unwrap();
+            assert_eq!(e.line(), Some(MINIMAL.lines().count() + 4), "{line}: {e}");
+            assert_eq!(
+                e.key(),
+                Some(format!("routes[1].{key}").as_str()),
+                "{line}: {e}"
+            );
+            assert!(e.message().contains(message), "{line}: {e}");
+        }
     }
 
     #[test]
