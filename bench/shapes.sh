@@ -30,7 +30,11 @@
 #   cap    at most 50 upstream connections (hearth `max_connections = 50` and its queue, HAProxy
 #          `maxconn 50` on the server with its queue, nginx `max_conns=50`, which has no queue):
 #          examples/load.rs --mode closed, 200 clients, every 10th request of each to `/slow`
-#          (200 ms), the rest to `/fast`. p99 per class and error answers.
+#          (200 ms), the rest to `/fast`. p99 per class and error answers. hearth and HAProxy
+#          also run a second row each that ranks `/slow` behind `/fast` in the queue (hearth
+#          `queue_class = 1` on a `/slow` route, HAProxy `http-request set-priority-class int(1)`
+#          for `/slow`): the lever for the fast requests' tail, compared like for like. The
+#          target's verdict compares the first-come-first-served rows.
 #   large  wrk, 10 connections: GET of 1 MiB answers, then POST of 1 MiB uploads. CPU per
 #          request and MB/s. Rows: hearth (splice, the default), hearth with `splice = false`,
 #          nginx, HAProxy with `option splice-auto`.
@@ -165,7 +169,8 @@ start_shapes_origin
 # PORT are lib.sh's tables.
 read -r -a PROXY_LIST <<<"$PROXIES"
 
-# VARIANT: "" (defaults), cap (50 connections and a queue), nosplice.
+# VARIANT: "" (defaults), cap (50 connections and a queue), caprank (the same, `/slow` ranked
+# behind), nosplice, preconnect.
 start_shape_hearth() {
 	local name=$1 port=$2 upport=$3 variant=${4:-} dir=$TMP/$1
 	mkdir -p "$dir"
@@ -178,10 +183,12 @@ start_shape_hearth() {
 nodes = { "127.0.0.1:$upport" = 1 }
 EOF
 		[[ $variant != preconnect ]] || echo 'keepalive_pool = { preconnect = 1.5 }'
-		if [[ $variant == cap ]]; then
+		if [[ $variant == cap* ]]; then
 			echo "max_connections = 50"
 			echo 'queue = { size = 1024, timeout = "5s" }'
 		fi
+		[[ $variant != caprank ]] ||
+			printf '[[routes]]\nuris = ["/slow"]\nupstream = "u"\nqueue_class = 1\n'
 		printf '[[routes]]\nuris = ["/*"]\nupstream = "u"\n'
 	} >"$dir/hearth.toml"
 	launch_hearth "$name" "$port" "$dir" "$HEARTH_BIN"
@@ -225,7 +232,10 @@ EOF
 
 start_shape_haproxy() {
 	local name=$1 port=$2 upport=$3 variant=${4:-} dir=$TMP/$1 server_extra='' defaults_extra=''
-	[[ $variant != cap ]] || server_extra=" maxconn 50"
+	local backend_extra=''
+	[[ $variant != cap* ]] || server_extra=" maxconn 50"
+	[[ $variant != caprank ]] ||
+		backend_extra="    http-request set-priority-class int(1) if { path_beg /slow }"
 	[[ $variant != splice ]] || defaults_extra="    option splice-auto"
 	mkdir -p "$dir"
 	cat >"$dir/haproxy.cfg" <<EOF
@@ -250,6 +260,7 @@ frontend bench
     default_backend origin
 
 backend origin
+$backend_extra
     server u 127.0.0.1:$upport$server_extra
 EOF
 	start "$dir/out.log" haproxy -db -f "$dir/haproxy.cfg"
@@ -264,9 +275,11 @@ start_shape_row() {
 	hearth) start_shape_hearth hearth "$2" "$3" "${4:-}" ;;
 	hearth_copy) start_shape_hearth hearth_copy "$2" "$3" nosplice ;;
 	hearth_pre) start_shape_hearth hearth_pre "$2" "$3" preconnect ;;
+	hearth_rank) start_shape_hearth hearth_rank "$2" "$3" caprank ;;
 	nginx64) start_shape_nginx nginx64 "$2" "$3" "${4:-}" ;;
 	haproxy) start_shape_haproxy haproxy "$2" "$3" "${4:-}" ;;
 	haproxy_splice) start_shape_haproxy haproxy_splice "$2" "$3" splice ;;
+	haproxy_rank) start_shape_haproxy haproxy_rank "$2" "$3" caprank ;;
 	*) return 1 ;;
 	esac
 }
@@ -419,8 +432,15 @@ shape_spike() {
 
 shape_cap() {
 	say "shape cap: 50 upstream connections, 200 clients, every 10th request 200 ms"
-	start_rows "$POOL_PORT" cap "${PROXY_LIST[@]}"
-	local round row out
+	local rows=() row
+	for row in "${PROXY_LIST[@]}"; do
+		case $row in
+		hearth | haproxy) rows+=("$row" "${row}_rank") ;;
+		*) rows+=("$row") ;;
+		esac
+	done
+	start_rows "$POOL_PORT" cap "${rows[@]}"
+	local round out
 	for row in "${ACTIVE[@]}"; do
 		run_to "$TMP/cap.$row.warm" "$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode closed \
 			--clients 200 --secs 2 --path /fast --slow-every 10 --slow-path /slow

@@ -13,9 +13,11 @@ import statistics
 import sys
 
 LABEL = {"direct": "direct (no proxy)", "hearth": "hearth", "hearth_copy": "hearth, splice = false",
-         "hearth_pre": "hearth, preconnect 1.5",
-         "nginx64": "nginx keepalive 64", "haproxy": "HAProxy", "haproxy_splice": "HAProxy, splice-auto"}
-ORDER = ["direct", "hearth", "hearth_pre", "hearth_copy", "nginx64", "haproxy", "haproxy_splice"]
+         "hearth_pre": "hearth, preconnect 1.5", "hearth_rank": "hearth, /slow queue_class 1",
+         "nginx64": "nginx keepalive 64", "haproxy": "HAProxy", "haproxy_splice": "HAProxy, splice-auto",
+         "haproxy_rank": "HAProxy, /slow priority-class 1"}
+ORDER = ["direct", "hearth", "hearth_pre", "hearth_copy", "hearth_rank", "nginx64", "haproxy",
+         "haproxy_splice", "haproxy_rank"]
 
 
 def number(text):
@@ -123,7 +125,10 @@ def spike(runs):
 def cap(runs):
     r = runs.get("cap", {})
     print("### cap: at most 50 upstream connections, 200 clients, every 10th request takes 200 ms\n")
-    print("nginx's `max_conns` has no queue: a request past the cap is answered 502 at once.\n")
+    print("nginx's `max_conns` has no queue: a request past the cap is answered 502 at once. The "
+          "ranked rows queue `/slow` behind `/fast` (hearth `queue_class = 1` on a `/slow` route, "
+          "HAProxy `http-request set-priority-class int(1)` for it); the target compares the "
+          "first-come-first-served rows.\n")
     print(shape_table(r, [("req/s", "rps", "%.0f", "median"),
                           ("fast p50 us", "fast_p50_us", "%.0f", "median"),
                           ("fast p99 us", "fast_p99_us", "%.0f", "median"),
@@ -139,6 +144,13 @@ def cap(runs):
                           for p, v in peers.items())
     target("cap: hearth's p99 of fast requests the lowest (rows with no errors)",
            "%s us vs %s" % (cell(h, "%.0f"), described), ok)
+    # The lever, like for like: both proxies told that /slow may wait.
+    hr, pr = med(r.get("hearth_rank", []), "fast_p99_us"), med(r.get("haproxy_rank", []), "fast_p99_us")
+    if hr is not None and pr is not None:
+        clean = total(r["hearth_rank"], "errors") == 0 and total(r["haproxy_rank"], "errors") == 0
+        target("cap, /slow ranked behind in both: hearth's p99 of fast requests the lower (lever)",
+               "%s us vs %s %s" % (cell(hr, "%.0f"), LABEL["haproxy_rank"], cell(pr, "%.0f")),
+               clean and hr < pr)
 
 
 def large(runs):
