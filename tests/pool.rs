@@ -712,6 +712,35 @@ fn max_connecting_queues_a_burst_behind_one_connect() {
     assert_eq!(mock.request_count(), BURST, "requests served");
 }
 
+// An answer that ends on the last byte of hearth's 32 KiB read buffer leaves the connection
+// marked readable, as a full read says nothing of what follows. It used to be taken for stray
+// bytes and closed as stale, so one large answer in about thirty cost a connect (issue 21's
+// large shape). Each answer here is exactly one buffer, written at once.
+#[test]
+fn an_answer_that_fills_the_read_buffer_exactly_keeps_its_connection() {
+    const BUFFER: usize = 32 * 1024;
+    let head = |len: usize| format!("HTTP/1.1 200 OK\r\nContent-Length: {len:05}\r\n\r\n");
+    let body = BUFFER - head(0).len();
+    let mock = MockUpstream::start(move |_, _| {
+        let mut answer = head(body).into_bytes();
+        answer.resize(BUFFER, b'x');
+        Reply::raw(answer)
+    });
+    let h = conf(&[mock.addr()]).admin().start();
+    let mut c = h.client();
+    for i in 0..20 {
+        let r = c.get(&format!("/exact/{i}"));
+        assert_eq!((r.status, r.body.len()), (200, body), "request {i}");
+    }
+    let text = h.metrics();
+    let stale = format!(
+        "hearth_upstream_closes_total{{upstream=\"backend\",node=\"{}\",reason=\"stale\"}}",
+        mock.addr()
+    );
+    assert_eq!(count(&text, &stale), 0, "closed as stale:\n{text}");
+    assert_eq!(mock.connections(), 1, "upstream connections for 20 answers");
+}
+
 // A capped node's queue follows the routes' ranks: a lower `queue_class` is served first, and
 // `queue_offset` counts a request as queued that much later. With every rank at its default the
 // queue is first come first served (the other queue tests).
