@@ -2,7 +2,8 @@
 # bench/lib.sh: what bench/run.sh and bench/profile.sh share, sourced by both, never run alone.
 #
 # It owns the tools (installed when missing), the release build, every process the scripts start
-# (listed in PIDS and stopped by an EXIT trap however the script ends, with TMP removed), the
+# (listed in PIDS and stopped by an EXIT trap however the script ends, with TMP removed unless
+# KEEP_TMP is set, for reading every run's raw output and the proxies' logs afterwards), the
 # nginx origin with its stub_status counter, and the proxies under test, each started on a port
 # the kernel handed out and checked to accept before it counts as up. Nothing here writes outside
 # TMP; the callers write their own results.
@@ -101,7 +102,7 @@ cleanup() {
 		kill -KILL "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	done
-	rm -rf "$TMP"
+	[[ -n ${KEEP_TMP:-} ]] || rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
