@@ -531,7 +531,7 @@ impl Core {
             }
             loop {
                 let clients = &self.clients;
-                let Some(cid) = self
+                let Some((cid, _)) = self
                     .ups
                     .next_waiter(node, |c| waiting_for(clients, c, node))
                 else {

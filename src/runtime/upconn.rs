@@ -465,7 +465,7 @@ impl Core {
     pub(super) fn serve_waiters(&mut self, node: NodeId) {
         loop {
             let clients = &self.clients;
-            let Some(cid) = self
+            let Some((cid, key)) = self
                 .ups
                 .next_waiter(node, |c| waiting_for(clients, c, node))
             else {
@@ -475,10 +475,6 @@ impl Core {
                 continue;
             };
             let (set, sni) = (ex.set, ex.sni);
-            let key = match ex.leg {
-                Leg::Queued { since } => ex.queue_key(since),
-                _ => ex.queue_key(self.now),
-            };
             match self.connect(node, Some(cid), &set, sni) {
                 Ok(id) => self.attach(id, cid, false),
                 Err(ConnectError::Budget) => {

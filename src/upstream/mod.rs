@@ -619,22 +619,23 @@ impl<C> Upstreams<C> {
         }
     }
 
-    /// The first request still waiting for `node` (`waiting` judges each; any name).
+    /// The first request still waiting for `node` (`waiting` judges each; any name), with the
+    /// key it queued at.
     pub fn next_waiter(
         &mut self,
         node: NodeId,
         mut waiting: impl FnMut(ClientId) -> Waiting,
-    ) -> Option<ClientId> {
+    ) -> Option<(ClientId, QueueKey)> {
         let core = self.core;
         let n = self.nodes.get_mut(node.index())?;
-        let (taken, left) = n.pool.take_waiter(|cid| match waiting(cid) {
+        let (taken, left) = n.pool.take_ranked(|cid| match waiting(cid) {
             Some(_) => Verdict::Take,
             None => Verdict::Drop,
         });
         for _ in 0..left {
             n.budget.remove_waiter(core);
         }
-        taken
+        taken.map(|(key, cid)| (cid, key))
     }
 
     pub fn has_waiters(&self, node: NodeId) -> bool {

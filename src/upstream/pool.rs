@@ -3,8 +3,9 @@
 //! Per node (an upstream's member address), a core keeps an LRU list of its idle connections
 //! (checkout takes the most recently used, which is the one least likely to have been closed by
 //! the upstream; overflow evicts the least recently used) and the queue of requests waiting for a
-//! connection, in the order of their `QueueKey`s: first come first served within a class. The rules for when a connection retires (`retire_reason`, `idle_deadline`) are
-//! plain functions of time and counts. Nothing here touches a socket or a clock; `Upstreams`
+//! connection, in the order of their `QueueKey`s: first come first served within a class. The
+//! rules for when a connection retires (`retire_reason`, `idle_deadline`) are plain functions of
+//! time and counts. Nothing here touches a socket or a clock; `Upstreams`
 //! (the module above) keeps these lists in step with its connections.
 
 use std::collections::VecDeque;
@@ -280,15 +281,24 @@ impl NodePool {
     /// another name) keep their place. Returns the waiter and how many left the queue.
     pub fn take_waiter(
         &mut self,
-        mut judge: impl FnMut(ClientId) -> Verdict,
+        judge: impl FnMut(ClientId) -> Verdict,
     ) -> (Option<ClientId>, u32) {
+        let (taken, left) = self.take_ranked(judge);
+        (taken.map(|(_, cid)| cid), left)
+    }
+
+    /// As `take_waiter`, with the key the waiter queued at, for putting it back (`wait_front`).
+    pub fn take_ranked(
+        &mut self,
+        mut judge: impl FnMut(ClientId) -> Verdict,
+    ) -> (Option<(QueueKey, ClientId)>, u32) {
         let mut left = 0;
         let mut i = 0;
-        while let Some(&(_, cid)) = self.waiters.get(i) {
+        while let Some(&(key, cid)) = self.waiters.get(i) {
             match judge(cid) {
                 Verdict::Take => {
                     self.waiters.remove(i);
-                    return (Some(cid), left + 1);
+                    return (Some((key, cid)), left + 1);
                 }
                 Verdict::Drop => {
                     self.waiters.remove(i);
