@@ -64,13 +64,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OUT=$(absolute "$OUT_ARG")
 BURST_BIN=$ROOT/target/release/examples/burst
 
-count() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, not '$2'"; }
-count ROUNDS "$ROUNDS"
-count CLIENTS "$CLIENTS"
-count REQUESTS "$REQUESTS"
-count BURSTS "$BURSTS"
-count MIXED_BURSTS "$MIXED_BURSTS"
-count ORIGIN_IDLE "$ORIGIN_IDLE"
+positive_knobs ROUNDS CLIENTS REQUESTS BURSTS MIXED_BURSTS ORIGIN_IDLE
 [[ $BODY =~ ^[0-9]+$ ]] || die "BODY must be a whole number of bytes, not '$BODY'"
 [[ $SPREAD =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "SPREAD must be seconds, not '$SPREAD'"
 [[ $SEED =~ ^[0-9]+$ ]] || die "SEED must be a whole number, not '$SEED'"

@@ -78,12 +78,7 @@ BURST_BIN=$ROOT/target/release/examples/burst
 LOAD_BIN=$ROOT/target/release/examples/load
 ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
 
-count() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, not '$2'"; }
-count ROUNDS "$ROUNDS"
-count STALE_BURSTS "$STALE_BURSTS"
-count CAP_SECS "$CAP_SECS"
-count LARGE_SECS "$LARGE_SECS"
-count RATE_SECS "$RATE_SECS"
+positive_knobs ROUNDS STALE_BURSTS CAP_SECS LARGE_SECS RATE_SECS
 for r in $RATES; do [[ $r =~ ^[1-9][0-9]?$ ]] || die "RATES are percentages 1-99, not '$r'"; done
 for shape in $SHAPES; do
 	case $shape in stale | spike | cap | large | rate) ;; *) die "unknown shape '$shape'" ;; esac
