@@ -44,7 +44,9 @@
 #          direct at each rate. hearth and HAProxy also run a second row each with their worker
 #          pinned to CPU 0 and busy-polling (hearth `pin_cores` and `busy_poll`, HAProxy `cpu-map`
 #          and `busy-polling`): the issue's busy-poll lever, compared like for like (RATE_BUSY=0
-#          leaves those rows out). The target's verdict compares the rows with defaults.
+#          leaves those rows out). A spinning row would take CPU 0 from every other row's run,
+#          so each runs only for its own runs (with a second of warm-up load before each). The
+#          target's verdict compares the rows with defaults.
 # It is a benchmark, not a test: a proxy doing badly is reported, never turned into a non-zero
 # exit; only a broken setup is.
 #
@@ -515,12 +517,18 @@ EOF
 }
 
 shape_rate() {
-	local rows=() row
-	for row in "${PROXY_LIST[@]}"; do
-		rows+=("$row")
-		case $row in hearth | haproxy) ((!RATE_BUSY)) || rows+=("${row}_busy") ;; esac
-	done
-	start_rows "$POOL_PORT" "" direct "${rows[@]}"
+	# A busy-polling row spins on CPU 0 whether or not it is being measured, so it runs only
+	# for its own measurements: started before each (with a second of load to fill its pool, as
+	# the rows that stay up have from their earlier runs), stopped after. The capacity and every
+	# other row are measured with no spinner up.
+	local busy=() row
+	if ((RATE_BUSY)); then
+		for row in "${PROXY_LIST[@]}"; do
+			case $row in hearth | haproxy) busy+=("${row}_busy") ;; esac
+		done
+	fi
+	start_rows "$POOL_PORT" "" direct "${PROXY_LIST[@]}"
+	local staying=("${ACTIVE[@]}")
 	local out=$TMP/rate.capacity
 	# The capacity: the best of three short closed-loop runs against the origin itself.
 	local cap=0 i c
@@ -531,15 +539,29 @@ shape_rate() {
 	done
 	say "shape rate: the direct origin's capacity is $cap req/s (closed loop, 50 connections)"
 	record rate_capacity direct 1 rps="$cap"
-	local pct rate round row
+	local pct rate round port
 	for pct in $RATES; do
 		rate=$(awk -v c="$cap" -v p="$pct" 'BEGIN { printf "%d", c * p / 100 }')
 		for ((round = 1; round <= ROUNDS; round++)); do
+			ACTIVE=("${staying[@]}" "${busy[@]}")
 			rotate "$round"
 			for row in "${ORDER[@]}"; do
 				out=$TMP/rate.$pct.$row.$round
+				if [[ $row == *_busy ]]; then
+					read -r port < <(free_ports 1)
+					if ! start_shape_row "$row" "$port" "$POOL_PORT" ""; then
+						explain_failure "$row"
+						continue
+					fi
+					run_to "$out.warm" "$LOAD_BIN" --addr "127.0.0.1:$port" --mode rate --clients 64 \
+						--rate "$rate" --secs 1
+				fi
 				run_to "$out" "$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode rate --clients 64 \
 					--rate "$rate" --secs "$RATE_SECS"
+				if [[ $row == *_busy ]]; then
+					stop "${PID[$row]}"
+					unset "PID[$row]"
+				fi
 				record "rate_$pct" "$row" "$round" rate="$rate" p50_us="$(field "$out" class=all p50_us)" \
 					p99_us="$(field "$out" class=all p99_us)" p999_us="$(field "$out" class=all p999_us)" \
 					errors="$(field "$out" total errors)" rps="$(field "$out" total rps)"
@@ -547,6 +569,7 @@ shape_rate() {
 			done
 		done
 	done
+	ACTIVE=("${staying[@]}")
 	stop_rows
 }
 
