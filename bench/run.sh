@@ -27,7 +27,7 @@
 #                 proxy_ssl_session_reuse on), and those of bench/shapes.sh: stale, spike, cap,
 #                 large, rate       (default "small c500 body https stale spike cap large rate")
 #   SHAPE_ROUNDS  rounds of bench/shapes.sh's shapes (ROUNDS); its own knobs (STALE_BURSTS,
-#                 CAP_SECS, LARGE_SECS, RATE_SECS, RATES, RATE_BUSY) pass through
+#                 CAP_SECS, LARGE_SECS, RATE_SECS, RATES) pass through
 #   PROXIES       any of: hearth hearth2 hearthb floor nginx32 nginx64 haproxy (default all but
 #                 hearthb); hearth2 (two workers) runs in the small shape only, to compare with
 #                 hearth; hearthb is one worker of HEARTH_BASE_BIN, for A/B within one run;

@@ -41,12 +41,7 @@
 #   rate   the direct origin's capacity first (load.rs --mode closed, 50 connections, GET /), then
 #          an open loop (load.rs --mode rate, 64 connections) at 25%, 50% and 75% of it against
 #          direct and each proxy: p50, p99 and p99.9 latency, and what each proxy adds over
-#          direct at each rate. hearth and HAProxy also run a second row each with their worker
-#          pinned to CPU 0 and busy-polling (hearth `pin_cores` and `busy_poll`, HAProxy `cpu-map`
-#          and `busy-polling`): the issue's busy-poll lever, compared like for like (RATE_BUSY=0
-#          leaves those rows out). A spinning row would take CPU 0 from every other row's run,
-#          so each runs only for its own runs (with a second of warm-up load before each). The
-#          target's verdict compares the rows with defaults.
+#          direct at each rate.
 # It is a benchmark, not a test: a proxy doing badly is reported, never turned into a non-zero
 # exit; only a broken setup is.
 #
@@ -59,7 +54,6 @@
 #   SPIKE_PEAK    clients during the spike's step (300; issue 20 measures a drop from 500)
 #   CAP_SECS, LARGE_SECS, RATE_SECS   seconds per run of those shapes (6, 4, 5)
 #   RATES         percentages of the direct capacity for the rate shape ("25 50 75")
-#   RATE_BUSY     1 adds the busy-polling rows to the rate shape, 0 leaves them out (1)
 #   BUILD         1 builds hearth and the generators first; 0 takes them as they are (1)
 #   HEARTH_BIN    the hearth binary (target/release/hearth)
 #   OUT           where to write the Markdown section (bench/shapes.md)
@@ -74,7 +68,6 @@ CAP_SECS=${CAP_SECS:-6}
 LARGE_SECS=${LARGE_SECS:-4}
 RATE_SECS=${RATE_SECS:-5}
 RATES=${RATES:-25 50 75}
-RATE_BUSY=${RATE_BUSY:-1}
 BUILD=${BUILD:-1}
 OUT_ARG=${OUT:-bench/shapes.md}
 
@@ -86,7 +79,6 @@ LOAD_BIN=$ROOT/target/release/examples/load
 ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
 
 positive_knobs ROUNDS STALE_BURSTS CAP_SECS LARGE_SECS RATE_SECS
-[[ $RATE_BUSY == [01] ]] || die "RATE_BUSY must be 0 or 1, not '$RATE_BUSY'"
 for r in $RATES; do [[ $r =~ ^[1-9][0-9]?$ ]] || die "RATES are percentages 1-99, not '$r'"; done
 for shape in $SHAPES; do
 	case $shape in stale | spike | cap | large | rate) ;; *) die "unknown shape '$shape'" ;; esac
@@ -172,15 +164,13 @@ start_shapes_origin
 # PORT are lib.sh's tables.
 read -r -a PROXY_LIST <<<"$PROXIES"
 
-# VARIANT: "" (defaults), busy (pinned to CPU 0 and busy-polling), cap (50 connections and a
-# queue), caprank (the same, `/slow` ranked
+# VARIANT: "" (defaults), cap (50 connections and a queue), caprank (the same, `/slow` ranked
 # behind), nosplice, preconnect.
 start_shape_hearth() {
 	local name=$1 port=$2 upport=$3 variant=${4:-} dir=$TMP/$1
 	mkdir -p "$dir"
 	{
 		echo "workers = 1"
-		[[ $variant != busy ]] || printf 'pin_cores = true\nbusy_poll = true\n'
 		hearth_front "$port"
 		[[ $variant != nosplice ]] || echo "splice = false"
 		cat <<EOF
@@ -242,13 +232,10 @@ start_shape_haproxy() {
 	[[ $variant != caprank ]] ||
 		backend_extra="    http-request set-priority-class int(1) if { path_beg /slow }"
 	[[ $variant != splice ]] || defaults_extra="    option splice-auto"
-	local global_extra=''
-	[[ $variant != busy ]] || global_extra=$'    busy-polling\n    cpu-map 1/1 0'
 	mkdir -p "$dir"
 	cat >"$dir/haproxy.cfg" <<EOF
 global
     nbthread 1
-$global_extra
     # Plenty for 300 clients, and within the file limit with splice's pipes.
     maxconn 4096
 
@@ -284,12 +271,10 @@ start_shape_row() {
 	hearth_copy) start_shape_hearth hearth_copy "$2" "$3" nosplice ;;
 	hearth_pre) start_shape_hearth hearth_pre "$2" "$3" preconnect ;;
 	hearth_rank) start_shape_hearth hearth_rank "$2" "$3" caprank ;;
-	hearth_busy) start_shape_hearth hearth_busy "$2" "$3" busy ;;
 	nginx64) start_shape_nginx nginx64 "$2" "$3" "${4:-}" ;;
 	haproxy) start_shape_haproxy haproxy "$2" "$3" "${4:-}" ;;
 	haproxy_splice) start_shape_haproxy haproxy_splice "$2" "$3" splice ;;
 	haproxy_rank) start_shape_haproxy haproxy_rank "$2" "$3" caprank ;;
-	haproxy_busy) start_shape_haproxy haproxy_busy "$2" "$3" busy ;;
 	*) return 1 ;;
 	esac
 }
@@ -517,18 +502,7 @@ EOF
 }
 
 shape_rate() {
-	# A busy-polling row spins on CPU 0 whether or not it is being measured, so it runs only
-	# for its own measurements: started before each (with a second of load to fill its pool, as
-	# the rows that stay up have from their earlier runs), stopped after. The capacity and every
-	# other row are measured with no spinner up.
-	local busy=() row
-	if ((RATE_BUSY)); then
-		for row in "${PROXY_LIST[@]}"; do
-			case $row in hearth | haproxy) busy+=("${row}_busy") ;; esac
-		done
-	fi
 	start_rows "$POOL_PORT" "" direct "${PROXY_LIST[@]}"
-	local staying=("${ACTIVE[@]}")
 	local out=$TMP/rate.capacity
 	# The capacity: the best of three short closed-loop runs against the origin itself.
 	local cap=0 i c
@@ -539,29 +513,15 @@ shape_rate() {
 	done
 	say "shape rate: the direct origin's capacity is $cap req/s (closed loop, 50 connections)"
 	record rate_capacity direct 1 rps="$cap"
-	local pct rate round port
+	local pct rate round row
 	for pct in $RATES; do
 		rate=$(awk -v c="$cap" -v p="$pct" 'BEGIN { printf "%d", c * p / 100 }')
 		for ((round = 1; round <= ROUNDS; round++)); do
-			ACTIVE=("${staying[@]}" "${busy[@]}")
 			rotate "$round"
 			for row in "${ORDER[@]}"; do
 				out=$TMP/rate.$pct.$row.$round
-				if [[ $row == *_busy ]]; then
-					read -r port < <(free_ports 1)
-					if ! start_shape_row "$row" "$port" "$POOL_PORT" ""; then
-						explain_failure "$row"
-						continue
-					fi
-					run_to "$out.warm" "$LOAD_BIN" --addr "127.0.0.1:$port" --mode rate --clients 64 \
-						--rate "$rate" --secs 1
-				fi
 				run_to "$out" "$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode rate --clients 64 \
 					--rate "$rate" --secs "$RATE_SECS"
-				if [[ $row == *_busy ]]; then
-					stop "${PID[$row]}"
-					unset "PID[$row]"
-				fi
 				record "rate_$pct" "$row" "$round" rate="$rate" p50_us="$(field "$out" class=all p50_us)" \
 					p99_us="$(field "$out" class=all p99_us)" p999_us="$(field "$out" class=all p999_us)" \
 					errors="$(field "$out" total errors)" rps="$(field "$out" total rps)"
@@ -569,7 +529,6 @@ shape_rate() {
 			done
 		done
 	done
-	ACTIVE=("${staying[@]}")
 	stop_rows
 }
 
@@ -580,7 +539,7 @@ done
 
 mkdir -p "$(dirname "$OUT")"
 {
-	echo "Written by bench/shapes.sh (\`SHAPES=\"$SHAPES\" ROUNDS=$ROUNDS PROXIES=\"$PROXIES\" STALE_BURSTS=$STALE_BURSTS CAP_SECS=$CAP_SECS LARGE_SECS=$LARGE_SECS RATE_SECS=$RATE_SECS RATES=\"$RATES\" RATE_BUSY=$RATE_BUSY\`);"
+	echo "Written by bench/shapes.sh (\`SHAPES=\"$SHAPES\" ROUNDS=$ROUNDS PROXIES=\"$PROXIES\" STALE_BURSTS=$STALE_BURSTS CAP_SECS=$CAP_SECS LARGE_SECS=$LARGE_SECS RATE_SECS=$RATE_SECS RATES=\"$RATES\"\`);"
 	echo "load average at its start: $LOAD_START; at its end: $(cut -d' ' -f1-3 /proc/loadavg)."
 	echo
 	python3 "$ROOT/bench/shapes_report.py" "$RESULTS" "$SHAPES" "$RATES"

@@ -14,12 +14,10 @@ import sys
 
 LABEL = {"direct": "direct (no proxy)", "hearth": "hearth", "hearth_copy": "hearth, splice = false",
          "hearth_pre": "hearth, preconnect 1.5", "hearth_rank": "hearth, /slow queue_class 1",
-         "hearth_busy": "hearth, pinned, busy_poll",
          "nginx64": "nginx keepalive 64", "haproxy": "HAProxy", "haproxy_splice": "HAProxy, splice-auto",
-         "haproxy_rank": "HAProxy, /slow priority-class 1",
-         "haproxy_busy": "HAProxy, pinned, busy-polling"}
-ORDER = ["direct", "hearth", "hearth_pre", "hearth_copy", "hearth_rank", "hearth_busy", "nginx64",
-         "haproxy", "haproxy_splice", "haproxy_rank", "haproxy_busy"]
+         "haproxy_rank": "HAProxy, /slow priority-class 1"}
+ORDER = ["direct", "hearth", "hearth_pre", "hearth_copy", "hearth_rank", "nginx64", "haproxy",
+         "haproxy_splice", "haproxy_rank"]
 
 
 def number(text):
@@ -184,9 +182,7 @@ def rate(runs, rates):
     print(f"Capacity of the direct origin (GET /, closed loop, 50 connections, best of 3): "
           f"{cell(capacity, '%.0f')} req/s. Latency counts from when each request was due, so a "
           "proxy that falls behind is charged for the wait. Added = the row's median percentile "
-          "minus direct's. The busy-polling rows (worker pinned to CPU 0, never sleeping in "
-          "epoll_wait) are the lever, compared with each other; the target compares the rows "
-          "with defaults.\n")
+          "minus direct's.\n")
     keys = (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p999_us"))
     for pct in rates:
         r = runs.get(f"rate_{pct}", {})
@@ -222,13 +218,6 @@ def rate(runs, rates):
                 target(f"rate {pct}%: hearth adds the least at {k}",
                        "%s us vs %s" % (cell(h[k], "%+.0f"), ", ".join(
                            f"{LABEL[p]} {cell(added[p][k], '%+.0f')}" for p in ("nginx64", "haproxy") if p in added)),
-                       ok)
-        hb, pb = added.get("hearth_busy"), added.get("haproxy_busy")
-        if hb and pb:
-            for k, _ in keys:
-                ok = None if hb[k] is None or pb[k] is None else hb[k] <= pb[k]
-                target(f"rate {pct}%, both busy-polling: hearth adds the less at {k} (lever)",
-                       "%s us vs %s %s" % (cell(hb[k], "%+.0f"), LABEL["haproxy_busy"], cell(pb[k], "%+.0f")),
                        ok)
 
 

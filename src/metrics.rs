@@ -228,10 +228,6 @@ pub struct Counters {
     /// Body bytes moved with splice(2), client to upstream and upstream to client.
     pub spliced_request_bytes: u64,
     pub spliced_response_bytes: u64,
-    /// Non-blocking polls made under `busy_poll`: those that found events and those that found
-    /// nothing (the spinning an idle worker pays).
-    pub busy_polls_events: u64,
-    pub busy_polls_empty: u64,
     /// Indexed by global node id (see `runtime::core`).
     pub nodes: Vec<NodeCounters>,
 }
@@ -260,8 +256,6 @@ impl Counters {
         self.client_open_now += o.client_open_now;
         self.spliced_request_bytes += o.spliced_request_bytes;
         self.spliced_response_bytes += o.spliced_response_bytes;
-        self.busy_polls_events += o.busy_polls_events;
-        self.busy_polls_empty += o.busy_polls_empty;
         for (a, b) in self.answers.iter_mut().zip(o.answers.iter()) {
             *a += b;
         }
@@ -319,22 +313,6 @@ impl Counters {
             s,
             "hearth_spliced_bytes_total{{direction=\"response\"}} {}",
             self.spliced_response_bytes
-        );
-        family(
-            &mut s,
-            "hearth_busy_polls_total",
-            "counter",
-            "Non-blocking polls made by workers under busy_poll, by whether they found events.",
-        );
-        let _ = writeln!(
-            s,
-            "hearth_busy_polls_total{{result=\"events\"}} {}",
-            self.busy_polls_events
-        );
-        let _ = writeln!(
-            s,
-            "hearth_busy_polls_total{{result=\"empty\"}} {}",
-            self.busy_polls_empty
         );
         family(
             &mut s,
@@ -684,7 +662,7 @@ mod tests {
         ];
         let text = c.render(&labels);
         assert_every_family_is_described(&text);
-        assert_eq!(text.matches("# HELP ").count(), 37, "{text}");
+        assert_eq!(text.matches("# HELP ").count(), 36, "{text}");
         assert_every_family_is_described(&HealthCounters::with_nodes(1).render(&labels));
         assert_every_family_is_described(&Counters::default().render(&[]));
     }
@@ -719,12 +697,8 @@ mod tests {
         b.nodes[1].failures = 2;
         b.nodes[1].marked_down = 1;
         b.answered(502);
-        a.busy_polls_empty = 9;
-        b.busy_polls_empty = 1;
-        b.busy_polls_events = 3;
         a.merge(&b);
         assert_eq!(a.requests, 7);
-        assert_eq!((a.busy_polls_events, a.busy_polls_empty), (3, 10));
         assert_eq!(a.nodes[0].reuses, 4);
         assert_eq!(a.nodes[1].connects, 4);
         assert_eq!(a.nodes[0].closes[CloseReason::Stale.index()], 1);

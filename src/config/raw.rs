@@ -22,7 +22,6 @@ use super::value::{Count, RawDuration, RawSize};
 pub(super) struct RawConfig {
     pub(super) workers: Option<Spanned<Count<usize>>>,
     pub(super) pin_cores: Option<bool>,
-    pub(super) busy_poll: Option<Spanned<bool>>,
     pub(super) max_client_connections: Option<Count<usize>>,
     pub(super) shutdown_grace: Option<Spanned<RawDuration>>,
     pub(super) upgrade_socket: Option<Spanned<String>>,

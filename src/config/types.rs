@@ -29,10 +29,6 @@ pub struct Config {
     pub workers: usize,
     /// Pin each worker to one CPU.
     pub pin_cores: bool,
-    /// Workers never sleep in `epoll_wait`: each polls without blocking until there are events
-    /// or its next timer is due, so a request finds its core awake. Costs a whole CPU per
-    /// worker, loaded or idle; meant for pinned workers on cores of their own.
-    pub busy_poll: bool,
     /// Client connections per process; at the cap accepting pauses until the count falls below
     /// 90% of it. 0 means unlimited.
     pub max_client_connections: usize,

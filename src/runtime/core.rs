@@ -20,7 +20,7 @@ use std::mem;
 use std::net::{IpAddr, Shutdown};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use log::{debug, info, warn};
@@ -335,7 +335,7 @@ impl Core {
         self.pool_tick();
         loop {
             let timeout = self.poll_timeout();
-            if let Err(e) = self.wait(&mut events, timeout) {
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
@@ -381,30 +381,6 @@ impl Core {
                     return Ok(());
                 }
             }
-        }
-    }
-
-    /// Waits for readiness, at most `timeout`. Under `busy_poll` the worker does not sleep: it
-    /// asks epoll without blocking until there are events or `timeout` has passed, so an event
-    /// is seen within a poll's time of arriving rather than after a wake-up. The spin has no
-    /// bound of its own: a bounded spin that sleeps when it runs out measured worse than no
-    /// spin at all (bench/busypoll.md). Control messages arrive as the waker's event.
-    fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
-        if !self.cfg().busy_poll || timeout == Some(Duration::ZERO) {
-            return self.poll.poll(events, timeout);
-        }
-        let until = timeout.map(|t| Instant::now() + t);
-        loop {
-            self.poll.poll(events, Some(Duration::ZERO))?;
-            if !events.is_empty() {
-                self.counters.busy_polls_events += 1;
-                return Ok(());
-            }
-            self.counters.busy_polls_empty += 1;
-            if until.is_some_and(|u| Instant::now() >= u) {
-                return Ok(());
-            }
-            std::hint::spin_loop();
         }
     }
 

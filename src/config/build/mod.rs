@@ -192,20 +192,9 @@ impl Builder<'_> {
             }
             Some(p) => Some(p.into_inner().into()),
         };
-        let pin_cores = raw.pin_cores.unwrap_or(false);
-        let busy_poll = raw.busy_poll.as_ref().is_some_and(|b| *b.get_ref());
-        if busy_poll && !pin_cores {
-            let at = self.prefix(raw.busy_poll.map(|b| b.span()), "busy_poll");
-            self.warnings.push(Warning(format!(
-                "{at}: true without pin_cores = true: each worker spins on a whole CPU, and the \
-                 scheduler may move it onto the CPU another worker, the upstream or the clients \
-                 need"
-            )));
-        }
         Ok(Config {
             workers,
-            pin_cores,
-            busy_poll,
+            pin_cores: raw.pin_cores.unwrap_or(false),
             max_client_connections: raw.max_client_connections.map_or(0, |c| c.0),
             shutdown_grace: self.duration(raw.shutdown_grace, Duration::from_secs(10))?,
             upgrade_socket,
@@ -907,7 +896,6 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(config.workers, cores);
         assert!(!config.pin_cores);
-        assert!(!config.busy_poll);
         assert_eq!(
             config.listen,
             vec![Listen {
@@ -1009,7 +997,6 @@ mod tests {
         let text = r#"
 workers = 3
 pin_cores = true
-busy_poll = true
 max_client_connections = 9
 shutdown_grace = "3s"
 upgrade_socket = "/run/hearth/upgrade.sock"
@@ -1048,7 +1035,7 @@ upstream = "zeta"
 "#;
         let (c, warnings) = parse(text).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!((c.workers, c.pin_cores, c.busy_poll), (3, true, true));
+        assert_eq!((c.workers, c.pin_cores), (3, true));
         assert_eq!(c.listen[1].addr, "[::1]:8081".parse().unwrap());
         assert_eq!(
             c.client,
@@ -1353,7 +1340,6 @@ upstream = "u"
             ("workers = \"two\"\n", 1, "workers", "expected a non-negative integer, found \"two\""),
             ("workers = -2\n", 1, "workers", "expected a non-negative integer, found -2"),
             ("pin_cores = 1\n", 1, "pin_cores", "invalid type"),
-            ("busy_poll = \"on\"\n", 1, "busy_poll", "invalid type"),
             (
                 "[upstreams.v]\nnodes = { \"127.0.0.1:1\" = 1 }\nkeepalive_pool = { size = \"x\" }\n",
                 13,
@@ -1567,25 +1553,6 @@ upstream = "u"
         ] {
             let (_, warnings) = parse(&format!("{MINIMAL}[client]\n{line}\n")).unwrap();
             assert!(warnings.is_empty(), "{line}: {warnings:?}");
-        }
-    }
-
-    #[test]
-    fn busy_poll_without_pinning_warns() {
-        let (config, warnings) = parse(&format!("busy_poll = true\n{MINIMAL}")).unwrap();
-        assert!(config.busy_poll && !config.pin_cores);
-        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(
-            warnings[0].starts_with("t.toml:1: busy_poll: true without pin_cores = true"),
-            "{warnings:?}"
-        );
-        for text in [
-            format!("busy_poll = true\npin_cores = true\n{MINIMAL}"),
-            format!("busy_poll = false\n{MINIMAL}"),
-        ] {
-            let (_, warnings) = parse(&text).unwrap();
-            assert!(warnings.is_empty(), "{text}: {warnings:?}");
         }
     }
 
