@@ -635,7 +635,7 @@ impl<C> Upstreams<C> {
         for _ in 0..left {
             n.budget.remove_waiter(core);
         }
-        taken.map(|(key, cid)| (cid, key))
+        taken
     }
 
     pub fn has_waiters(&self, node: NodeId) -> bool {

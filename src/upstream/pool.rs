@@ -284,21 +284,21 @@ impl NodePool {
         judge: impl FnMut(ClientId) -> Verdict,
     ) -> (Option<ClientId>, u32) {
         let (taken, left) = self.take_ranked(judge);
-        (taken.map(|(_, cid)| cid), left)
+        (taken.map(|(cid, _)| cid), left)
     }
 
     /// As `take_waiter`, with the key the waiter queued at, for putting it back (`wait_front`).
     pub fn take_ranked(
         &mut self,
         mut judge: impl FnMut(ClientId) -> Verdict,
-    ) -> (Option<(QueueKey, ClientId)>, u32) {
+    ) -> (Option<(ClientId, QueueKey)>, u32) {
         let mut left = 0;
         let mut i = 0;
         while let Some(&(key, cid)) = self.waiters.get(i) {
             match judge(cid) {
                 Verdict::Take => {
                     self.waiters.remove(i);
-                    return (Some((key, cid)), left + 1);
+                    return (Some((cid, key)), left + 1);
                 }
                 Verdict::Drop => {
                     self.waiters.remove(i);
