@@ -53,6 +53,9 @@
 #   STALE_BURSTS  bursts per stale run (10)
 #   SPIKE_PEAK    clients during the spike's step (300; issue 20 measures a drop from 500)
 #   CAP_SECS, LARGE_SECS, RATE_SECS   seconds per run of those shapes (6, 4, 5)
+#   CAP_FAST      the cap shape's fast path: /fast (answered at once, the default) or /fast1ms
+#                 (answered after 1 ms), to see how long a fast request holds its connection
+#                 moves the fast p99 (bench/cap.md)
 #   RATES         percentages of the direct capacity for the rate shape ("25 50 75")
 #   BUILD         1 builds hearth and the generators first; 0 takes them as they are (1)
 #   HEARTH_BIN    the hearth binary (target/release/hearth)
@@ -65,6 +68,7 @@ ROUNDS=${ROUNDS:-3}
 PROXIES=${PROXIES:-hearth nginx64 haproxy}
 STALE_BURSTS=${STALE_BURSTS:-10}
 CAP_SECS=${CAP_SECS:-6}
+CAP_FAST=${CAP_FAST:-/fast}
 LARGE_SECS=${LARGE_SECS:-4}
 RATE_SECS=${RATE_SECS:-5}
 RATES=${RATES:-25 50 75}
@@ -83,6 +87,7 @@ for r in $RATES; do [[ $r =~ ^[1-9][0-9]?$ ]] || die "RATES are percentages 1-99
 for shape in $SHAPES; do
 	case $shape in stale | spike | cap | large | rate) ;; *) die "unknown shape '$shape'" ;; esac
 done
+case $CAP_FAST in /fast | /fast1ms) ;; *) die "CAP_FAST is /fast or /fast1ms, not '$CAP_FAST'" ;; esac
 for proxy in $PROXIES; do
 	case $proxy in hearth | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy' (hearth nginx64 haproxy)" ;; esac
 done
@@ -136,6 +141,7 @@ $(nginx_http_common "$up")
         root $up/www;
         location = / { return 200 "hello\n"; }
         location = /fast { return 200 "fast\n"; }
+        location = /fast1ms { echo_sleep 0.001; echo "fast"; }
         location = /delay { echo_sleep 0.02; echo "ok"; }
         location = /slow { echo_sleep 0.2; echo "slow"; }
         location = /1m { }
@@ -438,14 +444,14 @@ shape_cap() {
 	local round out
 	for row in "${ACTIVE[@]}"; do
 		run_to "$TMP/cap.$row.warm" "$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode closed \
-			--clients 200 --secs 2 --path /fast --slow-every 10 --slow-path /slow
+			--clients 200 --secs 2 --path "$CAP_FAST" --slow-every 10 --slow-path /slow
 	done
 	for ((round = 1; round <= ROUNDS; round++)); do
 		rotate "$round"
 		for row in "${ORDER[@]}"; do
 			out=$TMP/cap.$row.$round
 			run_to "$out" "$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode closed --clients 200 \
-				--secs "$CAP_SECS" --path /fast --slow-every 10 --slow-path /slow
+				--secs "$CAP_SECS" --path "$CAP_FAST" --slow-every 10 --slow-path /slow
 			record cap "$row" "$round" fast_p50_us="$(field "$out" class=fast p50_us)" \
 				fast_p99_us="$(field "$out" class=fast p99_us)" slow_p99_us="$(field "$out" class=slow p99_us)" \
 				errors="$(field "$out" total errors)" rps="$(field "$out" total rps)"
@@ -539,7 +545,7 @@ done
 
 mkdir -p "$(dirname "$OUT")"
 {
-	echo "Written by bench/shapes.sh (\`SHAPES=\"$SHAPES\" ROUNDS=$ROUNDS PROXIES=\"$PROXIES\" STALE_BURSTS=$STALE_BURSTS CAP_SECS=$CAP_SECS LARGE_SECS=$LARGE_SECS RATE_SECS=$RATE_SECS RATES=\"$RATES\"\`);"
+	echo "Written by bench/shapes.sh (\`SHAPES=\"$SHAPES\" ROUNDS=$ROUNDS PROXIES=\"$PROXIES\" STALE_BURSTS=$STALE_BURSTS CAP_SECS=$CAP_SECS CAP_FAST=$CAP_FAST LARGE_SECS=$LARGE_SECS RATE_SECS=$RATE_SECS RATES=\"$RATES\"\`);"
 	echo "load average at its start: $LOAD_START; at its end: $(cut -d' ' -f1-3 /proc/loadavg)."
 	echo
 	python3 "$ROOT/bench/shapes_report.py" "$RESULTS" "$SHAPES" "$RATES"
