@@ -56,6 +56,9 @@
 #   CAP_FAST      the cap shape's fast path: /fast (answered at once, the default) or /fast1ms
 #                 (answered after 1 ms), to see how long a fast request holds its connection
 #                 moves the fast p99 (bench/cap.md)
+#   CAP_TRACE     1: after the cap rounds, one more run per row with the origin's syscalls
+#                 recorded for 2 s (perf), for how quickly each proxy gives a connection its
+#                 next request (bench/capturn.py); 0 (the default) leaves it out
 #   RATES         percentages of the direct capacity for the rate shape ("25 50 75")
 #   BUILD         1 builds hearth and the generators first; 0 takes them as they are (1)
 #   HEARTH_BIN    the hearth binary (target/release/hearth)
@@ -69,6 +72,7 @@ PROXIES=${PROXIES:-hearth nginx64 haproxy}
 STALE_BURSTS=${STALE_BURSTS:-10}
 CAP_SECS=${CAP_SECS:-6}
 CAP_FAST=${CAP_FAST:-/fast}
+CAP_TRACE=${CAP_TRACE:-0}
 LARGE_SECS=${LARGE_SECS:-4}
 RATE_SECS=${RATE_SECS:-5}
 RATES=${RATES:-25 50 75}
@@ -88,6 +92,11 @@ for shape in $SHAPES; do
 	case $shape in stale | spike | cap | large | rate) ;; *) die "unknown shape '$shape'" ;; esac
 done
 case $CAP_FAST in /fast | /fast1ms) ;; *) die "CAP_FAST is /fast or /fast1ms, not '$CAP_FAST'" ;; esac
+case $CAP_TRACE in
+0) ;;
+1) command -v perf >/dev/null || die "CAP_TRACE=1 needs perf (apt-get install linux-perf)" ;;
+*) die "CAP_TRACE is 0 or 1, not '$CAP_TRACE'" ;;
+esac
 for proxy in $PROXIES; do
 	case $proxy in hearth | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy' (hearth nginx64 haproxy)" ;; esac
 done
@@ -458,7 +467,29 @@ shape_cap() {
 			say "  round $round $(printf '%-8s' "$row") fast p99 $(field "$out" class=fast p99_us) us, slow p99 $(field "$out" class=slow p99_us) us, errors $(field "$out" total errors)"
 		done
 	done
+	((CAP_TRACE == 0)) || cap_trace
 	stop_rows
+}
+
+# One more run per row, apart from the measured rounds: 2 s of the origin's syscalls from its
+# third second on, and the turnaround they show (bench/capturn.py).
+cap_trace() {
+	local row out turn
+	for row in "${ACTIVE[@]}"; do
+		out=$TMP/cap.$row.trace
+		"$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode closed --clients 200 --secs 6 \
+			--path "$CAP_FAST" --slow-every 10 --slow-path /slow >"$out" 2>"$out.err" &
+		LOAD_PID=$!
+		sleep 2
+		perf record -q -e raw_syscalls:sys_enter -e raw_syscalls:sys_exit -p "$UP_PID" \
+			-o "$out.perf" -- sleep 2 >/dev/null 2>"$out.perf.err" ||
+			say "    perf record failed: $(tail -1 "$out.perf.err")"
+		wait "$LOAD_PID" || say "    the generator exited with $?: $(tail -2 "$out.err")"
+		LOAD_PID=
+		turn=$(python3 "$ROOT/bench/capturn.py" "$out.perf")
+		record cap_turn "$row" 1 "$turn"
+		say "  traced $(printf '%-8s' "$row") $turn"
+	done
 }
 
 shape_large() {
@@ -545,7 +576,7 @@ done
 
 mkdir -p "$(dirname "$OUT")"
 {
-	echo "Written by bench/shapes.sh (\`SHAPES=\"$SHAPES\" ROUNDS=$ROUNDS PROXIES=\"$PROXIES\" STALE_BURSTS=$STALE_BURSTS CAP_SECS=$CAP_SECS CAP_FAST=$CAP_FAST LARGE_SECS=$LARGE_SECS RATE_SECS=$RATE_SECS RATES=\"$RATES\"\`);"
+	echo "Written by bench/shapes.sh (\`SHAPES=\"$SHAPES\" ROUNDS=$ROUNDS PROXIES=\"$PROXIES\" STALE_BURSTS=$STALE_BURSTS CAP_SECS=$CAP_SECS CAP_FAST=$CAP_FAST CAP_TRACE=$CAP_TRACE LARGE_SECS=$LARGE_SECS RATE_SECS=$RATE_SECS RATES=\"$RATES\"\`);"
 	echo "load average at its start: $LOAD_START; at its end: $(cut -d' ' -f1-3 /proc/loadavg)."
 	echo
 	python3 "$ROOT/bench/shapes_report.py" "$RESULTS" "$SHAPES" "$RATES"

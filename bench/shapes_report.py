@@ -134,6 +134,16 @@ def cap(runs):
                           ("fast p99 us", "fast_p99_us", "%.0f", "median"),
                           ("slow p99 us", "slow_p99_us", "%.0f", "median"),
                           ("errors (all rounds)", "errors", "%.0f", "sum")]) + "\n")
+    turns = runs.get("cap_turn", {})
+    if turns:
+        print("The origin's syscalls traced for 2 s of one more run per row (CAP_TRACE=1): the time "
+              "from the origin writing an answer to reading the next request on that connection, "
+              "the proxy's part of how long a request holds it (bench/capturn.py).\n")
+        print(shape_table(turns, [("turnarounds", "turns", "%.0f", "median"),
+                                  ("p10 us", "p10_us", "%.0f", "median"),
+                                  ("p50 us", "p50_us", "%.0f", "median"),
+                                  ("p90 us", "p90_us", "%.0f", "median"),
+                                  ("mean us", "mean_us", "%.0f", "median")]) + "\n")
     # A row that refuses requests past the cap (nginx: 502 at once) answers the rest quickly;
     # its p99 is shown but a verdict compares rows that answered every request.
     h = med(r.get("hearth", []), "fast_p99_us")
