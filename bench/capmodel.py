@@ -11,6 +11,7 @@ at random within the first millisecond, which is all the seed changes.
 
     python3 bench/capmodel.py            # the two sweeps quoted in bench/cap.md
     python3 bench/capmodel.py --seeds 3  # quicker
+    python3 bench/capmodel.py --seeds 15 --holds 1000 1040 1100 1200
 """
 import argparse
 import heapq
@@ -85,10 +86,17 @@ def row(label, results):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=9)
+    ap.add_argument("--holds", type=int, nargs="+", metavar="US",
+                    help="only these holds of a fast request (us), instead of the two sweeps")
     args = ap.parse_args()
     seeds = range(args.seeds)
     head = "| fast p50 ms | fast p99 ms | slow p99 ms | req/s |\n|---:|---:|---:|---:|---:|"
     print(f"Medians of {args.seeds} seeds.\n")
+    if args.holds:
+        print("| hold us " + head)
+        for fast in args.holds:
+            row(str(fast), [run(fast, seed=s) for s in seeds])
+        return
     print("How long a fast request holds its connection (pre = post = 30 us, turn 20 us):\n")
     print("| hold us " + head)
     for fast in (40, 60, 80, 100, 150, 200, 400, 1000, 2000):
