@@ -169,6 +169,16 @@ cpu_ticks() {
 	echo $((${12} + ${13}))
 }
 
+# utime alone: the share of cpu_ticks spent in the process's own code rather than the kernel's.
+user_ticks() {
+	local stat
+	stat=$(<"/proc/$1/stat") || return 1
+	stat=${stat##*) }
+	# shellcheck disable=SC2086 # splitting the fields is the point
+	set -- $stat
+	echo "${12}"
+}
+
 # ---------------------------------------------------------------------------------------------
 # The origin and the proxies. Per row name: PORT, PID and LABEL.
 declare -A PORT=() PID=() ADMIN=() LABEL=(

@@ -4,8 +4,8 @@
 Usage: report.py RESULTS_TSV IDLE_TSV "SHAPES" IDLE_CONNS
 
 RESULTS_TSV has one line per measured run: shape, row, round, req/s, p50 ms, p99 ms, CPU us/req,
-syscalls/req, upstream conns/10k req, RSS MiB, errors, epoll waits/req. IDLE_TSV has one line per
-proxy: name, RSS KiB before and after the idle connections, connections held, connections that
+syscalls/req, upstream conns/10k req, RSS MiB, errors, epoll waits/req, user us/req. IDLE_TSV
+has one line per proxy: name, RSS KiB before and after the idle connections, connections held, connections that
 failed. Figures a run could not take are "n/a" or "-" and stay out of the medians. Every verdict compares medians
 from this one run, never figures from elsewhere.
 """
@@ -21,17 +21,17 @@ LABEL = {"direct": "direct (no proxy)", "hearth": "hearth", "hearth2": "hearth, 
          "tls_hearth": "hearth, https pool", "tls_hearth0": "hearth, https size 0",
          "tls_nginx32": "nginx 32, ssl reuse"}
 # Fields of a run, in RESULTS_TSV's order after shape, row and round; CORES is derived.
-RPS, P50, P99, CPU, SYSCALLS, CONNS, RSS, ERRORS, EPOLL, CORES = range(10)
-FIELDS = 10
+RPS, P50, P99, CPU, SYSCALLS, CONNS, RSS, ERRORS, EPOLL, USER, CORES = range(11)
+FIELDS = 11
 # Table columns: title, format, field. "proxy cores" is CPU us/req times req/s: how much of a
 # core the proxy kept busy. A proxy below one core idles between bursts, and then each
 # epoll_wait returns fewer events, so it makes more of them per request than a saturated one.
 COLUMNS = [("req/s", "%.0f", RPS), ("p50 ms", "%.3f", P50), ("p99 ms", "%.3f", P99),
-           ("CPU us/req", "%.2f", CPU), ("proxy cores", "%.2f", CORES),
+           ("CPU us/req", "%.2f", CPU), ("user us/req", "%.2f", USER), ("proxy cores", "%.2f", CORES),
            ("syscalls/req", "%.2f", SYSCALLS), ("epoll waits/req", "%.3f", EPOLL),
            ("upstream conns/10k req", "%.2f", CONNS), ("RSS MiB", "%.1f", RSS)]
 # The direct row has no proxy process, so these do not apply to it.
-PROXY_ONLY = (CPU, CORES, SYSCALLS, EPOLL, RSS)
+PROXY_ONLY = (CPU, USER, CORES, SYSCALLS, EPOLL, RSS)
 SHAPE_TITLE = {"small": "small: GET /, 50 connections",
                "c500": "c500: GET /, 500 connections",
                "body": "body: POST 1 KiB to /big, 16 KiB answers, 50 connections",
@@ -89,7 +89,7 @@ def main():
     with open(results) as f:
         for line in f:
             shape, name, _round, *values = line.rstrip("\n").split("\t")
-            values += ["n/a"] * (EPOLL + 1 - len(values))
+            values += ["n/a"] * (USER + 1 - len(values))
             cpu, rps = number(values[CPU]), number(values[RPS])
             values.append("%.4f" % (cpu * rps / 1e6) if cpu is not None and rps is not None else "n/a")
             runs.setdefault((shape, name), []).append(values)

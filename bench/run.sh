@@ -200,10 +200,11 @@ run_once() {
 		return
 	fi
 
-	local accepts0 accepts1 ticks0=0 ticks1=0
+	local accepts0 accepts1 ticks0=0 ticks1=0 user0=0 user1=0
 	accepts0=$(stub_accepts || echo)
 	if [[ -n $pid ]]; then
 		ticks0=$(cpu_ticks "$pid" || echo 0)
+		user0=$(user_ticks "$pid" || echo 0)
 		if ((PERF)); then
 			perf stat -e "$PERF_EVENTS" -x, -o "$TMP/perf.$tag" -p "$pid" 2>/dev/null &
 			PERF_PID=$!
@@ -212,7 +213,10 @@ run_once() {
 		fi
 	fi
 	load "$TMP/wrk.$tag" "${WRK_ARGS[@]}" || say "$name: wrk failed: $(tail -1 "$TMP/wrk.$tag")"
-	if [[ -n $pid ]]; then ticks1=$(cpu_ticks "$pid" || echo); fi
+	if [[ -n $pid ]]; then
+		ticks1=$(cpu_ticks "$pid" || echo)
+		user1=$(user_ticks "$pid" || echo)
+	fi
 	local counted=
 	if [[ -n $PERF_PID ]]; then
 		# perf stat prints its counts when interrupted.
@@ -223,7 +227,7 @@ run_once() {
 	fi
 	accepts1=$(stub_accepts || echo)
 
-	local rps p50 p99 requests errors cpu=- syscalls=- waits=- conns=n/a rss=-
+	local rps p50 p99 requests errors cpu=- user=- syscalls=- waits=- conns=n/a rss=-
 	read -r rps p50 p99 requests errors < <(parse_wrk "$TMP/wrk.$tag")
 	if [[ -n $pid ]]; then
 		if kill -0 "$pid" 2>/dev/null; then
@@ -237,6 +241,11 @@ run_once() {
 		# A process that died has no stat left to read.
 		if [[ -n $ticks1 ]]; then
 			cpu=$(awk -v t="$((ticks1 - ticks0))" -v hz="$CLK_TCK" -v n="$requests" \
+				'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "n/a" }')
+		fi
+		user=n/a
+		if [[ -n $user1 ]]; then
+			user=$(awk -v t="$((user1 - user0))" -v hz="$CLK_TCK" -v n="$requests" \
 				'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "n/a" }')
 		fi
 		syscalls=n/a waits=n/a
@@ -254,8 +263,8 @@ run_once() {
 		conns=$(awk -v d="$((accepts1 - accepts0 - 1))" -v n="$requests" \
 			'BEGIN { if (n > 0) printf "%.2f", d * 10000 / n; else print "n/a" }')
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$name" "$round" \
-		"$rps" "$p50" "$p99" "$cpu" "$syscalls" "$conns" "$rss" "$errors" "$waits" >>"$RESULTS"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$name" "$round" \
+		"$rps" "$p50" "$p99" "$cpu" "$syscalls" "$conns" "$rss" "$errors" "$waits" "$user" >>"$RESULTS"
 	say "  round $round $(printf '%-20s' "${LABEL[$name]}") $rps req/s, p99 $p99 ms, errors $errors"
 }
 
@@ -451,7 +460,8 @@ fi
 	echo "Each figure is the median over the rounds. Everything shares the same machine, unpinned:"
 	echo "wrk (-t1), the nginx origin and the proxy under test. CPU us/req is the proxy's"
 	echo "utime+stime over the run divided by requests, and proxy cores the same time over the"
-	echo "run's length (1.00 is one core kept busy); syscalls/req counts raw_syscalls:sys_enter with"
+	echo "run's length (1.00 is one core kept busy); user us/req is the utime part of CPU us/req, the"
+	echo "proxy's own code rather than the kernel's work for it; syscalls/req counts raw_syscalls:sys_enter with"
 	echo "perf, and epoll waits/req the epoll_wait family alone (every proxy here reads twice and"
 	echo "writes twice per request, so the waits are where they differ: a proxy short of a full core"
 	echo "finds fewer events per wait and waits more often); upstream conns/10k req comes from the"
