@@ -5,9 +5,9 @@ Usage: report.py RESULTS_TSV IDLE_TSV "SHAPES" IDLE_CONNS
 
 RESULTS_TSV has one line per measured run: shape, row, round, req/s, p50 ms, p99 ms, CPU us/req,
 syscalls/req, upstream conns/10k req, RSS MiB, errors, epoll waits/req, user us/req. IDLE_TSV
-has one line per proxy: name, RSS KiB before and after the idle connections, connections held, connections that
-failed. Figures a run could not take are "n/a" or "-" and stay out of the medians. Every verdict compares medians
-from this one run, never figures from elsewhere.
+has one line per proxy: name, RSS KiB before and after the idle connections, connections held,
+connections that failed. Figures a run could not take are "n/a" or "-" and stay out of the
+medians. Every verdict compares medians from this one run, never figures from elsewhere.
 """
 
 import statistics

@@ -486,7 +486,8 @@ cap_trace() {
 			say "    perf record failed: $(tail -1 "$out.perf.err")"
 		wait "$LOAD_PID" || say "    the generator exited with $?: $(tail -2 "$out.err")"
 		LOAD_PID=
-		turn=$(python3 "$ROOT/bench/capturn.py" "$out.perf")
+		# A trace that could not be taken or read is reported, not fatal to the rest of the run.
+		turn=$(python3 "$ROOT/bench/capturn.py" "$out.perf" 2>>"$out.perf.err") || turn="turns=0"
 		record cap_turn "$row" 1 "$turn"
 		say "  traced $(printf '%-8s' "$row") $turn"
 	done
