@@ -158,25 +158,29 @@ rss_kib() {
 	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null
 }
 
-# utime + stime of a whole process, in clock ticks. The command name may hold spaces, so fields
+# utime and stime of a whole process, in clock ticks. The command name may hold spaces, so fields
 # are counted from after its closing parenthesis: utime and stime are fields 14 and 15 overall.
-cpu_ticks() {
+proc_times() {
 	local stat
 	stat=$(<"/proc/$1/stat") || return 1
 	stat=${stat##*) }
 	# shellcheck disable=SC2086 # splitting the fields is the point
 	set -- $stat
-	echo $((${12} + ${13}))
+	echo "${12} ${13}"
+}
+
+# utime + stime of a whole process, in clock ticks.
+cpu_ticks() {
+	local t
+	t=$(proc_times "$1") || return 1
+	echo $((${t% *} + ${t#* }))
 }
 
 # utime alone: the share of cpu_ticks spent in the process's own code rather than the kernel's.
 user_ticks() {
-	local stat
-	stat=$(<"/proc/$1/stat") || return 1
-	stat=${stat##*) }
-	# shellcheck disable=SC2086 # splitting the fields is the point
-	set -- $stat
-	echo "${12}"
+	local t
+	t=$(proc_times "$1") || return 1
+	echo "${t% *}"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -190,6 +190,12 @@ METRICS=$TMP/metrics.txt
 : >"$METRICS"
 declare -A DEAD=()
 
+# Clock ticks $1 spread over $2 requests, in microseconds each.
+us_per_request() {
+	awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" \
+		'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "n/a" }'
+}
+
 # One wrk run against row $1 for shape $2 lasting $3 seconds; with $4 = a round number, measure
 # and append a line to RESULTS, without it (warm-up) just load.
 run_once() {
@@ -237,17 +243,10 @@ run_once() {
 			DEAD[$name]=1
 			rss=n/a
 		fi
-		cpu=n/a
+		cpu=n/a user=n/a
 		# A process that died has no stat left to read.
-		if [[ -n $ticks1 ]]; then
-			cpu=$(awk -v t="$((ticks1 - ticks0))" -v hz="$CLK_TCK" -v n="$requests" \
-				'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "n/a" }')
-		fi
-		user=n/a
-		if [[ -n $user1 ]]; then
-			user=$(awk -v t="$((user1 - user0))" -v hz="$CLK_TCK" -v n="$requests" \
-				'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "n/a" }')
-		fi
+		[[ -z $ticks1 ]] || cpu=$(us_per_request "$((ticks1 - ticks0))" "$requests")
+		[[ -z $user1 ]] || user=$(us_per_request "$((user1 - user0))" "$requests")
 		syscalls=n/a waits=n/a
 		if [[ -n $counted ]]; then
 			syscalls=$(awk -F, -v n="$requests" '$3 ~ /raw_syscalls:sys_enter/ {

@@ -73,6 +73,8 @@ STALE_BURSTS=${STALE_BURSTS:-10}
 CAP_SECS=${CAP_SECS:-6}
 CAP_FAST=${CAP_FAST:-/fast}
 CAP_TRACE=${CAP_TRACE:-0}
+# The cap shape's load, less its address and length.
+CAP_LOAD=(--mode closed --clients 200 --path "$CAP_FAST" --slow-every 10 --slow-path /slow)
 LARGE_SECS=${LARGE_SECS:-4}
 RATE_SECS=${RATE_SECS:-5}
 RATES=${RATES:-25 50 75}
@@ -452,15 +454,13 @@ shape_cap() {
 	start_rows "$POOL_PORT" cap "${rows[@]}"
 	local round out
 	for row in "${ACTIVE[@]}"; do
-		run_to "$TMP/cap.$row.warm" "$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode closed \
-			--clients 200 --secs 2 --path "$CAP_FAST" --slow-every 10 --slow-path /slow
+		run_to "$TMP/cap.$row.warm" "$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --secs 2 "${CAP_LOAD[@]}"
 	done
 	for ((round = 1; round <= ROUNDS; round++)); do
 		rotate "$round"
 		for row in "${ORDER[@]}"; do
 			out=$TMP/cap.$row.$round
-			run_to "$out" "$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode closed --clients 200 \
-				--secs "$CAP_SECS" --path "$CAP_FAST" --slow-every 10 --slow-path /slow
+			run_to "$out" "$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --secs "$CAP_SECS" "${CAP_LOAD[@]}"
 			record cap "$row" "$round" fast_p50_us="$(field "$out" class=fast p50_us)" \
 				fast_p99_us="$(field "$out" class=fast p99_us)" slow_p99_us="$(field "$out" class=slow p99_us)" \
 				errors="$(field "$out" total errors)" rps="$(field "$out" total rps)"
@@ -477,8 +477,7 @@ cap_trace() {
 	local row out turn
 	for row in "${ACTIVE[@]}"; do
 		out=$TMP/cap.$row.trace
-		"$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --mode closed --clients 200 --secs 6 \
-			--path "$CAP_FAST" --slow-every 10 --slow-path /slow >"$out" 2>"$out.err" &
+		"$LOAD_BIN" --addr "127.0.0.1:${PORT[$row]}" --secs 6 "${CAP_LOAD[@]}" >"$out" 2>"$out.err" &
 		LOAD_PID=$!
 		sleep 2
 		perf record -q -e raw_syscalls:sys_enter -e raw_syscalls:sys_exit -p "$UP_PID" \

@@ -5,8 +5,8 @@
 //! the upstream; overflow evicts the least recently used) and the queue of requests waiting for a
 //! connection, in the order of their `QueueKey`s: first come first served within a class. The
 //! rules for when a connection retires (`retire_reason`, `idle_deadline`) are plain functions of
-//! time and counts. Nothing here touches a socket or a clock; `Upstreams`
-//! (the module above) keeps these lists in step with its connections.
+//! time and counts. Nothing here touches a socket or a clock; `Upstreams` (the module above)
+//! keeps these lists in step with its connections.
 
 use std::collections::VecDeque;
 
