@@ -30,7 +30,8 @@
 #                 CAP_SECS, LARGE_SECS, RATE_SECS, RATES) pass through
 #   PROXIES       any of: hearth hearth2 hearthb floor nginx32 nginx64 haproxy (default all but
 #                 hearthb); hearth2 (two workers) runs in the small shape only, to compare with
-#                 hearth; hearthb is one worker of HEARTH_BASE_BIN, for A/B within one run;
+#                 hearth; hearthb is one worker of HEARTH_BASE_BIN, for A/B within one run (in
+#                 bench/shapes.sh's shapes too);
 #                 floor is examples/floor.rs, a forwarder that does nothing but relay bytes over
 #                 one upstream connection per client, the least any proxy can cost here
 #   HEARTH_BIN    the hearth binary under test (target/release/hearth, built first)
@@ -421,7 +422,7 @@ python3 "$ROOT/bench/report.py" "$RESULTS" "$IDLE" "$WRK_SHAPES" "$IDLE_CONNS" >
 POOL_OUT=$TMP/shapes.md
 if [[ -n $POOL_SHAPES ]]; then
 	pool_proxies=
-	for proxy in hearth nginx64 haproxy; do
+	for proxy in hearth hearthb nginx64 haproxy; do
 		if in_list "$proxy" "$PROXIES"; then pool_proxies+="$proxy "; fi
 	done
 	say "the shapes of issue 21: $POOL_SHAPES"

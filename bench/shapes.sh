@@ -48,8 +48,11 @@
 # Knobs (environment):
 #   SHAPES        any of: stale spike cap large rate (default all)
 #   ROUNDS        rounds per shape (3)
-#   PROXIES       any of: hearth nginx64 haproxy (default all three); large adds hearth's
-#                 splice = false row whenever hearth runs
+#   PROXIES       any of: hearth hearthb nginx64 haproxy (default hearth nginx64 haproxy);
+#                 large adds hearth's splice = false row whenever hearth runs. hearthb is a
+#                 second hearth with the hearth row's settings, run from HEARTH_BASE_BIN: another
+#                 build for an A/B, or, with HEARTH_BASE_BIN unset, the same binary, for an A/A
+#                 that shows how far two identical rows land apart on this machine
 #   STALE_BURSTS  bursts per stale run (10)
 #   SPIKE_PEAK    clients during the spike's step (300; issue 20 measures a drop from 500)
 #   CAP_SECS, LARGE_SECS, RATE_SECS   seconds per run of those shapes (6, 4, 5)
@@ -62,6 +65,7 @@
 #   RATES         percentages of the direct capacity for the rate shape ("25 50 75")
 #   BUILD         1 builds hearth and the generators first; 0 takes them as they are (1)
 #   HEARTH_BIN    the hearth binary (target/release/hearth)
+#   HEARTH_BASE_BIN  the hearthb row's binary (HEARTH_BIN when unset)
 #   OUT           where to write the Markdown section (bench/shapes.md)
 set -euo pipefail
 
@@ -100,7 +104,7 @@ case $CAP_TRACE in
 *) die "CAP_TRACE is 0 or 1, not '$CAP_TRACE'" ;;
 esac
 for proxy in $PROXIES; do
-	case $proxy in hearth | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy' (hearth nginx64 haproxy)" ;; esac
+	case $proxy in hearth | hearthb | nginx64 | haproxy) ;; *) die "unknown proxy '$proxy' (hearth hearthb nginx64 haproxy)" ;; esac
 done
 in_list() { [[ " $2 " == *" $1 "* ]]; }
 
@@ -124,6 +128,11 @@ if ((BUILD)); then
 		say "hearth: release build FAILED; continuing without the hearth rows"
 		PROXIES=$(tr " " "\n" <<<"$PROXIES" | grep -vx hearth | tr "\n" " " || true)
 	fi
+fi
+if [[ " $PROXIES " == *" hearthb "* ]]; then
+	BASE_LABEL=${HEARTH_BASE_BIN:-the same binary}
+	HEARTH_BASE_BIN=${HEARTH_BASE_BIN:-$HEARTH_BIN}
+	[[ -x $HEARTH_BASE_BIN ]] || die "PROXIES has hearthb but HEARTH_BASE_BIN ('$HEARTH_BASE_BIN') is not an executable"
 fi
 [[ -x $BURST_BIN && -x $LOAD_BIN ]] || die "no load generators in target/release/examples (BUILD=1 builds them)"
 CLK_TCK=$(getconf CLK_TCK)
@@ -203,7 +212,9 @@ EOF
 			printf '[[routes]]\nuris = ["/slow"]\nupstream = "u"\nqueue_class = 1\n'
 		printf '[[routes]]\nuris = ["/*"]\nupstream = "u"\n'
 	} >"$dir/hearth.toml"
-	launch_hearth "$name" "$port" "$dir" "$HEARTH_BIN"
+	local binary=$HEARTH_BIN
+	[[ $name != hearthb ]] || binary=$HEARTH_BASE_BIN
+	launch_hearth "$name" "$port" "$dir" "$binary"
 }
 
 start_shape_nginx() {
@@ -285,6 +296,7 @@ EOF
 start_shape_row() {
 	case $1 in
 	hearth) start_shape_hearth hearth "$2" "$3" "${4:-}" ;;
+	hearthb) start_shape_hearth hearthb "$2" "$3" "${4:-}" ;;
 	hearth_copy) start_shape_hearth hearth_copy "$2" "$3" nosplice ;;
 	hearth_pre) start_shape_hearth hearth_pre "$2" "$3" preconnect ;;
 	hearth_rank) start_shape_hearth hearth_rank "$2" "$3" caprank ;;
@@ -576,7 +588,7 @@ done
 
 mkdir -p "$(dirname "$OUT")"
 {
-	echo "Written by bench/shapes.sh (\`SHAPES=\"$SHAPES\" ROUNDS=$ROUNDS PROXIES=\"$PROXIES\" STALE_BURSTS=$STALE_BURSTS CAP_SECS=$CAP_SECS CAP_FAST=$CAP_FAST CAP_TRACE=$CAP_TRACE LARGE_SECS=$LARGE_SECS RATE_SECS=$RATE_SECS RATES=\"$RATES\"\`);"
+	echo "Written by bench/shapes.sh (\`SHAPES=\"$SHAPES\" ROUNDS=$ROUNDS PROXIES=\"$PROXIES\" STALE_BURSTS=$STALE_BURSTS CAP_SECS=$CAP_SECS CAP_FAST=$CAP_FAST CAP_TRACE=$CAP_TRACE LARGE_SECS=$LARGE_SECS RATE_SECS=$RATE_SECS RATES=\"$RATES\"\`)${BASE_LABEL:+, the hearthb row from $BASE_LABEL};"
 	echo "load average at its start: $LOAD_START; at its end: $(cut -d' ' -f1-3 /proc/loadavg)."
 	echo
 	python3 "$ROOT/bench/shapes_report.py" "$RESULTS" "$SHAPES" "$RATES"

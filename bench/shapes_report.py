@@ -12,11 +12,12 @@ one too many. Verdicts compare medians from this one run, never figures from els
 import statistics
 import sys
 
-LABEL = {"direct": "direct (no proxy)", "hearth": "hearth", "hearth_copy": "hearth, splice = false",
+LABEL = {"direct": "direct (no proxy)", "hearth": "hearth", "hearthb": "hearth, base build",
+         "hearth_copy": "hearth, splice = false",
          "hearth_pre": "hearth, preconnect 1.5", "hearth_rank": "hearth, /slow queue_class 1",
          "nginx64": "nginx keepalive 64", "haproxy": "HAProxy", "haproxy_splice": "HAProxy, splice-auto",
          "haproxy_rank": "HAProxy, /slow priority-class 1"}
-ORDER = ["direct", "hearth", "hearth_pre", "hearth_copy", "hearth_rank", "nginx64", "haproxy",
+ORDER = ["direct", "hearth", "hearthb", "hearth_pre", "hearth_copy", "hearth_rank", "nginx64", "haproxy",
          "haproxy_splice", "haproxy_rank"]
 
 
@@ -80,6 +81,29 @@ def shape_table(shape_runs, columns):
     return table(["row"] + [c[0] for c in columns] + ["runs"], body)
 
 
+def ab_rounds(shape_runs, figures):
+    """With a hearthb row: for each (key, what) of figures, hearth's figure over the base
+    build's, round by round (the rows alternate within each round), sorted, as a list ended by a
+    blank line. With HEARTH_BASE_BIN unset both rows are the same binary, and the spread is how
+    far apart two identical rows land on this machine. True when it printed anything."""
+    a, b = shape_runs.get("hearth"), shape_runs.get("hearthb")
+    if not a or not b:
+        return False
+    printed = False
+    for key, what in figures:
+        pairs = [(number(x.get(key)), number(y.get(key))) for x, y in zip(a, b)]
+        pairs = [(x, y) for x, y in pairs if x is not None and y]
+        if pairs:
+            ratios = " ".join("%.3f" % q for q in sorted(x / y for x, y in pairs))
+            lower = sum(1 for x, y in pairs if x < y)
+            print(f"- {what}, hearth / base build in each round: {ratios}; "
+                  f"hearth the lower in {lower} of {len(pairs)}")
+            printed = True
+    if printed:
+        print()
+    return printed
+
+
 TARGETS = []
 
 
@@ -120,6 +144,7 @@ def spike(runs):
                           ("connections held 10 s after", "held_after_10s", "%.0f", "median"),
                           ("requests", "requests", "%.0f", "median"),
                           ("errors (all rounds)", "errors", "%.0f", "sum")]) + "\n")
+    ab_rounds(r, [("p99_step_us", "p99 in the step")])
 
 
 def cap(runs):
@@ -134,6 +159,7 @@ def cap(runs):
                           ("fast p99 us", "fast_p99_us", "%.0f", "median"),
                           ("slow p99 us", "slow_p99_us", "%.0f", "median"),
                           ("errors (all rounds)", "errors", "%.0f", "sum")]) + "\n")
+    ab_rounds(r, [("fast_p99_us", "fast p99")])
     turns = runs.get("cap_turn", {})
     if turns:
         print("The origin's syscalls traced for 2 s of one more run per row (CAP_TRACE=1): the time "
@@ -180,7 +206,7 @@ def large(runs):
                   f"req/s {h_rps / c_rps:.2f}x" if h_rps and c_rps else "")
         if h is not None and hap:
             print(f"- hearth / HAProxy splice-auto: CPU per request {h / hap:.2f}x")
-        print()
+        ab_rounds(r, [("cpu_us", "CPU per request")]) or print()
         target(f"large ({direction}): CPU per request at most 0.7x HAProxy's",
                cell(h / hap if h is not None and hap else None, "%.2fx"),
                None if h is None or not hap else h / hap <= 0.7)
@@ -220,6 +246,7 @@ def rate(runs, rates):
             body.append(cells + [cell(errors, "%.0f"), str(len(rows))])
         print(table(["row", "req/s", "p50 us", "p99 us", "p99.9 us", "added p50", "added p99",
                      "added p99.9", "errors", "runs"], body) + "\n")
+        ab_rounds(r, [(key, k) for k, key in keys])
         h = added.get("hearth")
         if h:
             for k, _ in keys:
