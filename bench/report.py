@@ -140,6 +140,14 @@ def main():
             print("- hearth / floor: " + ratios(med, "hearth", "floor"))
         if "hearthb" in med:
             print("- hearth / base build: " + ratios(med, "hearth", "hearthb"))
+            # Round by round (the rows alternate within a round): with the same binary in both
+            # rows, how far apart two identical rows land on this machine.
+            pairs = [(number(a[CPU]), number(b[CPU]))
+                     for a, b in zip(runs[(shape, "hearth")], runs[(shape, "hearthb")])]
+            each = sorted(a / b for a, b in pairs if a is not None and b)
+            if each:
+                print("- hearth / base build, CPU per request in each round: "
+                      + " ".join("%.3f" % r for r in each))
         print()
 
     idle, idle_per = {}, {}

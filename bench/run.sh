@@ -37,7 +37,9 @@
 #   HEARTH_BIN    the hearth binary under test (target/release/hearth, built first)
 #   BUILD         1 builds hearth, the floor and the generators first; 0 takes the binaries as
 #                 they are (1)
-#   HEARTH_BASE_BIN  the binary of the hearthb row (e.g. an older commit's release build)
+#   HEARTH_BASE_BIN  the binary of the hearthb row (e.g. an older commit's release build); when
+#                 unset, HEARTH_BIN, which makes hearthb an A/A: two identical rows, whose
+#                 distance apart is the machine's
 #   IDLE_CONNS    idle keep-alive connections for the RSS measure (10000; 0 skips it)
 #   IDLE_PROXIES  which proxies get that measure (default "hearth nginx64 haproxy")
 #   STRACE        seconds of load under `strace -c` for the breakdown (3; 0 skips it)
@@ -88,8 +90,13 @@ for proxy in $IDLE_PROXIES; do
 	case $proxy in hearth | nginx32 | nginx64 | haproxy) ;; *) die "unknown idle proxy '$proxy'" ;; esac
 done
 in_list() { [[ " $2 " == *" $1 "* ]]; }
-if in_list hearthb "$PROXIES" && [[ ! -x $HEARTH_BASE_BIN ]]; then
-	die "PROXIES has hearthb but HEARTH_BASE_BIN ('$HEARTH_BASE_BIN') is not an executable"
+if in_list hearthb "$PROXIES"; then
+	if [[ -z $HEARTH_BASE_BIN ]]; then
+		# The same binary as the hearth row, built below with it when BUILD is 1.
+		HEARTH_BASE_BIN=$HEARTH_BIN
+	elif [[ ! -x $HEARTH_BASE_BIN ]]; then
+		die "PROXIES has hearthb but HEARTH_BASE_BIN ('$HEARTH_BASE_BIN') is not an executable"
+	fi
 fi
 if ((IDLE_CONNS == 0)); then IDLE_PROXIES=; fi
 if ((STRACE > 0)) && ! in_list hearth "$PROXIES"; then STRACE=0; fi
