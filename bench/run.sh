@@ -103,7 +103,7 @@ if ((STRACE > 0)) && ! in_list hearth "$PROXIES"; then STRACE=0; fi
 
 # ---------------------------------------------------------------------------------------------
 # Tools; perf and strace are optional (their figures then say n/a).
-ensure_tools wrk nginx python3 perf strace
+ensure_tools wrk nginx python3 perf strace ss
 if in_list haproxy "$PROXIES $IDLE_PROXIES"; then ensure_tools haproxy; fi
 for tool in wrk nginx python3; do command -v "$tool" >/dev/null || die "$tool is required"; done
 if in_list haproxy "$PROXIES $IDLE_PROXIES" && ! command -v haproxy >/dev/null; then
@@ -159,27 +159,28 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
 # Start the origin and the proxies.
-# ports: the origin, one per row (1-6), the 1-worker hearth's admin listener (7), the origin's TLS
-# listener (8) and the https rows (9-11).
-read -r -a ports < <(free_ports 12)
+# ports: the origin (0), the 1-worker hearth's admin listener (1), the origin's TLS listener (2),
+# the https rows (3-5), and from 6 on one per row of PROXIES, however many it names.
+read -r -a row_list <<<"$PROXIES"
+read -r -a ports < <(free_ports $((6 + ${#row_list[@]})))
 # The https shape's rows talk TLS to the origin's second listener.
 TLS_ROWS=
 if in_list https "$SHAPES"; then
-	UP_TLS_PORT=${ports[8]}
+	UP_TLS_PORT=${ports[2]}
 	TLS_ROWS="tls_hearth tls_hearth0 tls_nginx32"
 fi
 start_origin "${ports[0]}"
 ACTIVE=()
-i=1
-for proxy in $PROXIES; do
-	if start_row "$proxy" "${ports[$i]}" "${ports[7]}"; then
+i=6
+for proxy in "${row_list[@]}"; do
+	if start_row "$proxy" "${ports[$i]}" "${ports[1]}"; then
 		ACTIVE+=("$proxy")
 	else
 		explain_failure "$proxy"
 	fi
 	i=$((i + 1))
 done
-i=9
+i=3
 for proxy in $TLS_ROWS; do
 	if [[ $proxy == tls_nginx32 ]] || in_list hearth "$PROXIES"; then
 		if start_row "$proxy" "${ports[$i]}"; then
