@@ -39,6 +39,7 @@ ensure_tools() {
 		command -v "$tool" >/dev/null && continue
 		case $tool in
 		perf) missing+=(linux-perf) ;;
+		ss) missing+=(iproute2) ;;
 		*) missing+=("$tool") ;;
 		esac
 	done
@@ -130,12 +131,21 @@ stop() {
 	wait "$1" 2>/dev/null || true
 }
 
-# Waits until something accepts on 127.0.0.1:$1, while process $2 lives, for up to 10 s.
+# Waits until something accepts on 127.0.0.1:$1, while process $2 lives, for up to 10 s. The
+# listener must be process $2's own (ss -p names it; not checked where ss is missing): a row
+# given a port that another already holds would otherwise pass for up, and its load would go to
+# the other.
 wait_port() {
 	local tries
 	for ((tries = 0; tries < 100; tries++)); do
 		kill -0 "$2" 2>/dev/null || return 1
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+			if command -v ss >/dev/null && ! ss -Hltnp "sport = :$1" | grep -q "pid=$2,"; then
+				say "port $1 is held by another process, not by $2"
+				return 1
+			fi
+			return 0
+		fi
 		sleep 0.1
 	done
 	return 1
