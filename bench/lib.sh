@@ -186,13 +186,6 @@ cpu_ticks() {
 	echo $((${t% *} + ${t#* }))
 }
 
-# utime alone: the share of cpu_ticks spent in the process's own code rather than the kernel's.
-user_ticks() {
-	local t
-	t=$(proc_times "$1") || return 1
-	echo "${t% *}"
-}
-
 # ---------------------------------------------------------------------------------------------
 # The origin and the proxies. Per row name: PORT, PID and LABEL.
 declare -A PORT=() PID=() ADMIN=() LABEL=(

@@ -215,11 +215,11 @@ run_once() {
 		return
 	fi
 
-	local accepts0 accepts1 ticks0=0 ticks1=0 user0=0 user1=0
+	# utime and stime in clock ticks, before and after; sys1 stays empty if the process died.
+	local accepts0 accepts1 user0=0 sys0=0 user1='' sys1=''
 	accepts0=$(stub_accepts || echo)
 	if [[ -n $pid ]]; then
-		ticks0=$(cpu_ticks "$pid" || echo 0)
-		user0=$(user_ticks "$pid" || echo 0)
+		read -r user0 sys0 < <(proc_times "$pid" || echo 0 0)
 		if ((PERF)); then
 			perf stat -e "$PERF_EVENTS" -x, -o "$TMP/perf.$tag" -p "$pid" 2>/dev/null &
 			PERF_PID=$!
@@ -228,10 +228,7 @@ run_once() {
 		fi
 	fi
 	load "$TMP/wrk.$tag" "${WRK_ARGS[@]}" || say "$name: wrk failed: $(tail -1 "$TMP/wrk.$tag")"
-	if [[ -n $pid ]]; then
-		ticks1=$(cpu_ticks "$pid" || echo)
-		user1=$(user_ticks "$pid" || echo)
-	fi
+	if [[ -n $pid ]]; then read -r user1 sys1 < <(proc_times "$pid" || echo); fi
 	local counted=
 	if [[ -n $PERF_PID ]]; then
 		# perf stat prints its counts when interrupted.
@@ -254,8 +251,10 @@ run_once() {
 		fi
 		cpu=n/a user=n/a
 		# A process that died has no stat left to read.
-		[[ -z $ticks1 ]] || cpu=$(us_per_request "$((ticks1 - ticks0))" "$requests")
-		[[ -z $user1 ]] || user=$(us_per_request "$((user1 - user0))" "$requests")
+		if [[ -n $sys1 ]]; then
+			cpu=$(us_per_request "$((user1 + sys1 - user0 - sys0))" "$requests")
+			user=$(us_per_request "$((user1 - user0))" "$requests")
+		fi
 		syscalls=n/a waits=n/a
 		if [[ -n $counted ]]; then
 			syscalls=$(awk -F, -v n="$requests" '$3 ~ /raw_syscalls:sys_enter/ {

@@ -129,7 +129,7 @@ if ((BUILD)); then
 		PROXIES=$(tr " " "\n" <<<"$PROXIES" | grep -vx hearth | tr "\n" " " || true)
 	fi
 fi
-if [[ " $PROXIES " == *" hearthb "* ]]; then
+if in_list hearthb "$PROXIES"; then
 	BASE_LABEL=${HEARTH_BASE_BIN:-the same binary}
 	HEARTH_BASE_BIN=${HEARTH_BASE_BIN:-$HEARTH_BIN}
 	[[ -x $HEARTH_BASE_BIN ]] || die "PROXIES has hearthb but HEARTH_BASE_BIN ('$HEARTH_BASE_BIN') is not an executable"
